@@ -1,0 +1,60 @@
+"""Turn a generated cohort into a project: cases, splits, labels and withheld references."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from napari_ssl_seg.data.cohort import generate_cohort
+from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.io import geometry_mismatch, read_volume
+from napari_ssl_seg.store import Project
+from napari_ssl_seg.store.importer import Progress, assign_splits
+
+MAX_CASES = 1000
+
+
+def build_cohort_project(
+    out: Path,
+    base: Path,
+    base_label: Path,
+    *,
+    cases: int,
+    seed: int,
+    labeled: int | None = None,
+    progress: Progress | None = None,
+) -> Project:
+    """Generate ``cases`` deformed copies of a labeled base volume into a new project at ``out``.
+
+    Validation and test cases are always labeled (they are what a model is
+    judged on). With ``labeled``, only that many training cases carry a label;
+    the others are the unlabeled pool, and their ground truth is kept as a
+    withheld reference for simulated labeling and uncertainty evaluation.
+    """
+    if not 1 <= cases <= MAX_CASES:
+        raise InputError(f"--cases must be between 1 and {MAX_CASES}, got {cases}")
+    image = read_volume(base)
+    label = read_volume(base_label)
+    if mismatch := geometry_mismatch(image, label):
+        raise InputError(f"{base_label.name}: label geometry does not match {base.name}: {mismatch}")
+    names = [f"case_{index:03d}" for index in range(cases)]
+    splits = assign_splits(names, seed)
+    train = [name for name in names if splits[name] == "train"]
+    if labeled is not None and not 0 <= labeled <= len(train):
+        raise InputError(f"--labeled must be between 0 and the {len(train)} training cases, got {labeled}")
+    labeled_train = set(train if labeled is None else train[:labeled])
+    project = Project.create(out, seed=seed, name=f"cohort from {base.name}")
+    project.set_setting("cohort", json.dumps({"base": base.name, "base_label": base_label.name, "cases": cases}))
+    if label.label_names:
+        project.set_setting("label_names", json.dumps({str(k): v for k, v in sorted(label.label_names.items())}))
+    for index, case in enumerate(generate_cohort(image, label, cases=cases, seed=seed)):
+        if progress:
+            progress(index, cases, case.name)
+        project.add_case(case.name, case.image, split=splits[case.name])
+        if splits[case.name] != "train" or case.name in labeled_train:
+            project.save_label(case.name, case.label.array, author="cohort-generator", kind="import")
+        else:
+            project.save_reference_label(case.name, case.label.array)
+    if progress:
+        progress(cases, cases, "done")
+    return project

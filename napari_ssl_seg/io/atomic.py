@@ -1,0 +1,75 @@
+"""Crash-safe file replacement: write a temporary file, fsync, rename.
+
+A reader (or a crash) sees either the old file or the complete new one, never
+a half-written file. The temporary file sits in the destination folder, so the
+final rename stays on one file system and is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from napari_ssl_seg.errors import InputError
+
+TEMP_PREFIX = ".partial-"
+
+
+def fsync_directory(folder: Path) -> None:
+    """Persist a rename: the directory entry itself must reach the disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_output(final: Path | str, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it becomes ``final`` atomically.
+
+    The temporary name ends with ``final``'s own name, so libraries that pick
+    the format from the extension (nibabel, SimpleITK) write the right one.
+    With ``overwrite=False`` an existing ``final`` is never replaced: the
+    publish step is a hard link, which fails instead of clobbering.
+    """
+    final = Path(final)
+    temporary = final.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{final.name}"
+    try:
+        yield temporary
+        _fsync_file(temporary)
+        if overwrite:
+            os.replace(temporary, final)
+        else:
+            try:
+                os.link(temporary, final)
+            except FileExistsError:
+                raise InputError(f"refusing to overwrite existing file {final}") from None
+            temporary.unlink()
+        fsync_directory(final.parent)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InputError(f"disk full while writing {final}; nothing was changed") from exc
+        if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise InputError(f"cannot write {final}: {exc.strerror}") from exc
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+
+def atomic_write_bytes(final: Path | str, data: bytes, *, overwrite: bool = True) -> None:
+    with atomic_output(final, overwrite=overwrite) as temporary, open(temporary, "wb") as handle:
+        handle.write(data)
