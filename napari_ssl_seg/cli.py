@@ -145,6 +145,12 @@ def _print_status(project, *, as_json: bool) -> int:
     return EXIT_OK
 
 
+def command_demo(args: argparse.Namespace) -> int:
+    from napari_ssl_seg.demo import run_demo
+
+    return run_demo(args.out, gui=False if args.headless else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-ssl-seg",
@@ -185,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("project", type=Path)
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=command_status)
+
+    demo = commands.add_parser("demo", help="run the end-to-end loop on the bundled sample data")
+    demo.add_argument("--out", type=Path, default=Path("demo_output"), help="folder for the demo's projects")
+    demo.add_argument("--headless", action="store_true", help="never open napari, even with a display")
+    demo.set_defaults(handler=command_demo)
     return parser
 
 

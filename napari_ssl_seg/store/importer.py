@@ -52,16 +52,20 @@ def discover_folder_pair(images: Path, labels: Path | None) -> list[tuple[Path, 
     if not image_paths:
         raise InputError(f"{images}: no supported images (NIfTI, NRRD, MHA/MHD files or DICOM folders)")
     label_by_key: dict[str, Path] = {}
+    same_folder = labels is not None and labels.is_dir() and labels.resolve() == images.resolve()
     if labels is not None:
         if not labels.is_dir():
             raise InputError(f"{labels}: labels folder does not exist")
         for path in sorted(labels.iterdir()):
-            if path.is_file() and not path.name.startswith(".") and is_supported_path(path):
-                label_by_key[case_key(path, is_label=True)] = path
-    same_folder = labels is not None and labels.resolve() == images.resolve()
+            if not path.is_file() or path.name.startswith(".") or not is_supported_path(path):
+                continue
+            if same_folder and not _LABEL_TAG.search(case_stem(path)):
+                continue  # in a shared folder only names tagged _label/_seg/_mask are labels
+            label_by_key[case_key(path, is_label=True)] = path
     pairs = []
     for path in image_paths:
-        if same_folder and _LABEL_TAG.search(case_stem(path)):
+        is_segmentation = path.name.lower().endswith(".seg.nrrd")
+        if is_segmentation or (same_folder and _LABEL_TAG.search(case_stem(path))):
             continue
         pairs.append((path, label_by_key.get(case_key(path, is_label=False))))
     return pairs

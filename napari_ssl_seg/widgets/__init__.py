@@ -1,0 +1,1 @@
+"""The napari side: dock widgets and viewer helpers (the only Qt/napari importers besides the contributions)."""
