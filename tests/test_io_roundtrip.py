@@ -162,3 +162,12 @@ def test_geometry_round_trip_property(tmp_path_factory, spacing, origin, rotatio
     np.testing.assert_allclose(reread.spacing, volume.spacing, rtol=1e-5)
     np.testing.assert_allclose(reread.origin, volume.origin, atol=1e-3)
     np.testing.assert_allclose(reread.direction_matrix, volume.direction_matrix, atol=1e-5)
+
+
+def test_bundled_samples_match_their_recorded_checksums() -> None:
+    import hashlib
+
+    recorded = dict(line.split()[::-1] for line in (SAMPLE_DIR / "SHA256SUMS").read_text().splitlines())
+    assert set(recorded) == set(SAMPLE_FILES)
+    for name, digest in recorded.items():
+        assert hashlib.sha256((SAMPLE_DIR / name).read_bytes()).hexdigest() == digest
