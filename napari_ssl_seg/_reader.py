@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from napari_ssl_seg.io import is_supported_path, read_volume
 from napari_ssl_seg.io.read import case_stem

@@ -54,9 +54,7 @@ def test_sigkill_during_label_saves_keeps_every_saved_version(tmp_path: Path) ->
     rng = random.Random(0)
     tests_dir = str(Path(__file__).parent)
     for _ in range(KILLS):
-        saver = subprocess.Popen(
-            [sys.executable, "-c", SAVER, str(root), tests_dir], stdout=subprocess.PIPE, text=True
-        )
+        saver = subprocess.Popen([sys.executable, "-c", SAVER, str(root), tests_dir], stdout=subprocess.PIPE, text=True)
         assert saver.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.0, 0.5))
         saver.send_signal(signal.SIGKILL)

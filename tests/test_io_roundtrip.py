@@ -115,7 +115,9 @@ def test_dicom_folder_with_two_series_picks_the_larger_and_says_so(tmp_path: Pat
     assert len(volume.notes) == 1 and "2 DICOM series" in volume.notes[0]
 
 
-def _write_dicom_series(volume: Volume, folder: Path, *, modality: str, series: str = "1.2.826.0.1.3680043.2.1125.1") -> None:
+def _write_dicom_series(
+    volume: Volume, folder: Path, *, modality: str, series: str = "1.2.826.0.1.3680043.2.1125.1"
+) -> None:
     image = sitk.GetImageFromArray(volume.array.astype(np.int16))
     image.SetSpacing(volume.spacing[::-1])
     image.SetOrigin(volume.origin)
@@ -132,7 +134,9 @@ def _write_dicom_series(volume: Volume, folder: Path, *, modality: str, series: 
             "0020|000d": "1.2.826.0.1.3680043.2.1125.99",
             "0020|000e": series,
             "0020|0032": "\\".join(f"{p:.6f}" for p in position),
-            "0020|0037": "\\".join(f"{v:.8f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])),
+            "0020|0037": "\\".join(
+                f"{v:.8f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])
+            ),
             "0020|0013": str(index),
             "0018|0050": f"{volume.spacing[0]:.6f}",
             "0008|0018": f"{series}.{index + 1}",

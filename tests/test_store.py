@@ -73,7 +73,13 @@ def test_tampered_label_file_is_detected(project: Project) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("../../etc/passwd", "etc_passwd"), ("/abs/path", "abs_path"), ("..", None), ("a b/c", "a_b_c"), ("ok-1.2", "ok-1.2")],
+    [
+        ("../../etc/passwd", "etc_passwd"),
+        ("/abs/path", "abs_path"),
+        ("..", None),
+        ("a b/c", "a_b_c"),
+        ("ok-1.2", "ok-1.2"),
+    ],
 )
 def test_case_names_cannot_escape(raw: str, expected: str | None) -> None:
     if expected is None:
@@ -145,7 +151,13 @@ def test_import_decathlon_layout(tmp_path: Path) -> None:
     import json
 
     (root / "dataset.json").write_text(
-        json.dumps({"labels": {"0": "background", "1": "left atrium"}, "training": training, "test": ["./imagesTs/la_100.nii.gz"]})
+        json.dumps(
+            {
+                "labels": {"0": "background", "1": "left atrium"},
+                "training": training,
+                "test": ["./imagesTs/la_100.nii.gz"],
+            }
+        )
     )
     with import_into_new_project(tmp_path / "p", root, seed=1) as project:
         summary = project.summary()

@@ -63,7 +63,9 @@ def read_volume(path: Path | str) -> Volume:
             volume = _read_with_simpleitk(path, suffix)
         else:
             known = ", ".join(SUPPORTED_SUFFIXES)
-            raise InputError(f"{path.name}: unknown file type {suffix or '(none)'}; supported: {known} or a DICOM folder")
+            raise InputError(
+                f"{path.name}: unknown file type {suffix or '(none)'}; supported: {known} or a DICOM folder"
+            )
     return validate_volume(volume, name=path.name)
 
 
@@ -124,7 +126,9 @@ def _read_with_simpleitk(path: Path, suffix: str) -> Volume:
     if image.GetNumberOfComponentsPerPixel() != 1:
         if suffix == ".seg.nrrd":
             raise InputError(f"{path.name}: segmentation with overlapping segments (several layers) is not supported")
-        raise InputError(f"{path.name}: {image.GetNumberOfComponentsPerPixel()}-component (vector) images are not supported")
+        raise InputError(
+            f"{path.name}: {image.GetNumberOfComponentsPerPixel()}-component (vector) images are not supported"
+        )
     return volume_from_sitk(image, path.name, source_format="seg.nrrd" if suffix == ".seg.nrrd" else suffix.lstrip("."))
 
 

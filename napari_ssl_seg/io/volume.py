@@ -130,8 +130,7 @@ def validate_volume(volume: Volume, *, name: str) -> Volume:
     spacing = np.asarray(volume.spacing)
     if not np.all(np.isfinite(spacing)) or np.any(spacing < MIN_SPACING_MM) or np.any(spacing > MAX_SPACING_MM):
         raise InputError(
-            f"{name}: implausible voxel spacing {tuple(spacing)} mm "
-            f"(expected {MIN_SPACING_MM} to {MAX_SPACING_MM} mm)"
+            f"{name}: implausible voxel spacing {tuple(spacing)} mm (expected {MIN_SPACING_MM} to {MAX_SPACING_MM} mm)"
         )
     if not np.all(np.isfinite(volume.origin)):
         raise InputError(f"{name}: origin is not finite: {volume.origin}")

@@ -26,7 +26,8 @@ def write_volume(volume: Volume, path: Path | str, *, overwrite: bool = True) ->
     path = Path(path)
     suffix = file_suffix(path)
     if suffix not in LABEL_WRITE_SUFFIXES:
-        raise InputError(f"{path.name}: cannot write {suffix or 'files without extension'}; use one of {', '.join(LABEL_WRITE_SUFFIXES)}")
+        allowed = ", ".join(LABEL_WRITE_SUFFIXES)
+        raise InputError(f"{path.name}: cannot write {suffix or 'files without extension'}; use one of {allowed}")
     if not path.parent.is_dir():
         raise InputError(f"{path.parent}: folder does not exist")
     array = _writable_array(volume.array)

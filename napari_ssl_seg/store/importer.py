@@ -108,7 +108,9 @@ def plan_import(images: Path, labels: Path | None) -> list[PlannedCase]:
         if label_path is not None:
             label = read_volume(label_path)
             if mismatch := geometry_mismatch(image, label):
-                raise InputError(f"{label_path.name}: label geometry does not match image {image_path.name}: {mismatch}")
+                raise InputError(
+                    f"{label_path.name}: label geometry does not match image {image_path.name}: {mismatch}"
+                )
             if not (np.issubdtype(label.array.dtype, np.integer) or label.array.dtype == np.bool_):
                 rounded = np.round(label.array)
                 if not np.array_equal(rounded, label.array):
@@ -141,7 +143,9 @@ def import_into_new_project(
     planned = plan_import(images, labels)
     splits = assign_splits([case.name for case in planned if case.label is not None], seed)
     project = Project.create(root, seed=seed)
-    names = next((case.label.label_names for case in planned if case.label is not None and case.label.label_names), None)
+    names = next(
+        (case.label.label_names for case in planned if case.label is not None and case.label.label_names), None
+    )
     if names:
         project.set_setting("label_names", json.dumps({str(value): name for value, name in sorted(names.items())}))
     for index, case in enumerate(planned):

@@ -251,7 +251,9 @@ class Project:
         """``array`` placed on the case's voxel grid (without reading the image)."""
         record = self.case(name)
         if tuple(array.shape) != record.shape:
-            raise InputError(f"label shape {tuple(array.shape)} does not match case {name!r} image shape {record.shape}")
+            raise InputError(
+                f"label shape {tuple(array.shape)} does not match case {name!r} image shape {record.shape}"
+            )
         return Volume(
             array=array,
             spacing=record.spacing,
@@ -382,9 +384,9 @@ def _connect(database: Path) -> sqlite3.Connection:
 def _as_label_array(array: np.ndarray, name: str) -> np.ndarray:
     if array.ndim != 3:
         raise InputError(f"label for {name!r} must be 3D, got shape {tuple(array.shape)}")
-    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
-        if not np.all(np.isfinite(array)) or not np.all(np.equal(np.mod(array, 1), 0)):
-            raise InputError(f"label for {name!r} has non-integer values")
+    is_integer = np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_
+    if not is_integer and not (np.all(np.isfinite(array)) and np.all(np.equal(np.mod(array, 1), 0))):
+        raise InputError(f"label for {name!r} has non-integer values")
     if array.size and array.min() < 0:
         raise InputError(f"label for {name!r} has negative values")
     if array.size and array.max() > 65535:
