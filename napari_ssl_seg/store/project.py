@@ -321,22 +321,23 @@ class Project:
         previous = read_volume(inside(self.root, parent_path)).array
         return int(np.count_nonzero(previous != array))
 
+    _LABEL_COLUMNS = (
+        "SELECT l.id, c.name, l.version, l.path, l.sha256, l.author, l.kind, l.parent_id, l.created_at,"
+        " l.edit_seconds, l.changed_voxels FROM label_versions l JOIN cases c ON c.id = l.case_id"
+    )
+
     def label_versions(self, name: str | None = None) -> list[LabelVersion]:
-        sql = (
-            "SELECT l.id, c.name, l.version, l.path, l.sha256, l.author, l.kind, l.parent_id, l.created_at,"
-            " l.edit_seconds, l.changed_voxels FROM label_versions l JOIN cases c ON c.id = l.case_id"
-        )
-        if name is None:
-            rows = self._connection.execute(sql + " ORDER BY c.name, l.version").fetchall()
-        else:
-            rows = self._connection.execute(sql + " WHERE c.name = ? ORDER BY l.version", (name,)).fetchall()
+        """Every label version, oldest first; only case ``name``'s when given."""
+        rows = self._connection.execute(
+            self._LABEL_COLUMNS + " WHERE ? IS NULL OR c.name = ? ORDER BY c.name, l.version", (name, name)
+        ).fetchall()
         return [LabelVersion(*row) for row in rows]
 
     def label_version(self, version_id: int) -> LabelVersion:
-        found = [version for version in self.label_versions() if version.id == version_id]
-        if found:
-            return found[0]
-        raise ProjectError(f"no label version with id {version_id}")
+        row = self._connection.execute(self._LABEL_COLUMNS + " WHERE l.id = ?", (version_id,)).fetchone()
+        if row is None:
+            raise ProjectError(f"no label version with id {version_id}")
+        return LabelVersion(*row)
 
     def read_label(self, name: str, version: int | None = None) -> Volume:
         """Read a label version (the latest by default), verifying its checksum."""
