@@ -1,0 +1,40 @@
+"""`make-cohort` builds a project: splits, labeled pool, withheld references."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_ssl_seg.cli import main
+from napari_ssl_seg.store import Project
+
+
+def test_make_cohort_project_with_unlabeled_pool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cohort"
+    assert main(["make-cohort", str(out), "--cases", "5", "--seed", "4", "--labeled", "1", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["cases"] == 5
+    assert summary["splits"] == {"train": 3, "validation": 1, "test": 1}
+    with Project.open(out) as project:
+        cases = {case.name: case for case in project.cases()}
+        unlabeled = [name for name, case in cases.items() if not case.is_labeled]
+        assert len(unlabeled) == 2 and all(cases[name].split == "train" for name in unlabeled)
+        for name in unlabeled:
+            reference = project.read_reference_label(name)
+            image = project.read_image(name)
+            assert reference.shape == image.shape
+            assert set(np.unique(reference.array)) <= set(range(8))
+        assert project.label_names()[5] == "right lung"
+        assert project.integrity_check() == "ok"
+
+
+def test_make_cohort_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["make-cohort", str(tmp_path / "a"), "--cases", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --cases")
+    assert main(["make-cohort", str(tmp_path / "b"), "--cases", "5", "--labeled", "9"]) == 2
+    assert capsys.readouterr().err.startswith("error: --labeled")
+    assert main(["make-cohort", str(tmp_path / "c"), "--base", "x.nrrd", "--cases", "2"]) == 2
+    assert not any((tmp_path / name).exists() for name in "abc")
