@@ -65,3 +65,12 @@ def test_sample_data_opens_image_and_labels(make_napari_viewer) -> None:
     kinds = sorted(layer._type_string for layer in viewer.layers)
     assert kinds == ["image", "labels"]
     np.testing.assert_allclose(viewer.layers[0].scale, read_volume(SAMPLE_DIR / "CTChest4.nrrd").spacing)
+
+
+def test_corrupt_file_reports_our_one_line_reason(make_napari_viewer, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.nrrd"
+    broken.write_bytes(b"NRRD0004\ntype: float\ndimension: 3\nsizes: 4 4\n")
+    viewer = make_napari_viewer()
+    with pytest.raises(Exception, match="not a readable NRRD file"):
+        viewer.open(str(broken), plugin=PLUGIN)
+    assert len(viewer.layers) == 0
