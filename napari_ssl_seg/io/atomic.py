@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,21 +20,21 @@ from napari_ssl_seg.errors import InputError
 TEMP_PREFIX = ".partial-"
 
 
-def fsync_directory(folder: Path) -> None:
-    """Persist a rename: the directory entry itself must reach the disk."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (which is what makes a rename durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -49,7 +50,7 @@ def atomic_output(final: Path | str, *, overwrite: bool = True) -> Iterator[Path
     temporary = final.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{final.name}"
     try:
         yield temporary
-        _fsync_file(temporary)
+        fsync_path(temporary)
         if overwrite:
             os.replace(temporary, final)
         else:
@@ -58,7 +59,7 @@ def atomic_output(final: Path | str, *, overwrite: bool = True) -> Iterator[Path
             except FileExistsError:
                 raise InputError(f"refusing to overwrite existing file {final}") from None
             temporary.unlink()
-        fsync_directory(final.parent)
+        fsync_path(final.parent)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise InputError(f"disk full while writing {final}; nothing was changed") from exc

@@ -16,7 +16,6 @@ The weights are written first, the card last, each atomically: a crash leaves ei
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import struct
@@ -32,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from napari_ssl_seg.errors import InputError
-from napari_ssl_seg.io.atomic import atomic_output
+from napari_ssl_seg.io.atomic import atomic_output, sha256_file
 from napari_ssl_seg.networks.vnet import VNet
 
 __all__ = [
@@ -229,14 +228,6 @@ def _check_not_pickle(path: Path, *, expect_safetensors: bool) -> None:
         raise InputError(f"{path} is not a safetensors weights file")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _network_configs(card: ModelCard) -> dict[str, dict[str, Any]]:
     return {MAIN_NETWORK: card.network, **card.extra_networks}
 
@@ -297,7 +288,7 @@ def save_checkpoint(
     }
     with atomic_output(weights_path, overwrite=overwrite) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
-    card.weights_sha256 = _sha256(weights_path)
+    card.weights_sha256 = sha256_file(weights_path)
     with atomic_output(card_path, overwrite=overwrite) as temporary:
         temporary.write_text(card.to_json(), encoding="utf-8")
     return weights_path, card_path
@@ -351,7 +342,7 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, nn.Module], ModelCard]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read model card {card_path}: {exc}") from None
     card = ModelCard.from_json(text, source=f"model card {card_path}")
-    if card.weights_sha256 is not None and _sha256(weights_path) != card.weights_sha256:
+    if card.weights_sha256 is not None and sha256_file(weights_path) != card.weights_sha256:
         raise InputError(
             f"weights {weights_path} are not the ones model card {card_path} was written for (hash differs)"
         )

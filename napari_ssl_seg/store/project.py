@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import shutil
 import sqlite3
@@ -18,7 +17,7 @@ import numpy as np
 
 from napari_ssl_seg.errors import InputError, ProjectError
 from napari_ssl_seg.io import Volume, geometry_mismatch, read_volume, write_volume
-from napari_ssl_seg.io.atomic import atomic_output
+from napari_ssl_seg.io.atomic import atomic_output, sha256_file
 from napari_ssl_seg.io.read import file_suffix
 from napari_ssl_seg.store.names import inside, safe_case_name
 from napari_ssl_seg.store.schema import migrate
@@ -31,14 +30,6 @@ LABEL_KINDS = ("import", "annotation", "prediction", "simulation")
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_author() -> str:
