@@ -9,6 +9,7 @@ previous state or the new one, and never loses a saved label version.
 from __future__ import annotations
 
 from napari_ssl_seg.store.names import safe_case_name
-from napari_ssl_seg.store.project import CaseRecord, LabelVersion, Project
+from napari_ssl_seg.store.project import Project
+from napari_ssl_seg.store.records import CaseRecord, LabelVersion
 
 __all__ = ["CaseRecord", "LabelVersion", "Project", "safe_case_name"]

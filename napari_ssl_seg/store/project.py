@@ -9,7 +9,6 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from napari_ssl_seg.io import Volume, geometry_mismatch, read_volume, write_volu
 from napari_ssl_seg.io.atomic import atomic_output, sha256_file
 from napari_ssl_seg.io.read import file_suffix
 from napari_ssl_seg.store.names import inside, safe_case_name
+from napari_ssl_seg.store.records import CaseRecord, LabelVersion, case_from_row
 from napari_ssl_seg.store.schema import migrate
 
 DATABASE_NAME = "project.sqlite"
@@ -37,41 +37,6 @@ def default_author() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry in some containers
         return "unknown"
-
-
-@dataclass(frozen=True)
-class CaseRecord:
-    id: int
-    name: str
-    image_path: str
-    split: str
-    shape: tuple[int, int, int]
-    spacing: tuple[float, float, float]
-    origin: tuple[float, float, float]
-    direction: tuple[float, ...]
-    modality: str | None
-    latest_label_version: int | None
-    latest_label_author: str | None
-    latest_label_time: str | None
-
-    @property
-    def is_labeled(self) -> bool:
-        return self.latest_label_version is not None
-
-
-@dataclass(frozen=True)
-class LabelVersion:
-    id: int
-    case_name: str
-    version: int
-    path: str
-    sha256: str
-    author: str
-    kind: str
-    parent_id: int | None
-    created_at: str
-    edit_seconds: float | None
-    changed_voxels: int | None
 
 
 class Project:
@@ -226,7 +191,7 @@ class Project:
             """,
             (name, name),
         ).fetchall()
-        return [_case_from_row(row) for row in rows]
+        return [case_from_row(row) for row in rows]
 
     def case(self, name: str) -> CaseRecord:
         found = self.cases(name)
@@ -384,20 +349,3 @@ def _as_label_array(array: np.ndarray, name: str) -> np.ndarray:
     if array.size and array.max() > 65535:
         raise InputError(f"label for {name!r} has values above 65535")
     return array.astype(np.uint8 if array.max() < 256 else np.uint16)
-
-
-def _case_from_row(row: tuple) -> CaseRecord:
-    return CaseRecord(
-        id=row[0],
-        name=row[1],
-        image_path=row[2],
-        split=row[3],
-        shape=tuple(json.loads(row[4])),
-        spacing=tuple(json.loads(row[5])),
-        origin=tuple(json.loads(row[6])),
-        direction=tuple(json.loads(row[7])),
-        modality=row[8],
-        latest_label_version=row[9],
-        latest_label_author=row[10],
-        latest_label_time=row[11],
-    )
