@@ -92,8 +92,6 @@ def _read_nifti(path: Path) -> Volume:
 
     try:
         image = nib.load(str(path))
-        if len(image.shape) < 3:
-            raise InputError(f"{path.name}: expected a 3D volume, got {len(image.shape)}D with shape {image.shape}")
         data = squeeze_to_3d(np.asanyarray(image.dataobj), path.name)
         affine_ras = np.asarray(image.affine, dtype=float)
     except InputError:
