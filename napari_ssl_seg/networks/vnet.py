@@ -222,13 +222,20 @@ class VNet(nn.Module):
                 x = self.down[level](x)
         return VNetFeatures(tuple(skips), x)
 
-    def decode(self, features: VNetFeatures) -> torch.Tensor:
-        """Bottleneck dropout, decoder with additive skips, last dropout, 1x1x1 classifier: logits."""
+    def decode_features(self, features: VNetFeatures) -> torch.Tensor:
+        """Bottleneck dropout and the decoder with additive skips: the last stage's features."""
         x = self.bottleneck_dropout(features.bottleneck)
         for index, (up, stage) in enumerate(zip(self.up, self.decoder, strict=True)):
             x = stage(up(x) + features.skips[-1 - index])
-        x = self.final_dropout(x)
-        return self.classifier(x)
+        return x
+
+    def classify(self, decoded: torch.Tensor) -> torch.Tensor:
+        """Last dropout and the 1x1x1 classifier: logits from :meth:`decode_features`' output."""
+        return self.classifier(self.final_dropout(decoded))
+
+    def decode(self, features: VNetFeatures) -> torch.Tensor:
+        """Bottleneck dropout, decoder with additive skips, last dropout, 1x1x1 classifier: logits."""
+        return self.classify(self.decode_features(features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, num_classes, z, y, x) = ``decode(encode(x))``."""

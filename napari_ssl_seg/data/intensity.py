@@ -1,0 +1,72 @@
+"""Intensity normalisation shared by training and inference, described by a model card entry.
+
+A model must see at inference exactly the intensities it saw in training, so both paths call
+:func:`normalise_intensity` with the card's ``intensity`` entry:
+
+* ``{"kind": "ct_window", "window": [low, high]}``: Hounsfield units clipped to the window and
+  mapped linearly to [0, 1] (CT: absolute units carry meaning, so no per-case statistics).
+* ``{"kind": "zscore"}``: zero mean and unit variance over the whole volume (MRI: arbitrary units
+  that differ between scanners and sessions).
+
+Both are MONAI intensity transforms; this module only chooses and validates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from monai.transforms import NormalizeIntensity, ScaleIntensityRange
+
+from napari_ssl_seg.errors import InputError
+
+__all__ = ["DEFAULT_CT_WINDOW", "choose_intensity", "normalise_intensity", "validate_intensity"]
+
+DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
+# Values this low only occur in Hounsfield units (air is -1000 HU).
+_CT_EVIDENCE_HU = -500.0
+
+
+def validate_intensity(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a clean copy of an ``intensity`` entry or raise :class:`InputError`."""
+    if not isinstance(spec, Mapping):
+        raise InputError("model card 'intensity' must be an object with a 'kind'")
+    kind = spec.get("kind")
+    if kind == "zscore":
+        return {"kind": "zscore"}
+    if kind == "ct_window":
+        window = spec.get("window", DEFAULT_CT_WINDOW)
+        try:
+            low, high = (float(v) for v in window)
+        except (TypeError, ValueError):
+            raise InputError(f"intensity window must be two numbers, got {window!r}") from None
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise InputError(f"intensity window must satisfy low < high, got {window!r}")
+        return {"kind": "ct_window", "window": [low, high]}
+    raise InputError(f"unknown intensity normalisation {kind!r} (known: ct_window, zscore)")
+
+
+def choose_intensity(modality: str | None, array: np.ndarray) -> dict[str, Any]:
+    """The normalisation a new model should use for images like ``array``.
+
+    CT when the modality says so or the values reach well below zero (Hounsfield air); z-score
+    otherwise.
+    """
+    is_ct = (modality or "").upper() == "CT" or float(np.nanmin(array)) < _CT_EVIDENCE_HU
+    if is_ct:
+        return {"kind": "ct_window", "window": list(DEFAULT_CT_WINDOW)}
+    return {"kind": "zscore"}
+
+
+def normalise_intensity(array: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
+    """``array`` normalised per ``spec``, as a new float32 array of the same shape."""
+    spec = validate_intensity(spec)
+    data = np.asarray(array, dtype=np.float32)
+    if spec["kind"] == "ct_window":
+        low, high = spec["window"]
+        transform = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True, dtype=np.float32)
+    else:
+        transform = NormalizeIntensity(nonzero=False, dtype=np.float32)
+    result = transform(data)
+    return np.asarray(result.numpy() if hasattr(result, "numpy") else result, dtype=np.float32)

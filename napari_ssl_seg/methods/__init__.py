@@ -1,0 +1,1 @@
+"""Semi-supervised methods: interchangeable strategies behind one interface (see base.py)."""

@@ -1,0 +1,156 @@
+"""The one interface every semi-supervised method implements.
+
+A method states three things and nothing else (ARCHITECTURE.md, "seams that must hold"):
+
+1. its **networks**: every ``nn.Module`` it needs (students, teachers, heads, attention blocks),
+   by name, and which of them the optimiser trains;
+2. its **loss for a batch**: a (labeled, unlabeled) :class:`Batch` in, a scalar loss out;
+3. its **teacher update**: what happens after each optimiser step (EMA, nothing, ...).
+
+The training loop owns everything else: data, augmentation, batching, devices, mixed precision,
+the optimiser (plain SGD or SAM, as the method asks), learning-rate and ramp-up schedules,
+checkpoints and exact resume, validation, logging and torch.distributed. A method never touches
+files, devices or the project store, and never calls ``backward()`` or an optimiser itself.
+
+Distributed training: the loop may replace entries of :attr:`SemiSupervisedMethod.networks` by
+``DistributedDataParallel`` wrappers of the trainable networks, so a method must call its trainable
+networks through ``self.networks[name](...)`` (their ``forward``), and reach plain attributes
+through :meth:`SemiSupervisedMethod.unwrapped`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+__all__ = ["Batch", "LossOutput", "SemiSupervisedMethod", "StepContext", "gaussian_rampup"]
+
+
+@dataclass
+class Batch:
+    """One training batch, already augmented and on the training device.
+
+    ``labeled_image``: (B_l, C, z, y, x) float; ``labeled_target``: (B_l, z, y, x) int64 class ids;
+    ``unlabeled_image``: (B_u, C, z, y, x) float (B_u may be 0 for supervised training).
+    """
+
+    labeled_image: torch.Tensor
+    labeled_target: torch.Tensor
+    unlabeled_image: torch.Tensor
+
+    @property
+    def all_images(self) -> torch.Tensor:
+        """Labeled then unlabeled images in one tensor (the order methods index by)."""
+        return torch.cat([self.labeled_image, self.unlabeled_image], dim=0)
+
+    @property
+    def labeled_count(self) -> int:
+        return int(self.labeled_image.shape[0])
+
+
+def gaussian_rampup(iteration: int, length: int) -> float:
+    """exp(-5 (1 - t/length)^2), clipped to [0, 1]: the papers' consistency ramp-up."""
+    if length <= 0:
+        return 1.0
+    t = min(max(iteration, 0), length) / length
+    return float(math.exp(-5.0 * (1.0 - t) ** 2))
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What the loop tells a method about where training stands.
+
+    ``rampup`` is the loop's Gaussian ramp-up in [0, 1] for this iteration (the config's
+    ``rampup_iterations``); a method multiplies it by its own maximum consistency weight.
+    ``step`` is the sub-step within the iteration (0 .. ``steps_per_iteration`` - 1), for methods
+    that take two optimiser steps per iteration (UCMT, UG-CEMT's second stage).
+    """
+
+    iteration: int
+    max_iterations: int
+    rampup: float
+    step: int = 0
+    num_classes: int = 2
+
+    @property
+    def progress(self) -> float:
+        return self.iteration / max(self.max_iterations, 1)
+
+
+@dataclass
+class LossOutput:
+    """The scalar loss to minimise and the named parts worth logging (floats)."""
+
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class SemiSupervisedMethod(ABC):
+    """Base class of every method; see the module docstring for the contract.
+
+    Subclasses set the class attributes, build their networks in ``__init__`` (from the
+    ``network`` config, a model card ``network`` entry, via :func:`napari_ssl_seg.networks.build_network`)
+    and implement :meth:`loss`. ``settings`` overrides the method's documented defaults
+    (:attr:`defaults`); unknown keys are an error so a typo never silently trains the wrong thing.
+    """
+
+    name: ClassVar[str]
+    #: Optimiser steps per iteration; :meth:`loss` is called once per step with ``ctx.step`` set.
+    steps_per_iteration: ClassVar[int] = 1
+    #: "sgd" or "sam" (sharpness-aware minimisation around SGD; the loop calls :meth:`loss` twice).
+    optimizer: ClassVar[str] = "sgd"
+    #: The network used at inference and exported as the checkpoint's ``model``.
+    inference_network: ClassVar[str] = "model"
+    #: A second network exported as the checkpoint's ``student`` (teacher-student disagreement), or None.
+    disagreement_network: ClassVar[str | None] = None
+    #: The method's settings and their defaults (paper values); documented in each subclass.
+    defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, network: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> None:
+        unknown = set(settings or {}) - set(self.defaults)
+        if unknown:
+            known = ", ".join(sorted(self.defaults)) or "none"
+            raise ValueError(f"unknown setting(s) for method {self.name!r}: {', '.join(sorted(unknown))} (known: {known})")
+        self.settings: dict[str, Any] = {**self.defaults, **(settings or {})}
+        self.network_config: dict[str, Any] = dict(network)
+        self.networks: nn.ModuleDict = nn.ModuleDict()
+
+    # -- what the loop asks ------------------------------------------------
+    @abstractmethod
+    def trainable(self) -> list[str]:
+        """Names of the networks the optimiser updates (the others get no gradients)."""
+
+    @abstractmethod
+    def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
+        """The loss for ``batch`` at ``ctx``; called in train mode, gradients enabled."""
+
+    def update_teachers(self, ctx: StepContext) -> None:  # noqa: B027 (optional hook)
+        """After each optimiser step: EMA teachers and the like. Default: nothing."""
+
+    def train(self, mode: bool = True) -> None:
+        """Put trainable networks in train mode and every other network in eval mode."""
+        trainable = set(self.trainable())
+        for name, module in self.networks.items():
+            module.train(mode and name in trainable)
+
+    def unwrapped(self, name: str) -> nn.Module:
+        """The plain module behind ``self.networks[name]`` (the loop may have wrapped it in DDP)."""
+        module = self.networks[name]
+        return getattr(module, "module", module)
+
+    def export(self) -> dict[str, nn.Module]:
+        """The networks a deployment checkpoint holds: ``model`` and optionally ``student``."""
+        exported = {"model": self.unwrapped(self.inference_network)}
+        if self.disagreement_network is not None:
+            exported["student"] = self.unwrapped(self.disagreement_network)
+        return exported
+
+    def describe(self) -> dict[str, Any]:
+        """Method name and effective settings, for the model card and the log."""
+        return {"method": self.name, "settings": dict(self.settings)}
