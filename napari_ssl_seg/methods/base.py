@@ -116,7 +116,8 @@ class SemiSupervisedMethod(ABC):
         unknown = set(settings or {}) - set(self.defaults)
         if unknown:
             known = ", ".join(sorted(self.defaults)) or "none"
-            raise ValueError(f"unknown setting(s) for method {self.name!r}: {', '.join(sorted(unknown))} (known: {known})")
+            names = ", ".join(sorted(unknown))
+            raise ValueError(f"unknown setting(s) for method {self.name!r}: {names} (known: {known})")
         self.settings: dict[str, Any] = {**self.defaults, **(settings or {})}
         self.network_config: dict[str, Any] = dict(network)
         self.networks: nn.ModuleDict = nn.ModuleDict()
