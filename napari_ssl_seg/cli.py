@@ -10,21 +10,17 @@ import argparse
 import json
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from napari_ssl_seg import __version__
+from napari_ssl_seg.cli_support import print_notes, progress_bar
 from napari_ssl_seg.errors import InputError
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
-
-
-def _print_notes(notes: Sequence[str]) -> None:
-    for note in notes:
-        print(f"warning: {note}", file=sys.stderr)
 
 
 def _format_number(value: float) -> str:
@@ -35,7 +31,7 @@ def command_info(args: argparse.Namespace) -> int:
     from napari_ssl_seg.io import read_volume
 
     volume = read_volume(args.path)
-    _print_notes(volume.notes)
+    print_notes(volume.notes)
     info = volume.geometry_dict()
     if args.json:
         print(json.dumps(info))
@@ -60,29 +56,11 @@ def command_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _progress_bar(description: str) -> Callable[[int, int, str], None]:
-    """A tqdm bar on stderr driven by (done, total, item) callbacks from the core."""
-    from tqdm import tqdm
-
-    state: dict[str, tqdm] = {}
-
-    def update(done: int, total: int, item: str) -> None:
-        bar = state.get("bar")
-        if bar is None:
-            bar = state["bar"] = tqdm(total=total, desc=description, unit="case", file=sys.stderr, leave=True)
-        bar.n = done
-        bar.set_postfix_str(item, refresh=True)
-        if done >= total:
-            bar.close()
-
-    return update
-
-
 def command_init(args: argparse.Namespace) -> int:
     from napari_ssl_seg.store.importer import import_into_new_project
 
     project = import_into_new_project(
-        args.project, args.images, args.labels, seed=args.seed, progress=_progress_bar("importing")
+        args.project, args.images, args.labels, seed=args.seed, progress=progress_bar("importing")
     )
     with project:
         return _print_status(project, as_json=args.json)
@@ -103,7 +81,7 @@ def command_make_cohort(args: argparse.Namespace) -> int:
         cases=args.cases,
         seed=args.seed,
         labeled=args.labeled,
-        progress=_progress_bar("generating"),
+        progress=progress_bar("generating"),
     )
     with project:
         return _print_status(project, as_json=args.json)
@@ -191,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("project", type=Path)
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=command_status)
+
+    from napari_ssl_seg.inference.command import add_inference_parsers
+
+    add_inference_parsers(commands)
 
     demo = commands.add_parser("demo", help="run the end-to-end loop on the bundled sample data")
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="folder for the demo's projects")

@@ -42,6 +42,9 @@ def write_volume(volume: Volume, path: Path | str, *, overwrite: bool = True) ->
 def _writable_array(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.bool_:
         return array.astype(np.uint8)
+    if array.dtype == np.float16:
+        # NIfTI, NRRD and MHA have no half-precision type; float32 holds every float16 exactly.
+        return array.astype(np.float32)
     if array.dtype == np.int64 and array.size and array.min() >= 0 and array.max() < 2**16:
         # napari Labels layers hold int64/int32; label maps travel better as uint8/uint16.
         return array.astype(np.uint8 if array.max() < 256 else np.uint16)

@@ -97,6 +97,10 @@ class Project:
             raise
         connection.execute("COMMIT")
 
+    def read(self, sql: str, parameters: tuple = ()) -> list[tuple]:
+        """Rows of a read-only query (the store's sibling modules use this; others use methods)."""
+        return self._connection.execute(sql, parameters).fetchall()
+
     # -- project settings --------------------------------------------------
     def setting(self, key: str) -> str | None:
         row = self._connection.execute("SELECT value FROM project WHERE key = ?", (key,)).fetchone()

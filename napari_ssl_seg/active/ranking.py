@@ -1,0 +1,135 @@
+"""Rank a project's unlabeled cases, most uncertain first: what the annotator labels next.
+
+Each unlabeled training case is predicted once per model (resumable: cases already scored by
+that model are skipped unless forced); all model-based scores come from the same prediction and
+are stored together, with the prediction itself cached for the viewer. Model-free baselines are
+stored with no model. Validation and test cases are never queued: labeling them would leak the
+data a teacher is judged on into its training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.inference.predictor import Predictor
+from napari_ssl_seg.inference.scores import (
+    DEFAULT_STRATEGY,
+    MODEL_FREE_STRATEGIES,
+    MODEL_STRATEGIES,
+    STRATEGIES,
+    least_recent_score,
+    model_scores,
+    random_score,
+)
+from napari_ssl_seg.store import Project
+from napari_ssl_seg.store.models import ModelVersion, active_model, register_model
+from napari_ssl_seg.store.scores import save_prediction, save_scores, scores
+
+__all__ = ["RankResult", "candidate_cases", "rank_project"]
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class RankResult:
+    strategy: str
+    model: ModelVersion | None
+    queue: list[tuple[str, float]]
+    predicted: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    seconds_per_case: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "strategy": self.strategy,
+            "model": None if self.model is None else self.model.name,
+            "queue": [{"case": name, "score": score} for name, score in self.queue],
+            "predicted": self.predicted,
+            "reused": self.reused,
+            "seconds_per_case": self.seconds_per_case,
+        }
+
+
+def candidate_cases(project: Project) -> list[str]:
+    """Unlabeled training cases: the pool the annotator picks from."""
+    return [case.name for case in project.cases() if case.split == "train" and not case.is_labeled]
+
+
+def _last_touched(project: Project) -> dict[str, str]:
+    rows = project.read(
+        "SELECT c.name, COALESCE((SELECT MAX(created_at) FROM label_versions WHERE case_id = c.id), c.created_at)"
+        " FROM cases c"
+    )
+    return dict(rows)
+
+
+def _model_free(project: Project, names: list[str]) -> None:
+    touched = _last_touched(project)
+    save_scores(project, None, "random", {name: random_score(project.seed, name) for name in names})
+    save_scores(project, None, "least_recent", {name: least_recent_score(touched[name]) for name in names})
+
+
+def _resolve_model(project: Project, model: Path | str | None) -> ModelVersion:
+    if model is not None:
+        return register_model(project, model)
+    active = active_model(project)
+    if active is None:
+        raise InputError(f"project {project.root} has no active model; pass --model")
+    return active
+
+
+def rank_project(
+    project: Project,
+    *,
+    model: Path | str | None = None,
+    strategy: str = DEFAULT_STRATEGY,
+    device: str = "auto",
+    samples: int = 8,
+    uncertainty: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> RankResult:
+    """Score every unlabeled case and return the queue for ``strategy``, most uncertain first."""
+    if strategy not in STRATEGIES:
+        raise InputError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+    names = candidate_cases(project)
+    result = RankResult(strategy=strategy, model=None, queue=[])
+    if not names:
+        return result
+    _model_free(project, names)
+    if strategy in MODEL_FREE_STRATEGIES and model is None and active_model(project) is None:
+        stored = scores(project, None, strategy)
+        result.queue = [(name, stored[name]) for name in stored if name in names]
+        return result
+    version = _resolve_model(project, model)
+    result.model = version
+    predictor = Predictor.from_checkpoint(version.checkpoint(project), device=device)
+    done = {name for name in scores(project, version.id, MODEL_STRATEGIES[0]) if name in names}
+    for index, name in enumerate(names):
+        if progress:
+            progress(index, len(names), name)
+        if name in done and not force:
+            result.reused.append(name)
+            continue
+        image = project.read_image(name)
+        prediction = predictor.predict(image, uncertainty=uncertainty, samples=samples, name=name)
+        if prediction.uncertainty is None:
+            raise InputError("ranking needs an uncertainty map; this model and --uncertainty give none")
+        values = model_scores(
+            prediction.uncertainty.array, prediction.label.array, image.spacing, prediction.num_classes
+        )
+        # One prediction, every model score: switching strategy never re-runs the network.
+        for key, value in values.items():
+            save_scores(project, version.id, key, {name: value})
+        save_prediction(project, version.name, name, prediction.label, prediction.uncertainty)
+        result.predicted.append(name)
+        result.seconds_per_case[name] = round(prediction.seconds, 3)
+    if progress:
+        progress(len(names), len(names), "done")
+    model_id = None if strategy in MODEL_FREE_STRATEGIES else version.id
+    stored = scores(project, model_id, strategy)
+    result.queue = [(name, stored[name]) for name in stored if name in names]
+    return result

@@ -1,0 +1,73 @@
+"""Ranking scores and cached predictions of a project's cases.
+
+Scores are rows keyed by (case, model, strategy), the model NULL for model-free strategies.
+Predictions (label map and entropy map per case and model) are files under
+``predictions/<model>/``, so the annotator's viewer opens a ranked case without waiting for the
+network again; they are caches, never labels, and are rewritten freely (atomically).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from napari_ssl_seg.errors import ProjectError
+from napari_ssl_seg.io import Volume, read_volume, write_volume
+from napari_ssl_seg.store.names import inside
+from napari_ssl_seg.store.project import LABEL_SUFFIX, Project, utc_now
+
+__all__ = ["prediction_paths", "read_prediction", "save_prediction", "save_scores", "scores"]
+
+
+def save_scores(project: Project, model_id: int | None, strategy: str, values: Mapping[str, float]) -> None:
+    """Insert or replace the scores of the named cases for (model, strategy)."""
+    now = utc_now()
+    with project.transaction() as connection:
+        ids = dict(connection.execute("SELECT name, id FROM cases").fetchall())
+        missing = sorted(set(values) - set(ids))
+        if missing:
+            raise ProjectError(f"no case(s) named {', '.join(missing)} in {project.root}")
+        connection.execute(
+            "DELETE FROM scores WHERE strategy = ? AND COALESCE(model_id, 0) = COALESCE(?, 0)"
+            f" AND case_id IN ({','.join('?' * len(values))})",
+            (strategy, model_id, *(ids[name] for name in values)),
+        )
+        connection.executemany(
+            "INSERT INTO scores (case_id, model_id, strategy, score, computed_at) VALUES (?, ?, ?, ?, ?)",
+            [(ids[name], model_id, strategy, float(score), now) for name, score in values.items()],
+        )
+
+
+def scores(project: Project, model_id: int | None, strategy: str) -> dict[str, float]:
+    """{case: score} for (model, strategy), highest (most uncertain) first."""
+    rows = project.read(
+        "SELECT c.name, s.score FROM scores s JOIN cases c ON c.id = s.case_id"
+        " WHERE s.strategy = ? AND COALESCE(s.model_id, 0) = COALESCE(?, 0) ORDER BY s.score DESC, c.name",
+        (strategy, model_id),
+    )
+    return {name: float(score) for name, score in rows}
+
+
+def prediction_paths(project: Project, model_name: str, case: str) -> tuple[Path, Path]:
+    """(label map, entropy map) file paths of a case's cached prediction by a model."""
+    project.case(case)
+    return (
+        inside(project.root, f"predictions/{model_name}/{case}_label{LABEL_SUFFIX}"),
+        inside(project.root, f"predictions/{model_name}/{case}_entropy{LABEL_SUFFIX}"),
+    )
+
+
+def save_prediction(project: Project, model_name: str, case: str, label: Volume, entropy: Volume | None) -> None:
+    label_path, entropy_path = prediction_paths(project, model_name, case)
+    label_path.parent.mkdir(parents=True, exist_ok=True)
+    write_volume(label, label_path, overwrite=True)
+    if entropy is not None:
+        write_volume(entropy, entropy_path, overwrite=True)
+
+
+def read_prediction(project: Project, model_name: str, case: str) -> tuple[Volume, Volume | None] | None:
+    """The cached (label, entropy) of a case, or None when it was never predicted by that model."""
+    label_path, entropy_path = prediction_paths(project, model_name, case)
+    if not label_path.is_file():
+        return None
+    return read_volume(label_path), (read_volume(entropy_path) if entropy_path.is_file() else None)
