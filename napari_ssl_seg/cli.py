@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_ssl_seg.inference.command import add_inference_parsers
 
     add_inference_parsers(commands)
+    from napari_ssl_seg.training.command import add_train_parser
+
+    add_train_parser(commands)
 
     demo = commands.add_parser("demo", help="run the end-to-end loop on the bundled sample data")
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="folder for the demo's projects")

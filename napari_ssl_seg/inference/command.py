@@ -99,6 +99,38 @@ def command_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_evaluate(args: argparse.Namespace) -> int:
+    from napari_ssl_seg.store import Project
+    from napari_ssl_seg.training.evaluate import evaluate_project
+    from napari_ssl_seg.training.metrics import format_table
+
+    with Project.open(args.project) as project:
+        evaluation = evaluate_project(
+            project,
+            args.model,
+            split=args.split,
+            device=args.device,
+            with_uncertainty=args.uncertainty_report,
+            samples=args.samples,
+            progress=progress_bar("evaluating"),
+        )
+    if args.json:
+        print(json.dumps(evaluation.as_dict(), allow_nan=False))
+        return 0
+    print(format_table(evaluation.per_case, evaluation.summary, evaluation.class_names))
+    if evaluation.uncertainty is not None:
+        report = evaluation.uncertainty
+        auroc = report["auroc_entropy_vs_error"]
+        print(f"\nuncertainty on {report['voxels']} sampled voxels (error rate {report['error_rate']:.4f})")
+        print(f"AUROC of entropy for misclassified voxels  {'n/a' if auroc is None else f'{auroc:.4f}'}")
+        print(f"expected calibration error                 {report['ece']:.4f}")
+        for key, value in report["spearman_score_vs_1_minus_dice"].items():
+            print(
+                f"Spearman({key}, 1 - Dice){'':<{max(0, 20 - len(key))}} {'n/a' if value is None else f'{value:.3f}'}"
+            )
+    return 0
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     from napari_ssl_seg.inference.window_functions import UNCERTAINTY_KINDS
 
@@ -132,3 +164,18 @@ def add_inference_parsers(commands: argparse._SubParsersAction) -> None:
     rank.add_argument("--force", action="store_true", help="re-predict cases this model already scored")
     _add_model_options(rank)
     rank.set_defaults(handler=command_rank)
+
+    evaluate = commands.add_parser("evaluate", help="Dice, Jaccard, HD95 and ASD (mm) of a model on a project split")
+    evaluate.add_argument("project", type=Path)
+    evaluate.add_argument("--model", type=Path, required=True)
+    evaluate.add_argument("--split", choices=("train", "validation", "test"), default="test")
+    evaluate.add_argument(
+        "--uncertainty",
+        dest="uncertainty_report",
+        action="store_true",
+        help="also report AUROC of entropy for errors, calibration (ECE) and Spearman of case scores vs 1 - Dice",
+    )
+    evaluate.add_argument("--samples", type=int, default=8, help="MC-dropout passes T for --uncertainty")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(handler=command_evaluate)

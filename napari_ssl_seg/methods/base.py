@@ -109,6 +109,8 @@ class SemiSupervisedMethod(ABC):
     inference_network: ClassVar[str] = "model"
     #: A second network exported as the checkpoint's ``student`` (teacher-student disagreement), or None.
     disagreement_network: ClassVar[str | None] = None
+    #: False for methods that train on labeled data only: the loop then draws no unlabeled patches.
+    uses_unlabeled: ClassVar[bool] = True
     #: The method's settings and their defaults (paper values); documented in each subclass.
     defaults: ClassVar[Mapping[str, Any]] = {}
 

@@ -1,0 +1,108 @@
+"""The ``napari-ssl-seg train`` command: argument parsing, a progress bar, a summary.
+
+Wiring (in cli.py): ``from napari_ssl_seg.training.command import add_train_parser`` and
+``add_train_parser(commands)`` inside ``build_parser``; the sub-parser sets its own handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from napari_ssl_seg.errors import InputError
+
+__all__ = ["add_train_parser", "command_train", "default_out_dir"]
+
+
+def add_train_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add the ``train`` sub-command to an ``add_subparsers()`` object; return its parser."""
+    parser = commands.add_parser("train", help="train or fine-tune a segmentation model on a project")
+    parser.add_argument("project", type=Path, help="project folder")
+    parser.add_argument("--method", required=True, help="supervised, mt, uamt, cps, ucmt or ugcemt")
+    parser.add_argument("--config", default="quick", help="preset: quick (CPU, minutes) or paper (GPU, the papers')")
+    parser.add_argument("--init", type=Path, help="start from this model (.safetensors/.json): fine-tuning")
+    parser.add_argument("--iterations", type=int, help="override the preset's iteration count")
+    parser.add_argument("--out", type=Path, help="run folder (default: PROJECT/runs/<time>-<method>)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting (e.g. lr=0.005, patch_size=16,64,64, settings.ema_decay=0.99); repeatable",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.set_defaults(handler=command_train)
+    return parser
+
+
+def default_out_dir(project: Path, method: str) -> Path:
+    return project / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{method}"
+
+
+class _Bar:
+    """tqdm on stderr: loss, it/s and ETA, created lazily at the first report."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, iteration: int, total: int, logs: Mapping[str, Any]) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, initial=iteration - 1, desc="training", unit="it", file=sys.stderr)
+        self.bar.update(iteration - self.bar.n)
+        loss = logs.get("loss", logs.get("step0/loss"))
+        if loss is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def command_train(args: argparse.Namespace) -> int:
+    """Handler of ``train``: builds the config, runs :func:`train`, prints a summary; returns 0."""
+    from napari_ssl_seg.methods.registry import method_class
+    from napari_ssl_seg.training.config import apply_overrides, preset
+    from napari_ssl_seg.training.loop import train
+
+    if not args.project.is_dir():
+        raise InputError(f"project {args.project} does not exist")
+    method_class(args.method)  # unknown or unavailable method: fail before anything is read
+    overrides = [f"method={args.method}", *args.overrides]
+    if args.iterations is not None:
+        overrides.append(f"iterations={args.iterations}")
+    config = apply_overrides(preset(args.config), overrides)
+    if args.resume and args.out is None:
+        raise InputError("--resume needs --out: the run folder to continue")
+    out = args.out or default_out_dir(args.project, args.method)
+    bar = _Bar()
+    command = shlex.join(["napari-ssl-seg", *sys.argv[1:]]) if sys.argv else None
+    try:
+        result = train(
+            args.project,
+            config,
+            out,
+            init_model=args.init,
+            device=args.device,
+            progress=bar,
+            command=command,
+            resume=args.resume,
+        )
+    finally:
+        bar.close()
+    dice = "n/a" if result.best_validation_dice is None else f"{result.best_validation_dice:.4f}"
+    print(f"status          {result.status} after {result.iterations} iterations")
+    print(f"model           {result.model_path or 'none (no validation yet)'}")
+    print(f"best validation Dice {dice} (iteration {result.best_iteration})")
+    print(f"log             {result.log_path}")
+    if result.status == "cancelled":
+        print(f"resume with     napari-ssl-seg train {args.project} --method {args.method} --out {out} --resume")
+    return 0

@@ -1,0 +1,287 @@
+"""Training data: a frozen label snapshot, normalised cases, two-stream patch sampling, validation.
+
+**Snapshot.** Annotators keep saving label versions while a retrain runs, so the loop freezes
+``{case: version}`` once at the start and only ever reads those versions; the snapshot goes into
+the model card, so every model says exactly which labels it learnt from.
+
+**Sampling.** Every iteration draws ``batch_labeled`` labeled patches and ``batch_unlabeled``
+unlabeled patches (the papers' 2 + 2), cases drawn uniformly with replacement. The random
+generator of iteration ``i`` on rank ``r`` is seeded from ``(seed, r, i)`` alone, so a resumed run
+draws exactly the patches the uninterrupted run would have drawn without storing sampler state,
+and each rank of a distributed run sees different patches. Without unlabeled cases the unlabeled
+stream draws from the labeled training images (their labels unused): the consistency losses still
+regularise on them, which is what the papers do with the labeled half of their batch anyway.
+
+**Augmentation** (MONAI): random crop of the patch size (cases smaller than the patch are padded
+once at load time, images with their minimum, labels with background); random rot90 and flips in
+the axial (y, x) plane only. Clinical MRI/CT is strongly anisotropic (the cohort: about 10 mm
+between slices, 3 mm in plane), so rotating or flipping through z would put thick-slice
+resolution where the network expects in-plane detail; inference never sees such images. Rot90 is
+used only for square in-plane patches (otherwise the patch shape would change); flips still give
+the 180-degree rotation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from monai.metrics import DiceMetric
+from monai.transforms import Compose, RandFlipd, RandRotate90d, RandSpatialCropd, SpatialPad
+from torch import nn
+
+from napari_ssl_seg.data.intensity import choose_intensity, normalise_intensity, validate_intensity
+from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.store.project import Project
+
+__all__ = [
+    "CaseData",
+    "LabelSnapshot",
+    "TwoStreamSampler",
+    "build_augmentation",
+    "load_cases",
+    "predict_case",
+    "resolve_intensity",
+    "take_snapshot",
+    "validate_cases",
+]
+
+
+@dataclass(frozen=True)
+class LabelSnapshot:
+    """The label versions a run trains and validates on, frozen at its start."""
+
+    labeled: dict[str, int]
+    unlabeled: list[str]
+    validation: dict[str, int]
+    project_name: str
+    classes: dict[int, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "labeled": dict(self.labeled),
+            "unlabeled": list(self.unlabeled),
+            "validation": dict(self.validation),
+            "project_name": self.project_name,
+            "classes": {str(key): value for key, value in self.classes.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelSnapshot:
+        return cls(
+            labeled={str(k): int(v) for k, v in data["labeled"].items()},
+            unlabeled=[str(v) for v in data["unlabeled"]],
+            validation={str(k): int(v) for k, v in data["validation"].items()},
+            project_name=str(data["project_name"]),
+            classes={int(k): str(v) for k, v in data.get("classes", {}).items()},
+        )
+
+
+def take_snapshot(project: Project) -> LabelSnapshot:
+    """Freeze the latest label version of every labeled training and validation case.
+
+    Raises :class:`InputError` when there is nothing to learn from or nothing to select a model
+    on (test cases are never used: model selection on the test split inflates reported scores).
+    """
+    labeled: dict[str, int] = {}
+    unlabeled: list[str] = []
+    validation: dict[str, int] = {}
+    for case in project.cases():
+        if case.split == "train":
+            if case.is_labeled:
+                labeled[case.name] = int(case.latest_label_version)
+            else:
+                unlabeled.append(case.name)
+        elif case.split == "validation" and case.is_labeled:
+            validation[case.name] = int(case.latest_label_version)
+    if not labeled:
+        raise InputError(f"project {project.root} has no labeled training case; label one before training")
+    if not validation:
+        raise InputError(
+            f"project {project.root} has no labeled validation case; models are selected on the validation split"
+        )
+    names = project.label_names()
+    name = project.setting("name") or project.root.name
+    return LabelSnapshot(labeled, sorted(unlabeled), validation, name, dict(sorted(names.items())))
+
+
+@dataclass
+class CaseData:
+    """One case ready for sampling: normalised float32 image and int64-able label (z, y, x)."""
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray | None
+    spacing: tuple[float, float, float]
+
+
+def _pad_to(array: np.ndarray, patch: Sequence[int], value: float) -> np.ndarray:
+    if all(size >= want for size, want in zip(array.shape, patch, strict=True)):
+        return array
+    target = [max(size, want) for size, want in zip(array.shape, patch, strict=True)]
+    padded = SpatialPad(target, value=value)(torch.as_tensor(array)[None])
+    return np.asarray(padded.as_tensor()[0] if hasattr(padded, "as_tensor") else padded[0])
+
+
+def resolve_intensity(project: Project, snapshot: LabelSnapshot, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``given`` (config or ``--init`` model card) validated, else chosen from the first labeled case."""
+    if given is not None:
+        return validate_intensity(given)
+    first = sorted(snapshot.labeled)[0]
+    return choose_intensity(project.case(first).modality, project.read_image(first).array)
+
+
+def load_cases(
+    project: Project,
+    versions: Mapping[str, int | None],
+    intensity: Mapping[str, Any],
+    *,
+    pad_to: Sequence[int] | None = None,
+) -> list[CaseData]:
+    """Read and normalise cases; ``versions`` maps a case to its label version (None: image only).
+
+    With ``pad_to`` a case smaller than the patch is padded once here rather than per sample.
+    """
+    cases = []
+    for name, version in versions.items():
+        volume = project.read_image(name)
+        image = normalise_intensity(volume.array, intensity)
+        label = None
+        if version is not None:
+            label = np.asarray(project.read_label(name, version).array)
+            if label.shape != image.shape:
+                raise InputError(f"case {name!r}: label shape {label.shape} differs from image shape {image.shape}")
+            label = label.astype(np.uint8 if label.max(initial=0) < 256 else np.int64)
+        if pad_to is not None:
+            image = _pad_to(image, pad_to, float(image.min()))
+            label = None if label is None else _pad_to(label, pad_to, 0)
+        cases.append(CaseData(name, image, label, tuple(float(s) for s in volume.spacing)))
+    return cases
+
+
+def build_augmentation(patch_size: Sequence[int]) -> Compose:
+    """Random crop, then axial-plane rot90 (square in-plane patches only) and flips, on image + label."""
+    keys = ["image", "label"]
+    transforms = [RandSpatialCropd(keys, roi_size=tuple(patch_size), random_size=False)]
+    if patch_size[1] == patch_size[2]:
+        # Spatial axes are counted without the channel: (0, 1, 2) = (z, y, x); (1, 2) is the axial plane.
+        transforms.append(RandRotate90d(keys, prob=0.75, max_k=3, spatial_axes=(1, 2)))
+    transforms += [RandFlipd(keys, prob=0.5, spatial_axis=1), RandFlipd(keys, prob=0.5, spatial_axis=2)]
+    return Compose(transforms)
+
+
+def _plain(tensor: Any) -> torch.Tensor:
+    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else torch.as_tensor(tensor)
+
+
+class TwoStreamSampler:
+    """Draws (labeled, unlabeled) augmented patch batches; reproducible per (seed, rank, iteration)."""
+
+    def __init__(
+        self,
+        labeled: Sequence[CaseData],
+        unlabeled: Sequence[CaseData],
+        *,
+        patch_size: Sequence[int],
+        batch_labeled: int,
+        batch_unlabeled: int,
+        seed: int,
+        rank: int = 0,
+    ) -> None:
+        if not labeled:
+            raise InputError("no labeled training case to sample from")
+        self.labeled = list(labeled)
+        # No unlabeled case: the unlabeled stream reuses the labeled images (see the module docstring).
+        self.unlabeled = list(unlabeled) or self.labeled
+        self.patch_size = tuple(int(v) for v in patch_size)
+        self.batch_labeled = batch_labeled
+        self.batch_unlabeled = batch_unlabeled
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.augment = build_augmentation(self.patch_size)
+
+    def _patch(self, case: CaseData, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        image = torch.from_numpy(case.image)[None]
+        label = (
+            torch.from_numpy(case.label)[None] if case.label is not None else torch.zeros_like(image, dtype=torch.uint8)
+        )
+        self.augment.set_random_state(seed=int(rng.integers(2**31 - 1)))
+        out = self.augment({"image": image, "label": label})
+        return _plain(out["image"]).float().contiguous(), _plain(out["label"])[0].long().contiguous()
+
+    def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(labeled_image, labeled_target, unlabeled_image)`` for ``iteration`` on the CPU."""
+        rng = np.random.default_rng([self.seed, self.rank, int(iteration)])
+        images, targets, unlabeled = [], [], []
+        for index in rng.integers(len(self.labeled), size=self.batch_labeled):
+            image, target = self._patch(self.labeled[int(index)], rng)
+            images.append(image)
+            targets.append(target)
+        for index in rng.integers(len(self.unlabeled), size=self.batch_unlabeled):
+            unlabeled.append(self._patch(self.unlabeled[int(index)], rng)[0])
+        empty = torch.zeros((0, 1, *self.patch_size), dtype=torch.float32)
+        return torch.stack(images), torch.stack(targets), torch.stack(unlabeled) if unlabeled else empty
+
+
+@torch.no_grad()
+def predict_case(
+    network: nn.Module,
+    image: np.ndarray,
+    *,
+    patch_size: Sequence[int],
+    overlap: float,
+    device: torch.device,
+    amp: bool = False,
+) -> np.ndarray:
+    """Argmax labels of a whole case by Gaussian-weighted sliding windows (softmax averaged)."""
+    inputs = torch.from_numpy(np.ascontiguousarray(image))[None, None].to(device)
+
+    def predictor(window: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+            return torch.softmax(network(window).float(), dim=1)
+
+    probabilities = sliding_window_inference(
+        inputs, roi_size=tuple(patch_size), sw_batch_size=2, predictor=predictor, overlap=overlap, mode="gaussian"
+    )
+    return _plain(probabilities).argmax(dim=1)[0].cpu().numpy()
+
+
+def validate_cases(
+    network: nn.Module,
+    cases: Sequence[CaseData],
+    *,
+    num_classes: int,
+    patch_size: Sequence[int],
+    overlap: float,
+    device: torch.device,
+    amp: bool = False,
+) -> tuple[float, dict[str, float]]:
+    """Mean foreground Dice over ``cases`` and per case (MONAI ``DiceMetric``).
+
+    A class absent from both the label and the prediction of a case is left out of that case's
+    mean (it says nothing); a case with no scorable class scores 0.
+    """
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True, num_classes=num_classes)
+    was_training = network.training
+    network.eval()
+    per_case: dict[str, float] = {}
+    try:
+        for case in cases:
+            prediction = predict_case(
+                network, case.image, patch_size=patch_size, overlap=overlap, device=device, amp=amp
+            )
+            scores = metric(
+                y_pred=torch.from_numpy(prediction)[None, None],
+                y=torch.from_numpy(case.label.astype(np.int64))[None, None],
+            )
+            values = _plain(scores).float().flatten()
+            values = values[torch.isfinite(values)]
+            per_case[case.name] = float(values.mean()) if values.numel() else 0.0
+    finally:
+        network.train(was_training)
+    mean = float(np.mean(list(per_case.values()))) if per_case else 0.0
+    return mean, per_case

@@ -1,0 +1,382 @@
+"""The one training loop every method runs in (methods/base.py states the division of labour).
+
+Per iteration: draw a (labeled, unlabeled) batch; for each of the method's optimiser steps, build
+the :class:`StepContext` (Gaussian ramp-up of the config), compute the method's loss, back-propagate
+(AMP on CUDA), take an SGD or SAM step, and let the method update its teachers; then step the
+learning-rate schedule. Every ``validate_every`` iterations (and at the end) the inference network
+is scored on the validation split, the best one exported as ``<out>/model.safetensors`` +
+``model.json``; every ``checkpoint_every`` iterations (at the end and on cancel) the full state is
+saved for exact resume. ``<out>`` also gets ``log.jsonl`` and ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.inference.device import select_device
+from napari_ssl_seg.methods.base import Batch, StepContext, gaussian_rampup
+from napari_ssl_seg.methods.registry import build_method
+from napari_ssl_seg.networks.checkpoint import ModelCard, checkpoint_paths, save_checkpoint
+from napari_ssl_seg.store.project import Project
+from napari_ssl_seg.training.config import TrainConfig
+from napari_ssl_seg.training.data import (
+    LabelSnapshot,
+    TwoStreamSampler,
+    load_cases,
+    validate_cases,
+)
+from napari_ssl_seg.training.distributed import DistContext, broadcast_json, broadcast_module, init_distributed
+from napari_ssl_seg.training.runlog import RunLog
+from napari_ssl_seg.training.sam import sam_ascent
+from napari_ssl_seg.training.setup import copy_init_weights, resume_info, run_info, seed_everything
+from napari_ssl_seg.training.state import load_resume_state, resume_paths, save_resume_state
+
+__all__ = ["TrainResult", "train"]
+
+Progress = Callable[[int, int, Mapping[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    """How a run ended: ``status`` is "completed" or "cancelled"."""
+
+    status: str
+    iterations: int
+    out_dir: Path
+    model_path: Path | None
+    best_validation_dice: float | None
+    best_iteration: int | None
+    log_path: Path
+
+
+class _Run:
+    """One training run; split from :func:`train` so the steps read in order."""
+
+    def __init__(self, project: Project, config: TrainConfig, out_dir: Path, info: dict[str, Any], **kw: Any) -> None:
+        self.project, self.config, self.out_dir, self.info = project, config, out_dir, info
+        self.device: torch.device = kw["device"]
+        self.dist: DistContext = kw["dist"]
+        self.progress: Progress | None = kw["progress"]
+        self.should_stop: Callable[[], bool] | None = kw["should_stop"]
+        self.resume_state: dict[str, Any] | None = kw["resume_state"]
+        self.snapshot = LabelSnapshot.from_dict(info["snapshot"])
+        self.num_classes = int(info["network"]["num_classes"])
+        self.seed = int(info["seed"])
+        self.amp = bool(config.amp and self.device.type == "cuda")
+        self.best: dict[str, Any] = {"dice": None, "iteration": None, "per_case": {}}
+
+    # -- setup ---------------------------------------------------------------
+    def build(self) -> None:
+        config, rank = self.config, self.dist.rank
+        # Same seed on every rank: networks that DDP does not wrap (teachers) start identical too.
+        seed_everything(self.seed, 0)
+        self.method = build_method(config.method, self.info["network"], config.method_settings)
+        init_state = self.info.pop("init_state", None)
+        self.notes: list[str] = []
+        if init_state is not None:
+            copied = copy_init_weights(self.method, init_state)
+            if not copied:
+                raise InputError(f"--init model fits none of method {config.method!r}'s networks")
+            self.notes.append(f"initialised from the --init model: {', '.join(copied)}")
+        for module in self.method.networks.values():
+            module.to(self.device)
+        trainable = self.method.trainable()
+        self.teachers = [name for name in self.method.networks if name not in trainable]
+        for name in self.teachers:
+            self.method.networks[name].requires_grad_(False)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            for name in trainable:
+                # Methods may leave parameters of a trainable network without gradient in a step
+                # (UG-CEMT's teacher-side attention projections feed a detached path), which plain
+                # DDP reports as an error; finding them costs one graph walk per backward.
+                self.method.networks[name] = DistributedDataParallel(
+                    self.method.networks[name], device_ids=ids, find_unused_parameters=True
+                )
+            for name in self.teachers:
+                broadcast_module(self.method.networks[name], self.dist)
+        seen: set[int] = set()
+        self.params: list[nn.Parameter] = []
+        for name in trainable:
+            for parameter in self.method.networks[name].parameters():
+                if id(parameter) not in seen:
+                    seen.add(id(parameter))
+                    self.params.append(parameter)
+        self.optimizer = torch.optim.SGD(
+            self.params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=config.lr_step, gamma=config.lr_gamma
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        uses_unlabeled = bool(getattr(self.method, "uses_unlabeled", True))
+        labeled = load_cases(self.project, self.snapshot.labeled, self.info["intensity"], pad_to=config.patch_size)
+        unlabeled = []
+        if uses_unlabeled and config.batch_unlabeled:
+            names = dict.fromkeys(self.snapshot.unlabeled)
+            unlabeled = load_cases(self.project, names, self.info["intensity"], pad_to=config.patch_size)
+        self.sampler = TwoStreamSampler(
+            labeled,
+            unlabeled,
+            patch_size=config.patch_size,
+            batch_labeled=config.batch_labeled,
+            batch_unlabeled=config.batch_unlabeled if uses_unlabeled else 0,
+            seed=self.seed,
+            rank=rank,
+        )
+        if uses_unlabeled and config.batch_unlabeled and not self.snapshot.unlabeled:
+            self.notes.append("no unlabeled training case: the unlabeled stream samples the labeled images")
+        self.validation = []
+        if self.dist.is_main:
+            self.validation = load_cases(self.project, self.snapshot.validation, self.info["intensity"])
+        self.start = 0
+        if self.resume_state is not None:
+            state = load_resume_state(
+                self.out_dir,
+                networks={name: self.method.unwrapped(name) for name in self.method.networks},
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                scaler=self.scaler,
+                device=self.device,
+            )
+            self.start = int(state["iteration"])
+            self.best = dict(state["best"])
+        else:
+            # Training randomness (dropout, method noise) differs per rank; sampling has its own seeds.
+            seed_everything(self.seed, 1, rank)
+        self.log = (
+            RunLog(self.out_dir, resume_from=self.start if self.resume_state else None) if self.dist.is_main else None
+        )
+        if self.log is not None:
+            for note in self.notes:
+                self.log.write("note", self.start, {"message": note})
+
+    # -- one optimiser step ----------------------------------------------------
+    def _loss(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        with torch.autocast(self.device.type, enabled=self.amp):
+            output = self.method.loss(batch, ctx)
+        return output.loss, output.logs
+
+    def step(self, batch: Batch, ctx: StepContext) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, logs = self._loss(batch, ctx)
+        value = float(loss.detach())
+        if not np.isfinite(value) and not self.amp:
+            raise InputError(f"training diverged: loss is {value} at iteration {ctx.iteration} (try a lower lr)")
+        self.scaler.scale(loss).backward()
+        if self.method.optimizer == "sam":
+            perturbation = sam_ascent(self.params, float(self.method.settings["sam_rho"]))
+            self.optimizer.zero_grad(set_to_none=True)
+            second, _ = self._loss(batch, ctx)
+            self.scaler.scale(second).backward()
+            perturbation.restore()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": value, **{key: float(v) for key, v in logs.items()}}
+
+    # -- validation, export, checkpoint ----------------------------------------------
+    def validate(self, iteration: int) -> None:
+        network = self.method.unwrapped(self.method.inference_network)
+        dice, per_case = validate_cases(
+            network,
+            self.validation,
+            num_classes=self.num_classes,
+            patch_size=self.config.patch_size,
+            overlap=self.config.overlap,
+            device=self.device,
+            amp=self.amp,
+        )
+        improved = self.best["dice"] is None or dice > self.best["dice"]
+        if improved:
+            self.best = {"dice": dice, "iteration": iteration, "per_case": per_case}
+            self.export(iteration)
+        self.log.write("validation", iteration, {"dice": dice, "per_case": per_case, "best": improved})
+
+    def export(self, iteration: int) -> None:
+        info, method = self.info, self.method
+        extra = {}
+        if method.disagreement_network is not None:
+            student = method.unwrapped(method.disagreement_network)
+            extra["student"] = dict(getattr(student, "config", info["network"]))
+        card = ModelCard(
+            method=method.name,
+            network=dict(info["network"]),
+            patch_size=tuple(self.config.patch_size),
+            intensity=dict(info["intensity"]),
+            classes={int(k): v for k, v in info["classes"].items()},
+            spacing=tuple(info["spacing"]),
+            training={
+                "command": info["command"],
+                "config": self.config.to_dict(),
+                "method_settings": method.describe()["settings"],
+                "seed": self.seed,
+                "label_versions": dict(self.snapshot.labeled),
+                "validation_label_versions": dict(self.snapshot.validation),
+                "unlabeled_cases": list(self.snapshot.unlabeled),
+                "project": self.snapshot.project_name,
+                "iterations": iteration,
+                "world_size": self.dist.world_size,
+            },
+            metrics={
+                "validation_dice": self.best["dice"],
+                "per_case_validation_dice": dict(self.best["per_case"]),
+                "best_iteration": self.best["iteration"],
+            },
+            parent=info["parent"],
+            extra_networks=extra,
+        )
+        save_checkpoint(self.out_dir / "model", method.export(), card, overwrite=True)
+
+    def checkpoint(self, iteration: int) -> None:
+        save_resume_state(
+            self.out_dir,
+            networks={name: self.method.unwrapped(name) for name in self.method.networks},
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            info={"iteration": iteration, "best": self.best, "run": {**self.info, "config": self.config.to_dict()}},
+        )
+
+    # -- the loop ------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        config, method = self.config, self.method
+        method.train(True)
+        iteration, status = self.start, "completed"
+        sums: dict[str, float] = {}
+        count, tick = 0, time.perf_counter()
+        while iteration < config.iterations:
+            if self.dist.any_true(bool(self.should_stop and self.should_stop())):
+                status = "cancelled"
+                break
+            images, targets, unlabeled = self.sampler.batch(iteration)
+            batch = Batch(images.to(self.device), targets.to(self.device), unlabeled.to(self.device))
+            logs: dict[str, float] = {}
+            for step in range(method.steps_per_iteration):
+                rampup = gaussian_rampup(iteration, config.rampup_iterations)
+                ctx = StepContext(iteration, config.iterations, rampup, step, self.num_classes)
+                step_logs = self.step(batch, ctx)
+                prefix = f"step{step}/" if method.steps_per_iteration > 1 else ""
+                logs.update({prefix + key: value for key, value in step_logs.items()})
+                method.update_teachers(ctx)
+                for name in self.teachers:
+                    broadcast_module(method.networks[name], self.dist)
+            logs["lr"] = self.optimizer.param_groups[0]["lr"]
+            logs["rampup"] = rampup
+            self.scheduler.step()
+            iteration += 1
+            for key, value in logs.items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+            if self.progress is not None and self.dist.is_main:
+                self.progress(iteration, config.iterations, logs)
+            if self.log is not None and (iteration % config.log_every == 0 or iteration == config.iterations):
+                elapsed = time.perf_counter() - tick
+                means = {key: value / count for key, value in sums.items()}
+                self.log.write("train", iteration, {**means, "it_per_s": count / max(elapsed, 1e-9)})
+                sums, count, tick = {}, 0, time.perf_counter()
+            last = iteration == config.iterations
+            validate = iteration % config.validate_every == 0 or last
+            save = iteration % config.checkpoint_every == 0 or last
+            if validate and self.dist.is_main:
+                self.validate(iteration)
+                method.train(True)
+            if save and self.dist.is_main:
+                self.checkpoint(iteration)
+            if validate or save:
+                # The other ranks wait here rather than inside the next collective, which could time out.
+                self.dist.barrier()
+        if status == "cancelled" and self.dist.is_main:
+            self.checkpoint(iteration)
+            self.log.write("cancelled", iteration, {})
+        self.dist.barrier()
+        if self.log is not None:
+            self.log.close()
+        model = checkpoint_paths(self.out_dir / "model")[0]
+        return TrainResult(
+            status=status,
+            iterations=iteration,
+            out_dir=self.out_dir,
+            model_path=model if model.is_file() else None,
+            best_validation_dice=self.best["dice"],
+            best_iteration=self.best["iteration"],
+            log_path=self.out_dir / "log.jsonl",
+        )
+
+
+def train(
+    project_root: Path | str,
+    config: TrainConfig,
+    out_dir: Path | str,
+    *,
+    init_model: Path | str | None = None,
+    device: str = "auto",
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    command: str | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train ``config.method`` on the project at ``project_root``, writing into ``out_dir``.
+
+    ``init_model``: a deployed checkpoint whose ``model`` weights start every matching network
+    (fine-tuning). ``progress(iteration, total, logs)`` is called after every iteration;
+    ``should_stop()`` before every iteration (true: checkpoint and return "cancelled").
+    ``resume``: continue the run in ``out_dir`` from its last checkpoint; only the settings in
+    ``RESUMABLE_CHANGES`` may differ (raising ``iterations`` extends a finished run).
+    """
+    config = dataclasses.replace(config, method_settings=dict(config.method_settings)).validate()
+    out_dir = Path(out_dir)
+    chosen = select_device(device)
+    dist_ctx = init_distributed(chosen.type)
+    if dist_ctx.enabled and chosen.type == "cuda":
+        chosen = torch.device("cuda", dist_ctx.local_rank)
+    try:
+        project = Project.open(project_root)
+    except InputError:
+        dist_ctx.close()
+        raise
+    try:
+        resume_state = None
+        if resume:
+            info = resume_info(out_dir, config)
+            resume_state = info.pop("_state")
+            config = TrainConfig.from_dict(info["config"])
+        else:
+            if resume_paths(out_dir)[1].exists() or checkpoint_paths(out_dir / "model")[1].exists():
+                raise InputError(f"{out_dir} already holds a run; use --resume to continue it or choose another --out")
+            info = run_info(project, config, init_model, command)
+            # Every rank must train on rank 0's snapshot (labels may be saved while ranks start up).
+            init_state = info.pop("init_state")
+            info = broadcast_json(info, dist_ctx)
+            info["init_state"] = init_state
+            info["config"] = config.to_dict()
+        if dist_ctx.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        dist_ctx.barrier()
+        run = _Run(
+            project,
+            config,
+            out_dir,
+            info,
+            device=chosen,
+            dist=dist_ctx,
+            progress=progress,
+            should_stop=should_stop,
+            resume_state=resume_state,
+        )
+        run.build()
+        return run.run()
+    finally:
+        project.close()
+        dist_ctx.close()

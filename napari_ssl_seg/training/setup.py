@@ -1,0 +1,117 @@
+"""What a run fixes before its first iteration: snapshot, intensity, network, seeds, init weights.
+
+Kept apart from the loop so that a resumed run can take all of it from its checkpoint instead.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.methods.base import SemiSupervisedMethod
+from napari_ssl_seg.networks.checkpoint import load_checkpoint
+from napari_ssl_seg.store.project import Project
+from napari_ssl_seg.training.config import TrainConfig
+from napari_ssl_seg.training.data import load_cases, resolve_intensity, take_snapshot
+from napari_ssl_seg.training.state import resume_paths
+
+__all__ = ["RESUMABLE_CHANGES", "copy_init_weights", "resume_info", "run_info", "seed_everything"]
+
+# Settings that may change when a run is resumed (extending it, or checking it more often).
+RESUMABLE_CHANGES = frozenset({"iterations", "checkpoint_every", "validate_every", "log_every"})
+
+
+def seed_everything(seed: int, *streams: int) -> None:
+    state = np.random.SeedSequence([seed, *streams]).generate_state(2)
+    torch.manual_seed(int(state[0]))
+    np.random.seed(int(state[1]))
+    random.seed(int(state[1]))
+
+
+def copy_init_weights(method: SemiSupervisedMethod, source: Mapping[str, torch.Tensor]) -> list[str]:
+    """Load ``source`` into every network, or its outermost sub-module, with the same keys and shapes.
+
+    Sub-modules count because a method may wrap a V-Net (UG-CEMT's student holds it next to its
+    attention block): the fine-tune path starts every student and teacher from the deployed model.
+    Returns the names of the modules that were loaded (``network`` or ``network.sub``).
+    """
+    copied = []
+    for name in method.networks:
+        for sub_name, module in method.unwrapped(name).named_modules():
+            own = module.state_dict()
+            if set(own) == set(source) and all(own[k].shape == source[k].shape for k in own):
+                module.load_state_dict({k: v.to(own[k].dtype) for k, v in source.items()})
+                copied.append(f"{name}.{sub_name}" if sub_name else name)
+                break
+    return copied
+
+
+def run_info(
+    project: Project, config: TrainConfig, init_model: Path | str | None, command: str | None
+) -> dict[str, Any]:
+    """Everything fixed at the start of a run: snapshot, intensity, network, seed, parent."""
+    snapshot = take_snapshot(project)
+    init_card = None
+    if init_model is not None:
+        init_networks, init_card = load_checkpoint(init_model)
+        # The architecture must be the deployed model's so its weights can be copied.
+        for key in ("base_width", "depth", "dropout", "residual"):
+            if key in init_card.network:
+                setattr(config, key, init_card.network[key])
+        config.validate()
+    intensity = resolve_intensity(project, snapshot, config.intensity or (init_card.intensity if init_card else None))
+    num_classes = max([*snapshot.classes, 1]) + 1
+    if not snapshot.classes:
+        labels = load_cases(project, snapshot.labeled, intensity)
+        num_classes = max(int(case.label.max()) for case in labels) + 1
+        num_classes = max(num_classes, 2)
+    network = config.network_config(num_classes)
+    if init_card is not None and int(init_card.network.get("num_classes", -1)) != num_classes:
+        raise InputError(
+            f"--init model predicts {init_card.network.get('num_classes')} classes, the project has {num_classes}"
+        )
+    classes = {0: "background", **{i: snapshot.classes.get(i, f"class {i}") for i in range(1, num_classes)}}
+    spacings = [project.case(name).spacing for name in snapshot.labeled]
+    return {
+        "config": config.to_dict(),
+        "snapshot": snapshot.to_dict(),
+        "intensity": intensity,
+        "network": network,
+        "classes": {str(k): v for k, v in classes.items()},
+        "spacing": [float(v) for v in np.median(np.asarray(spacings), axis=0)],
+        "seed": project.seed if config.seed is None else int(config.seed),
+        "command": command,
+        "init_model": None if init_model is None else str(init_model),
+        "parent": None if init_card is None else (init_card.weights_sha256 or Path(init_model).stem),
+        "init_state": None if init_card is None else {k: v for k, v in init_networks["model"].state_dict().items()},
+    }
+
+
+def resume_info(out_dir: Path, config: TrainConfig) -> dict[str, Any]:
+    json_path = resume_paths(out_dir)[1]
+    if not json_path.is_file():
+        raise InputError(f"nothing to resume in {out_dir} (no state/resume.json); start without --resume")
+    try:
+        state = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read resume state {json_path}: {exc}") from None
+    saved = TrainConfig.from_dict(state["run"]["config"]).to_dict()
+    wanted = config.to_dict()
+    # With --init the saved config took the init model's architecture; those keys are not the user's.
+    ignore = RESUMABLE_CHANGES | ({"base_width", "depth", "dropout", "residual"} if state["run"]["parent"] else set())
+    differs = sorted(key for key in wanted if key not in ignore and wanted[key] != saved[key])
+    if differs:
+        raise InputError(
+            f"cannot resume with changed setting(s) {', '.join(differs)}; "
+            f"only {', '.join(sorted(RESUMABLE_CHANGES))} may change"
+        )
+    for key in RESUMABLE_CHANGES:
+        saved[key] = wanted[key]
+    return {**state["run"], "config": saved, "_state": state}

@@ -1,0 +1,340 @@
+"""The training loop: configs, sampling, augmentation, a short run, exact resume, cancel, SAM, bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.io import Volume
+from napari_ssl_seg.methods.registry import available_methods, build_method, method_class
+from napari_ssl_seg.methods.supervised import SupervisedMethod
+from napari_ssl_seg.networks import build_network, load_checkpoint
+from napari_ssl_seg.store import Project
+from napari_ssl_seg.training import TrainConfig, apply_overrides, preset
+from napari_ssl_seg.training.command import add_train_parser
+from napari_ssl_seg.training.data import CaseData, TwoStreamSampler
+from napari_ssl_seg.training.loop import train
+from napari_ssl_seg.training.runlog import read_log
+from napari_ssl_seg.training.sam import sam_ascent
+from napari_ssl_seg.training.setup import copy_init_weights
+from napari_ssl_seg.training.state import resume_paths
+
+SHAPE = (10, 22, 26)  # (z, y, x): larger than the tests' patch, a few patches per case
+
+
+def make_tiny_project(
+    root: Path, *, labeled: int = 2, unlabeled: int = 1, validation: int = 1, shape: tuple[int, int, int] = SHAPE
+) -> Path:
+    """A project of small synthetic cases: a bright ball (class 1) and a dark box (class 2) in noise."""
+    project = Project.create(root, seed=5, name="tiny")
+    project.set_setting("label_names", json.dumps({"1": "ball", "2": "box"}))
+    rng = np.random.default_rng(0)
+    z, y, x = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    plan = ["train"] * labeled + ["unlabeled"] * unlabeled + ["validation"] * validation
+    for index, split in enumerate(plan):
+        centre = rng.uniform(0.35, 0.65, size=3) * np.asarray(shape)
+        label = np.zeros(shape, dtype=np.uint8)
+        label[((z - centre[0]) / 3) ** 2 + ((y - centre[1]) / 6) ** 2 + ((x - centre[2]) / 6) ** 2 < 1] = 1
+        label[2:5, 2:8, -9:-3] = 2
+        image = rng.normal(0, 0.3, size=shape).astype(np.float32) + 2.0 * (label == 1) - 1.5 * (label == 2)
+        name = f"case_{index:02d}"
+        project.add_case(
+            name, Volume(array=image, spacing=(4.0, 1.0, 1.0)), split="train" if split != "validation" else split
+        )
+        if split != "unlabeled":
+            project.save_label(name, label, author="test")
+    project.close()
+    return root
+
+
+def tiny_config(**changes: Any) -> TrainConfig:
+    base = TrainConfig(
+        method="supervised",
+        iterations=6,
+        batch_labeled=1,
+        batch_unlabeled=1,
+        patch_size=(8, 16, 16),
+        base_width=4,
+        depth=3,
+        dropout=0.2,
+        lr_step=4,
+        rampup_iterations=6,
+        checkpoint_every=3,
+        validate_every=3,
+        log_every=2,
+    )
+    values = {**base.to_dict(), **changes}
+    return TrainConfig.from_dict(values)
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_project(tmp_path_factory.mktemp("tiny") / "project")
+
+
+# -- config -----------------------------------------------------------------------------------
+def test_presets_and_overrides() -> None:
+    paper = preset("paper")
+    assert paper.patch_size == (80, 112, 112) and paper.base_width == 16 and paper.iterations == 6000
+    assert (paper.lr, paper.momentum, paper.weight_decay, paper.lr_step, paper.lr_gamma) == (0.01, 0.9, 1e-4, 2500, 0.1)
+    assert (paper.batch_labeled, paper.batch_unlabeled, paper.rampup_iterations) == (2, 2, 6000)
+    quick = preset("quick")
+    assert quick.patch_size[0] <= 20 and quick.validate() is quick  # fits the cohort's thinnest case
+    changed = apply_overrides(
+        quick, ["lr=0.05", "patch_size=8,32,32", "amp=false", "seed=7", "settings.ema_decay=0.999", "settings.k=two"]
+    )
+    assert (changed.lr, changed.patch_size, changed.amp, changed.seed) == (0.05, (8, 32, 32), False, 7)
+    assert changed.method_settings == {"ema_decay": 0.999, "k": "two"}
+    assert quick.lr == 0.01 and preset("quick").method_settings == {}  # presets are never modified
+    assert TrainConfig.from_dict(changed.to_dict()) == changed
+    for bad, message in [
+        ("lerning_rate=1", "unknown setting 'lerning_rate'"),
+        ("lr=fast", "lr='fast'"),
+        ("amp=maybe", "expected true or false"),
+        ("patch_size=8,30,32", "divisible by 8"),
+        ("iterations=0", "at least 1"),
+        ("nonsense", "key=value"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            apply_overrides(quick, [bad])
+    with pytest.raises(InputError, match="unknown config"):
+        preset("huge")
+
+
+# -- data -------------------------------------------------------------------------------------
+def _coded_case(shape: tuple[int, int, int]) -> CaseData:
+    # Every voxel holds its own flat index, in the image and the label alike.
+    code = np.arange(np.prod(shape)).reshape(shape)
+    return CaseData("coded", code.astype(np.float32), code.astype(np.int64), (4.0, 1.0, 1.0))
+
+
+def test_sampler_is_reproducible_per_iteration_and_rank() -> None:
+    case = _coded_case((10, 20, 20))
+    make = lambda rank: TwoStreamSampler(  # noqa: E731
+        [case], [case], patch_size=(4, 8, 8), batch_labeled=2, batch_unlabeled=2, seed=1, rank=rank
+    )
+    first, again, other_rank = make(0), make(0), make(1)
+    a = first.batch(7)
+    assert all(torch.equal(p, q) for p, q in zip(a, again.batch(7), strict=True))
+    assert a[0].shape == (2, 1, 4, 8, 8) and a[1].shape == (2, 4, 8, 8) and a[2].shape == (2, 1, 4, 8, 8)
+    assert a[1].dtype == torch.int64
+    assert not torch.equal(a[0], first.batch(8)[0])
+    assert not torch.equal(a[0], other_rank.batch(7)[0])
+
+
+def test_augmentation_keeps_image_and_label_aligned_and_slices_in_order() -> None:
+    shape = (10, 20, 20)
+    sampler = TwoStreamSampler(
+        [_coded_case(shape)], [], patch_size=(4, 8, 8), batch_labeled=4, batch_unlabeled=0, seed=3
+    )
+    plane = shape[1] * shape[2]
+    rotated = False
+    for iteration in range(12):
+        images, targets, unlabeled = sampler.batch(iteration)
+        assert unlabeled.shape[0] == 0
+        assert torch.equal(images[:, 0].long(), targets)
+        # Slices stay in order and complete: z is never flipped or rotated into the plane.
+        z = targets // plane
+        assert torch.all(z[:, 1:] - z[:, :-1] == 1)
+        assert torch.all(z.amax(dim=(2, 3)) == z.amin(dim=(2, 3)))
+        x_step = targets[:, :, 0, 1] - targets[:, :, 0, 0]
+        rotated |= bool((x_step.abs() != 1).any())
+    assert rotated  # some patch was rotated or flipped in plane
+
+
+def test_small_cases_are_padded_to_the_patch(tmp_path: Path) -> None:
+    root = make_tiny_project(tmp_path / "p", labeled=1, unlabeled=0, shape=(6, 12, 12))
+    result = train(root, tiny_config(iterations=2, validate_every=2), tmp_path / "run", device="cpu")
+    assert result.status == "completed" and result.model_path is not None
+
+
+# -- runs -------------------------------------------------------------------------------------
+def test_short_supervised_run_writes_a_loadable_model(tiny_project: Path, tmp_path: Path) -> None:
+    reports: list[tuple[int, int]] = []
+    out = tmp_path / "run"
+    result = train(
+        tiny_project,
+        tiny_config(),
+        out,
+        device="cpu",
+        progress=lambda i, n, logs: reports.append((i, n)),
+        command="napari-ssl-seg train tiny",
+    )
+    assert result.status == "completed" and result.iterations == 6
+    assert reports == [(i, 6) for i in range(1, 7)]
+    assert (out / "model.safetensors").is_file() and (out / "model.json").is_file()
+    networks, card = load_checkpoint(out / "model.json")
+    assert set(networks) == {"model"} and card.method == "supervised"
+    assert card.classes == {0: "background", 1: "ball", 2: "box"}
+    assert card.patch_size == (8, 16, 16) and card.network["base_width"] == 4
+    assert card.training["label_versions"] == {"case_00": 1, "case_01": 1}
+    assert card.training["unlabeled_cases"] == ["case_02"]
+    assert card.training["validation_label_versions"] == {"case_03": 1}
+    assert card.training["command"] == "napari-ssl-seg train tiny" and card.training["seed"] == 5
+    assert card.metrics["best_iteration"] in (3, 6)
+    assert card.metrics["validation_dice"] == result.best_validation_dice
+    assert set(card.metrics["per_case_validation_dice"]) == {"case_03"}
+    records = read_log(out / "log.jsonl")
+    assert [r["iteration"] for r in records if r["kind"] == "validation"] == [3, 6]
+    assert [r["iteration"] for r in records if r["kind"] == "train"] == [2, 4, 6]
+    assert any((out / "tensorboard").glob("events.out.tfevents.*"))
+    with pytest.raises(InputError, match="already holds a run"):
+        train(tiny_project, tiny_config(), out, device="cpu")
+    # Fine-tuning from the exported model: its card becomes the parent.
+    tuned = train(
+        tiny_project, tiny_config(iterations=1, base_width=8), tmp_path / "tuned", device="cpu", init_model=out
+    )
+    _, tuned_card = load_checkpoint(tmp_path / "tuned")
+    assert tuned_card.parent == card.weights_sha256 and tuned_card.network["base_width"] == 4
+    assert tuned.status == "completed"
+
+
+def _final_state(out: Path) -> dict[str, torch.Tensor]:
+    tensors = load_file(str(resume_paths(out)[0]))
+    return {key: value for key, value in tensors.items() if key.startswith(("net.", "optimizer."))}
+
+
+def test_exact_resume_matches_an_uninterrupted_run(tiny_project: Path, tmp_path: Path) -> None:
+    config = tiny_config(iterations=4, checkpoint_every=100, validate_every=3)
+    train(tiny_project, config, tmp_path / "split", device="cpu")
+    resumed = train(
+        tiny_project, tiny_config(iterations=8, validate_every=3), tmp_path / "split", device="cpu", resume=True
+    )
+    straight = train(tiny_project, tiny_config(iterations=8, validate_every=3), tmp_path / "straight", device="cpu")
+    assert resumed.iterations == straight.iterations == 8
+    a, b = _final_state(tmp_path / "split"), _final_state(tmp_path / "straight")
+    assert set(a) == set(b) and any(key.startswith("optimizer.") for key in a)
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert resumed.best_iteration == straight.best_iteration
+    assert resumed.best_validation_dice == straight.best_validation_dice
+    iterations = [r["iteration"] for r in read_log(tmp_path / "split" / "log.jsonl") if r["kind"] == "validation"]
+    assert iterations == [3, 4, 6, 8]  # 4 is the first run's final validation; nothing is logged twice
+    with pytest.raises(InputError, match="changed setting"):
+        train(tiny_project, tiny_config(iterations=9, lr=0.1), tmp_path / "split", device="cpu", resume=True)
+
+
+def test_should_stop_cancels_with_a_checkpoint(tiny_project: Path, tmp_path: Path) -> None:
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    result = train(tiny_project, tiny_config(), tmp_path / "run", device="cpu", should_stop=stop)
+    assert result.status == "cancelled" and result.iterations == 2
+    assert json.loads(resume_paths(tmp_path / "run")[1].read_text())["iteration"] == 2
+    assert read_log(result.log_path)[-1]["kind"] == "cancelled"
+
+
+# -- SAM --------------------------------------------------------------------------------------
+def test_sam_step_on_one_parameter_by_hand() -> None:
+    # loss = w^2 at w = 1: g = 2, ascent to w + rho * g/|g| = 1.05, gradient there 2.1,
+    # restore w = 1, SGD(lr 0.1) with the second gradient: 1 - 0.1 * 2.1 = 0.79.
+    w = torch.nn.Parameter(torch.tensor([1.0]))
+    optimizer = torch.optim.SGD([w], lr=0.1)
+    (w**2).sum().backward()
+    perturbation = sam_ascent([w], rho=0.05)
+    assert torch.allclose(w.detach(), torch.tensor([1.05]))
+    optimizer.zero_grad()
+    (w**2).sum().backward()
+    assert torch.allclose(w.grad, torch.tensor([2.1]))
+    perturbation.restore()
+    assert torch.equal(w.detach(), torch.tensor([1.0]))
+    optimizer.step()
+    assert torch.allclose(w.detach(), torch.tensor([0.79]))
+
+
+def test_sam_uses_the_global_gradient_norm() -> None:
+    a, b = torch.nn.Parameter(torch.tensor([3.0])), torch.nn.Parameter(torch.tensor([4.0]))
+    a.grad, b.grad = torch.tensor([3.0]), torch.tensor([4.0])  # |g| = 5
+    sam_ascent([a, b], rho=0.5)
+    assert torch.allclose(a.detach(), torch.tensor([3.3])) and torch.allclose(b.detach(), torch.tensor([4.4]))
+    c = torch.nn.Parameter(torch.tensor([1.0]))
+    c.grad = torch.tensor([float("nan")])
+    assert sam_ascent([c], rho=0.5).applied == [] and c.item() == 1.0
+
+
+class SamSupervised(SupervisedMethod):
+    """The supervised method under SAM, to run the loop's SAM path."""
+
+    optimizer: ClassVar[str] = "sam"
+    defaults: ClassVar[Mapping[str, Any]] = {**SupervisedMethod.defaults, "sam_rho": 0.05}
+
+
+def test_loop_runs_a_sam_method(tiny_project: Path, tmp_path: Path) -> None:
+    result = train(
+        tiny_project, tiny_config(method=f"{__name__}:SamSupervised", iterations=2), tmp_path / "r", device="cpu"
+    )
+    assert result.status == "completed" and result.model_path is not None
+
+
+# -- registry and bad input -------------------------------------------------------------------
+def test_registry() -> None:
+    assert "supervised" in available_methods()
+    method = build_method("supervised", tiny_config().network_config(3))
+    assert method.trainable() == ["model"] and method.export()["model"] is method.networks["model"]
+    with pytest.raises(InputError, match="unknown method 'fixmatch'"):
+        method_class("fixmatch")
+    with pytest.raises(InputError, match="not available in this installation"):
+        method_class("napari_ssl_seg.methods.not_written_yet:Nothing")
+    with pytest.raises(InputError, match="unknown setting"):
+        build_method("supervised", tiny_config().network_config(3), {"lamda_dice": 1})
+
+
+def test_init_weights_reach_networks_that_wrap_a_vnet() -> None:
+    config = tiny_config().network_config(3)
+    method = build_method("supervised", config)
+    method.networks["wrapped"] = torch.nn.ModuleDict({"vnet": build_network(config), "extra": torch.nn.Linear(2, 2)})
+    method.networks["other"] = torch.nn.Linear(3, 3)
+    source = build_network(config).state_dict()
+    assert copy_init_weights(method, source) == ["model", "wrapped.vnet"]
+    for module in (method.networks["model"], method.networks["wrapped"]["vnet"]):
+        assert all(torch.equal(value, source[key]) for key, value in module.state_dict().items())
+
+
+def _run_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    args = parser.parse_args(["train", *argv])
+    return args.handler(args)
+
+
+def test_command_refuses_bad_input(tiny_project: Path, tmp_path: Path) -> None:
+    no_labels = make_tiny_project(tmp_path / "nolabels", labeled=0, unlabeled=1)
+    no_validation = make_tiny_project(tmp_path / "noval", labeled=1, unlabeled=0, validation=0)
+    cases = [
+        ([str(tmp_path / "missing"), "--method", "supervised"], "does not exist"),
+        ([str(tiny_project), "--method", "fixmatch"], "unknown method"),
+        ([str(tiny_project), "--method", "supervised", "--set", "bogus=1"], "unknown setting 'bogus'"),
+        ([str(tiny_project), "--method", "supervised", "--set", "settings.bogus=1"], "unknown setting"),
+        ([str(tiny_project), "--method", "supervised", "--config", "huge"], "unknown config"),
+        ([str(no_labels), "--method", "supervised"], "no labeled training case"),
+        ([str(no_validation), "--method", "supervised"], "no labeled validation case"),
+        ([str(tiny_project), "--method", "supervised", "--resume"], "--resume needs --out"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(InputError, match=message):
+            _run_command([*argv, "--out", str(tmp_path / "out")] if "--resume" not in argv else argv)
+        assert not (tmp_path / "out" / "model.json").exists()
+
+
+def test_command_trains_and_prints_a_summary(
+    tiny_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cli"
+    argv = [str(tiny_project), "--method", "supervised", "--out", str(out), "--iterations", "2", "--device", "cpu"]
+    assert (
+        _run_command([*argv, "--set", "patch_size=8,16,16", "--set", "base_width=4", "--set", "validate_every=2"]) == 0
+    )
+    printed = capsys.readouterr()
+    assert "best validation Dice" in printed.out and str(out / "model.safetensors") in printed.out
+    assert "training" in printed.err  # the progress bar
