@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-__all__ = ["Batch", "LossOutput", "SemiSupervisedMethod", "StepContext", "gaussian_rampup"]
+__all__ = ["Batch", "LossOutput", "SemiSupervisedMethod", "StepContext", "cache_matches", "gaussian_rampup"]
 
 
 @dataclass
@@ -52,6 +52,19 @@ class Batch:
     @property
     def labeled_count(self) -> int:
         return int(self.labeled_image.shape[0])
+
+
+def cache_matches(cache: Mapping[str, Any] | None, batch: Batch, ctx: StepContext) -> bool:
+    """Whether a per-iteration cache (keys ``iteration``, ``labeled``, ``source``) was made from ``batch``.
+
+    Two-step methods compute maps in step 0 and reuse them in step 1; SAM calls a step's loss twice.
+    Comparing the images themselves (not only the iteration) keeps a stale cache from ever being used.
+    """
+    if cache is None or cache["iteration"] != ctx.iteration or cache["labeled"] != batch.labeled_count:
+        return False
+    images = batch.all_images
+    source = cache["source"]
+    return images.shape == source.shape and bool(torch.equal(images, source))
 
 
 def gaussian_rampup(iteration: int, length: int) -> float:

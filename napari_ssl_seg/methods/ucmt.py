@@ -54,7 +54,7 @@ from typing import Any, ClassVar
 import torch
 
 from napari_ssl_seg.inference.mc_dropout import entropy
-from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext
+from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext, cache_matches
 from napari_ssl_seg.methods.cps import initialise_weights
 from napari_ssl_seg.methods.ema import ema_update, freeze
 from napari_ssl_seg.methods.losses import dice_loss
@@ -147,11 +147,7 @@ class UCMT(SemiSupervisedMethod):
         }
 
     def _cache_valid(self, batch: Batch, ctx: StepContext) -> bool:
-        cache = self._cache
-        if cache is None or cache["iteration"] != ctx.iteration or cache["labeled"] != batch.labeled_count:
-            return False
-        images = batch.all_images
-        return images.shape == cache["source"].shape and bool(torch.equal(images, cache["source"]))
+        return cache_matches(self._cache, batch, ctx)
 
     # -- the interface ---------------------------------------------------------
     def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:

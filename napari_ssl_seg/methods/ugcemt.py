@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from napari_ssl_seg.inference.mc_dropout import entropy, mc_dropout_moments
-from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext
+from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext, cache_matches
 from napari_ssl_seg.methods.ema import ema_update, freeze
 from napari_ssl_seg.methods.losses import dice_ce_loss, weighted_softmax_mse
 from napari_ssl_seg.methods.mt import check_non_negative
@@ -203,14 +203,11 @@ class UGCEMT(SemiSupervisedMethod):
             "source": images.detach(),
             "images": mixed_images,
             "labels": mixed_labels[:labeled],
+            "labeled": labeled,
         }
 
     def _mix_valid(self, batch: Batch, ctx: StepContext) -> bool:
-        cache = self._mix_cache
-        if cache is None or cache["iteration"] != ctx.iteration or cache["labels"].shape[0] != batch.labeled_count:
-            return False
-        images = batch.all_images
-        return images.shape == cache["source"].shape and bool(torch.equal(images, cache["source"]))
+        return cache_matches(self._mix_cache, batch, ctx)
 
     # -- the interface -----------------------------------------------------------
     def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
