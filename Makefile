@@ -22,7 +22,7 @@ test: install
 	bash scripts/run_tests.sh $(VENV)
 
 lint: install
-	$(BIN)/ruff check napari_ssl_seg tests benchmarks
+	$(BIN)/ruff check napari_ssl_seg tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info .pytest_cache .ruff_cache

@@ -164,3 +164,29 @@ def test_model_free_scores_are_reproducible_and_ordered() -> None:
     older = (now - timedelta(days=3)).isoformat().replace("+00:00", "Z")
     newer = (now - timedelta(hours=1)).isoformat()
     assert least_recent_score(older, now) > least_recent_score(newer, now) > 0
+
+
+def test_evaluate_reports_metrics_failures_and_uncertainty_quality(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cohort: Path
+) -> None:
+    model = _tiny_model(tmp_path)
+    argv = ["evaluate", str(cohort), "--model", str(model), "--split", "test", "--uncertainty", "--samples", "2"]
+    assert main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    with Project.open(cohort) as project:
+        tests = {c.name for c in project.cases() if c.split == "test"}
+    assert set(report["per_case"]) == tests
+    summary = report["summary"]
+    # An untrained model misses structures: each miss is listed, never hidden as a zero distance.
+    for failure in summary["failures"]:
+        entry = report["per_case"][failure["case"]][str(failure["class"])]
+        assert entry["dice"] == 0 and entry["hd95_mm"] is None
+    quality = report["uncertainty"]
+    assert quality["voxels"] > 0 and 0 <= quality["ece"] <= 1
+    assert set(quality["spearman_score_vs_1_minus_dice"]) == {"boundary_entropy", "top1_entropy", "uncertain_fraction"}
+    assert main(argv[:4]) == 0
+    assert "mean" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:  # argparse rejects the split before anything runs
+        main(["evaluate", str(cohort), "--model", str(model), "--split", "nonsense"])
+    assert exit_info.value.code == 2
+    assert main(["evaluate", str(cohort), "--model", str(tmp_path / "absent.safetensors")]) == 2
