@@ -52,6 +52,9 @@ class TrainConfig:
     overlap: float = 0.5
     method_settings: dict[str, Any] = field(default_factory=dict)
     intensity: dict[str, Any] | None = None
+    # "auto": no left-right flips or in-plane rot90 when a class name says left or right (a flipped
+    # left lung still labeled "left lung" teaches the network to ignore the side); "on" / "off" force it.
+    lateral_augmentation: str = "auto"
 
     def validate(self) -> TrainConfig:
         """Raise :class:`InputError` for values the loop cannot use; return ``self``."""
@@ -70,6 +73,8 @@ class TrainConfig:
             raise InputError(f"setting overlap must be in [0, 1), got {self.overlap}")
         if self.lr <= 0 or self.lr_gamma <= 0 or self.momentum < 0 or self.weight_decay < 0:
             raise InputError("settings lr and lr_gamma must be positive, momentum and weight_decay not negative")
+        if self.lateral_augmentation not in ("auto", "on", "off"):
+            raise InputError(f"setting lateral_augmentation must be auto, on or off, got {self.lateral_augmentation!r}")
         if len(self.patch_size) != 3 or min(self.patch_size) < 1:
             raise InputError(f"setting patch_size must be three positive integers (z,y,x), got {self.patch_size}")
         divisor = 2 ** (self.depth - 1)

@@ -43,6 +43,7 @@ __all__ = [
     "LabelSnapshot",
     "TwoStreamSampler",
     "build_augmentation",
+    "has_lateral_classes",
     "load_cases",
     "predict_case",
     "resolve_intensity",
@@ -163,14 +164,27 @@ def load_cases(
     return cases
 
 
-def build_augmentation(patch_size: Sequence[int]) -> Compose:
-    """Random crop, then axial-plane rot90 (square in-plane patches only) and flips, on image + label."""
+def has_lateral_classes(class_names: Mapping[int, str]) -> bool:
+    """Whether any class is one side of a pair ("left lung", "Right kidney", ...)."""
+    words = {word for name in class_names.values() for word in name.lower().replace("_", " ").split()}
+    return bool(words & {"left", "right"})
+
+
+def build_augmentation(patch_size: Sequence[int], *, lateral: bool = True) -> Compose:
+    """Random crop, then axial-plane flips and rot90 (square in-plane patches only), on image + label.
+
+    ``lateral=False`` keeps the left-right arrangement: no flip along x (the array's last axis,
+    left-right in axial acquisitions) and no rot90 (which moves the left side to the front or the
+    right); the anterior-posterior flip stays.
+    """
     keys = ["image", "label"]
     transforms = [RandSpatialCropd(keys, roi_size=tuple(patch_size), random_size=False)]
-    if patch_size[1] == patch_size[2]:
+    if lateral and patch_size[1] == patch_size[2]:
         # Spatial axes are counted without the channel: (0, 1, 2) = (z, y, x); (1, 2) is the axial plane.
         transforms.append(RandRotate90d(keys, prob=0.75, max_k=3, spatial_axes=(1, 2)))
-    transforms += [RandFlipd(keys, prob=0.5, spatial_axis=1), RandFlipd(keys, prob=0.5, spatial_axis=2)]
+    transforms.append(RandFlipd(keys, prob=0.5, spatial_axis=1))
+    if lateral:
+        transforms.append(RandFlipd(keys, prob=0.5, spatial_axis=2))
     return Compose(transforms)
 
 
@@ -191,6 +205,7 @@ class TwoStreamSampler:
         batch_unlabeled: int,
         seed: int,
         rank: int = 0,
+        lateral: bool = True,
     ) -> None:
         if not labeled:
             raise InputError("no labeled training case to sample from")
@@ -202,7 +217,7 @@ class TwoStreamSampler:
         self.batch_unlabeled = batch_unlabeled
         self.seed = int(seed)
         self.rank = int(rank)
-        self.augment = build_augmentation(self.patch_size)
+        self.augment = build_augmentation(self.patch_size, lateral=lateral)
 
     def _patch(self, case: CaseData, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         image = torch.from_numpy(case.image)[None]

@@ -32,6 +32,7 @@ from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.data import (
     LabelSnapshot,
     TwoStreamSampler,
+    has_lateral_classes,
     load_cases,
     validate_cases,
 )
@@ -127,6 +128,11 @@ class _Run:
         if uses_unlabeled and config.batch_unlabeled:
             names = dict.fromkeys(self.snapshot.unlabeled)
             unlabeled = load_cases(self.project, names, self.info["intensity"], pad_to=config.patch_size)
+        lateral = config.lateral_augmentation == "on" or (
+            config.lateral_augmentation == "auto" and not has_lateral_classes(self.info["classes"])
+        )
+        if not lateral:
+            self.notes.append("classes name a side (left/right): no left-right flips or rot90 in augmentation")
         self.sampler = TwoStreamSampler(
             labeled,
             unlabeled,
@@ -135,6 +141,7 @@ class _Run:
             batch_unlabeled=config.batch_unlabeled if uses_unlabeled else 0,
             seed=self.seed,
             rank=rank,
+            lateral=lateral,
         )
         if uses_unlabeled and config.batch_unlabeled and not self.snapshot.unlabeled:
             self.notes.append("no unlabeled training case: the unlabeled stream samples the labeled images")
