@@ -247,3 +247,19 @@ def test_fast_mode_and_disagreement_and_bad_requests() -> None:
 def test_default_uncertainty_follows_the_network(tmp_path: Path) -> None:
     assert _predictor().default_uncertainty() == "mc_dropout"
     assert _predictor(dropout=0.0).default_uncertainty() == "none"
+
+
+def test_half_precision_blending_matches_float32() -> None:
+    volume = _oblique_volume((12, 24, 40))
+    predictor = _predictor()
+    assert predictor.blending_dtype((12, 24, 40)) == torch.float32
+    assert predictor.blending_dtype((300, 512, 512)) == torch.float16  # CT-sized: half the buffer memory
+    full = predictor.predict(volume, uncertainty="none")
+    predictor.half_blending = True
+    assert predictor.prepare(volume, resample=False)[0].dtype == torch.float16
+    half = predictor.predict(volume, uncertainty="none")
+    agreement = float((full.label.array == half.label.array).mean())
+    assert agreement > 0.995
+    torch.manual_seed(0)
+    mc = predictor.predict(volume, samples=4)
+    assert mc.uncertainty is not None and np.isfinite(mc.uncertainty.array.astype(np.float32)).all()

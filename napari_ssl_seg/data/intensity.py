@@ -59,14 +59,38 @@ def choose_intensity(modality: str | None, array: np.ndarray) -> dict[str, Any]:
     return {"kind": "zscore"}
 
 
-def normalise_intensity(array: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray:
-    """``array`` normalised per ``spec``, as a new float32 array of the same shape."""
+def _zscore_statistics(data: np.ndarray, slab: int) -> tuple[float, float]:
+    """Mean and (population) standard deviation in float64, slab by slab: no full-size temporary."""
+    total = squares = 0.0
+    for start in range(0, data.shape[0], slab):
+        part = data[start : start + slab].astype(np.float64)
+        total += float(part.sum())
+        squares += float(np.square(part).sum())
+    count = max(data.size, 1)
+    mean = total / count
+    return mean, float(np.sqrt(max(squares / count - mean * mean, 0.0)))
+
+
+def normalise_intensity(
+    array: np.ndarray, spec: Mapping[str, Any], *, dtype: np.dtype | type = np.float32, slab: int = 16
+) -> np.ndarray:
+    """``array`` normalised per ``spec``, as a new array of ``dtype`` and the same shape.
+
+    Works ``slab`` slices at a time into the output, so a CT-sized volume never has float32 and
+    float64 temporaries of its full size (the z-score statistics are accumulated in float64 first).
+    """
     spec = validate_intensity(spec)
-    data = np.asarray(array, dtype=np.float32)
+    data = np.asarray(array)
+    out = np.empty(data.shape, dtype=dtype)
     if spec["kind"] == "ct_window":
         low, high = spec["window"]
         transform = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True, dtype=np.float32)
     else:
-        transform = NormalizeIntensity(nonzero=False, dtype=np.float32)
-    result = transform(data)
-    return np.asarray(result.numpy() if hasattr(result, "numpy") else result, dtype=np.float32)
+        mean, std = _zscore_statistics(data, slab) if data.ndim else (0.0, 1.0)
+        transform = NormalizeIntensity(subtrahend=mean, divisor=std if std > 0 else 1.0, dtype=np.float32)
+    if data.ndim == 0:
+        return np.asarray(transform(data.astype(np.float32)), dtype=dtype)
+    for start in range(0, data.shape[0], slab):
+        part = transform(data[start : start + slab].astype(np.float32))
+        out[start : start + slab] = np.asarray(part.numpy() if hasattr(part, "numpy") else part)
+    return out

@@ -58,7 +58,9 @@ def _once(image: torch.Tensor, function: WindowFunction, plan: WindowPlan, progr
     def counted(windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         nonlocal done
         with _autocast(plan):
-            outputs = function(windows)
+            # The network always sees float32 windows; outputs take the blending buffers' dtype,
+            # which MONAI derives from the input's (float16 for CT-sized volumes, see Predictor).
+            outputs = tuple(o.to(image.dtype) for o in function(windows.float()))
         done = min(done + windows.shape[0], total)
         if progress is not None:
             progress(done, total)
