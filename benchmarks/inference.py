@@ -16,6 +16,7 @@ does); the ratios to the plain prediction; the compute bound of the engine measu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import threading
@@ -80,7 +81,7 @@ def measure(run: Callable[[], object], device: torch.device) -> tuple[float, flo
 def compute_bound(network: VNet, device: torch.device, samples: int, amp: bool, repeats: int = 3) -> float:
     """(t_encoder + T t_decoder) / (t_encoder + t_decoder) for one window, median of ``repeats``."""
     x = torch.randn(1, 1, *PATCH, device=device)
-    context = torch.autocast("cuda", dtype=torch.float16) if amp else torch.no_grad()
+    context = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
     encode_times, decode_times = [], []
     with torch.no_grad(), context:
         network(x)  # warm-up

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,7 +243,7 @@ def test_fast_mode_and_disagreement_and_bad_requests() -> None:
     assert plain.uncertainty is None
 
 
-def test_default_uncertainty_follows_the_network(tmp_path: Path) -> None:
+def test_default_uncertainty_follows_the_network() -> None:
     assert _predictor().default_uncertainty() == "mc_dropout"
     assert _predictor(dropout=0.0).default_uncertainty() == "none"
 

@@ -132,7 +132,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    from napari_ssl_seg.inference.window_functions import UNCERTAINTY_KINDS
+    from napari_ssl_seg.inference import UNCERTAINTY_KINDS
 
     parser.add_argument("--samples", type=int, default=8, help="MC-dropout passes T (default 8)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")

@@ -19,10 +19,11 @@ from torch import nn
 
 from napari_ssl_seg.data.intensity import normalise_intensity
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.inference import UNCERTAINTY_KINDS
 from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.inference.mc_dropout import entropy
 from napari_ssl_seg.inference.sliding import WindowPlan, run_sliding_window
-from napari_ssl_seg.inference.window_functions import UNCERTAINTY_KINDS, window_function
+from napari_ssl_seg.inference.window_functions import window_function
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.io.volume import validate_volume
 from napari_ssl_seg.networks import ModelCard, load_checkpoint
@@ -85,7 +86,7 @@ class Predictor:
             with 2 classes), where float32 buffers alone would take about 1.3 GB. The network still
             runs in float32 (or AMP on CUDA); only the blended sums are rounded (relative 1e-3).
         mc_chunk: MC-dropout passes stacked per decoder call; default all on CUDA (fills the GPU),
-            2 on CPU (measured at the compute bound on a 2-core CPU, where 4 and 8 ran 11-13% slower:
+            2 on CPU (measured at the compute bound on a 2-core CPU, where 4 and 8 ran 12-14% slower:
             the stacked full-resolution decoder activations fall out of cache).
     """
 

@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = [
     "BOUNDARY_BAND_MM",
@@ -52,14 +51,16 @@ TOP_FRACTION = 0.01
 def _band_structure(spacing: Sequence[float], band_mm: float) -> np.ndarray:
     """An ellipsoid of radius ``band_mm`` in voxels per axis (at least one voxel in-plane)."""
     radii = [max(math.floor(band_mm / s), 0) for s in spacing]
-    if not any(radii):
-        radii = [0 if s > band_mm else 1 for s in spacing]
+    # A band thinner than every voxel would be no band at all: keep one voxel in-plane (y, x).
+    radii[1], radii[2] = max(radii[1], 1), max(radii[2], 1)
     grid = np.ogrid[tuple(slice(-r, r + 1) for r in radii)]
     inside = sum((g / max(r, 1)) ** 2 for g, r in zip(grid, radii, strict=True))
     return np.asarray(inside <= 1.0)
 
 
 def _region(label: np.ndarray, spacing: Sequence[float], band_mm: float) -> np.ndarray | None:
+    from scipy import ndimage  # here, not at the top: the CLI imports this module to list strategies
+
     foreground = label > 0
     if not foreground.any():
         return None

@@ -19,17 +19,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from napari_ssl_seg.inference import UNCERTAINTY_KINDS
 from napari_ssl_seg.inference.mc_dropout import SCOPES, entropy, mc_dropout_moments
 
 __all__ = ["UNCERTAINTY_KINDS", "WindowFunction", "window_function"]
 
 WindowFunction = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
-
-#: "mc_dropout": the papers' MC dropout, both dropout layers, T passes of the decoder.
-#: "fast": MC dropout before the classifier only (see mc_dropout.py), close to a plain pass in cost.
-#: "disagreement": entropy of the averaged softmax of the teacher and the exported student (UCMT).
-#: "none": plain prediction.
-UNCERTAINTY_KINDS = ("mc_dropout", "fast", "disagreement", "none")
 
 
 def _plain(network: nn.Module) -> WindowFunction:

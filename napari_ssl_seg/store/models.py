@@ -63,6 +63,12 @@ def active_model(project: Project) -> ModelVersion | None:
     return _record(rows[0]) if rows else None
 
 
+def _weights_digest(project: Project, version: ModelVersion) -> str:
+    """The stored card's weights hash (the weights were checked against it on registration)."""
+    card = json.loads(inside(project.root, version.card_path).read_text(encoding="utf-8"))
+    return card.get("weights_sha256") or sha256_file(version.checkpoint(project))
+
+
 def _validation_dice(card: ModelCard) -> float | None:
     value = card.metrics.get("validation_dice")
     return float(value) if isinstance(value, int | float) else None
@@ -85,7 +91,7 @@ def register_model(
     weights, card_file = checkpoint_paths(checkpoint)
     digest = sha256_file(weights)
     for existing in model_versions(project):
-        if sha256_file(existing.checkpoint(project)) == digest:
+        if _weights_digest(project, existing) == digest:
             if activate:
                 activate_model(project, existing.id)
                 return model_version(project, existing.id)

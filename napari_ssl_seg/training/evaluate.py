@@ -94,7 +94,6 @@ def evaluate_project(
     with_uncertainty: bool = False,
     samples: int = 8,
     progress: Progress | None = None,
-    predictor: Predictor | None = None,
 ) -> Evaluation:
     """Predict every labeled case of ``split`` and score it against its latest label version."""
     if split not in SPLITS:
@@ -102,7 +101,7 @@ def evaluate_project(
     cases = [case.name for case in project.cases() if case.split == split and case.is_labeled]
     if not cases:
         raise InputError(f"project {project.root} has no labeled {split} case to evaluate on")
-    predictor = predictor or Predictor.from_checkpoint(model, device=device)
+    predictor = Predictor.from_checkpoint(model, device=device)
     classes = [k for k in sorted(predictor.card.classes) if k != 0] or list(range(1, predictor.num_classes))
     rng = np.random.default_rng(0)
     per_case: dict[str, dict[int, ClassMetrics]] = {}
