@@ -1,0 +1,76 @@
+"""Predict one case with a project's teacher, cache the maps and store its ranking scores.
+
+What the Teacher widget runs off the GUI thread (and what ranking does per case): one prediction,
+every model-based score saved from it, the maps cached under ``predictions/<model>/`` so the case
+reopens without the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.inference.predictor import Prediction, Predictor
+from napari_ssl_seg.inference.scores import model_scores
+from napari_ssl_seg.io import Volume
+from napari_ssl_seg.store import Project
+from napari_ssl_seg.store.models import ModelVersion, active_model
+from napari_ssl_seg.store.scores import save_prediction, save_scores
+
+__all__ = ["CasePrediction", "predict_case", "store_case_prediction"]
+
+
+@dataclass
+class CasePrediction:
+    case: str
+    model: str
+    label: Volume
+    entropy: Volume | None
+    scores: dict[str, float]
+    seconds: float
+    device: str
+
+
+def store_case_prediction(
+    project: Project, version: ModelVersion, case: str, prediction: Prediction
+) -> dict[str, float]:
+    """Save the prediction's maps and every model score computed from them; returns the scores."""
+    if prediction.uncertainty is None:
+        return {}
+    image_spacing = prediction.label.spacing
+    values = model_scores(prediction.uncertainty.array, prediction.label.array, image_spacing, prediction.num_classes)
+    # One prediction, every model score: switching strategy never re-runs the network.
+    for key, value in values.items():
+        save_scores(project, version.id, key, {case: value})
+    save_prediction(project, version.name, case, prediction.label, prediction.uncertainty)
+    return values
+
+
+def predict_case(
+    project_root: Path | str,
+    case: str,
+    *,
+    device: str = "auto",
+    samples: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> CasePrediction:
+    """Predict ``case`` with the project's active teacher (opens its own connection: thread-safe)."""
+    with Project.open(project_root) as project:
+        version = active_model(project)
+        if version is None:
+            raise InputError("this project has no teacher yet: register one (napari-ssl-seg rank --model) or train")
+        image = project.read_image(case)
+        predictor = Predictor.from_checkpoint(version.checkpoint(project), device=device)
+        prediction = predictor.predict(image, samples=samples, progress=progress, name=case)
+        values = store_case_prediction(project, version, case, prediction)
+    return CasePrediction(
+        case=case,
+        model=version.name,
+        label=prediction.label,
+        entropy=prediction.uncertainty,
+        scores=values,
+        seconds=prediction.seconds,
+        device=prediction.device,
+    )

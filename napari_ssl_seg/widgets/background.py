@@ -1,0 +1,82 @@
+"""Run core work off the GUI thread with a napari progress bar, errors as notifications.
+
+napari's thread workers deliver results on the GUI thread; progress callbacks from the core run
+on the worker thread, so they go through :class:`Relay`, a QObject living on the GUI thread whose
+queued signal hands each update back to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QObject, Signal, Slot
+
+__all__ = ["Relay", "run_in_background"]
+
+
+class Relay(QObject):
+    """Calls ``handler`` on the thread that made the relay, whatever thread calls :meth:`send`."""
+
+    _sent = Signal(object)
+
+    def __init__(self, handler: Callable[[Any], None]) -> None:
+        super().__init__()
+        self._handler = handler
+        self._sent.connect(self._deliver)
+
+    def send(self, value: Any) -> None:
+        self._sent.emit(value)
+
+    @Slot(object)
+    def _deliver(self, value: Any) -> None:
+        self._handler(value)
+
+
+def run_in_background(
+    function: Callable[..., Any],
+    *args: Any,
+    description: str,
+    on_done: Callable[[Any], None] | None = None,
+    on_error: Callable[[BaseException], None] | None = None,
+    with_progress: bool = True,
+    **kwargs: Any,
+) -> Any:
+    """Start ``function(*args, progress=callback, **kwargs)`` in a thread; returns the worker.
+
+    ``callback(done, total, *rest)`` from the core drives a napari progress bar. A raised error
+    becomes a one-line notification (and ``on_error``); the result goes to ``on_done``.
+    """
+    bar = progress(total=0, desc=description)
+
+    def update(values: tuple) -> None:
+        done, total = int(values[0]), int(values[1])
+        if bar.total != total:
+            bar.total = total
+        bar.n = min(done, total) if total else done
+        bar.refresh()
+
+    relay = Relay(update)
+    if with_progress:
+        kwargs["progress"] = lambda *values: relay.send(values)
+    worker = create_worker(function, *args, _start_thread=False, **kwargs)
+    worker.relay = relay  # keep the relay alive as long as the worker
+
+    def finished_ok(result: Any) -> None:
+        bar.close()
+        if on_done is not None:
+            on_done(result)
+
+    def failed(exc: BaseException) -> None:
+        bar.close()
+        show_error(f"{description} failed: {exc}")
+        if on_error is not None:
+            on_error(exc)
+
+    worker.returned.connect(finished_ok)
+    worker.errored.connect(failed)
+    worker.start()
+    return worker

@@ -1,0 +1,163 @@
+"""Project dock: open, create or import a project; the case table in work order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_ssl_seg.inference.scores import STRATEGIES
+from napari_ssl_seg.widgets.background import run_in_background
+from napari_ssl_seg.widgets.session import AssistSession, report_errors, session_for
+
+__all__ = ["ProjectWidget"]
+
+COLUMNS = ("case", "split", "status", "score", "last author", "labeled at")
+
+
+def _import_project(root: str, images: str, labels: str | None, progress: Any) -> Path:
+    from napari_ssl_seg.store.importer import import_into_new_project
+
+    project = import_into_new_project(root, images, labels, progress=progress)
+    project.close()
+    return Path(root)
+
+
+class ProjectWidget(QWidget):
+    """Open/create/import a project and list its cases; double-click opens a case."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session: AssistSession = session_for(napari_viewer)
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("project folder")
+        self.open_button = QPushButton("Open…")
+        self.create_button = QPushButton("New…")
+        self.import_button = QPushButton("Import folder…")
+        self.import_button.setToolTip("a folder of images (and labels paired by name) or a Decathlon dataset")
+        self.strategy_box = QComboBox()
+        self.strategy_box.addItems(STRATEGIES)
+        self.strategy_box.setCurrentText(self.session.strategy)
+        self.summary = QLabel("no project open")
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+
+        buttons = QHBoxLayout()
+        for button in (self.open_button, self.create_button, self.import_button):
+            buttons.addWidget(button)
+        strategy_row = QHBoxLayout()
+        strategy_row.addWidget(QLabel("order by"))
+        strategy_row.addWidget(self.strategy_box, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.path_edit)
+        layout.addLayout(buttons)
+        layout.addLayout(strategy_row)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.table, 1)
+
+        self.path_edit.returnPressed.connect(report_errors(lambda: self.open_project(self.path_edit.text())))
+        self.open_button.clicked.connect(report_errors(lambda: self._choose(create=False)))
+        self.create_button.clicked.connect(report_errors(lambda: self._choose(create=True)))
+        self.import_button.clicked.connect(report_errors(self._choose_import))
+        self.strategy_box.currentTextChanged.connect(report_errors(self._set_strategy))
+        self.table.cellDoubleClicked.connect(report_errors(lambda row, _column: self.open_row(row)))
+        for signal in (
+            self.session.project_changed,
+            self.session.labels_saved,
+            self.session.model_changed,
+            self.session.prediction_shown,
+            self.session.case_opened,
+        ):
+            signal.connect(self.refresh)
+        self.refresh()
+
+    # -- actions -------------------------------------------------------------------
+    def _choose(self, *, create: bool) -> None:
+        title = "New project folder" if create else "Open project folder"
+        folder = QFileDialog.getExistingDirectory(self, title)
+        if folder:
+            self.open_project(folder, create=create)
+
+    def open_project(self, folder: str | Path, *, create: bool = False) -> None:
+        self.session.open_project(Path(folder).expanduser(), create=create)
+        self.path_edit.setText(str(self.session.root))
+
+    def _choose_import(self) -> None:
+        images = QFileDialog.getExistingDirectory(self, "Folder of images, or a Decathlon dataset")
+        if not images:
+            return
+        root = QFileDialog.getExistingDirectory(self, "Where to create the project (an empty folder)")
+        if root:
+            self.import_project(root, images, None)
+
+    def import_project(self, root: str, images: str, labels: str | None) -> Any:
+        """Import in the background; the new project opens when it is done."""
+        return run_in_background(
+            _import_project,
+            root,
+            images,
+            labels,
+            description="importing cases",
+            on_done=report_errors(self.open_project),
+        )
+
+    def _set_strategy(self, strategy: str) -> None:
+        self.session.strategy = strategy
+        self.refresh()
+
+    def open_row(self, row: int) -> None:
+        item = self.table.item(row, 0)
+        if item is not None:
+            self.session.open_case(item.text())
+
+    # -- view ------------------------------------------------------------------------
+    def refresh(self, *_args: Any) -> None:
+        if self.session.project is None:
+            self.summary.setText("no project open")
+            self.table.setRowCount(0)
+            return
+        try:
+            rows = self.session.rows()
+        except Exception as exc:  # a damaged project must not take the dock down
+            show_error(f"cannot list cases: {exc}")
+            return
+        queued = sum(row.queued for row in rows)
+        labeled = sum(row.status == "labeled" for row in rows)
+        model = self.session.active_model()
+        teacher = f"teacher {model.name}" if model else "no teacher yet"
+        hint = "" if self.session.case else " Double-click a case to open it."
+        self.summary.setText(f"{len(rows)} cases, {labeled} labeled, {queued} in the queue; {teacher}.{hint}")
+        self.table.setRowCount(len(rows))
+        for index, row in enumerate(rows):
+            score = "" if row.score is None else f"{row.score:.4f}"
+            cells = (row.name, row.split, row.status, score, row.author or "", (row.labeled_at or "")[:19])
+            for column, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if row.name == self.session.case:
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
+                if column == 3:
+                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                self.table.setItem(index, column, item)

@@ -1,0 +1,205 @@
+"""Retrain dock: one click retrains the teacher in its own process, with live curves and cancel.
+
+The training process (:class:`napari_ssl_seg.training.job.RetrainJob`) never shares the GUI's
+interpreter, so the event loop stays responsive; a 250 ms timer reads its log. When it ends, the
+old and new teachers are compared on the validation split off the GUI thread; the new one becomes
+active only if it validates at least as well, and the queue is then re-ranked in the background.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_ssl_seg.methods.registry import available_methods
+from napari_ssl_seg.store import Project
+from napari_ssl_seg.training.job import RetrainJob
+from napari_ssl_seg.widgets.background import run_in_background
+from napari_ssl_seg.widgets.plots import TrainingCurves
+from napari_ssl_seg.widgets.session import AssistSession, report_errors, session_for
+
+__all__ = ["RetrainWidget"]
+
+POLL_MS = 250
+
+
+def _finish(job: RetrainJob, root: Path) -> Any:
+    with Project.open(root) as project:
+        return job.finish(project)
+
+
+def _rerank(root: Path, strategy: str, progress: Any) -> int:
+    from napari_ssl_seg.active.ranking import rank_project
+
+    with Project.open(root) as project:
+        result = rank_project(project, strategy=strategy, progress=lambda done, total, _name: progress(done, total))
+    return len(result.queue)
+
+
+class RetrainWidget(QWidget):
+    """Start, watch and cancel a background retrain; promote the new teacher only if it is better."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session: AssistSession = session_for(napari_viewer)
+        self.job: RetrainJob | None = None
+        self.outcome: Any = None
+        self.finishing: Any = None
+        self.reranking: Any = None
+        self.method = QComboBox()
+        self.method.addItem("same as the active teacher", None)
+        for name in available_methods():
+            self.method.addItem(name, name)
+        self.iterations = QSpinBox()
+        self.iterations.setRange(1, 100000)
+        self.iterations.setValue(100)
+        self.start_button = QPushButton("Retrain teacher")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.bar = QProgressBar()
+        self.bar.setFormat("%v / %m iterations")
+        self.status = QLabel("labeled + unlabeled cases, fine-tuned from the active teacher")
+        self.status.setWordWrap(True)
+        self.curves = TrainingCurves()
+        form = QFormLayout()
+        form.addRow("method", self.method)
+        form.addRow("iterations", self.iterations)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button, 1)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.status)
+        layout.addWidget(self.curves, 1)
+        self.start_button.clicked.connect(report_errors(self.start))
+        self.cancel_button.clicked.connect(report_errors(self.cancel))
+        self.timer = QTimer(self)
+        self.timer.setInterval(POLL_MS)
+        self.timer.timeout.connect(self.poll)
+
+    # -- control ---------------------------------------------------------------------
+    def start(self, overrides: list[str] | None = None) -> RetrainJob:
+        """Start a retrain; ``overrides`` (``key=value``) reach the training config (tests shrink it)."""
+        project = self.session.require_project()
+        if self.job is not None and self.job.state == "running":
+            raise ValueError("a retrain is already running")
+        model = self.session.active_model()
+        if model is None:
+            raise ValueError("retraining starts from the active teacher, and this project has none")
+        self.session.in_training = {case.name for case in project.cases() if case.is_labeled}
+        self.job = RetrainJob.start(
+            project.root,
+            method=self.method.currentData(),
+            iterations=self.iterations.value(),
+            overrides=list(overrides or []),
+        )
+        self.outcome = None
+        self.curves.clear()
+        self.bar.setRange(0, self.iterations.value())
+        self.bar.setValue(0)
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText(f"training in process {self.job.pid}; keep labeling, your saves are safe")
+        self.session.project_changed.emit()
+        self.timer.start()
+        return self.job
+
+    def cancel(self) -> None:
+        if self.job is not None and self.job.state == "running":
+            self.job.cancel()
+            self.status.setText("cancelling: the run saves a checkpoint and stops")
+
+    # -- watching -----------------------------------------------------------------------
+    def poll(self) -> None:
+        job = self.job
+        if job is None:
+            return
+        try:
+            events = job.poll()
+        except Exception as exc:  # an unreadable log must not stop the timer's owner, the GUI
+            events = []
+            show_warning(f"cannot read the training log: {exc}")
+        for event in events:
+            values = event.values or {}
+            if event.kind == "train" and "loss" in values:
+                self.curves.add_loss(event.iteration, float(values["loss"]))
+            elif event.kind == "validation" and values.get("dice") is not None:
+                self.curves.add_dice(event.iteration, float(values["dice"]))
+        if events:
+            model = self.session.active_model()
+            self.curves.redraw(baseline=None if model is None else model.validation_dice)
+        done, total = job.progress
+        if total:
+            self.bar.setRange(0, total)
+        self.bar.setValue(done)
+        if job.state == "running":
+            return
+        self.timer.stop()
+        self.cancel_button.setEnabled(False)
+        if job.state == "completed":
+            self.status.setText("training done; comparing the old and new teachers on the validation split…")
+            root = self.session.require_project().root
+            self.finishing = run_in_background(
+                _finish,
+                job,
+                root,
+                description="validating the new teacher",
+                with_progress=False,
+                on_done=self._finished,
+                on_error=lambda _exc: self._ended("validation of the new teacher failed; the old one stays active"),
+            )
+        elif job.state == "cancelled":
+            self._ended("cancelled; the active teacher is unchanged")
+            show_info("retrain cancelled; the active teacher is unchanged")
+        else:
+            message = job.error or "the training process failed"
+            self._ended(f"failed: {message}; the active teacher is unchanged")
+            show_error(f"retrain failed: {message}")
+
+    def _ended(self, text: str) -> None:
+        self.status.setText(text)
+        self.start_button.setEnabled(True)
+        self.session.in_training = set()
+        self.session.project_changed.emit()
+
+    def _finished(self, outcome: Any) -> None:
+        self.outcome = outcome
+        old = "n/a" if outcome.old_dice is None else f"{outcome.old_dice:.4f}"
+        new = "n/a" if outcome.new_dice is None else f"{outcome.new_dice:.4f}"
+        if outcome.promoted:
+            text = f"new teacher {outcome.new_version} is active: validation Dice {new} vs {old} (old one kept)"
+        else:
+            text = f"kept {outcome.old_version}: the new teacher validated {new} vs {old}"
+        self._ended(text)
+        show_info(text)
+        self.session.model_changed.emit()
+        if outcome.promoted:
+            self.rerank()
+
+    def rerank(self) -> Any:
+        root = self.session.require_project().root
+        self.reranking = run_in_background(
+            _rerank,
+            root,
+            self.session.strategy,
+            description="re-ranking the queue with the new teacher",
+            on_done=lambda count: (self.session.model_changed.emit(), show_info(f"re-ranked {count} cases")),
+        )
+        return self.reranking

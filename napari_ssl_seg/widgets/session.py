@@ -1,0 +1,318 @@
+"""What the dock widgets of one viewer share: the open project, the open case and its layers.
+
+Each dock widget is a thin view on this session; the session itself is a thin layer over the core
+(store, inference, active). It lives on the GUI thread: background work opens its own
+:class:`Project` (SQLite connections stay on the thread that made them) and reports back
+through Qt signals.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QObject, Signal
+
+from napari_ssl_seg.active.effort import EditClock
+from napari_ssl_seg.active.queue import CaseRow, case_table
+from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, uncertain_regions
+from napari_ssl_seg.errors import InputError, ProjectError
+from napari_ssl_seg.inference.scores import DEFAULT_STRATEGY
+from napari_ssl_seg.io import Volume
+from napari_ssl_seg.layers import volume_to_layer_data
+from napari_ssl_seg.store import Project
+from napari_ssl_seg.store.models import ModelVersion, active_model
+from napari_ssl_seg.store.records import LabelVersion
+from napari_ssl_seg.store.scores import read_prediction
+
+__all__ = ["AssistSession", "report_errors", "session_for"]
+
+#: Errors a user can cause and fix (bad file, bad project): a notification, never a dialog.
+USER_ERRORS = (InputError, ProjectError, OSError, ValueError)
+
+_sessions: dict[int, AssistSession] = {}
+
+
+def session_for(viewer: Any) -> AssistSession:
+    """The one session of ``viewer`` (made on first use), shared by every dock widget."""
+    session = _sessions.get(id(viewer))
+    if session is None or session.viewer is not viewer:
+        session = _sessions[id(viewer)] = AssistSession(viewer)
+        from napari_ssl_seg.widgets.shortcuts import install_shortcuts
+
+        install_shortcuts(viewer, session)
+    return session
+
+
+def report_errors(action: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a GUI action; a user error becomes a one-line napari notification instead of a dialog."""
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return action(*args, **kwargs)
+        except USER_ERRORS as exc:
+            show_error(f"{type(exc).__name__ if isinstance(exc, OSError) else 'error'}: {exc}")
+            return None
+
+    guarded.__name__ = getattr(action, "__name__", "action")
+    guarded.__doc__ = action.__doc__
+    return guarded
+
+
+class AssistSession(QObject):
+    """The open project and case of one viewer, with the layers that show them."""
+
+    project_changed = Signal()
+    case_opened = Signal(str)
+    prediction_shown = Signal(str)
+    model_changed = Signal()
+    labels_saved = Signal(str)
+    regions_changed = Signal()
+    #: Emitted before a case is left; a slot may set ``session.leave_vetoed = True`` to stay.
+    leaving_case = Signal(str)
+
+    def __init__(self, viewer: Any) -> None:
+        super().__init__()
+        self._viewer_ref = weakref.ref(viewer)
+        self.project: Project | None = None
+        self.case: str | None = None
+        self.strategy = DEFAULT_STRATEGY
+        self.in_training: set[str] = set()
+        self.clock = EditClock()
+        self.leave_vetoed = False
+        self.regions: list[UncertainRegion] = []
+        self.region_index = -1
+        self.threshold: float | None = None
+        #: Who saves labels; the Label dock's author field keeps it current.
+        self.author: str | None = None
+        self._entropy: Volume | None = None
+        self._label_layer: Any = None
+
+    @property
+    def viewer(self) -> Any:
+        return self._viewer_ref()
+
+    # -- project ---------------------------------------------------------------
+    @property
+    def root(self) -> Path | None:
+        return None if self.project is None else self.project.root
+
+    def require_project(self) -> Project:
+        if self.project is None:
+            raise InputError("open or create a project first")
+        return self.project
+
+    def open_project(self, root: Path | str, *, create: bool = False) -> Project:
+        project = Project.create(root) if create else Project.open(root)
+        if not self.confirm_leave():
+            project.close()
+            raise InputError("kept the open case: it has unsaved edits")
+        self.close_case()
+        if self.project is not None:
+            self.project.close()
+        self.project = project
+        self.project_changed.emit()
+        self.model_changed.emit()
+        return project
+
+    def adopt_project(self, project: Project) -> None:
+        """Use a project another part of the GUI (an import) opened."""
+        if self.project is not None:
+            self.project.close()
+        self.close_case()
+        self.project = project
+        self.project_changed.emit()
+        self.model_changed.emit()
+
+    def rows(self) -> list[CaseRow]:
+        return case_table(self.require_project(), self.strategy, in_training=self.in_training)
+
+    def active_model(self) -> ModelVersion | None:
+        return None if self.project is None else active_model(self.project)
+
+    def num_classes(self) -> int:
+        model = self.active_model()
+        if model is not None:
+            from napari_ssl_seg.networks import ModelCard
+
+            card_path = self.require_project().root / model.card_path
+            return int(ModelCard.from_json(card_path.read_text()).network.get("num_classes", 2))
+        return max(2, len(self.require_project().label_names()) + 1)
+
+    # -- case --------------------------------------------------------------------
+    def confirm_leave(self) -> bool:
+        """Ask the listeners (the Label widget's warning) whether the open case may be left."""
+        if self.case is None or not self.clock.dirty:
+            return True
+        self.leave_vetoed = False
+        self.leaving_case.emit(self.case)
+        return not self.leave_vetoed
+
+    def close_case(self) -> None:
+        viewer = self.viewer
+        if self.case is not None and viewer is not None:
+            for layer in list(viewer.layers):
+                if layer.metadata.get("napari_ssl_seg_case") == self.case:
+                    viewer.layers.remove(layer)
+        self.case = None
+        self._label_layer = None
+        self._entropy = None
+        self.regions = []
+        self.region_index = -1
+        self.clock.reset()
+        self.regions_changed.emit()
+
+    def open_case(self, name: str) -> bool:
+        """Show case ``name``: image, its latest label (or the active teacher's cached prediction), entropy.
+
+        Returns False when the annotator chose to stay on the current case.
+        """
+        project = self.require_project()
+        record = project.case(name)
+        if name == self.case:
+            return True
+        if not self.confirm_leave():
+            return False
+        image = project.read_image(name)
+        self.close_case()
+        self.case = name
+        viewer = self.viewer
+        data, kwargs, _ = volume_to_layer_data(image, name=name, as_labels=False)
+        kwargs["metadata"]["napari_ssl_seg_case"] = name
+        viewer.add_image(data, **kwargs)
+        model = self.active_model()
+        cached = read_prediction(project, model.name, name) if model is not None else None
+        if record.is_labeled:
+            label = project.read_label(name)
+        elif cached is not None:
+            label = cached[0]
+        else:
+            label = image.with_array(np.zeros(image.shape, dtype=np.uint8), label_names=None)
+        self._show_label(label)
+        if cached is not None and cached[1] is not None:
+            self._show_entropy(cached[1])
+        viewer.reset_view()
+        self.case_opened.emit(name)
+        if self.regions:
+            self.goto_region(0)
+        return True
+
+    def show_prediction(self, name: str, label: Volume, entropy: Volume | None) -> None:
+        """Put a fresh prediction of the open case on screen (the label stays editable)."""
+        if name != self.case:
+            return  # the annotator moved on while the network ran
+        if self.project is not None and not self.project.case(name).is_labeled:
+            self._show_label(label)
+        if entropy is not None:
+            self._show_entropy(entropy)
+            if self.regions:
+                self.goto_region(0)
+        self.prediction_shown.emit(name)
+
+    def _show_label(self, label: Volume) -> None:
+        viewer = self.viewer
+        if self._label_layer is not None and self._label_layer in viewer.layers:
+            viewer.layers.remove(self._label_layer)
+        data, kwargs, _ = volume_to_layer_data(label, name=f"{self.case} label", as_labels=True)
+        kwargs["metadata"]["napari_ssl_seg_case"] = self.case
+        layer = viewer.add_labels(np.asarray(data).astype(np.uint8, copy=True), **kwargs)
+        layer.events.paint.connect(lambda _event: self.clock.edit())
+        self._label_layer = layer
+        self.clock.reset()
+
+    @property
+    def label_layer(self) -> Any:
+        return self._label_layer
+
+    @property
+    def uncertainty_layer(self) -> Any:
+        viewer = self.viewer
+        name = f"{self.case} uncertainty"
+        return viewer.layers[name] if self.case is not None and name in viewer.layers else None
+
+    def _show_entropy(self, entropy: Volume) -> None:
+        viewer = self.viewer
+        previous = self.uncertainty_layer
+        if previous is not None:
+            viewer.layers.remove(previous)
+        self._entropy = entropy
+        top = math.log(self.num_classes())
+        if self.threshold is None:
+            self.threshold = default_threshold(self.num_classes())
+        data, kwargs, _ = volume_to_layer_data(entropy, name=f"{self.case} uncertainty", as_labels=False)
+        kwargs["metadata"]["napari_ssl_seg_case"] = self.case
+        # Below the threshold the colormap is black, which additive blending leaves invisible.
+        kwargs.update(colormap="inferno", blending="additive", opacity=0.7, contrast_limits=[self.threshold, top])
+        viewer.add_image(np.asarray(data, dtype=np.float32), **kwargs)
+        self.find_regions()
+
+    @property
+    def entropy(self) -> Volume | None:
+        return self._entropy
+
+    # -- uncertain regions ----------------------------------------------------------
+    def set_threshold(self, value: float) -> None:
+        self.threshold = float(value)
+        layer = self.uncertainty_layer
+        if layer is not None:
+            high = max(layer.contrast_limits[1], self.threshold + 1e-3)
+            layer.contrast_limits = [self.threshold, high]
+        self.find_regions()
+
+    def find_regions(self) -> list[UncertainRegion]:
+        if self._entropy is None:
+            self.regions = []
+        else:
+            threshold = self.threshold if self.threshold is not None else default_threshold(self.num_classes())
+            self.regions = uncertain_regions(
+                self._entropy.array, threshold, spacing=self._entropy.spacing, min_voxels=8, limit=200
+            )
+        self.region_index = -1
+        self.regions_changed.emit()
+        return self.regions
+
+    def goto_region(self, index: int | None = None) -> UncertainRegion | None:
+        """Move the slice and the camera to region ``index`` (default: the next one, cycling)."""
+        if not self.regions:
+            return None
+        self.region_index = (self.region_index + 1 if index is None else index) % len(self.regions)
+        region = self.regions[self.region_index]
+        layer = self.uncertainty_layer or self._label_layer
+        world = np.asarray(layer.data_to_world(region.centre), dtype=float)
+        viewer = self.viewer
+        for axis, value in enumerate(world[-3:]):
+            viewer.dims.set_point(viewer.dims.ndim - 3 + axis, float(value))
+        # napari 0.9 moved the camera to viewer.scene; older releases keep viewer.camera.
+        camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+        camera.center = tuple(float(v) for v in world[-3:])
+        return region
+
+    # -- labels ---------------------------------------------------------------------
+    def save_label(self, author: str | None) -> LabelVersion:
+        project = self.require_project()
+        if self.case is None or self._label_layer is None:
+            raise InputError("open a case before saving a label")
+        array = np.asarray(self._label_layer.data)
+        seconds = self.clock.seconds if self.clock.dirty else None
+        version = project.save_label(self.case, array, author=author or None, edit_seconds=seconds)
+        self.clock.reset()
+        self.labels_saved.emit(self.case)
+        show_info(f"saved {self.case} label version {version.version}")
+        return version
+
+    def restore_version(self, version: int, author: str | None) -> LabelVersion:
+        """Undo back to ``version``: its content becomes a new version, so no history is lost."""
+        project = self.require_project()
+        if self.case is None:
+            raise InputError("open a case first")
+        old = project.read_label(self.case, version)
+        saved = project.save_label(self.case, old.array, author=author or None)
+        self._label_layer.data = np.asarray(old.array).astype(np.uint8, copy=True)
+        self.clock.reset()
+        self.labels_saved.emit(self.case)
+        return saved

@@ -1,0 +1,49 @@
+"""Keyboard shortcuts for the frequent actions, bound on the viewer once per session.
+
+Shift-letter keys: napari's layer tools use the bare letters (brush, fill, erase...), so the
+annotator's hands stay on the same keys they already know.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napari.utils.notifications import show_info
+
+from napari_ssl_seg.active.queue import next_case
+from napari_ssl_seg.widgets.session import AssistSession, report_errors
+
+__all__ = ["SHORTCUTS", "install_shortcuts"]
+
+SHORTCUTS = {
+    "Shift-N": "open the next most uncertain case",
+    "Shift-S": "save the label as a new version",
+    "Shift-U": "show or hide the uncertainty overlay",
+    "Shift-R": "go to the next uncertain region",
+}
+
+
+def _open_next(session: AssistSession) -> None:
+    name = next_case(session.rows(), session.case)
+    if name is None:
+        show_info("the queue is empty: every training case is labeled")
+    else:
+        session.open_case(name)
+
+
+def _toggle_overlay(session: AssistSession) -> None:
+    layer = session.uncertainty_layer
+    if layer is not None:
+        layer.visible = not layer.visible
+
+
+def install_shortcuts(viewer: Any, session: AssistSession) -> None:
+    actions = {
+        "Shift-N": lambda: _open_next(session),
+        "Shift-S": lambda: session.save_label(session.author),
+        "Shift-U": lambda: _toggle_overlay(session),
+        "Shift-R": session.goto_region,
+    }
+    for key, action in actions.items():
+        guarded = report_errors(action)
+        viewer.bind_key(key, lambda _viewer, run=guarded: run(), overwrite=True)

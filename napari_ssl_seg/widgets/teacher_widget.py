@@ -1,0 +1,190 @@
+"""Teacher dock: the active model, prediction of the open case, the uncertainty overlay's controls."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from napari.utils.notifications import show_info
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_ssl_seg.active.case_prediction import CasePrediction, predict_case
+from napari_ssl_seg.active.queue import next_case
+from napari_ssl_seg.store.models import activate_model, model_versions
+from napari_ssl_seg.widgets.background import run_in_background
+from napari_ssl_seg.widgets.plots import EntropyHistogram
+from napari_ssl_seg.widgets.session import AssistSession, report_errors, session_for
+
+__all__ = ["TeacherWidget"]
+
+
+class TeacherWidget(QWidget):
+    """Predict the open case off the GUI thread and tune how its uncertainty is shown."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session: AssistSession = session_for(napari_viewer)
+        self.worker: Any = None
+        self.model_label = QLabel("no teacher")
+        self.model_label.setWordWrap(True)
+        self.versions = QComboBox()
+        self.activate_button = QPushButton("Make active (roll back)")
+        self.samples = QComboBox()
+        self.samples.addItems(["4", "8", "16"])
+        self.samples.setCurrentText("8")
+        self.predict_button = QPushButton("Predict this case")
+        self.next_button = QPushButton("Next most uncertain case")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.show_overlay = QCheckBox("show uncertainty")
+        self.show_overlay.setChecked(True)
+        self.opacity = QSlider(Qt.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(70)
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setDecimals(3)
+        self.threshold.setSingleStep(0.02)
+        self.threshold.setRange(0.0, 5.0)
+        self.histogram = EntropyHistogram()
+
+        versions_row = QHBoxLayout()
+        versions_row.addWidget(self.versions, 1)
+        versions_row.addWidget(self.activate_button)
+        form = QFormLayout()
+        form.addRow("MC samples", self.samples)
+        form.addRow("overlay opacity", self.opacity)
+        form.addRow("threshold (nats)", self.threshold)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.model_label)
+        layout.addLayout(versions_row)
+        layout.addWidget(self.predict_button)
+        layout.addWidget(self.next_button)
+        layout.addWidget(self.status)
+        layout.addWidget(self.show_overlay)
+        layout.addLayout(form)
+        layout.addWidget(self.histogram)
+        layout.addStretch(1)
+
+        self.predict_button.clicked.connect(report_errors(self.predict))
+        self.next_button.clicked.connect(report_errors(self.next_case))
+        self.activate_button.clicked.connect(report_errors(self.activate_selected))
+        self.show_overlay.toggled.connect(self._set_overlay_visible)
+        self.opacity.valueChanged.connect(self._set_opacity)
+        self.threshold.valueChanged.connect(report_errors(self._set_threshold))
+        self.session.model_changed.connect(self.refresh_model)
+        self.session.project_changed.connect(self.refresh_model)
+        self.session.case_opened.connect(self._case_opened)
+        self.session.prediction_shown.connect(self._case_opened)
+        self.refresh_model()
+
+    # -- teacher -----------------------------------------------------------------------
+    def refresh_model(self, *_args: Any) -> None:
+        self.versions.clear()
+        project = self.session.project
+        if project is None:
+            self.model_label.setText("no project open")
+            return
+        versions = model_versions(project)
+        active = next((v for v in versions if v.is_active), None)
+        for version in versions:
+            dice = "n/a" if version.validation_dice is None else f"{version.validation_dice:.3f}"
+            self.versions.addItem(f"{version.name} ({version.method}, Dice {dice})", version.name)
+        if active is None:
+            self.model_label.setText("no teacher yet: register one with `napari-ssl-seg rank --model`, or retrain")
+            return
+        self.versions.setCurrentIndex(self.versions.findData(active.name))
+        dice = "n/a" if active.validation_dice is None else f"{active.validation_dice:.3f}"
+        self.model_label.setText(
+            f"active teacher <b>{active.name}</b><br>{active.method}, {active.created_at[:16]}, validation Dice {dice}"
+        )
+
+    def activate_selected(self) -> None:
+        name = self.versions.currentData()
+        if name:
+            version = activate_model(self.session.require_project(), name)
+            show_info(f"teacher {version.name} is active")
+            self.session.model_changed.emit()
+
+    # -- prediction ----------------------------------------------------------------------
+    def predict(self) -> Any:
+        root = self.session.require_project().root
+        case = self.session.case
+        if case is None:
+            raise ValueError("open a case first (double-click it in the Project dock)")
+        if self.worker is not None and self.worker.is_running:
+            show_info("a prediction is already running")
+            return self.worker
+        self.predict_button.setEnabled(False)
+        self.status.setText(f"predicting {case}…")
+        self.worker = run_in_background(
+            predict_case,
+            root,
+            case,
+            samples=int(self.samples.currentText()),
+            description=f"predicting {case}",
+            on_done=self._predicted,
+            on_error=lambda _exc: self._finished(""),
+        )
+        return self.worker
+
+    def _finished(self, text: str) -> None:
+        self.predict_button.setEnabled(True)
+        self.status.setText(text)
+
+    def _predicted(self, result: CasePrediction) -> None:
+        score = result.scores.get(self.session.strategy)
+        scored = "" if score is None else f", {self.session.strategy} {score:.4f}"
+        self._finished(f"{result.case}: {result.seconds:.1f} s on {result.device}{scored}")
+        self.session.show_prediction(result.case, result.label, result.entropy)
+
+    def next_case(self) -> None:
+        name = next_case(self.session.rows(), self.session.case)
+        if name is None:
+            show_info("the queue is empty: every training case is labeled")
+            return
+        self.session.open_case(name)
+
+    # -- overlay ---------------------------------------------------------------------------
+    def _case_opened(self, *_args: Any) -> None:
+        entropy = self.session.entropy
+        top = math.log(self.session.num_classes()) if self.session.project is not None else 1.0
+        self.threshold.blockSignals(True)
+        self.threshold.setMaximum(top)
+        if self.session.threshold is not None:
+            self.threshold.setValue(self.session.threshold)
+        self.threshold.blockSignals(False)
+        layer = self.session.uncertainty_layer
+        if layer is not None:
+            layer.visible = self.show_overlay.isChecked()
+            layer.opacity = self.opacity.value() / 100
+        self.histogram.show_values(None if entropy is None else entropy.array, self.threshold.value(), top)
+
+    def _set_overlay_visible(self, visible: bool) -> None:
+        layer = self.session.uncertainty_layer
+        if layer is not None:
+            layer.visible = visible
+
+    def toggle_overlay(self) -> None:
+        self.show_overlay.setChecked(not self.show_overlay.isChecked())
+
+    def _set_opacity(self, value: int) -> None:
+        layer = self.session.uncertainty_layer
+        if layer is not None:
+            layer.opacity = value / 100
+
+    def _set_threshold(self, value: float) -> None:
+        self.session.set_threshold(value)
+        self._case_opened()

@@ -1,0 +1,203 @@
+"""The annotation-assist docks in a real napari viewer (under xvfb): the whole loop a user sees."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SAMPLE_DIR
+from napari.utils.notifications import notification_manager
+
+from napari_ssl_seg.data.cohort_project import build_cohort_project
+from napari_ssl_seg.networks import ModelCard, VNet, save_checkpoint
+from napari_ssl_seg.store import Project
+from napari_ssl_seg.store.models import register_model
+from napari_ssl_seg.widgets.assistant import dock_assistant
+from napari_ssl_seg.widgets.session import session_for
+
+pytestmark = pytest.mark.gui
+
+
+def tiny_teacher(folder: Path, num_classes: int) -> Path:
+    torch.manual_seed(0)
+    network = VNet(base_width=4, depth=3, num_classes=num_classes, dropout=0.5)
+    card = ModelCard(
+        method="supervised",
+        network=network.config,
+        patch_size=(16, 32, 32),
+        intensity={"kind": "ct_window", "window": [-1000, 1000]},
+        classes={i: f"class{i}" for i in range(num_classes)},
+        metrics={"validation_dice": 0.1},
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(folder / "tiny", {"model": network}, card)[0]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("widgets") / "cohort"
+    with build_cohort_project(
+        root, SAMPLE_DIR / "CTChest4.nrrd", SAMPLE_DIR / "Segmentation.seg.nrrd", cases=5, seed=1, labeled=1
+    ) as project:
+        register_model(project, tiny_teacher(root.parent / "model", len(project.label_names()) + 1))
+    return root
+
+
+@pytest.fixture
+def project_root(template: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    shutil.copytree(template, root)
+    return root
+
+
+def errors_shown() -> list[str]:
+    return [str(record.message) for record in notification_manager.records if record.severity == "error"]
+
+
+def unlabeled_case(root: Path) -> str:
+    with Project.open(root) as project:
+        return next(c.name for c in project.cases() if c.split == "train" and not c.is_labeled)
+
+
+def test_predict_shows_editable_labels_and_uncertainty_in_source_geometry(make_napari_viewer, qtbot, project_root):
+    viewer = make_napari_viewer()
+    docks = dock_assistant(viewer, project_root)
+    table = docks["Project"].table
+    with Project.open(project_root) as project:
+        assert table.rowCount() == len(project.cases())
+        case = unlabeled_case(project_root)
+        spacing = project.case(case).spacing
+    row = next(r for r in range(table.rowCount()) if table.item(r, 0).text() == case)
+    docks["Project"].open_row(row)
+    session = session_for(viewer)
+    assert session.case == case and session.label_layer is not None
+    worker = docks["Teacher"].predict()
+    qtbot.waitUntil(lambda: session.uncertainty_layer is not None, timeout=120_000)
+    assert not worker.is_running or qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000) is None
+    labels, uncertainty = session.label_layer, session.uncertainty_layer
+    assert labels._type_string == "labels" and labels.editable
+    np.testing.assert_allclose(labels.scale, spacing)
+    np.testing.assert_allclose(uncertainty.scale, spacing)
+    assert uncertainty.blending == "additive" and uncertainty.data.shape == labels.data.shape
+    assert float(uncertainty.data.max()) > 0
+    # The table now shows the case as predicted with a score, and the regions dock lists regions.
+    rows = {table.item(r, 0).text(): table.item(r, 2).text() for r in range(table.rowCount())}
+    assert rows[case] == "predicted"
+    docks["Teacher"].threshold.setValue(0.0)
+    assert docks["Uncertain regions"].region_list.count() == len(session.regions) >= 1
+
+
+def test_saved_label_is_a_new_version_with_effort_and_restorable(make_napari_viewer, project_root):
+    viewer = make_napari_viewer()
+    docks = dock_assistant(viewer, project_root)
+    session = session_for(viewer)
+    case = unlabeled_case(project_root)
+    session.open_case(case)
+    layer = session.label_layer
+    before = np.asarray(layer.data).copy()
+    layer.paint((before.shape[0] // 2, 5, 5), 1, refresh=True)
+    assert session.clock.dirty
+    docks["Label"].author.setText("dr_test")
+    first = docks["Label"].save()
+    layer.paint((before.shape[0] // 2, 20, 20), 2, refresh=True)
+    second = docks["Label"].save()
+    with Project.open(project_root) as project:
+        versions = project.label_versions(case)
+        assert [v.version for v in versions] == [first.version, second.version] == [1, 2]
+        assert versions[0].author == "dr_test" and versions[0].edit_seconds > 0
+        assert versions[1].changed_voxels >= 1
+        assert (project_root / versions[1].path).is_file()
+        saved = project.read_label(case).array
+    np.testing.assert_array_equal(saved, np.asarray(layer.data))
+    assert docks["Label"].table.rowCount() == 2
+    # Undo back to version 1: a third version with version 1's content.
+    restored = session.restore_version(1, "dr_test")
+    with Project.open(project_root) as project:
+        assert restored.version == 3
+        np.testing.assert_array_equal(project.read_label(case, 3).array, project.read_label(case, 1).array)
+
+
+def test_leaving_a_case_with_unsaved_edits_asks_first(make_napari_viewer, project_root):
+    viewer = make_napari_viewer()
+    docks = dock_assistant(viewer, project_root)
+    session = session_for(viewer)
+    with Project.open(project_root) as project:
+        first, second = [c.name for c in project.cases()][:2]
+    session.open_case(first)
+    session.label_layer.paint((1, 3, 3), 1, refresh=True)
+    docks["Label"].ask_leave = lambda _case: "cancel"
+    assert session.open_case(second) is False and session.case == first
+    docks["Label"].ask_leave = lambda _case: "save"
+    assert session.open_case(second) is True and session.case == second
+    with Project.open(project_root) as project:
+        assert project.label_versions(first)[-1].kind == "annotation"
+
+
+def test_next_region_moves_the_slice_to_the_most_uncertain_place(make_napari_viewer, project_root):
+    viewer = make_napari_viewer()
+    dock_assistant(viewer, project_root)
+    session = session_for(viewer)
+    case = unlabeled_case(project_root)
+    session.open_case(case)
+    image = session.label_layer
+    entropy = np.zeros(image.data.shape, dtype=np.float32)
+    small, big = (2, 4, 4), (image.data.shape[0] - 3, 20, 24)
+    entropy[small[0] - 1 : small[0] + 2, 3:6, 3:6] = 0.9  # 27 voxels
+    entropy[big[0] - 1 : big[0] + 2, 18:23, 22:27] = 0.9  # 75 voxels: more summed entropy
+    with Project.open(project_root) as project:
+        volume = project.read_image(case).with_array(entropy, label_names=None)
+    session.threshold = 0.5
+    session.show_prediction(case, volume.with_array(np.asarray(image.data), label_names=None), volume)
+    assert len(session.regions) == 2 and session.region_index == 0
+    expected_world = image.data_to_world(session.regions[0].centre)
+    np.testing.assert_allclose(viewer.dims.point[0], expected_world[0], atol=1e-3)
+    assert abs(session.regions[0].centre[0] - big[0]) < 1e-6
+    session.goto_region()
+    np.testing.assert_allclose(viewer.dims.point[0], image.data_to_world(session.regions[1].centre)[0], atol=1e-3)
+
+
+def test_overlay_renders_where_the_uncertainty_is_high(make_napari_viewer, project_root):
+    viewer = make_napari_viewer(show=True)
+    dock_assistant(viewer, project_root)
+    session = session_for(viewer)
+    case = unlabeled_case(project_root)
+    session.open_case(case)
+    shape = session.label_layer.data.shape
+    entropy = np.zeros(shape, dtype=np.float32)
+    entropy[:, : shape[1] // 2, :] = 1.5  # the top half of every slice is maximally uncertain
+    with Project.open(project_root) as project:
+        volume = project.read_image(case).with_array(entropy, label_names=None)
+    for layer in list(viewer.layers):
+        layer.visible = layer is session.uncertainty_layer
+    session.show_prediction(case, volume.with_array(np.zeros(shape, np.uint8), label_names=None), volume)
+    for layer in viewer.layers:
+        layer.visible = layer is session.uncertainty_layer
+    viewer.reset_view()
+
+    def bright_rows() -> set[int]:
+        picture = viewer.screenshot(canvas_only=True, flash=False)
+        brightness = picture[..., :3].astype(float).mean(axis=-1)
+        # Entropy 1.5 of ln 8 through inferno at 70% opacity: an orange of mean channel about 70.
+        return set(np.flatnonzero(brightness.max(axis=1) > 40).tolist())
+
+    first_half = bright_rows()
+    # The direction may flip y on screen, so compare with the other half instead of assuming "top".
+    session.uncertainty_layer.data = np.ascontiguousarray(entropy[:, ::-1, :])
+    second_half = bright_rows()
+    assert first_half and second_half, "the overlay drew nothing"
+    assert len(first_half & second_half) <= 2, "the bright rows do not follow the uncertain voxels"
+
+
+def test_bad_project_folder_is_a_notification_not_a_crash(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    docks = dock_assistant(viewer)
+    (tmp_path / "not_a_project").mkdir()
+    count = len(errors_shown())
+    docks["Project"].path_edit.setText(str(tmp_path / "not_a_project"))
+    docks["Project"].path_edit.returnPressed.emit()
+    shown = errors_shown()[count:]
+    assert len(shown) == 1 and "\n" not in shown[0]
+    assert session_for(viewer).project is None
