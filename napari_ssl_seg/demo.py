@@ -1,14 +1,17 @@
 """The end-to-end demo on the bundled sample data (what ``make demo`` runs).
 
-Headless it runs the whole loop from the command line; with a display it then
-opens napari on the result. The retrain stage and the widgets join the loop with
-the GUI issue.
+The whole loop from the command line: geometry, import, a generated cohort, ranking with the
+shipped teacher, prediction, evaluation, a short one-click-style retrain (its own process, promoted
+only if it validates at least as well) and a re-rank. Then, with a display, napari opens on the
+cohort with the assistant docked at the most uncertain case; without one, the same view is
+rendered under a virtual X server (``xvfb-run``) into ``<out>/screenshots/``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +21,8 @@ from napari_ssl_seg.shipped_models import shipped_model_path
 
 DEMO_CASES = 12
 DEMO_LABELED = 4
+#: Iterations of the demo's retrain: enough to see the curves move, a few minutes on a laptop CPU.
+DEMO_RETRAIN_ITERATIONS = 20
 
 
 def _step(title: str, argv: list[str]) -> None:
@@ -31,7 +36,7 @@ def run_demo(out: Path, *, gui: bool | None = None) -> int:
     samples = sample_data_dir()
     out.mkdir(parents=True, exist_ok=True)
     # The demo's own projects are regenerated each run; nothing else in `out` is touched.
-    for own in ("sample_project", "cohort", "predictions"):
+    for own in ("sample_project", "cohort", "predictions", "screenshots"):
         shutil.rmtree(out / own, ignore_errors=True)
     for image_file, label_file, description in SAMPLES.values():
         _step(f"geometry of {description}", ["info", str(samples / image_file)])
@@ -58,13 +63,38 @@ def run_demo(out: Path, *, gui: bool | None = None) -> int:
         "evaluate the UCMT teacher on the cohort's test split (Dice, HD95 and ASD in mm)",
         ["evaluate", str(out / "cohort"), "--model", str(ucmt), "--split", "test"],
     )
+    _step(
+        "retrain the teacher in its own process, fine-tuned from the active one (kept only if it validates as well)",
+        ["retrain", str(out / "cohort"), "--iterations", str(DEMO_RETRAIN_ITERATIONS)],
+    )
+    _step("re-rank the queue with whichever teacher is now active", ["rank", str(out / "cohort")])
     if gui is None:
         gui = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and sys.platform != "win32"
     if gui:
-        from napari_ssl_seg.widgets.demo_viewer import show_case
+        import napari
 
-        print("\n== opening napari on the first cohort case", flush=True)
-        show_case(out / "cohort", "case_000")
-    else:
-        print(f"\nno display: ran headless. Projects are in {out}/", flush=True)
+        from napari_ssl_seg.widgets.assistant import dock_assistant
+
+        print("\n== opening napari with the assistant docked on the cohort's most uncertain case", flush=True)
+        viewer = napari.Viewer(title="napari-ssl-seg demo")
+        docks = dock_assistant(viewer, out / "cohort")
+        docks["Teacher"].next_case()
+        napari.run()
+        return 0
+    return _screenshots(out / "cohort", out / "screenshots")
+
+
+def _screenshots(project: Path, folder: Path) -> int:
+    """Render the assistant on ``project`` under xvfb-run (there is no display) into ``folder``."""
+    command = [sys.executable, "-m", "napari_ssl_seg.widgets.screenshots", str(project), str(folder)]
+    xvfb = shutil.which("xvfb-run")
+    if xvfb is None:
+        print("\nno display and no xvfb-run: skipped the screenshots. Projects are in", project.parent, flush=True)
+        return 0
+    print(f"\n== no display: rendering the assistant under xvfb-run into {folder}/", flush=True)
+    done = subprocess.run([xvfb, "-a", "-s", "-screen 0 1920x1200x24", *command], check=False)
+    if done.returncode != 0:
+        print(f"error: the screenshot step failed (exit {done.returncode})", file=sys.stderr)
+        return 1
+    print(f"\nran headless. Projects are in {project.parent}/, screenshots in {folder}/", flush=True)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from napari.utils.notifications import notification_manager
 from napari_ssl_seg.data.cohort_project import build_cohort_project
 from napari_ssl_seg.networks import ModelCard, VNet, save_checkpoint
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.store.models import register_model
+from napari_ssl_seg.store.models import active_model, register_model
 from napari_ssl_seg.widgets.assistant import dock_assistant
 from napari_ssl_seg.widgets.session import session_for
 
@@ -201,3 +202,117 @@ def test_bad_project_folder_is_a_notification_not_a_crash(make_napari_viewer, tm
     shown = errors_shown()[count:]
     assert len(shown) == 1 and "\n" not in shown[0]
     assert session_for(viewer).project is None
+
+
+@pytest.fixture(scope="module")
+def trained_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project whose active teacher came from a 2-iteration supervised run."""
+    from test_training_loop import make_tiny_project, tiny_config
+
+    from napari_ssl_seg.training.loop import train
+
+    root = make_tiny_project(tmp_path_factory.mktemp("gui_retrain") / "project")
+    result = train(root, tiny_config(iterations=2), root.parent / "first", device="cpu")
+    with Project.open(root) as project:
+        register_model(project, result.model_path, activate=True)
+    return root
+
+
+def active_name(root: Path) -> str:
+    with Project.open(root) as project:
+        return active_model(project).name
+
+
+def test_one_click_retrain_finishes_and_promotes_a_better_teacher(
+    make_napari_viewer, qtbot, trained_root, monkeypatch
+):
+    from test_retrain_job import TINY
+
+    from napari_ssl_seg.training import job as job_module
+
+    real = job_module.validation_dice
+
+    def new_teacher_wins(project, checkpoint, **kwargs):
+        value = real(project, checkpoint, **kwargs)
+        return value + (1.0 if "retrain-" in str(checkpoint) else 0.0)
+
+    monkeypatch.setattr(job_module, "validation_dice", new_teacher_wins)
+    before = active_name(trained_root)
+    viewer = make_napari_viewer()
+    docks = dock_assistant(viewer, trained_root)
+    retrain = docks["Retrain"]
+    retrain.iterations.setValue(2)
+    job = retrain.start(overrides=TINY)
+    assert job.pid != os.getpid() and retrain.cancel_button.isEnabled()
+    assert session_for(viewer).in_training  # the snapshot's cases show as "in training"
+    qtbot.waitUntil(lambda: retrain.outcome is not None, timeout=180_000)
+    assert retrain.outcome.promoted and retrain.outcome.new_version != before
+    assert active_name(trained_root) == retrain.outcome.new_version
+    assert retrain.bar.value() == 2 and len(retrain.curves.points[0]) >= 1
+    assert "active" in retrain.status.text() and retrain.start_button.isEnabled()
+    assert docks["Teacher"].versions.count() == 2  # the old teacher stays for rollback
+    qtbot.waitUntil(lambda: retrain.reranking is not None and not retrain.reranking.is_running, timeout=60_000)
+
+
+def test_killed_retrain_leaves_the_gui_and_the_old_teacher_intact(make_napari_viewer, qtbot, trained_root):
+    from test_retrain_job import TINY
+
+    before = active_name(trained_root)
+    viewer = make_napari_viewer()
+    docks = dock_assistant(viewer, trained_root)
+    retrain = docks["Retrain"]
+    retrain.iterations.setValue(100_000)
+    count = len(errors_shown())
+    job = retrain.start(overrides=TINY)
+    qtbot.waitUntil(lambda: job.progress[0] >= 1, timeout=120_000)
+    job.kill()
+    qtbot.waitUntil(lambda: retrain.start_button.isEnabled(), timeout=30_000)
+    assert job.state == "failed" and "failed" in retrain.status.text()
+    assert any("retrain failed" in message for message in errors_shown()[count:])
+    assert active_name(trained_root) == before and not session_for(viewer).in_training
+    assert docks["Project"].table.rowCount() > 0  # the GUI still works
+
+
+def test_shortcuts_toggle_the_overlay_and_open_the_next_case(make_napari_viewer, project_root):
+    from napari_ssl_seg.widgets.shortcuts import SHORTCUTS
+
+    viewer = make_napari_viewer()
+    dock_assistant(viewer, project_root)
+    session = session_for(viewer)
+    bound = {str(key): action for key, action in viewer.keymap.items()}
+
+    def press(key: str) -> None:
+        bound[key.replace("-", "+")](viewer)
+
+    assert {key.replace("-", "+") for key in SHORTCUTS} <= set(bound)
+    press("Shift-N")
+    first = session.case
+    assert first == unlabeled_case(project_root)
+    volume = session.label_layer
+    entropy = np.full(volume.data.shape, 1.0, dtype=np.float32)
+    with Project.open(project_root) as project:
+        image = project.read_image(first)
+    label = image.with_array(np.asarray(volume.data), label_names=None)
+    session.show_prediction(first, label, image.with_array(entropy))
+    assert session.uncertainty_layer.visible
+    press("Shift-U")
+    assert not session.uncertainty_layer.visible
+    session.label_layer.paint((1, 2, 2), 1, refresh=True)
+    press("Shift-S")
+    with Project.open(project_root) as project:
+        assert project.case(first).is_labeled
+    press("Shift-N")
+    assert session.case not in (None, first)
+
+
+def test_import_a_folder_through_the_project_dock(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    docks = dock_assistant(viewer)
+    images = tmp_path / "incoming"
+    images.mkdir()
+    for name in ("brain1_image.nrrd", "brain1_label.nrrd", "breast1_image.nrrd", "breast1_label.nrrd"):
+        shutil.copy(SAMPLE_DIR / name, images / name)
+    worker = docks["Project"].import_project(str(tmp_path / "imported"), str(images), str(images))
+    qtbot.waitUntil(lambda: session_for(viewer).project is not None, timeout=120_000)
+    assert not worker.is_running or qtbot.waitUntil(lambda: not worker.is_running) is None
+    assert docks["Project"].table.rowCount() == 2

@@ -7,6 +7,7 @@ queued signal hands each update back to it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,12 @@ from napari.utils import progress
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, Signal, Slot
 
-__all__ = ["Relay", "run_in_background"]
+from napari_ssl_seg.errors import InputError, ProjectError
+
+__all__ = ["USER_ERRORS", "Relay", "run_in_background"]
+
+#: Errors a user can cause and fix (bad file, bad project): one line, never a traceback.
+USER_ERRORS = (InputError, ProjectError, OSError, ValueError)
 
 
 class Relay(QObject):
@@ -62,8 +68,15 @@ def run_in_background(
     relay = Relay(update)
     if with_progress:
         kwargs["progress"] = lambda *values: relay.send(values)
-    worker = create_worker(function, *args, _start_thread=False, **kwargs)
+    worker = create_worker(function, *args, _start_thread=False, _ignore_errors=True, **kwargs)
     worker.relay = relay  # keep the relay alive as long as the worker
+    # napari relays every worker error as a notification with a traceback; a user's error (a bad
+    # folder, a corrupt file) deserves one line instead, so ``failed`` decides below.
+    relay_error = getattr(worker, "_relay_error", None)
+    if relay_error is not None:
+        # TypeError: this napari does not relay worker errors itself.
+        with contextlib.suppress(TypeError):
+            worker.errored.disconnect(relay_error)
 
     def finished_ok(result: Any) -> None:
         bar.close()
@@ -72,7 +85,10 @@ def run_in_background(
 
     def failed(exc: BaseException) -> None:
         bar.close()
-        show_error(f"{description} failed: {exc}")
+        if isinstance(exc, USER_ERRORS) or relay_error is None:
+            show_error(f"{description} failed: {exc}")
+        else:  # a bug: keep the traceback reachable from the notification
+            relay_error(exc)
         if on_error is not None:
             on_error(exc)
 

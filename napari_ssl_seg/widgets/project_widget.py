@@ -34,7 +34,9 @@ COLUMNS = ("case", "split", "status", "score", "last author", "labeled at")
 def _import_project(root: str, images: str, labels: str | None, progress: Any) -> Path:
     from napari_ssl_seg.store.importer import import_into_new_project
 
-    project = import_into_new_project(root, images, labels, progress=progress)
+    project = import_into_new_project(
+        Path(root), Path(images), None if labels is None else Path(labels), progress=progress
+    )
     project.close()
     return Path(root)
 

@@ -14,6 +14,7 @@ from typing import Any
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
+    QApplication,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
@@ -93,6 +94,14 @@ class RetrainWidget(QWidget):
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.poll)
+        # A training process must not outlive the viewer that started it.
+        application = QApplication.instance()
+        if application is not None:
+            application.aboutToQuit.connect(self.stop_job)
+
+    def stop_job(self) -> None:
+        if self.job is not None and self.job.state == "running":
+            self.job.cancel()
 
     # -- control ---------------------------------------------------------------------
     def start(self, overrides: list[str] | None = None) -> RetrainJob:

@@ -21,7 +21,7 @@ from qtpy.QtCore import QObject, Signal
 from napari_ssl_seg.active.effort import EditClock
 from napari_ssl_seg.active.queue import CaseRow, case_table
 from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, uncertain_regions
-from napari_ssl_seg.errors import InputError, ProjectError
+from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.scores import DEFAULT_STRATEGY
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.layers import volume_to_layer_data
@@ -29,11 +29,10 @@ from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model
 from napari_ssl_seg.store.records import LabelVersion
 from napari_ssl_seg.store.scores import read_prediction
+from napari_ssl_seg.widgets.background import USER_ERRORS
 
 __all__ = ["AssistSession", "report_errors", "session_for"]
 
-#: Errors a user can cause and fix (bad file, bad project): a notification, never a dialog.
-USER_ERRORS = (InputError, ProjectError, OSError, ValueError)
 
 _sessions: dict[int, AssistSession] = {}
 
