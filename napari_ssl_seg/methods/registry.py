@@ -24,6 +24,9 @@ METHODS: dict[str, str] = {
     "cps": "napari_ssl_seg.methods.cps:CrossPseudoSupervision",
     "ucmt": "napari_ssl_seg.methods.ucmt:UCMT",
     "ugcemt": "napari_ssl_seg.methods.ugcemt:UGCEMT",
+    "ugmcl": "napari_ssl_seg.methods.ugmcl:UGMCL",
+    "curecl": "napari_ssl_seg.methods.curecl:CURECL",
+    "ccedual": "napari_ssl_seg.methods.ccedual:CCEDual",
 }
 
 

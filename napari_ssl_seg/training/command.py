@@ -7,23 +7,27 @@ Wiring (in cli.py): ``from napari_ssl_seg.training.command import add_train_pars
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
+import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from napari_ssl_seg.errors import InputError
 
-__all__ = ["add_train_parser", "command_train", "default_out_dir"]
+__all__ = ["add_train_parser", "command_train", "default_out_dir", "stop_on_terminate"]
 
 
 def add_train_parser(commands: Any) -> argparse.ArgumentParser:
     """Add the ``train`` sub-command to an ``add_subparsers()`` object; return its parser."""
     parser = commands.add_parser("train", help="train or fine-tune a segmentation model on a project")
     parser.add_argument("project", type=Path, help="project folder")
-    parser.add_argument("--method", required=True, help="supervised, mt, uamt, cps, ucmt or ugcemt")
+    parser.add_argument(
+        "--method", required=True, help="supervised, mt, uamt, cps, ucmt, ugcemt, ugmcl, curecl or ccedual"
+    )
     parser.add_argument("--config", default="quick", help="preset: quick (CPU, minutes) or paper (GPU, the papers')")
     parser.add_argument("--init", type=Path, help="start from this model (.safetensors/.json): fine-tuning")
     parser.add_argument("--iterations", type=int, help="override the preset's iteration count")
@@ -67,6 +71,31 @@ class _Bar:
             self.bar.close()
 
 
+@contextlib.contextmanager
+def stop_on_terminate() -> Iterator[Callable[[], bool]]:
+    """Yield a ``should_stop`` for :func:`train` that turns true once SIGTERM (Windows: SIGBREAK) arrives.
+
+    A background retrain (``training/job.py``) cancels by SIGTERM: the run then checkpoints at the
+    next iteration and exits normally as "cancelled" instead of dying mid-write. Signal handlers
+    can only be installed from the main thread; elsewhere (a test calling the handler in a worker)
+    the default behaviour stays and ``should_stop`` is always false.
+    """
+    requested: list[int] = []
+    names = [name for name in ("SIGTERM", "SIGBREAK") if hasattr(signal, name)]
+    previous: dict[int, Any] = {}
+    for name in names:
+        number = getattr(signal, name)
+        try:
+            previous[number] = signal.signal(number, lambda signum, frame: requested.append(signum))
+        except ValueError:  # not the main thread
+            break
+    try:
+        yield lambda: bool(requested)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def command_train(args: argparse.Namespace) -> int:
     """Handler of ``train``: builds the config, runs :func:`train`, prints a summary; returns 0."""
     from napari_ssl_seg.methods.registry import method_class
@@ -86,16 +115,18 @@ def command_train(args: argparse.Namespace) -> int:
     bar = _Bar()
     command = shlex.join(["napari-ssl-seg", *sys.argv[1:]]) if sys.argv else None
     try:
-        result = train(
-            args.project,
-            config,
-            out,
-            init_model=args.init,
-            device=args.device,
-            progress=bar,
-            command=command,
-            resume=args.resume,
-        )
+        with stop_on_terminate() as should_stop:
+            result = train(
+                args.project,
+                config,
+                out,
+                init_model=args.init,
+                device=args.device,
+                progress=bar,
+                should_stop=should_stop,
+                command=command,
+                resume=args.resume,
+            )
     finally:
         bar.close()
     dice = "n/a" if result.best_validation_dice is None else f"{result.best_validation_dice:.4f}"

@@ -1,0 +1,129 @@
+"""Prototype-guided contrastive learning (papers 003 and 004).
+
+Both papers split voxels into *reliable* and *uncertain* ones, average the features of reliable
+voxels per class into a prototype c_k, pull each uncertain voxel's feature towards its class
+prototype (cosine similarity over a temperature tau), and push prototypes of different classes
+apart. What decides reliability and where the class of a voxel comes from differs per paper and
+lives in the methods; this module is the shared loss:
+
+* **pull** = cross-entropy of ``cos(v, c_j) / tau`` over the present prototypes j, with the
+  voxel's class as the target: the InfoNCE form. Paper 003's Eq. (5) writes the denominator over
+  j != k only, which has no lower bound (with two classes it is ``-(s_k - s_j) / tau``, and the
+  loss falls without limit as the features separate); the standard form used here is >= 0 and
+  has the same gradient direction.
+* **separation** = mean cosine similarity of distinct prototype pairs (minimised: pushed apart).
+* **Gradients**: the pull term sees detached prototypes (uncertain voxels move towards the
+  reliable ones, never the reverse); the separation term reaches the reliable features through
+  the prototypes.
+* Classes without a reliable voxel in the batch have no prototype; their uncertain voxels are
+  skipped. With fewer than two prototypes there is nothing to contrast and the loss is 0.
+* Feature levels coarser than the label are matched by nearest-neighbour resampling of the
+  class map and the reliability mask (:func:`multilevel_prototype_loss`), the mean over levels
+  being the multi-level loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["class_prototypes", "multilevel_prototype_loss", "prototype_contrastive_loss", "resize_nearest"]
+
+
+def class_prototypes(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean feature per class: features (M, D), labels (M,) -> (prototypes (K, D), present (K,) bool).
+
+    Rows of absent classes are zero.
+    """
+    if features.ndim != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(f"features {tuple(features.shape)} and labels {tuple(labels.shape)} do not match")
+    one_hot = F.one_hot(labels.long(), num_classes).to(features.dtype)  # (M, K)
+    counts = one_hot.sum(dim=0)
+    sums = one_hot.t() @ features
+    prototypes = sums / counts.clamp_min(1.0).unsqueeze(1)
+    return prototypes, counts > 0
+
+
+def prototype_contrastive_loss(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    reliable: torch.Tensor,
+    num_classes: int,
+    *,
+    temperature: float = 0.1,
+    separation_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Pull + separation loss of one feature map; see the module docstring.
+
+    ``features`` (N, D, z, y, x); ``labels`` (N, z, y, x) class ids; ``reliable`` (N, z, y, x) bool.
+    Returns the loss (a graph-connected 0 when there is nothing to contrast) and its parts.
+    """
+    if features.shape[0] != labels.shape[0] or features.shape[2:] != labels.shape[1:]:
+        raise ValueError(f"features {tuple(features.shape)} and labels {tuple(labels.shape)} do not match")
+    if reliable.shape != labels.shape:
+        raise ValueError(f"reliable mask {tuple(reliable.shape)} and labels {tuple(labels.shape)} differ")
+    flat = features.float().movedim(1, -1).reshape(-1, features.shape[1])
+    labels, reliable = labels.reshape(-1), reliable.reshape(-1).bool()
+    zero = flat.sum() * 0.0
+    prototypes, present = class_prototypes(flat[reliable], labels[reliable], num_classes)
+    logs = {"reliable_fraction": float(reliable.float().mean()), "prototypes": float(present.sum())}
+    if int(present.sum()) < 2:
+        return zero, {**logs, "pull": 0.0, "separation": 0.0}
+    # Re-index classes to the present prototypes so absent ones never appear in a softmax.
+    index = torch.full((num_classes,), -1, dtype=torch.long, device=labels.device)
+    index[present] = torch.arange(int(present.sum()), device=labels.device)
+    normalised = F.normalize(prototypes[present], dim=1)
+    uncertain = ~reliable & present[labels]
+    if bool(uncertain.any()):
+        similarity = F.normalize(flat[uncertain], dim=1) @ normalised.detach().t()
+        pull = F.cross_entropy(similarity / temperature, index[labels[uncertain]])
+    else:
+        pull = zero
+    pairwise = normalised @ normalised.t()
+    off_diagonal = ~torch.eye(pairwise.shape[0], dtype=torch.bool, device=pairwise.device)
+    separation = pairwise[off_diagonal].mean()
+    loss = pull + separation_weight * separation
+    return loss, {**logs, "pull": float(pull.detach()), "separation": float(separation.detach())}
+
+
+def resize_nearest(tensor: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Nearest-neighbour resampling of an integer or boolean (N, z, y, x) map to ``size``."""
+    if tuple(tensor.shape[1:]) == tuple(size):
+        return tensor
+    resized = F.interpolate(tensor.unsqueeze(1).float(), size=tuple(size), mode="nearest").squeeze(1)
+    return resized.to(tensor.dtype)
+
+
+def multilevel_prototype_loss(
+    levels: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    reliable: torch.Tensor,
+    num_classes: int,
+    *,
+    temperature: float = 0.1,
+    separation_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean of :func:`prototype_contrastive_loss` over feature ``levels`` (any resolutions)."""
+    if not levels:
+        raise ValueError("multilevel_prototype_loss needs at least one feature level")
+    total, pulls, separations = None, [], []
+    for level in levels:
+        size = level.shape[2:]
+        loss, logs = prototype_contrastive_loss(
+            level,
+            resize_nearest(labels, size),
+            resize_nearest(reliable, size),
+            num_classes,
+            temperature=temperature,
+            separation_weight=separation_weight,
+        )
+        total = loss if total is None else total + loss
+        pulls.append(logs["pull"])
+        separations.append(logs["separation"])
+    assert total is not None
+    count = len(levels)
+    return total / count, {"pull": sum(pulls) / count, "separation": sum(separations) / count}

@@ -1,0 +1,68 @@
+"""Hard pseudo-labels and the masked losses that train on them (papers 003 and 004).
+
+:mod:`.losses` covers whole-volume losses; pseudo-label methods supervise only selected voxels
+(confident ones, low-entropy ones), so these variants take a voxel mask (N, z, y, x):
+
+* :func:`masked_cross_entropy`: the mean cross-entropy over the selected voxels (the "ignore
+  index" CE of the papers), optionally weighted per voxel;
+* :func:`masked_dice_loss`: soft Dice of the softmax against the one-hot pseudo-label, with both
+  restricted to the selected voxels and summed over the batch (the lineage's ``batch=True`` Dice),
+  foreground classes only as :func:`~.losses.dice_ce_loss` defaults to.
+
+With no voxel selected both return a graph-connected 0 (never NaN), so an early iteration where
+nothing is confident simply contributes nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["confident_pseudo_labels", "masked_cross_entropy", "masked_dice_loss"]
+
+_SMOOTH = 1e-5
+
+
+def confident_pseudo_labels(probabilities: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(argmax class ids (N, z, y, x), mask of voxels whose largest probability exceeds ``threshold``)."""
+    confidence, labels = probabilities.detach().max(dim=1)
+    return labels, confidence > threshold
+
+
+def _check(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
+    if target.shape != logits.shape[:1] + logits.shape[2:] or mask.shape != target.shape:
+        raise ValueError(
+            f"logits {tuple(logits.shape)}, target {tuple(target.shape)} and mask {tuple(mask.shape)} do not match"
+        )
+
+
+def masked_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """sum(mask * weight * CE) / sum(mask): cross-entropy averaged over the selected voxels."""
+    _check(logits, target, mask)
+    per_voxel = F.cross_entropy(logits.float(), target.long(), reduction="none")
+    selected = mask.to(per_voxel.dtype)
+    if weight is not None:
+        per_voxel = per_voxel * weight
+    return (selected * per_voxel).sum() / selected.sum().clamp_min(1.0)
+
+
+def masked_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *, include_background: bool = False
+) -> torch.Tensor:
+    """Soft Dice loss over the selected voxels (batch-wise, averaged over the scored classes)."""
+    _check(logits, target, mask)
+    probabilities = torch.softmax(logits.float(), dim=1)
+    classes = probabilities.shape[1]
+    one_hot = F.one_hot(target.long(), classes).movedim(-1, 1).to(probabilities.dtype)
+    selected = mask.to(probabilities.dtype).unsqueeze(1)
+    if not include_background and classes > 1:
+        probabilities, one_hot = probabilities[:, 1:], one_hot[:, 1:]
+    dims = (0, 2, 3, 4)
+    intersection = (selected * probabilities * one_hot).sum(dim=dims)
+    denominator = (selected * probabilities).sum(dim=dims) + (selected * one_hot).sum(dim=dims)
+    dice = 1.0 - (2.0 * intersection + _SMOOTH) / (denominator + _SMOOTH)
+    if not bool(mask.any()):
+        return probabilities.sum() * 0.0
+    return dice.mean()

@@ -1,0 +1,194 @@
+"""UG-MCL (paper 002): uncertainty-guided mutual consistency learning with a dual-task V-Net.
+
+* **Network** (:class:`DualTaskVNet`): the papers' V-Net with a second head on the last decoder
+  features: a 1x1x1 conv + ``tanh`` regressing the signed distance map (SDF, :mod:`.sdf`) of each
+  foreground class, beside the segmentation classifier. Both heads read the same features after
+  the last dropout (one dropout mask per pass, so the two heads see the same sample).
+* **Supervised** (Eq. 2): Dice + CE on the segmentation head and the MSE between the SDF head and
+  the SDF of the label, each with weight 1 as the equation writes them.
+* **Mean teacher**: EMA teacher (decay 0.99, parameters and BatchNorm statistics, :mod:`.ema`) fed
+  with the noised images (``clamp(0.1 N(0,1), -0.2, 0.2)``); T = 8 MC-dropout passes give the
+  entropy u; voxels with u < u_th count, u_th ramping from 0.75 ln C to ln C (:func:`uamt_threshold`).
+* **Intra-task consistency** (Eq. 4): beta * masked MSE(softmax seg_s, softmax seg_t) + (1 - beta)
+  * masked MSE(sdf_s, sdf_t), beta = 0.75 (the paper's ablation optimum).
+* **Cross-task consistency** (Eq. 6): mean (softmax seg_s[1:] - sigmoid(-k sdf_s))^2, k = 1500,
+  gradients into both heads.
+* L = L_sup + lambda_i L_itc + lambda_c L_ctc, both lambdas = 0.1 x the loop's Gaussian ramp-up.
+
+Decisions the paper leaves open:
+
+* **Which images.** Eq. (4) and (6) are written over D (all data) and Fig. 1 says the cross-task
+  term covers labeled and unlabeled data, so both consistency terms use the whole batch.
+* **Multi-class.** The SDF head has C - 1 channels (one-vs-rest per foreground class); the
+  cross-task term compares them with softmax channels 1 .. C - 1. The paper is binary.
+* **MC dropout** is the project's (dropout layers only, BatchNorm in eval), on the teacher's
+  segmentation V-Net; the consistency targets are the teacher's deterministic outputs, as in
+  :mod:`.uamt`.
+* **Inference and export**: the teacher's V-Net alone (``model``) and the student's V-Net
+  (``student``), plain :class:`~napari_ssl_seg.networks.vnet.VNet` s: the SDF head is training
+  state, so every loader and the predictor see an ordinary V-Net (MC dropout applies).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from napari_ssl_seg.inference.mc_dropout import entropy, mc_dropout_moments
+from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext
+from napari_ssl_seg.methods.ema import ema_update, freeze
+from napari_ssl_seg.methods.losses import dice_ce_loss, masked_softmax_mse
+from napari_ssl_seg.methods.mt import check_non_negative
+from napari_ssl_seg.methods.perturbations import mean_teacher_noise
+from napari_ssl_seg.methods.sdf import sdf_targets, sdf_to_probability
+from napari_ssl_seg.methods.uamt import uamt_threshold
+from napari_ssl_seg.networks.checkpoint import build_network
+from napari_ssl_seg.networks.vnet import VNet
+
+__all__ = ["UGMCL", "DualTaskVNet", "masked_mse"]
+
+_EPS = 1e-16
+
+
+class DualTaskVNet(nn.Module):
+    """A V-Net plus an SDF regression head; ``forward(x)`` gives logits, ``forward(x, dual=True)`` both."""
+
+    def __init__(self, vnet: VNet) -> None:
+        super().__init__()
+        if not isinstance(vnet, VNet):
+            raise TypeError(f"UG-MCL needs the project's VNet, got {type(vnet).__name__}")
+        if vnet.num_classes < 2:
+            raise ValueError("UG-MCL needs at least 2 classes (background and one foreground)")
+        self.vnet = vnet
+        self.sdf_head = nn.Conv3d(vnet.base_width, vnet.num_classes - 1, kernel_size=1)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        # What is exported is the V-Net (the SDF head is training state); the loop reads this.
+        return dict(self.vnet.config)
+
+    def forward(self, x: torch.Tensor, dual: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        decoded = self.vnet.final_dropout(self.vnet.decode_features(self.vnet.encode(x)))
+        logits = self.vnet.classifier(decoded)
+        if not dual:
+            return logits
+        return logits, torch.tanh(self.sdf_head(decoded))
+
+
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Squared difference averaged over channels and the voxels where ``mask`` (N, z, y, x) is set."""
+    if prediction.shape != target.shape or mask.shape != prediction.shape[:1] + prediction.shape[2:]:
+        raise ValueError(f"shapes {tuple(prediction.shape)}, {tuple(target.shape)}, {tuple(mask.shape)} differ")
+    difference = (prediction.float() - target.detach().float()) ** 2
+    weight = mask.to(difference.dtype).unsqueeze(1)
+    return (weight * difference).sum() / (difference.shape[1] * weight.sum() + _EPS)
+
+
+class UGMCL(SemiSupervisedMethod):
+    """UG-MCL; see the module docstring.
+
+    Settings (paper values): ``consistency`` (0.1, lambda_i's maximum), ``cross_task`` (0.1,
+    lambda_c's maximum), ``beta`` (0.75), ``sdf_weight`` (1.0), ``sdf_k`` (1500),
+    ``ema_decay`` (0.99), ``mc_samples`` (8), ``threshold_start`` (0.75) / ``threshold_end``
+    (1.0) as fractions of ln C, ``noise_std`` (0.1), ``noise_clip`` (0.2).
+    """
+
+    name: ClassVar[str] = "ugmcl"
+    inference_network: ClassVar[str] = "teacher"
+    disagreement_network: ClassVar[str | None] = "student"
+    defaults: ClassVar[Mapping[str, Any]] = {
+        "consistency": 0.1,
+        "cross_task": 0.1,
+        "beta": 0.75,
+        "sdf_weight": 1.0,
+        "sdf_k": 1500.0,
+        "ema_decay": 0.99,
+        "mc_samples": 8,
+        "threshold_start": 0.75,
+        "threshold_end": 1.0,
+        "noise_std": 0.1,
+        "noise_clip": 0.2,
+    }
+
+    def __init__(self, network: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> None:
+        super().__init__(network, settings)
+        check_non_negative(self.settings, "consistency", "cross_task", "sdf_weight", "sdf_k", "ema_decay")
+        check_non_negative(self.settings, "noise_std", "noise_clip")
+        if not 0.0 <= float(self.settings["beta"]) <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {self.settings['beta']}")
+        if int(self.settings["mc_samples"]) < 1:
+            raise ValueError(f"mc_samples must be at least 1, got {self.settings['mc_samples']}")
+        student = DualTaskVNet(build_network(self.network_config))
+        self.networks["student"] = student
+        self.networks["teacher"] = freeze(copy.deepcopy(student))
+
+    def trainable(self) -> list[str]:
+        return ["student"]
+
+    def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
+        labeled = batch.labeled_count
+        images = batch.all_images
+        logits, sdf = self.networks["student"](images, dual=True)
+        num_classes = logits.shape[1]
+        sdf_label = sdf_targets(batch.labeled_target, num_classes)
+        segmentation = dice_ce_loss(logits[:labeled], batch.labeled_target, dice_weight=1.0, ce_weight=1.0)
+        sdf_loss = torch.mean((sdf[:labeled].float() - sdf_label) ** 2)
+        supervised = segmentation + float(self.settings["sdf_weight"]) * sdf_loss
+
+        teacher = self.unwrapped("teacher")
+        noisy = mean_teacher_noise(images, self.settings["noise_std"], self.settings["noise_clip"])
+        with torch.no_grad():
+            teacher_logits, teacher_sdf = teacher(noisy, dual=True)
+            mean, _ = mc_dropout_moments(teacher.vnet, noisy, int(self.settings["mc_samples"]))
+            threshold = uamt_threshold(
+                ctx.iteration,
+                ctx.max_iterations,
+                num_classes,
+                float(self.settings["threshold_start"]),
+                float(self.settings["threshold_end"]),
+            )
+            mask = entropy(mean) < threshold
+        beta = float(self.settings["beta"])
+        intra = beta * masked_softmax_mse(logits, torch.softmax(teacher_logits.float(), dim=1), mask) + (
+            1.0 - beta
+        ) * masked_mse(sdf, teacher_sdf, mask)
+        foreground = torch.softmax(logits.float(), dim=1)[:, 1:]
+        cross = torch.mean((foreground - sdf_to_probability(sdf, float(self.settings["sdf_k"]))) ** 2)
+
+        weight_intra = ctx.rampup * float(self.settings["consistency"])
+        weight_cross = ctx.rampup * float(self.settings["cross_task"])
+        loss = supervised + weight_intra * intra + weight_cross * cross
+        logs = {
+            "supervised": float(segmentation.detach()),
+            "sdf": float(sdf_loss.detach()),
+            "intra_task": float(intra.detach()),
+            "cross_task": float(cross.detach()),
+            "consistency_weight": weight_intra,
+            "threshold": threshold,
+            "mask_fraction": float(mask.float().mean()),
+        }
+        return LossOutput(loss, logs)
+
+    def update_teachers(self, ctx: StepContext) -> None:
+        step = ctx.iteration * self.steps_per_iteration + ctx.step
+        ema_update(self.unwrapped("teacher"), self.unwrapped("student"), step, float(self.settings["ema_decay"]))
+
+    def export(self) -> dict[str, nn.Module]:
+        """Plain V-Nets: the teacher's as ``model``, the student's as ``student`` (no SDF heads)."""
+        teacher, student = self.unwrapped("teacher"), self.unwrapped("student")
+        assert isinstance(teacher, DualTaskVNet) and isinstance(student, DualTaskVNet)
+        return {"model": teacher.vnet, "student": student.vnet}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "networks": {
+                "student": "V-Net + SDF head, trained",
+                "teacher": "EMA of student; its V-Net is the inference model",
+            },
+            "reference": "Zhang et al. (UG-MCL), paper 002; METHODS.md 'UG-MCL'",
+        }
