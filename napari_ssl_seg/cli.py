@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_ssl_seg.training.command import add_train_parser
 
     add_train_parser(commands)
+    from napari_ssl_seg.training.retrain_command import add_retrain_parser
+
+    add_retrain_parser(commands)
+    from napari_ssl_seg.active.command import add_simulate_parser
+
+    add_simulate_parser(commands)
 
     demo = commands.add_parser("demo", help="run the end-to-end loop on the bundled sample data")
     demo.add_argument("--out", type=Path, default=Path("demo_output"), help="folder for the demo's projects")
@@ -197,6 +203,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        # The file system refused (a file where a folder should be, permissions, a full disk):
+        # the user's environment, not a bug, so one line and the bad-input status.
+        if args.debug:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception as exc:
         if args.debug:
             raise

@@ -45,3 +45,14 @@ def make_volume(
 @pytest.fixture
 def sample_dir() -> Path:
     return SAMPLE_DIR
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Declared here, not in tests/reliability/conftest.py: pytest only reads options from the
+    # conftest files it loads before parsing the command line, which a subfolder's is not.
+    parser.addoption(
+        "--reliability-full",
+        action="store_true",
+        default=False,
+        help="run the reliability suite's slow repetitions (kills, fuzzed files) at their full count",
+    )

@@ -71,6 +71,12 @@ def test_corrupt_file_reports_our_one_line_reason(make_napari_viewer, tmp_path: 
     broken = tmp_path / "broken.nrrd"
     broken.write_bytes(b"NRRD0004\ntype: float\ndimension: 3\nsizes: 4 4\n")
     viewer = make_napari_viewer()
-    with pytest.raises(Exception, match="not a readable NRRD file"):
-        viewer.open(str(broken), plugin=PLUGIN)
+    from napari.utils.notifications import notification_manager
+
+    shown = len(notification_manager.records)
+    # No exception reaches napari (no traceback dialog): one error notification, no layer.
+    assert viewer.open(str(broken), plugin=PLUGIN) == []
     assert len(viewer.layers) == 0
+    (record,) = notification_manager.records[shown:]
+    assert record.severity == "error" and "not a readable NRRD file" in str(record.message)
+    assert "\n" not in str(record.message)

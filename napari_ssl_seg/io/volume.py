@@ -31,6 +31,9 @@ IDENTITY_DIRECTION: Matrix3 = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)
 # written as millimetres, or a zeroed field), not a real scanner geometry.
 MIN_SPACING_MM = 1e-4
 MAX_SPACING_MM = 1e4
+# An origin farther than 10 km from the scanner's isocentre is a corrupt header; it would also
+# leave napari's float32 world coordinates without sub-millimetre precision.
+MAX_ORIGIN_MM = 1e7
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,7 +128,8 @@ def validate_volume(volume: Volume, *, name: str) -> Volume:
         raise InputError(f"{name}: expected a 3D volume, got {array.ndim}D with shape {tuple(array.shape)}")
     if min(array.shape) == 0:
         raise InputError(f"{name}: volume has an empty axis (shape {tuple(array.shape)})")
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or np.iscomplexobj(array):
+        # complex is a NumPy "number", but no intensity window, model or label map means anything for it
         raise InputError(f"{name}: unsupported voxel type {array.dtype}")
     spacing = np.asarray(volume.spacing)
     if not np.all(np.isfinite(spacing)) or np.any(spacing < MIN_SPACING_MM) or np.any(spacing > MAX_SPACING_MM):
@@ -134,6 +138,8 @@ def validate_volume(volume: Volume, *, name: str) -> Volume:
         )
     if not np.all(np.isfinite(volume.origin)):
         raise InputError(f"{name}: origin is not finite: {volume.origin}")
+    if np.max(np.abs(volume.origin)) > MAX_ORIGIN_MM:
+        raise InputError(f"{name}: implausible origin {volume.origin} mm (beyond {MAX_ORIGIN_MM:.0e} mm)")
     direction = volume.direction_matrix
     if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1.0) > 1e-3:
         raise InputError(f"{name}: direction matrix is not orthonormal: {direction.tolist()}")

@@ -32,6 +32,8 @@ from torch import nn
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io.atomic import atomic_output, sha256_file
+from napari_ssl_seg.networks.multicure import build_cure_resnet3d
+from napari_ssl_seg.networks.resnet3d import build_resnet3d
 from napari_ssl_seg.networks.vnet import VNet
 
 __all__ = [
@@ -51,6 +53,7 @@ MAIN_NETWORK = "model"
 WEIGHTS_SUFFIX = ".safetensors"
 CARD_SUFFIX = ".json"
 DEFAULT_STEM = "model"
+MAX_PATCH_SIDE = 1024
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar"})
 KNOWN_METHODS = frozenset({"supervised", "mt", "uamt", "cps", "ucmt", "ugcemt", "ugmcl", "curecl", "ccedual"})
 
@@ -67,7 +70,11 @@ def _build_vnet(config: Mapping[str, Any]) -> nn.Module:
 
 
 # name -> builder(config) -> module; other architectures register here.
-NETWORK_BUILDERS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {"vnet": _build_vnet}
+NETWORK_BUILDERS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
+    "vnet": _build_vnet,
+    "resnet3d": build_resnet3d,
+    "resnet3d_multicure": build_cure_resnet3d,
+}
 
 
 def build_network(config: Mapping[str, Any]) -> nn.Module:
@@ -147,8 +154,9 @@ class ModelCard:
         try:
             data["classes"] = {int(key): str(value) for key, value in dict(data["classes"]).items()}
             patch = tuple(int(v) for v in data["patch_size"])
-            if len(patch) != 3 or min(patch) < 1:
-                raise ValueError("patch_size must be three positive integers (z, y, x)")
+            if len(patch) != 3 or min(patch) < 1 or max(patch) > MAX_PATCH_SIDE:
+                # An absurd patch from a corrupt or hostile card would be allocated before any check.
+                raise ValueError(f"patch_size must be three integers from 1 to {MAX_PATCH_SIDE} (z, y, x)")
             data["patch_size"] = patch
             if data.get("spacing") is not None:
                 spacing = tuple(float(v) for v in data["spacing"])

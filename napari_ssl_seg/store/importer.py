@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io import Volume, geometry_mismatch, is_supported_path, read_volume
 from napari_ssl_seg.io.read import case_stem
 from napari_ssl_seg.store.names import safe_case_name
-from napari_ssl_seg.store.project import Project
+from napari_ssl_seg.store.project import Project, _as_label_array
 
 # Suffixes that name the same case in image and label folders:
 # brain1_image.nrrd <-> brain1_label.nrrd, la_003_0000.nii.gz <-> la_003.nii.gz.
@@ -72,21 +73,63 @@ def discover_folder_pair(images: Path, labels: Path | None) -> list[tuple[Path, 
 
 
 def discover_decathlon(root: Path) -> tuple[list[tuple[Path, Path | None]], dict[int, str] | None]:
-    """Cases listed in a Decathlon ``dataset.json`` (training with labels, test without)."""
+    """Cases listed in a Decathlon ``dataset.json`` (training with labels, test without).
+
+    Every listed path must stay inside ``root``: a downloaded ``dataset.json`` naming
+    ``../../home/...`` or ``/etc/...`` must not pull other files into a project.
+    """
+    source = root / "dataset.json"
     try:
-        description = json.loads((root / "dataset.json").read_text())
+        description = json.loads(source.read_text(encoding="utf-8"))
+        if not isinstance(description, dict):
+            raise ValueError("the top level is not an object")
         training = description.get("training", [])
         test = description.get("test", [])
-    except (OSError, ValueError, AttributeError) as exc:
-        raise InputError(f"{root / 'dataset.json'}: not a readable Decathlon description ({exc})") from None
-    pairs: list[tuple[Path, Path | None]] = [
-        (root / entry["image"], root / entry["label"]) for entry in training if isinstance(entry, dict)
-    ]
-    pairs += [(root / (entry if isinstance(entry, str) else entry["image"]), None) for entry in test]
-    label_names = None
-    if isinstance(description.get("labels"), dict):
-        label_names = {int(value): str(name) for value, name in description["labels"].items() if str(value).isdigit()}
+        if not isinstance(training, list) or not isinstance(test, list):
+            raise ValueError("'training' and 'test' must be lists")
+        pairs: list[tuple[Path, Path | None]] = []
+        for entry in training:
+            if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+                raise ValueError(f"training entry {entry!r} lacks an 'image' path")
+            label = entry.get("label")
+            if label is not None and not isinstance(label, str):
+                raise ValueError(f"training entry {entry!r} has a non-text 'label'")
+            pairs.append((_listed(root, entry["image"]), _listed(root, label) if label else None))
+        for entry in test:
+            image = entry.get("image") if isinstance(entry, dict) else entry
+            if not isinstance(image, str):
+                raise ValueError(f"test entry {entry!r} is not an image path")
+            pairs.append((_listed(root, image), None))
+        label_names = None
+        if isinstance(description.get("labels"), dict):
+            label_names = {
+                int(value): str(name) for value, name in description["labels"].items() if str(value).isdigit()
+            }
+    except InputError:
+        raise
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InputError(f"{source}: not a readable Decathlon description ({exc})") from None
     return pairs, label_names
+
+
+def _listed(root: Path, relative: str) -> Path:
+    candidate = (root / relative).resolve()
+    base = root.resolve()
+    if Path(relative).is_absolute() or (candidate != base and base not in candidate.parents):
+        raise InputError(f"{root / 'dataset.json'}: listed path {relative!r} lies outside the dataset folder")
+    return root / relative
+
+
+def _check_label_values(label: Volume, path: Path, declared: dict[int, str] | None) -> None:
+    """Refuse what a project cannot store (negative, above 65535) or the dataset does not declare."""
+    _as_label_array(label.array, path.name)
+    if declared:
+        present = {int(value) for value in np.unique(label.array)}
+        undeclared = sorted(present - set(declared) - {0})
+        if undeclared:
+            raise InputError(
+                f"{path.name}: label values {undeclared[:10]} are not among the dataset's classes {sorted(declared)}"
+            )
 
 
 def plan_import(images: Path, labels: Path | None) -> list[PlannedCase]:
@@ -115,6 +158,8 @@ def plan_import(images: Path, labels: Path | None) -> list[PlannedCase]:
                 rounded = np.round(label.array)
                 if not np.array_equal(rounded, label.array):
                     raise InputError(f"{label_path.name}: label map has non-integer values")
+            # Checked now, not when the project saves it: bad input must never leave a half-made project.
+            _check_label_values(label, label_path, label_names or label.label_names)
             if label_names and not label.label_names:
                 label = replace(label, label_names=label_names)
         planned.append(PlannedCase(name, image_path, label_path, image, label))
@@ -142,7 +187,21 @@ def import_into_new_project(
     """Create a project at ``root`` from an image folder (and labels folder), or a Decathlon folder."""
     planned = plan_import(images, labels)
     splits = assign_splits([case.name for case in planned if case.label is not None], seed)
+    existed = root.exists()  # Project.create accepts only a missing or an empty folder
     project = Project.create(root, seed=seed)
+    try:
+        _fill_project(project, planned, splits, progress)
+    except BaseException:
+        # Disk full, permissions, Ctrl-C: a half-imported project would look usable; remove it.
+        project.close()
+        _remove_contents(root, keep_folder=existed)
+        raise
+    return project
+
+
+def _fill_project(
+    project: Project, planned: list[PlannedCase], splits: dict[str, str], progress: Progress | None
+) -> None:
     names = next(
         (case.label.label_names for case in planned if case.label is not None and case.label.label_names), None
     )
@@ -157,4 +216,14 @@ def import_into_new_project(
             project.save_label(case.name, case.label.array, author="import", kind="import")
     if progress:
         progress(len(planned), len(planned), "done")
-    return project
+
+
+def _remove_contents(root: Path, *, keep_folder: bool) -> None:
+    if not keep_folder:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for child in root.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)

@@ -89,13 +89,22 @@ class Project:
         that a decision depends on, such as the next version number.
         """
         connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
         try:
-            yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException:
+                # Also after a failed COMMIT (disk full): otherwise the connection stays mid-transaction.
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) in _STORAGE_ERRORS:
+                raise ProjectError(
+                    f"{self.root}: project database cannot be written ({exc}); nothing was saved"
+                ) from exc
             raise
-        connection.execute("COMMIT")
 
     def read(self, sql: str, parameters: tuple = ()) -> list[tuple]:
         """Rows of a read-only query (the store's sibling modules use this; others use methods)."""
@@ -244,6 +253,25 @@ class Project:
         placed = self.case_geometry(name, _as_label_array(array, name))
         if isinstance(label, Volume) and (mismatch := geometry_mismatch(label, placed)):
             raise InputError(f"label geometry does not match case {name!r}: {mismatch}")
+        published: list[Path] = []
+        try:
+            version_id = self._insert_label(name, placed, published, author, kind, edit_seconds)
+        except BaseException:
+            # Not committed (disk full, read-only database, ...): remove the file no row refers to.
+            for path in published:
+                path.unlink(missing_ok=True)
+            raise
+        return self.label_version(version_id)
+
+    def _insert_label(
+        self,
+        name: str,
+        placed: Volume,
+        published: list[Path],
+        author: str | None,
+        kind: str,
+        edit_seconds: float | None,
+    ) -> int:
         with self.transaction() as connection:
             case_id = connection.execute("SELECT id FROM cases WHERE name = ?", (name,)).fetchone()[0]
             parent = connection.execute(
@@ -257,6 +285,7 @@ class Project:
             # The random token keeps a file orphaned by a crash from ever being reused.
             relative = f"labels/{name}/v{version:04d}-{uuid.uuid4().hex[:8]}{LABEL_SUFFIX}"
             path = write_volume(placed, inside(self.root, relative), overwrite=False)
+            published.append(path)
             digest = sha256_file(path)
             cursor = connection.execute(
                 "INSERT INTO label_versions (case_id, version, path, sha256, author, kind, parent_id, created_at,"
@@ -275,7 +304,7 @@ class Project:
                 ),
             )
             version_id = cursor.lastrowid
-        return self.label_version(version_id)
+        return int(version_id)
 
     def _changed_voxels(self, parent_path: str, array: np.ndarray) -> int:
         previous = read_volume(inside(self.root, parent_path)).array
@@ -326,6 +355,10 @@ class Project:
             "splits": {split: sum(record.split == split for record in records) for split in SPLITS},
             "label_versions": len(self.label_versions()),
         }
+
+
+# SQLITE_FULL, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN: the storage refused, not a bug.
+_STORAGE_ERRORS = frozenset({13, 8, 10, 14})
 
 
 def _connect(database: Path) -> sqlite3.Connection:

@@ -82,6 +82,8 @@ def _uncertainty_report(
         ok = len(names) >= 3 and np.ptp(values) > 0 and np.ptp(misses) > 0
         spearmans[key] = float(spearman(values, misses)) if ok else None
     report["spearman_score_vs_1_minus_dice"] = spearmans
+    # A rank correlation over a handful of cases is weak evidence (and undefined below 3): say how many.
+    report["spearman_cases"] = len(names)
     return report
 
 

@@ -1,0 +1,199 @@
+"""Does uncertainty-guided labeling pay? Test Dice against labeled cases, uncertainty-first vs random.
+
+Run: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/active_learning.py [--cases 12] [--cohort-seed 0]
+     [--strategies boundary_entropy,random] [--seeds 0,1] [--initial 2] [--rounds 5] [--budget 1]
+     [--method supervised] [--config quick] [--iterations 120] [--set key=value ...] [--samples 8]
+     [--init models/chest_ct_ucmt.safetensors]
+     [--out build/active_learning] [--png benchmarks/results/active_learning.png]
+
+A cohort of ``--cases`` cases is generated from the bundled chest CT (every training case with ground
+truth). For each strategy, ``napari_ssl_seg.active.simulation.simulate`` runs one labeling session per
+seed on a copy of it: ``--initial`` cases labeled, then ``--rounds`` rounds of labeling ``--budget``
+case(s) the strategy picks, fine-tuning the previous teacher for ``--iterations`` and evaluating it on
+the test split. Writes the plot of test Dice against labeled cases (mean and spread over seeds) to
+``--png`` and every number to the JSON beside it, and prints a table and the labeling saving: how many
+cases each uncertainty strategy needs (linear interpolation between rounds) to reach the mean Dice that
+random labeling reaches with N cases, as a ratio to N (the issue's target: at most 0.7).
+A strategy whose work folder under ``--out`` already holds a finished result is not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from napari_ssl_seg.active.simulation import SimulationResult, SimulationSettings, simulate
+from napari_ssl_seg.data.cohort_project import build_cohort_project
+from napari_ssl_seg.sample_data import sample_path
+from napari_ssl_seg.training.config import apply_overrides, preset
+
+BASELINE = "random"
+
+
+def _cohort(out: Path, cases: int, seed: int) -> Path:
+    if not out.exists():
+        build_cohort_project(
+            out, sample_path("CTChest4.nrrd"), sample_path("Segmentation.seg.nrrd"), cases=cases, seed=seed
+        ).close()
+    return out
+
+
+def _run(strategy: str, cohort: Path, args: argparse.Namespace) -> dict[str, Any]:
+    work = args.out / strategy
+    done = work / "result.json"
+    expected = len(args.seeds) * (args.rounds + 1)
+    if done.is_file():
+        stored = json.loads(done.read_text(encoding="utf-8"))
+        if len(stored["rounds"]) == expected:
+            print(f"{strategy}: reusing the finished session in {work}", flush=True)
+            return stored
+    overrides = [f"method={args.method}", *args.set]
+    if args.iterations:
+        overrides.append(f"iterations={args.iterations}")
+    config = apply_overrides(preset(args.config), overrides)
+    settings = SimulationSettings(
+        strategy=strategy,
+        budget=args.budget,
+        rounds=args.rounds,
+        initial=args.initial,
+        seeds=tuple(args.seeds),
+        samples=args.samples,
+        init_model=args.init,
+        device=args.device,
+    )
+
+    def report(done: int, total: int, item: str) -> None:
+        print(f"  {strategy}: {done}/{total} teachers trained ({item})", flush=True)
+
+    result: SimulationResult = simulate(cohort, work, config, settings, progress=report)
+    return result.as_dict()
+
+
+def _interpolate_reach(curve: list[tuple[int, float]], target: float) -> float | None:
+    """The (interpolated) number of labeled cases at which ``curve`` first reaches ``target``."""
+    first_count, first_dice = curve[0]
+    if first_dice >= target:
+        return float(first_count)
+    for (a, dice_a), (b, dice_b) in itertools.pairwise(curve):
+        if dice_a < target <= dice_b:
+            return a + (target - dice_a) / (dice_b - dice_a) * (b - a)
+    return None
+
+
+def _savings(results: dict[str, dict[str, Any]], initial: int) -> list[dict[str, Any]]:
+    baseline = {p["labeled"]: p["dice_mean"] for p in results[BASELINE]["curve"]}
+    rows = []
+    for strategy, result in results.items():
+        if strategy == BASELINE:
+            continue
+        curve = [(p["labeled"], p["dice_mean"]) for p in result["curve"]]
+        for count, dice in sorted(baseline.items()):
+            if count <= initial:
+                continue  # both start from the same labeled cases: nothing to save there
+            reach = _interpolate_reach(curve, dice)
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "random_cases": count,
+                    "random_dice": dice,
+                    "cases_needed": reach,
+                    "ratio": None if reach is None else reach / count,
+                    # The same, counting only the cases the strategy chose (the initial ones are shared).
+                    "ratio_chosen": None if reach is None else (reach - initial) / (count - initial),
+                }
+            )
+    return rows
+
+
+def _plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for strategy, result in results.items():
+        counts = [p["labeled"] for p in result["curve"]]
+        means = [p["dice_mean"] for p in result["curve"]]
+        spread = [p["dice_std"] for p in result["curve"]]
+        line = axes.plot(counts, means, marker="o", label=strategy)[0]
+        lower = [m - s for m, s in zip(means, spread, strict=True)]
+        upper = [m + s for m, s in zip(means, spread, strict=True)]
+        axes.fill_between(counts, lower, upper, color=line.get_color(), alpha=0.2)
+    axes.set_xlabel("labeled training cases")
+    axes.set_ylabel("test Dice (mean over classes)")
+    axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend(title="mean ± std over seeds")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=12, help="cohort size")
+    parser.add_argument("--cohort-seed", type=int, default=0)
+    parser.add_argument("--strategies", default=f"boundary_entropy,{BASELINE}")
+    parser.add_argument("--seeds", default="0,1", help="comma-separated simulation seeds")
+    parser.add_argument("--initial", type=int, default=2, help="training cases labeled before round 1")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--budget", type=int, default=1, help="cases labeled per round")
+    parser.add_argument("--method", default="supervised")
+    parser.add_argument("--config", default="quick")
+    parser.add_argument("--iterations", type=int, default=120, help="training iterations per round")
+    parser.add_argument("--set", action="append", default=[], help="training override, as for `train --set`")
+    parser.add_argument("--samples", type=int, default=8, help="MC-dropout passes when ranking")
+    parser.add_argument("--init", type=Path, help="teacher that round 0 fine-tunes from (default: from scratch)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("build/active_learning"), help="cohort and sessions")
+    parser.add_argument("--png", type=Path, default=Path("benchmarks/results/active_learning.png"))
+    args = parser.parse_args()
+    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    strategies = [s for s in args.strategies.split(",") if s]
+    if BASELINE not in strategies:
+        parser.error(f"--strategies must include {BASELINE}, the baseline the saving is measured against")
+    cohort = _cohort(args.out / "cohort", args.cases, args.cohort_seed)
+    results = {strategy: _run(strategy, cohort, args) for strategy in strategies}
+    savings = _savings(results, args.initial)
+    title = (
+        f"{args.cases}-case cohort, {args.method}, {args.iterations} it/round, "
+        f"{args.budget} case/round, seeds {','.join(map(str, args.seeds))}"
+        + (f", round 0 from {args.init.stem}" if args.init else "")
+    )
+    _plot(results, args.png, title)
+    command = shlex.join([sys.executable, *sys.argv])
+    summary = {"command": command, "strategies": results, "savings": savings}
+    json_path = args.png.with_suffix(".json")
+    json_path.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+
+    counts = sorted({p["labeled"] for r in results.values() for p in r["curve"]})
+    print(f"\ntest Dice (mean ± std over seeds {args.seeds}) by labeled training cases")
+    print(f"{'labeled':<8} " + " ".join(f"{s:>22}" for s in strategies))
+    for count in counts:
+        cells = []
+        for strategy in strategies:
+            point = next((p for p in results[strategy]["curve"] if p["labeled"] == count), None)
+            cells.append("-" if point is None else f"{point['dice_mean']:.4f} ± {point['dice_std']:.4f}")
+        print(f"{count:<8} " + " ".join(f"{c:>22}" for c in cells))
+    print("\nlabeling saving: cases needed to reach random's mean Dice at N cases (target ratio <= 0.7)")
+    print(f"{'strategy':<20} {'N':>3} {'random Dice':>12} {'needed':>8} {'ratio':>7} {'chosen-only':>12}")
+    for row in savings:
+        needed = "not reached" if row["cases_needed"] is None else f"{row['cases_needed']:.2f}"
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        chosen = "-" if row["ratio_chosen"] is None else f"{row['ratio_chosen']:.2f}"
+        print(
+            f"{row['strategy']:<20} {row['random_cases']:>3} {row['random_dice']:>12.4f} "
+            f"{needed:>8} {ratio:>7} {chosen:>12}"
+        )
+    print(f"\nplot {args.png}\njson {json_path}")
+
+
+if __name__ == "__main__":
+    main()

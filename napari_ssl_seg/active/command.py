@@ -1,0 +1,106 @@
+"""The ``napari-ssl-seg simulate`` command: a simulated labeling session, one table or JSON.
+
+Wiring (in cli.py): ``from napari_ssl_seg.active.command import add_simulate_parser`` and
+``add_simulate_parser(commands)`` inside ``build_parser``; the sub-parser sets its own handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from napari_ssl_seg.errors import InputError
+
+__all__ = ["add_simulate_parser", "command_simulate", "default_work_dir"]
+
+
+def add_simulate_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add the ``simulate`` sub-command to an ``add_subparsers()`` object; return its parser."""
+    from napari_ssl_seg.inference import UNCERTAINTY_KINDS
+    from napari_ssl_seg.inference.scores import DEFAULT_STRATEGY, STRATEGIES
+
+    parser = commands.add_parser(
+        "simulate",
+        help="simulate labeling sessions on a fully labeled project: test Dice per labeled case, per strategy",
+        description="Label a copy of PROJECT round by round: each round reveals the ground truth of the case(s) "
+        "the strategy picks, fine-tunes the previous teacher and evaluates it on the test split. "
+        "The project itself is never changed.",
+    )
+    parser.add_argument("project", type=Path, help="project whose training cases all have a label or reference label")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY, help="which case is labeled next")
+    parser.add_argument("--budget", type=int, default=1, help="cases labeled per round (default 1)")
+    parser.add_argument("--rounds", type=int, help="labeling rounds (default: until the unlabeled pool is used up)")
+    parser.add_argument("--initial", type=int, default=2, help="training cases labeled before round 1 (default 2)")
+    parser.add_argument("--seeds", type=int, default=1, help="repeat with seeds 0..K-1 (default 1)")
+    parser.add_argument("--method", default="supervised", help="training method of every round (default supervised)")
+    parser.add_argument("--config", default="quick", help="training preset: quick (CPU) or paper (GPU)")
+    parser.add_argument("--iterations", type=int, help="training iterations per round (default: the preset's)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training setting, as for `train --set`; repeatable",
+    )
+    parser.add_argument("--init", type=Path, help="teacher that round 0 fine-tunes from (default: train from scratch)")
+    parser.add_argument(
+        "--work", type=Path, help="new folder for the copies and runs (default PROJECT/simulations/<time>-<strategy>)"
+    )
+    parser.add_argument("--samples", type=int, default=8, help="MC-dropout passes T when ranking (default 8)")
+    parser.add_argument("--uncertainty", choices=UNCERTAINTY_KINDS, help="uncertainty kind used for ranking")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    parser.set_defaults(handler=command_simulate)
+    return parser
+
+
+def default_work_dir(project: Path, strategy: str) -> Path:
+    # Beside the project's runs/: the database and label files are never touched, only this folder is new.
+    return project / "simulations" / f"{time.strftime('%Y%m%d-%H%M%S')}-{strategy}"
+
+
+def command_simulate(args: argparse.Namespace) -> int:
+    """Handler of ``simulate``: checks the input, runs the sessions, prints a table or JSON; returns 0."""
+    from napari_ssl_seg.active.simulation import SimulationSettings, simulate
+    from napari_ssl_seg.cli_support import progress_bar
+    from napari_ssl_seg.training.config import apply_overrides, preset
+
+    if not args.project.is_dir():
+        raise InputError(f"project {args.project} does not exist")
+    if args.seeds < 1:
+        raise InputError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.init is not None and not args.init.is_file():
+        raise InputError(f"--init model {args.init} does not exist")
+    overrides = [f"method={args.method}", *args.overrides]
+    if args.iterations is not None:
+        overrides.append(f"iterations={args.iterations}")
+    config = apply_overrides(preset(args.config), overrides)
+    settings = SimulationSettings(
+        strategy=args.strategy,
+        budget=args.budget,
+        rounds=args.rounds,
+        initial=args.initial,
+        seeds=tuple(range(args.seeds)),
+        samples=args.samples,
+        uncertainty=args.uncertainty,
+        init_model=args.init,
+        device=args.device,
+    )
+    work = args.work or default_work_dir(args.project, args.strategy)
+    result = simulate(args.project, work, config, settings, progress=progress_bar("simulating", unit="round"))
+    if args.json:
+        print(json.dumps(result.as_dict(), allow_nan=False))
+        return 0
+    print(f"strategy  {result.strategy}   method {result.method}   work {result.work_dir}")
+    print(f"{'seed':<5} {'round':<6} {'labeled':<8} {'test Dice':<10} picked")
+    for record in result.records:
+        picked = ", ".join(record.picked) or "(initial: " + ", ".join(record.labeled_cases) + ")"
+        print(f"{record.seed:<5} {record.round:<6} {record.labeled:<8} {record.test_dice:<10.4f} {picked}")
+    print(f"\n{'labeled':<8} {'mean Dice':<10} {'std':<8} seeds")
+    for point in result.curve():
+        print(f"{point['labeled']:<8} {point['dice_mean']:<10.4f} {point['dice_std']:<8.4f} {point['seeds']}")
+    return 0

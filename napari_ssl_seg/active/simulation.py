@@ -1,0 +1,369 @@
+"""Simulated labeling sessions: does uncertainty-guided labeling pay?
+
+A session runs on a project whose training cases all have ground truth (a label, or a withheld
+reference label as ``make-cohort --labeled`` keeps). For each seed it builds a fresh COPY of the
+project in ``<work>/seed<k>/project`` (the user's project is only read): validation and test
+cases keep their labels, every training case starts unlabeled with its ground truth stored as
+the copy's reference label, and ``initial`` training cases drawn with the seed are "labeled"
+(the reference is saved as a label version of kind ``simulation``). Round 0 trains a teacher on
+them; every later round ranks the remaining pool with the strategy, labels the top ``budget``
+cases, fine-tunes from the previous teacher (as the GUI's one-click retrain does) and evaluates
+on the test split. Every round's test Dice is recorded against the number of labeled cases.
+
+The seed changes the initial cases, the training seed and (as the copy's project seed) the
+random strategy's draws. ``<work>/result.json`` is rewritten after every round, so a long
+session that is interrupted keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.inference.scores import MODEL_STRATEGIES, STRATEGIES
+from napari_ssl_seg.store import Project
+from napari_ssl_seg.store.project import LABEL_SUFFIX
+from napari_ssl_seg.training.config import TrainConfig
+
+__all__ = ["FixedOrder", "RoundRecord", "SimulationResult", "SimulationSettings", "simulate"]
+
+Progress = Callable[[int, int, str], None]
+AUTHOR = "simulation"
+
+
+@dataclass(frozen=True)
+class FixedOrder:
+    """A strategy that labels cases in a given order: replays a real session, and lets tests
+    separate the simulation's bookkeeping from what a ranking chooses."""
+
+    order: tuple[str, ...]
+    name: str = "fixed_order"
+
+
+Strategy = str | FixedOrder
+
+
+@dataclass
+class SimulationSettings:
+    """How a session runs. ``budget``: cases labeled per round. ``rounds`` None: until the pool
+    is used up. ``initial``: how many training cases start labeled (drawn with the seed), or
+    exactly which. ``init_model``: the teacher round 0 fine-tunes from (None: from scratch)."""
+
+    strategy: Strategy = "boundary_entropy"
+    budget: int = 1
+    rounds: int | None = None
+    initial: int | Sequence[str] = 2
+    seeds: Sequence[int] = (0,)
+    samples: int = 8
+    uncertainty: str | None = None
+    init_model: Path | None = None
+    device: str = "auto"
+
+    @property
+    def strategy_name(self) -> str:
+        return self.strategy if isinstance(self.strategy, str) else self.strategy.name
+
+
+@dataclass
+class RoundRecord:
+    """One trained teacher: after ``round`` rounds of labeling, with ``labeled`` training cases."""
+
+    seed: int
+    round: int
+    labeled: int
+    labeled_cases: list[str]
+    picked: list[str]
+    picked_scores: list[float | None]
+    test_dice: float
+    validation_dice: float | None
+    model: str
+    train_seconds: float
+    rank_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SimulationResult:
+    strategy: str
+    method: str
+    work_dir: Path
+    settings: dict[str, Any]
+    records: list[RoundRecord] = field(default_factory=list)
+
+    def curve(self) -> list[dict[str, Any]]:
+        """Test Dice per number of labeled cases: mean, standard deviation and count over seeds."""
+        by_count: dict[int, list[float]] = {}
+        for record in self.records:
+            by_count.setdefault(record.labeled, []).append(record.test_dice)
+        return [
+            {
+                "labeled": count,
+                "dice_mean": statistics.fmean(values),
+                "dice_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "seeds": len(values),
+            }
+            for count, values in sorted(by_count.items())
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "method": self.method,
+            "work_dir": str(self.work_dir),
+            "settings": self.settings,
+            "rounds": [record.as_dict() for record in self.records],
+            "curve": self.curve(),
+        }
+
+
+@dataclass
+class _Source:
+    """What the user's project provides: splits, ground truth per training case, labels elsewhere."""
+
+    root: Path
+    splits: dict[str, str]
+    train: list[str]
+    truth_kind: dict[str, str]  # "label" or "reference": where a training case's ground truth is
+
+
+def _read_source(project: Project) -> _Source:
+    cases = project.cases()
+    splits = {case.name: case.split for case in cases}
+    train = [case.name for case in cases if case.split == "train"]
+    truth_kind: dict[str, str] = {}
+    missing = []
+    for case in cases:
+        if case.split != "train":
+            if not case.is_labeled:
+                raise InputError(f"{case.split} case {case.name!r} has no label; a simulation evaluates on them")
+            continue
+        if case.is_labeled:
+            truth_kind[case.name] = "label"
+        elif (project.root / "reference" / f"{case.name}{LABEL_SUFFIX}").is_file():
+            truth_kind[case.name] = "reference"
+        else:
+            missing.append(case.name)
+    if missing:
+        raise InputError(
+            f"training case(s) {', '.join(missing[:5])} have neither a label nor a reference label; "
+            "a simulation needs the ground truth of every training case"
+        )
+    if not any(split == "test" for split in splits.values()):
+        raise InputError(f"project {project.root} has no test case to evaluate the simulated teachers on")
+    if not any(split == "validation" for split in splits.values()):
+        raise InputError(f"project {project.root} has no validation case to select the teachers on")
+    return _Source(project.root, splits, train, truth_kind)
+
+
+def _plan(source: _Source, settings: SimulationSettings) -> int:
+    """Check the settings against the project before any work; return the number of rounds."""
+    strategy = settings.strategy
+    if isinstance(strategy, str) and strategy not in STRATEGIES:
+        raise InputError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+    if not settings.seeds or len(set(settings.seeds)) != len(settings.seeds):
+        raise InputError(f"seeds must be one or more distinct integers, got {list(settings.seeds)}")
+    if strategy in MODEL_STRATEGIES and settings.uncertainty == "none":
+        raise InputError(f"strategy {strategy} ranks by uncertainty; --uncertainty none gives none")
+    if settings.budget < 1:
+        raise InputError(f"budget must be at least 1 case per round, got {settings.budget}")
+    if isinstance(settings.initial, int):
+        initial = settings.initial
+    else:
+        unknown = [name for name in settings.initial if name not in source.train]
+        if unknown:
+            raise InputError(f"initial case(s) {', '.join(unknown)} are not training cases")
+        initial = len(set(settings.initial))
+    if not 1 <= initial < len(source.train):
+        raise InputError(
+            f"initial labeled cases must be between 1 and {len(source.train) - 1} "
+            f"(the project has {len(source.train)} training cases), got {initial}"
+        )
+    pool = len(source.train) - initial
+    if settings.budget > pool:
+        raise InputError(f"budget {settings.budget} is larger than the pool of {pool} unlabeled training cases")
+    rounds = pool // settings.budget if settings.rounds is None else settings.rounds
+    if rounds < 1:
+        raise InputError(f"rounds must be at least 1, got {rounds}")
+    if rounds * settings.budget > pool:
+        raise InputError(
+            f"{rounds} rounds of {settings.budget} case(s) need {rounds * settings.budget} unlabeled training "
+            f"cases; the pool has {pool}"
+        )
+    return rounds
+
+
+def _copy_project(source: Project, info: _Source, target: Path, seed: int) -> Project:
+    """A fresh project with the source's cases and splits; training labels become references."""
+    copy = Project.create(target, seed=seed, name=f"simulation of {source.setting('name') or source.root.name}")
+    names = source.setting("label_names")
+    if names:
+        copy.set_setting("label_names", names)
+    for record in source.cases():
+        image_path = source.root / record.image_path
+        # A byte-for-byte copy keeps the image (and its header) exactly as the source holds it.
+        copy.add_case(record.name, source.read_image(record.name), split=record.split, source_file=image_path)
+        if record.split != "train":
+            copy.save_label(record.name, source.read_label(record.name).array, author=AUTHOR, kind="import")
+        elif info.truth_kind[record.name] == "label":
+            copy.save_reference_label(record.name, source.read_label(record.name).array)
+        else:
+            copy.save_reference_label(record.name, source.read_reference_label(record.name).array)
+    return copy
+
+
+def _reveal(project: Project, names: Sequence[str]) -> None:
+    """The simulated annotator: the case's ground truth becomes its label."""
+    for name in names:
+        project.save_label(name, project.read_reference_label(name).array, author=AUTHOR, kind="simulation")
+
+
+def _initial_cases(info: _Source, settings: SimulationSettings, seed: int) -> list[str]:
+    if not isinstance(settings.initial, int):
+        return sorted(set(settings.initial))
+    picked = np.random.default_rng([seed, 0x51]).choice(len(info.train), size=settings.initial, replace=False)
+    return sorted(info.train[int(index)] for index in picked)
+
+
+def _pick(project: Project, settings: SimulationSettings, teacher: Path) -> tuple[list[str], list[float | None]]:
+    """The next ``budget`` cases of the strategy's queue, never a labeled, validation or test case."""
+    from napari_ssl_seg.active.ranking import candidate_cases, rank_project
+
+    pool = candidate_cases(project)
+    strategy = settings.strategy
+    if isinstance(strategy, FixedOrder):
+        queue: list[tuple[str, float | None]] = [(name, None) for name in strategy.order if name in pool]
+    else:
+        # Model-free strategies get no model: ranking then skips the network entirely.
+        model = teacher if strategy in MODEL_STRATEGIES else None
+        result = rank_project(
+            project,
+            model=model,
+            strategy=strategy,
+            device=settings.device,
+            samples=settings.samples,
+            uncertainty=settings.uncertainty,
+        )
+        queue = [(name, score) for name, score in result.queue if name in pool]
+    if len(queue) < settings.budget:
+        raise InputError(
+            f"strategy {settings.strategy_name} ordered {len(queue)} of the pool's cases; {settings.budget} are needed"
+        )
+    chosen = queue[: settings.budget]
+    return [name for name, _ in chosen], [score for _, score in chosen]
+
+
+def _train_and_test(
+    project: Project, config: TrainConfig, out: Path, init: Path | None, device: str
+) -> tuple[Path, float, float | None, float]:
+    from napari_ssl_seg.training.evaluate import evaluate_project
+    from napari_ssl_seg.training.loop import train
+
+    tick = time.perf_counter()
+    result = train(project.root, config, out, init_model=init, device=device)
+    seconds = time.perf_counter() - tick
+    if result.model_path is None:
+        raise InputError(f"training in {out} exported no model (status {result.status})")
+    evaluation = evaluate_project(project, result.model_path, split="test", device=device)
+    return result.model_path, float(evaluation.summary["overall"]["dice_mean"]), result.best_validation_dice, seconds
+
+
+def simulate(
+    project_root: Path | str,
+    work_dir: Path | str,
+    config: TrainConfig,
+    settings: SimulationSettings,
+    *,
+    progress: Progress | None = None,
+) -> SimulationResult:
+    """Run one simulated labeling session per seed in ``work_dir`` (new or empty); see the module doc.
+
+    ``config`` is the training config of every round (its ``seed`` is replaced by each session's
+    seed). Raises :class:`InputError` for unusable input before anything is trained.
+    """
+    work = Path(work_dir)
+    if work.exists() and (not work.is_dir() or any(work.iterdir())):
+        raise InputError(f"work folder {work} already exists and is not empty; choose another --work")
+    from napari_ssl_seg.methods.registry import method_class
+
+    method_class(config.method)  # unknown or unavailable method: fail before anything is copied
+    with Project.open(project_root) as source:
+        info = _read_source(source)
+        rounds = _plan(info, settings)
+        work.mkdir(parents=True, exist_ok=True)
+        summary = {**dataclasses.asdict(settings), "rounds": rounds, "project": str(Path(project_root))}
+        summary["strategy"] = settings.strategy_name
+        summary["initial"] = settings.initial if isinstance(settings.initial, int) else list(settings.initial)
+        summary["init_model"] = None if settings.init_model is None else str(settings.init_model)
+        summary["seeds"] = list(settings.seeds)
+        summary["config"] = config.to_dict()
+        result = SimulationResult(settings.strategy_name, config.method, work, summary)
+        total = len(settings.seeds) * (rounds + 1)
+        for index, seed in enumerate(settings.seeds):
+            with _copy_project(source, info, work / f"seed{seed}" / "project", seed) as copy:
+                _session(copy, info, config, settings, seed, rounds, result, progress, done=index * (rounds + 1))
+    if progress:
+        progress(total, total, "done")
+    return result
+
+
+def _session(
+    project: Project,
+    info: _Source,
+    config: TrainConfig,
+    settings: SimulationSettings,
+    seed: int,
+    rounds: int,
+    result: SimulationResult,
+    progress: Progress | None,
+    *,
+    done: int,
+) -> None:
+    total = len(settings.seeds) * (rounds + 1)
+    seeded = dataclasses.replace(config, seed=seed, method_settings=dict(config.method_settings))
+    labeled = _initial_cases(info, settings, seed)
+    _reveal(project, labeled)
+    teacher = settings.init_model
+    runs = project.root.parent / "runs"
+    for round_index in range(rounds + 1):
+        if progress:
+            progress(done + round_index, total, f"seed {seed} round {round_index}")
+        picked: list[str] = []
+        scores: list[float | None] = []
+        tick = time.perf_counter()
+        if round_index > 0:
+            picked, scores = _pick(project, settings, teacher)
+            _reveal(project, picked)
+            labeled = sorted([*labeled, *picked])
+        rank_seconds = time.perf_counter() - tick
+        model, dice, validation, seconds = _train_and_test(
+            project, seeded, runs / f"round{round_index:02d}", teacher, settings.device
+        )
+        teacher = model
+        result.records.append(
+            RoundRecord(
+                seed=seed,
+                round=round_index,
+                labeled=len(labeled),
+                labeled_cases=list(labeled),
+                picked=picked,
+                picked_scores=scores,
+                test_dice=dice,
+                validation_dice=validation,
+                model=str(model),
+                train_seconds=round(seconds, 2),
+                rank_seconds=round(rank_seconds, 2),
+            )
+        )
+        # Rewritten every round: an interrupted session keeps what it measured.
+        (result.work_dir / "result.json").write_text(json.dumps(result.as_dict(), indent=1), encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Reliability and security suite: malformed inputs, crashes, full disks, pickles, paths, PHI."""
