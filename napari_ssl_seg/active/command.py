@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.training.command import add_training_arguments, timestamped_dir, training_config
 
 __all__ = ["add_simulate_parser", "command_simulate", "default_work_dir"]
 
@@ -36,15 +36,11 @@ def add_simulate_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument("--initial", type=int, default=2, help="training cases labeled before round 1 (default 2)")
     parser.add_argument("--seeds", type=int, default=1, help="repeat with seeds 0..K-1 (default 1)")
     parser.add_argument("--method", default="supervised", help="training method of every round (default supervised)")
-    parser.add_argument("--config", default="quick", help="training preset: quick (CPU) or paper (GPU)")
-    parser.add_argument("--iterations", type=int, help="training iterations per round (default: the preset's)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a training setting, as for `train --set`; repeatable",
+    add_training_arguments(
+        parser,
+        set_help="override a training setting, as for `train --set`; repeatable",
+        config_help="training preset: quick (CPU) or paper (GPU)",
+        iterations_help="training iterations per round (default: the preset's)",
     )
     parser.add_argument("--init", type=Path, help="teacher that round 0 fine-tunes from (default: train from scratch)")
     parser.add_argument(
@@ -52,7 +48,6 @@ def add_simulate_parser(commands: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--samples", type=int, default=8, help="MC-dropout passes T when ranking (default 8)")
     parser.add_argument("--uncertainty", choices=UNCERTAINTY_KINDS, help="uncertainty kind used for ranking")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     parser.set_defaults(handler=command_simulate)
     return parser
@@ -60,14 +55,13 @@ def add_simulate_parser(commands: Any) -> argparse.ArgumentParser:
 
 def default_work_dir(project: Path, strategy: str) -> Path:
     # Beside the project's runs/: the database and label files are never touched, only this folder is new.
-    return project / "simulations" / f"{time.strftime('%Y%m%d-%H%M%S')}-{strategy}"
+    return timestamped_dir(project / "simulations", strategy)
 
 
 def command_simulate(args: argparse.Namespace) -> int:
     """Handler of ``simulate``: checks the input, runs the sessions, prints a table or JSON; returns 0."""
     from napari_ssl_seg.active.simulation import SimulationSettings, simulate
     from napari_ssl_seg.cli_support import progress_bar
-    from napari_ssl_seg.training.config import apply_overrides, preset
 
     if not args.project.is_dir():
         raise InputError(f"project {args.project} does not exist")
@@ -75,10 +69,7 @@ def command_simulate(args: argparse.Namespace) -> int:
         raise InputError(f"--seeds must be at least 1, got {args.seeds}")
     if args.init is not None and not args.init.is_file():
         raise InputError(f"--init model {args.init} does not exist")
-    overrides = [f"method={args.method}", *args.overrides]
-    if args.iterations is not None:
-        overrides.append(f"iterations={args.iterations}")
-    config = apply_overrides(preset(args.config), overrides)
+    config = training_config(args)
     settings = SimulationSettings(
         strategy=args.strategy,
         budget=args.budget,

@@ -29,6 +29,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from napari_ssl_seg.networks.features import WithFeatures
+
 __all__ = ["Batch", "LossOutput", "SemiSupervisedMethod", "StepContext", "cache_matches", "gaussian_rampup"]
 
 
@@ -161,11 +163,19 @@ class SemiSupervisedMethod(ABC):
         return getattr(module, "module", module)
 
     def export(self) -> dict[str, nn.Module]:
-        """The networks a deployment checkpoint holds: ``model`` and optionally ``student``."""
-        exported = {"model": self.unwrapped(self.inference_network)}
+        """The networks a deployment checkpoint holds: ``model`` and optionally ``student``.
+
+        A network held in :class:`~napari_ssl_seg.networks.features.WithFeatures` (for feature
+        losses) is exported bare: checkpoints hold the segmentation network, never the wrapper.
+        """
+        exported = {"model": self._bare(self.inference_network)}
         if self.disagreement_network is not None:
-            exported["student"] = self.unwrapped(self.disagreement_network)
+            exported["student"] = self._bare(self.disagreement_network)
         return exported
+
+    def _bare(self, name: str) -> nn.Module:
+        module = self.unwrapped(name)
+        return module.net if isinstance(module, WithFeatures) else module
 
     def describe(self) -> dict[str, Any]:
         """Method name and effective settings, for the model card and the log."""

@@ -51,17 +51,16 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from napari_ssl_seg.inference.mc_dropout import entropy
 from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext
 from napari_ssl_seg.methods.losses import dice_ce_loss
 from napari_ssl_seg.methods.mt import check_non_negative
-from napari_ssl_seg.methods.prototypes import prototype_contrastive_loss
+from napari_ssl_seg.methods.prototypes import networks_prototype_loss
 from napari_ssl_seg.methods.pseudo_labels import confident_pseudo_labels, masked_cross_entropy
 from napari_ssl_seg.networks.checkpoint import build_network
 from napari_ssl_seg.networks.features import WithFeatures
-from napari_ssl_seg.networks.resnet3d import RESNET34_BLOCKS
+from napari_ssl_seg.networks.resnet3d import RESNET34_BLOCKS, resnet_config_like
 
 __all__ = [
     "CCEDual",
@@ -153,9 +152,7 @@ class CCEDual(SemiSupervisedMethod):
         for key in ("kl_temperature", "temperature"):
             if not float(self.settings[key]) > 0:
                 raise ValueError(f"{key} must be positive, got {self.settings[key]}")
-        keys = ("in_channels", "num_classes", "base_width", "depth", "dropout")
-        resnet = {"name": "resnet3d", **{key: self.network_config[key] for key in keys if key in self.network_config}}
-        resnet["blocks"] = list(self.settings["resnet_blocks"])
+        resnet = resnet_config_like(self.network_config, self.settings["resnet_blocks"])
         self.networks["subnet_a"] = WithFeatures(build_network(resnet))
         self.networks["subnet_b"] = WithFeatures(build_network(self.network_config))
 
@@ -217,17 +214,10 @@ class CCEDual(SemiSupervisedMethod):
             classes = ((prob_a + prob_b) / 2).argmax(dim=1)
             classes[:labeled] = target
             reliable[:labeled] &= label_a[:labeled] == target
-        contrastive = logits_a.new_zeros(())
-        for output in (out_a, out_b):
-            part, _ = prototype_contrastive_loss(
-                output.levels[-1],
-                classes,
-                reliable,
-                num_classes,
-                temperature=float(self.settings["temperature"]),
-                separation_weight=float(self.settings["separation"]),
-            )
-            contrastive = contrastive + part
+        # The last (full-resolution) decoder level of each subnet only.
+        contrastive = networks_prototype_loss(
+            [out_a.levels[-1:], out_b.levels[-1:]], classes, reliable, num_classes, self.settings
+        )
 
         weight_u = ctx.rampup * float(self.settings["unsupervised"])
         weight_c = ctx.rampup * float(self.settings["contrastive"])
@@ -243,10 +233,6 @@ class CCEDual(SemiSupervisedMethod):
             }
         )
         return LossOutput(loss, logs)
-
-    def export(self) -> dict[str, nn.Module]:
-        """The bare networks: subnet B (V-Net) as ``model``, subnet A (ResNet) as ``student``."""
-        return {"model": self.unwrapped("subnet_b").net, "student": self.unwrapped("subnet_a").net}
 
     def describe(self) -> dict[str, Any]:
         return {

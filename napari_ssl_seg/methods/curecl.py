@@ -49,16 +49,15 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext
 from napari_ssl_seg.methods.losses import dice_ce_loss
 from napari_ssl_seg.methods.mt import check_non_negative
-from napari_ssl_seg.methods.prototypes import multilevel_prototype_loss
+from napari_ssl_seg.methods.prototypes import networks_prototype_loss
 from napari_ssl_seg.methods.pseudo_labels import confident_pseudo_labels, masked_cross_entropy, masked_dice_loss
 from napari_ssl_seg.networks.checkpoint import build_network
 from napari_ssl_seg.networks.features import WithFeatures
-from napari_ssl_seg.networks.resnet3d import RESNET34_BLOCKS
+from napari_ssl_seg.networks.resnet3d import RESNET34_BLOCKS, resnet_config_like
 
 __all__ = ["CURECL", "auxiliary_network_config", "xor_regulariser"]
 
@@ -82,13 +81,7 @@ def xor_regulariser(
 
 def auxiliary_network_config(network: Mapping[str, Any], blocks: list[int], threshold: float) -> dict[str, Any]:
     """The auxiliary ResNet's model-card entry, sized like the V-Net config ``network``."""
-    keys = ("in_channels", "num_classes", "base_width", "depth", "dropout")
-    return {
-        "name": "resnet3d_multicure",
-        **{key: network[key] for key in keys if key in network},
-        "blocks": list(blocks),
-        "uncertainty_threshold": float(threshold),
-    }
+    return {**resnet_config_like(network, blocks, "resnet3d_multicure"), "uncertainty_threshold": float(threshold)}
 
 
 class CURECL(SemiSupervisedMethod):
@@ -162,17 +155,9 @@ class CURECL(SemiSupervisedMethod):
         classes[:labeled] = target
         reliable = confident.clone()
         reliable[:labeled] &= pseudo[:labeled] == target
-        contrastive = images.new_zeros((), dtype=torch.float32)
-        for output in (predictive, auxiliary):
-            part, _ = multilevel_prototype_loss(
-                output.levels,
-                classes,
-                reliable,
-                num_classes,
-                temperature=float(self.settings["temperature"]),
-                separation_weight=float(self.settings["separation"]),
-            )
-            contrastive = contrastive + part
+        contrastive = networks_prototype_loss(
+            [predictive.levels, auxiliary.levels], classes, reliable, num_classes, self.settings
+        )
         weight_u = float(self.settings["unsupervised"])
         weight_c = ctx.rampup * float(self.settings["contrastive"])
         loss = supervised + weight_u * unsupervised + weight_c * contrastive
@@ -186,10 +171,6 @@ class CURECL(SemiSupervisedMethod):
             }
         )
         return LossOutput(loss, logs)
-
-    def export(self) -> dict[str, nn.Module]:
-        """The bare networks: the predictive V-Net as ``model``, the auxiliary ResNet as ``student``."""
-        return {"model": self.unwrapped("predictive").net, "student": self.unwrapped("auxiliary").net}
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -18,18 +18,19 @@ lives in the methods; this module is the shared loss:
 * Classes without a reliable voxel in the batch have no prototype; their uncertain voxels are
   skipped. With fewer than two prototypes there is nothing to contrast and the loss is 0.
 * Feature levels coarser than the label are matched by nearest-neighbour resampling of the
-  class map and the reliability mask (:func:`multilevel_prototype_loss`), the mean over levels
+  class map and the reliability mask (:func:`networks_prototype_loss`), the mean over levels
   being the multi-level loss.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["class_prototypes", "multilevel_prototype_loss", "prototype_contrastive_loss", "resize_nearest"]
+__all__ = ["class_prototypes", "networks_prototype_loss", "prototype_contrastive_loss", "resize_nearest"]
 
 
 def class_prototypes(
@@ -98,32 +99,35 @@ def resize_nearest(tensor: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return resized.to(tensor.dtype)
 
 
-def multilevel_prototype_loss(
-    levels: Sequence[torch.Tensor],
+def networks_prototype_loss(
+    networks_levels: Sequence[Sequence[torch.Tensor]],
     labels: torch.Tensor,
     reliable: torch.Tensor,
     num_classes: int,
-    *,
-    temperature: float = 0.1,
-    separation_weight: float = 1.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean of :func:`prototype_contrastive_loss` over feature ``levels`` (any resolutions)."""
-    if not levels:
-        raise ValueError("multilevel_prototype_loss needs at least one feature level")
-    total, pulls, separations = None, [], []
-    for level in levels:
-        size = level.shape[2:]
-        loss, logs = prototype_contrastive_loss(
-            level,
-            resize_nearest(labels, size),
-            resize_nearest(reliable, size),
-            num_classes,
-            temperature=temperature,
-            separation_weight=separation_weight,
-        )
-        total = loss if total is None else total + loss
-        pulls.append(logs["pull"])
-        separations.append(logs["separation"])
-    assert total is not None
-    count = len(levels)
-    return total / count, {"pull": sum(pulls) / count, "separation": sum(separations) / count}
+    settings: Mapping[str, Any],
+) -> torch.Tensor:
+    """Sum over networks of the mean over each network's feature levels of :func:`prototype_contrastive_loss`.
+
+    ``networks_levels`` holds, per network, its feature maps (any resolutions; ``labels`` and
+    ``reliable`` are resampled to each). ``settings`` is the method's: papers 003 and 004 both
+    expose ``temperature`` and ``separation`` (the separation weight) under those names.
+    """
+    temperature, separation_weight = float(settings["temperature"]), float(settings["separation"])
+    if not networks_levels or not all(networks_levels):
+        raise ValueError("networks_prototype_loss needs at least one feature level per network")
+    per_network = []
+    for levels in networks_levels:
+        losses = [
+            prototype_contrastive_loss(
+                level,
+                resize_nearest(labels, level.shape[2:]),
+                resize_nearest(reliable, level.shape[2:]),
+                num_classes,
+                temperature=temperature,
+                separation_weight=separation_weight,
+            )[0]
+            for level in levels
+        ]
+        # sum(rest, first) rather than sum(all): no 0 + ... term, so one level is exactly its loss.
+        per_network.append(sum(losses[1:], losses[0]) / len(losses))
+    return sum(per_network[1:], per_network[0])

@@ -30,7 +30,7 @@ own: the classifier on the un-refined features, thresholded at the card's
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -40,7 +40,7 @@ from torch import nn
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.networks.deformable import DeformConv3d
-from napari_ssl_seg.networks.resnet3d import RESNET34_BLOCKS, RESNET_KEYS, ResNet3dSegmenter, check_keys
+from napari_ssl_seg.networks.resnet3d import RESNET_KEYS, ResNet3dSegmenter, check_keys
 
 __all__ = ["CureResNet3d", "MultiCURE", "build_cure_resnet3d", "confidence_uncertainty_map"]
 
@@ -81,25 +81,21 @@ class MultiCURE(nn.Module):
 
 
 class CureResNet3d(nn.Module):
-    """Paper 003's auxiliary network: 3D ResNet encoder-decoder with MultiCURE before the classifier."""
+    """Paper 003's auxiliary network: 3D ResNet encoder-decoder with MultiCURE before the classifier.
+
+    ``backbone`` takes :class:`~.resnet3d.ResNet3dSegmenter`'s keyword arguments (``in_channels``,
+    ``num_classes``, ``base_width``, ``depth``, ``dropout``, ``blocks``) with its defaults, so the
+    two networks never disagree on them.
+    """
 
     name = "resnet3d_multicure"
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        num_classes: int = 2,
-        base_width: int = 16,
-        depth: int = 5,
-        dropout: float = 0.5,
-        blocks: Sequence[int] = RESNET34_BLOCKS,
-        uncertainty_threshold: float = 0.7,
-    ) -> None:
+    def __init__(self, *, uncertainty_threshold: float = 0.7, **backbone: Any) -> None:
         super().__init__()
         if not 0.0 < uncertainty_threshold <= 1.0:
             raise ValueError(f"uncertainty_threshold must be in (0, 1], got {uncertainty_threshold}")
-        self.backbone = ResNet3dSegmenter(in_channels, num_classes, base_width, depth, dropout, blocks)
-        self.multicure = MultiCURE(base_width)
+        self.backbone = ResNet3dSegmenter(**backbone)
+        self.multicure = MultiCURE(self.backbone.base_width)
         self.uncertainty_threshold = float(uncertainty_threshold)
 
     @property

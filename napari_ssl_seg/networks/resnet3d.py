@@ -31,9 +31,9 @@ from monai.networks.blocks import Convolution
 from torch import nn
 
 from napari_ssl_seg.errors import InputError
-from napari_ssl_seg.networks.vnet import VNetFeatures
+from napari_ssl_seg.networks.vnet import VNetFeatures, build_decoder, check_segmenter_args, mc_dropout
 
-__all__ = ["RESNET34_BLOCKS", "BasicBlock3d", "ResNet3dSegmenter", "build_resnet3d"]
+__all__ = ["RESNET34_BLOCKS", "BasicBlock3d", "ResNet3dSegmenter", "build_resnet3d", "resnet_config_like"]
 
 RESNET34_BLOCKS = (3, 4, 6, 3)
 
@@ -84,12 +84,7 @@ class ResNet3dSegmenter(nn.Module):
         blocks: Sequence[int] = RESNET34_BLOCKS,
     ) -> None:
         super().__init__()
-        if depth < 2:
-            raise ValueError(f"ResNet depth must be at least 2, got {depth}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if in_channels < 1 or num_classes < 1 or base_width < 1:
-            raise ValueError("in_channels, num_classes and base_width must be positive")
+        check_segmenter_args("ResNet", in_channels, num_classes, base_width, depth, dropout)
         blocks = [int(b) for b in blocks]
         if not blocks or min(blocks) < 1:
             raise ValueError(f"blocks must be positive counts, got {blocks}")
@@ -103,27 +98,10 @@ class ResNet3dSegmenter(nn.Module):
             layers = [BasicBlock3d(widths[level - 1], widths[level], stride=2)]
             layers += [BasicBlock3d(widths[level], widths[level]) for _ in range(count - 1)]
             self.encoder.append(nn.Sequential(*layers))
-        # Decoder, coarsest first, as in the V-Net: up[i] goes from level depth-1-i to depth-2-i.
-        self.up = nn.ModuleList()
-        self.decoder = nn.ModuleList()
-        for level in reversed(range(depth - 1)):
-            self.up.append(
-                Convolution(
-                    3,
-                    widths[level + 1],
-                    widths[level],
-                    strides=2,
-                    kernel_size=2,
-                    padding=0,
-                    output_padding=0,
-                    is_transposed=True,
-                    norm="BATCH",
-                    act="RELU",
-                )
-            )
-            self.decoder.append(BasicBlock3d(widths[level], widths[level]))
-        self.bottleneck_dropout: nn.Module = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
-        self.final_dropout: nn.Module = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
+        # Decoder, coarsest first, as in the V-Net.
+        self.up, self.decoder = build_decoder(widths, lambda level: BasicBlock3d(widths[level], widths[level]))
+        self.bottleneck_dropout = mc_dropout(dropout)
+        self.final_dropout = mc_dropout(dropout)
         self.classifier = nn.Conv3d(widths[0], num_classes, kernel_size=1)
 
     @property
@@ -188,6 +166,16 @@ class ResNet3dSegmenter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.decode_features(self.encode(x)))
+
+
+def resnet_config_like(network: Mapping[str, Any], blocks: Sequence[int], name: str = "resnet3d") -> dict[str, Any]:
+    """A ResNet model-card entry sized like another network's entry (a V-Net's, in papers 003/004).
+
+    Only the arguments both architectures share are copied, so the pair agrees on channels, width,
+    depth and dropout; ``name`` picks the builder (``"resnet3d"`` or ``"resnet3d_multicure"``).
+    """
+    keys = ("in_channels", "num_classes", "base_width", "depth", "dropout")
+    return {"name": name, **{key: network[key] for key in keys if key in network}, "blocks": list(blocks)}
 
 
 def check_keys(config: Mapping[str, Any], allowed: set[str], what: str) -> None:

@@ -22,6 +22,7 @@ UG-CEMT's cross-attention swaps the bottleneck between the two calls
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ import torch
 from monai.networks.blocks import Convolution
 from torch import nn
 
-__all__ = ["VNet", "VNetFeatures", "stage_conv_counts"]
+__all__ = ["VNet", "VNetFeatures", "build_decoder", "check_segmenter_args", "mc_dropout", "stage_conv_counts"]
 
 
 def stage_conv_counts(depth: int) -> tuple[int, ...]:
@@ -39,6 +40,54 @@ def stage_conv_counts(depth: int) -> tuple[int, ...]:
     which gives the papers' 3/3/2/1 decoder at depth 5.
     """
     return tuple(min(level + 1, 3) for level in range(depth))
+
+
+def check_segmenter_args(
+    what: str, in_channels: int, num_classes: int, base_width: int, depth: int, dropout: float
+) -> None:
+    """Raise ``ValueError`` for arguments no encoder-decoder of this layout can be built with.
+
+    Shared with the 3D ResNet (:mod:`.resnet3d`), which mirrors the V-Net's interface.
+    """
+    if depth < 2:
+        raise ValueError(f"{what} depth must be at least 2, got {depth}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if in_channels < 1 or num_classes < 1 or base_width < 1:
+        raise ValueError("in_channels, num_classes and base_width must be positive")
+
+
+def mc_dropout(p: float) -> nn.Module:
+    """``Dropout3d(p)`` at an MC-dropout position, ``nn.Identity`` when ``p`` is 0 (same state dict)."""
+    return nn.Dropout3d(p) if p > 0 else nn.Identity()
+
+
+def build_decoder(widths: Sequence[int], stage: Callable[[int], nn.Module]) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """The up-sampling convs and decoder stages, coarsest first: up[i] goes from level depth-1-i to depth-2-i.
+
+    Each up-sampling is a stride-2 2x2x2 transposed conv (+BN+ReLU) from ``widths[level + 1]`` to
+    ``widths[level]`` channels; ``stage(level)`` builds the block that follows the additive skip.
+    Modules are built in the order up, stage, up, stage, ... so seeded initialisation is the same
+    for every network that uses this.
+    """
+    up, decoder = nn.ModuleList(), nn.ModuleList()
+    for level in reversed(range(len(widths) - 1)):
+        up.append(
+            Convolution(
+                3,
+                widths[level + 1],
+                widths[level],
+                strides=2,
+                kernel_size=2,
+                padding=0,
+                output_padding=0,
+                is_transposed=True,
+                act="RELU",
+                norm="BATCH",
+            )
+        )
+        decoder.append(stage(level))
+    return up, decoder
 
 
 def _conv(in_channels: int, out_channels: int, *, act: str | None = "RELU") -> Convolution:
@@ -112,12 +161,7 @@ class VNet(nn.Module):
         residual: bool = True,
     ) -> None:
         super().__init__()
-        if depth < 2:
-            raise ValueError(f"V-Net depth must be at least 2, got {depth}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if in_channels < 1 or num_classes < 1 or base_width < 1:
-            raise ValueError("in_channels, num_classes and base_width must be positive")
+        check_segmenter_args("V-Net", in_channels, num_classes, base_width, depth, dropout)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.base_width = base_width
@@ -145,27 +189,11 @@ class VNet(nn.Module):
                         norm="BATCH",
                     )
                 )
-        # Decoder, coarsest first: up[i] goes from level depth-1-i to depth-2-i.
-        self.up = nn.ModuleList()
-        self.decoder = nn.ModuleList()
-        for level in reversed(range(depth - 1)):
-            self.up.append(
-                Convolution(
-                    3,
-                    widths[level + 1],
-                    widths[level],
-                    strides=2,
-                    kernel_size=2,
-                    padding=0,
-                    output_padding=0,
-                    is_transposed=True,
-                    act="RELU",
-                    norm="BATCH",
-                )
-            )
-            self.decoder.append(ConvStage(counts[level], widths[level], widths[level], residual=residual))
-        self.bottleneck_dropout: nn.Module = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
-        self.final_dropout: nn.Module = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
+        self.up, self.decoder = build_decoder(
+            widths, lambda level: ConvStage(counts[level], widths[level], widths[level], residual=residual)
+        )
+        self.bottleneck_dropout = mc_dropout(dropout)
+        self.final_dropout = mc_dropout(dropout)
         self.classifier = nn.Conv3d(widths[0], num_classes, kernel_size=1)
 
     @property

@@ -14,11 +14,50 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari_ssl_seg.errors import InputError
 
-__all__ = ["add_train_parser", "command_train", "default_out_dir", "stop_on_terminate"]
+if TYPE_CHECKING:
+    from napari_ssl_seg.training.config import TrainConfig
+
+__all__ = [
+    "add_train_parser",
+    "add_training_arguments",
+    "command_train",
+    "default_out_dir",
+    "stop_on_terminate",
+    "timestamped_dir",
+    "training_config",
+]
+
+
+def add_training_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    set_help: str,
+    config_help: str = "preset: quick (CPU, minutes) or paper (GPU, the papers')",
+    iterations_help: str = "override the preset's iteration count",
+) -> None:
+    """Add ``--config``, ``--iterations``, ``--set`` (collected in ``args.overrides``) and ``--device``.
+
+    Shared by ``train``, ``retrain`` and ``simulate`` so the three pick a training config and a
+    device alike; :func:`training_config` applies the first three.
+    """
+    parser.add_argument("--config", default="quick", help=config_help)
+    parser.add_argument("--iterations", type=int, help=iterations_help)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+
+def training_config(args: argparse.Namespace) -> TrainConfig:
+    """The ``--config`` preset with ``--method``, every ``--set`` and then ``--iterations`` applied."""
+    from napari_ssl_seg.training.config import apply_overrides, preset
+
+    overrides = [f"method={args.method}", *args.overrides]
+    if args.iterations is not None:
+        overrides.append(f"iterations={args.iterations}")
+    return apply_overrides(preset(args.config), overrides)
 
 
 def add_train_parser(commands: Any) -> argparse.ArgumentParser:
@@ -28,26 +67,23 @@ def add_train_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--method", required=True, help="supervised, mt, uamt, cps, ucmt, ugcemt, ugmcl, curecl or ccedual"
     )
-    parser.add_argument("--config", default="quick", help="preset: quick (CPU, minutes) or paper (GPU, the papers')")
     parser.add_argument("--init", type=Path, help="start from this model (.safetensors/.json): fine-tuning")
-    parser.add_argument("--iterations", type=int, help="override the preset's iteration count")
     parser.add_argument("--out", type=Path, help="run folder (default: PROJECT/runs/<time>-<method>)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting (e.g. lr=0.005, patch_size=16,64,64, settings.ema_decay=0.99); repeatable",
+    add_training_arguments(
+        parser, set_help="override a setting (e.g. lr=0.005, patch_size=16,64,64, settings.ema_decay=0.99); repeatable"
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.set_defaults(handler=command_train)
     return parser
 
 
+def timestamped_dir(parent: Path, suffix: str) -> Path:
+    """``parent/<local time>-<suffix>``: a new folder name per run that sorts by start time."""
+    return parent / f"{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
+
+
 def default_out_dir(project: Path, method: str) -> Path:
-    return project / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{method}"
+    return timestamped_dir(project / "runs", method)
 
 
 class _Bar:
@@ -99,16 +135,12 @@ def stop_on_terminate() -> Iterator[Callable[[], bool]]:
 def command_train(args: argparse.Namespace) -> int:
     """Handler of ``train``: builds the config, runs :func:`train`, prints a summary; returns 0."""
     from napari_ssl_seg.methods.registry import method_class
-    from napari_ssl_seg.training.config import apply_overrides, preset
     from napari_ssl_seg.training.loop import train
 
     if not args.project.is_dir():
         raise InputError(f"project {args.project} does not exist")
     method_class(args.method)  # unknown or unavailable method: fail before anything is read
-    overrides = [f"method={args.method}", *args.overrides]
-    if args.iterations is not None:
-        overrides.append(f"iterations={args.iterations}")
-    config = apply_overrides(preset(args.config), overrides)
+    config = training_config(args)
     if args.resume and args.out is None:
         raise InputError("--resume needs --out: the run folder to continue")
     out = args.out or default_out_dir(args.project, args.method)

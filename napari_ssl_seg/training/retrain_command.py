@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.training.command import add_training_arguments
 
 __all__ = ["add_retrain_parser", "command_retrain"]
 
@@ -33,18 +34,8 @@ def add_retrain_parser(commands: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("project", type=Path, help="project folder (must have an active model)")
     parser.add_argument("--method", help="method to train (default: the active model's)")
-    parser.add_argument("--config", default="quick", help="preset: quick (CPU, minutes) or paper (GPU, the papers')")
-    parser.add_argument("--iterations", type=int, help="override the preset's iteration count")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a training setting (as for `train`); repeatable",
-    )
+    add_training_arguments(parser, set_help="override a training setting (as for `train`); repeatable")
     parser.add_argument("--out", type=Path, help="run folder (default: PROJECT/runs/retrain-<UTC time>)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
     parser.set_defaults(handler=command_retrain)
     return parser
