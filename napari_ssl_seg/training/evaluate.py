@@ -87,6 +87,17 @@ def _uncertainty_report(
     return report
 
 
+def _check_label_values(project: Project, cases: list[str], classes: list[int]) -> None:
+    """Refuse before any prediction: scoring only the model's classes would hide what it cannot segment."""
+    for name in cases:
+        unknown = sorted(set(np.unique(project.read_label(name).array).tolist()) - {0, *classes})
+        if unknown:
+            raise InputError(
+                f"case {name!r} has label value(s) {', '.join(map(str, unknown))} that the model's classes"
+                f" ({', '.join(map(str, classes))}) do not include"
+            )
+
+
 def evaluate_project(
     project: Project,
     model: Path | str,
@@ -105,6 +116,7 @@ def evaluate_project(
         raise InputError(f"project {project.root} has no labeled {split} case to evaluate on")
     predictor = Predictor.from_checkpoint(model, device=device)
     classes = [k for k in sorted(predictor.card.classes) if k != 0] or list(range(1, predictor.num_classes))
+    _check_label_values(project, cases, classes)
     rng = np.random.default_rng(0)
     per_case: dict[str, dict[int, ClassMetrics]] = {}
     pooled: dict[str, list[np.ndarray]] = {"entropy": [], "error": [], "confidence": []}

@@ -261,10 +261,6 @@ def test_training_from_a_model_without_the_label_classes_is_refused(
     assert not any((project_with_class_9 / "runs").iterdir())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evaluate ignores reference classes the model lacks and reports Dice 1.0 (training/evaluate.py)",
-)
 def test_evaluating_labels_outside_the_model_classes_is_refused(
     project_with_class_9: Path, tiny_model: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
