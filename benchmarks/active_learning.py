@@ -44,14 +44,6 @@ def _cohort(out: Path, cases: int, seed: int) -> Path:
 
 
 def _run(strategy: str, cohort: Path, args: argparse.Namespace) -> dict[str, Any]:
-    work = args.out / strategy
-    done = work / "result.json"
-    expected = len(args.seeds) * (args.rounds + 1)
-    if done.is_file():
-        stored = json.loads(done.read_text(encoding="utf-8"))
-        if len(stored["rounds"]) == expected:
-            print(f"{strategy}: reusing the finished session in {work}", flush=True)
-            return stored
     overrides = [f"method={args.method}", *args.set]
     if args.iterations:
         overrides.append(f"iterations={args.iterations}")
@@ -66,6 +58,17 @@ def _run(strategy: str, cohort: Path, args: argparse.Namespace) -> dict[str, Any
         init_model=args.init,
         device=args.device,
     )
+    work = args.out / strategy
+    done = work / "result.json"
+    if done.is_file():
+        stored = json.loads(done.read_text(encoding="utf-8"))
+        same = stored["settings"]["config"] == config.to_dict() and stored["settings"]["seeds"] == args.seeds
+        same = same and all(stored["settings"][key] == getattr(args, key) for key in ("initial", "budget", "rounds"))
+        if not same:
+            sys.exit(f"error: {work} holds a session with other settings; choose another --out")
+        if len(stored["rounds"]) == len(args.seeds) * (args.rounds + 1):
+            print(f"{strategy}: reusing the finished session in {work}", flush=True)
+            return stored
 
     def report(done: int, total: int, item: str) -> None:
         print(f"  {strategy}: {done}/{total} teachers trained ({item})", flush=True)
@@ -115,6 +118,7 @@ def _plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     for strategy, result in results.items():
@@ -125,6 +129,7 @@ def _plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
         lower = [m - s for m, s in zip(means, spread, strict=True)]
         upper = [m + s for m, s in zip(means, spread, strict=True)]
         axes.fill_between(counts, lower, upper, color=line.get_color(), alpha=0.2)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # cases come whole
     axes.set_xlabel("labeled training cases")
     axes.set_ylabel("test Dice (mean over classes)")
     axes.set_title(title, fontsize=9)
@@ -163,9 +168,8 @@ def main() -> None:
     results = {strategy: _run(strategy, cohort, args) for strategy in strategies}
     savings = _savings(results, args.initial)
     title = (
-        f"{args.cases}-case cohort, {args.method}, {args.iterations} it/round, "
-        f"{args.budget} case/round, seeds {','.join(map(str, args.seeds))}"
-        + (f", round 0 from {args.init.stem}" if args.init else "")
+        f"{args.cases}-case cohort, {args.method}, {args.iterations} it/round, {args.budget} case/round\n"
+        f"seeds {','.join(map(str, args.seeds))}, round 0 from {args.init.stem if args.init else 'scratch'}"
     )
     _plot(results, args.png, title)
     command = shlex.join([sys.executable, *sys.argv])
