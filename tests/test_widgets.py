@@ -75,8 +75,8 @@ def test_predict_shows_editable_labels_and_uncertainty_in_source_geometry(make_n
     docks["Project"].open_row(row)
     session = session_for(viewer)
     assert session.case == case and session.label_layer is not None
-    worker = docks["Teacher"].predict()
-    qtbot.waitUntil(lambda: session.uncertainty_layer is not None, timeout=120_000)
+    with qtbot.waitSignal(session.prediction_shown, timeout=120_000):
+        worker = docks["Teacher"].predict()
     assert not worker.is_running or qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000) is None
     labels, uncertainty = session.label_layer, session.uncertainty_layer
     assert labels._type_string == "labels" and labels.editable

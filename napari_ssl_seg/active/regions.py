@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from napari_ssl_seg.errors import InputError
 
-__all__ = ["UncertainRegion", "default_threshold", "uncertain_regions"]
+__all__ = ["UncertainRegion", "default_threshold", "entropy_histogram", "uncertain_regions"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +85,14 @@ def uncertain_regions(
             )
         )
     return regions
+
+
+def entropy_histogram(entropy: np.ndarray, top: float, bins: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel counts per entropy bin over [0, top], leaving out the near-certain voxels.
+
+    Most voxels are certain background; dropping those below 1% of ``top`` keeps their spike from
+    flattening the part of the distribution a threshold is chosen in.
+    """
+    values = np.asarray(entropy, dtype=np.float32).ravel()
+    values = values[np.isfinite(values) & (values > 0.01 * max(top, 1e-6))]
+    return np.histogram(values, bins=bins, range=(0.0, max(top, 1e-6)))

@@ -1,63 +1,146 @@
-"""Small matplotlib canvases for the docks: the entropy histogram and the live training curves."""
+"""Matplotlib plots for the docks, rendered off the GUI thread: the entropy histogram, training curves.
+
+A matplotlib draw of even a small figure took 0.08-0.19 s on the development CPU, and two to four
+times that while a retrain shares the cores: enough, on the GUI thread, to stall napari past the
+200 ms the GUI may ever freeze (measured with benchmarks/gui_latency.py). So each plot is drawn by
+a worker thread with the Agg canvas (the object-oriented API only, one figure per thread) and the
+finished image is shown in a QLabel; requests made while a draw runs are merged into one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from napari.qt.threading import create_worker
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import QLabel, QSizePolicy
 
-__all__ = ["EntropyHistogram", "TrainingCurves"]
+from napari_ssl_seg.widgets.background import in_background_priority
+
+__all__ = ["EntropyHistogram", "TrainingCurves", "draw_histogram", "draw_training_curves", "render"]
+
+BACKGROUND = "#262930"  # napari's dark theme
+TEXT = "#d0d0d0"
+DPI = 100
 
 
-def _styled_figure(height: float) -> Figure:
-    figure = Figure(figsize=(3.2, height), dpi=100, layout="constrained")
-    figure.patch.set_facecolor("#262930")  # napari's dark theme background
-    return figure
-
-
-def _style(axes) -> None:
-    axes.set_facecolor("#262930")
-    axes.tick_params(colors="#d0d0d0", labelsize=7)
+def _style(axes: Any) -> None:
+    axes.set_facecolor(BACKGROUND)
+    axes.tick_params(colors=TEXT, labelsize=7)
     for spine in axes.spines.values():
         spine.set_color("#808080")
-    axes.xaxis.label.set_color("#d0d0d0")
-    axes.yaxis.label.set_color("#d0d0d0")
 
 
-class EntropyHistogram(FigureCanvasQTAgg):
+def render(draw: Callable[[Figure, Any], None], state: Any, size: tuple[float, float]) -> tuple[bytes, int, int]:
+    """Draw ``state`` into a new Agg figure of ``size`` inches; RGBA bytes, width, height."""
+    figure = Figure(figsize=size, dpi=DPI, layout="constrained")
+    figure.patch.set_facecolor(BACKGROUND)
+    canvas = FigureCanvasAgg(figure)
+    draw(figure, state)
+    canvas.draw()
+    width, height = canvas.get_width_height()
+    return bytes(canvas.buffer_rgba()), width, height
+
+
+def draw_histogram(figure: Figure, state: tuple[np.ndarray, np.ndarray, float] | None) -> None:
+    axes = figure.add_subplot()
+    _style(axes)
+    if state is not None:
+        counts, edges, threshold = state
+        if counts.any():
+            axes.stairs(counts, edges, fill=True, color="#f08030")
+            axes.set_yscale("log")
+        axes.axvline(threshold, color="#60c0ff", linewidth=1)
+    axes.set_xlabel("entropy (nats)", fontsize=7, color=TEXT)
+    axes.set_ylabel("voxels", fontsize=7, color=TEXT)
+
+
+def draw_training_curves(figure: Figure, state: dict[str, Any]) -> None:
+    loss_axes = figure.add_subplot()
+    dice_axes = loss_axes.twinx()
+    for axes in (loss_axes, dice_axes):
+        _style(axes)
+    loss_axes.plot(state["loss_x"], state["loss_y"], color="#f08030", linewidth=1)
+    dice_axes.plot(state["dice_x"], state["dice_y"], "o-", color="#60c0ff", markersize=3)
+    if state.get("baseline") is not None:
+        dice_axes.axhline(state["baseline"], color="#60c0ff", linestyle=":", linewidth=1)
+    dice_axes.set_ylim(0.0, 1.0)
+    loss_axes.set_xlabel("iteration", fontsize=7, color=TEXT)
+    loss_axes.set_ylabel("loss", fontsize=7, color="#f08030")
+    dice_axes.set_ylabel("Dice (dotted: current teacher)", fontsize=7, color="#60c0ff")
+
+
+class ThreadedPlot(QLabel):
+    """A QLabel showing the latest figure a worker thread drew for it."""
+
+    def __init__(self, draw: Callable[[Figure, Any], None], size: tuple[float, float]) -> None:
+        super().__init__()
+        self._draw = draw
+        self._size = size
+        self._pending: tuple[Any] | None = None
+        self._worker: Any = None
+        #: How many images have been shown (tests wait on it).
+        self.rendered = 0
+        self.setAlignment(Qt.AlignCenter)
+        self.setMinimumHeight(int(size[1] * DPI * 0.8))
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None or self._pending is not None
+
+    def request(self, state: Any) -> None:
+        self._pending = (state,)
+        if self._worker is None:
+            self._start()
+
+    def _start(self) -> None:
+        (state,), self._pending = self._pending, None
+        worker = create_worker(
+            in_background_priority(render), self._draw, state, self._size, _start_thread=False, _ignore_errors=True
+        )
+        worker.returned.connect(self._show)
+        worker.finished.connect(self._finished)
+        self._worker = worker
+        worker.start()
+
+    def _show(self, result: tuple[bytes, int, int]) -> None:
+        data, width, height = result
+        image = QImage(data, width, height, 4 * width, QImage.Format_RGBA8888).copy()
+        try:
+            self.setPixmap(QPixmap.fromImage(image))
+        except RuntimeError:  # the dock was closed while the figure was drawn
+            return
+        self.rendered += 1
+
+    def _finished(self) -> None:
+        self._worker = None
+        if self._pending is not None:
+            self._start()
+
+
+class EntropyHistogram(ThreadedPlot):
     """Histogram of the voxel entropies above a floor, with the region threshold marked."""
 
     def __init__(self) -> None:
-        super().__init__(_styled_figure(1.6))
-        self.axes = self.figure.add_subplot()
-        _style(self.axes)
-        self.setMinimumHeight(120)
+        super().__init__(draw_histogram, (3.2, 1.6))
+        self.request(None)
 
-    def show_values(self, entropy: np.ndarray | None, threshold: float, top: float) -> None:
-        self.axes.clear()
-        _style(self.axes)
-        if entropy is not None:
-            values = np.asarray(entropy, dtype=np.float32)
-            # Most voxels are certain background; the floor keeps their spike from hiding the rest.
-            values = values[values > 0.01 * max(top, 1e-6)]
-            if values.size:
-                self.axes.hist(values, bins=50, range=(0.0, top), color="#f08030", log=True)
-            self.axes.axvline(threshold, color="#60c0ff", linewidth=1)
-        self.axes.set_xlabel("entropy (nats)", fontsize=7)
-        self.axes.set_ylabel("voxels", fontsize=7)
-        self.draw_idle()
+    def show_values(self, histogram: tuple[np.ndarray, np.ndarray] | None, threshold: float) -> None:
+        """Draw precomputed ``(counts, edges)`` (see ``entropy_histogram``) and the threshold line."""
+        self.request(None if histogram is None else (histogram[0], histogram[1], threshold))
 
 
-class TrainingCurves(FigureCanvasQTAgg):
+class TrainingCurves(ThreadedPlot):
     """Loss per iteration and validation Dice, updated live while a retrain runs."""
 
     def __init__(self) -> None:
-        super().__init__(_styled_figure(2.0))
-        self.loss_axes = self.figure.add_subplot()
-        self.dice_axes = self.loss_axes.twinx()
-        self.setMinimumHeight(150)
+        super().__init__(draw_training_curves, (3.2, 2.0))
         self.clear()
 
     def clear(self) -> None:
@@ -76,20 +159,17 @@ class TrainingCurves(FigureCanvasQTAgg):
         self.dice_y.append(dice)
 
     def redraw(self, baseline: float | None = None) -> None:
-        for axes in (self.loss_axes, self.dice_axes):
-            axes.clear()
-            _style(axes)
-        self.loss_axes.plot(self.loss_x, self.loss_y, color="#f08030", linewidth=1, label="loss")
-        self.dice_axes.plot(self.dice_x, self.dice_y, "o-", color="#60c0ff", markersize=3, label="validation Dice")
-        if baseline is not None:
-            self.dice_axes.axhline(baseline, color="#60c0ff", linestyle=":", linewidth=1)
-        self.dice_axes.set_ylim(0.0, 1.0)
-        self.loss_axes.set_xlabel("iteration", fontsize=7)
-        self.loss_axes.set_ylabel("loss", fontsize=7, color="#f08030")
-        self.dice_axes.set_ylabel("Dice (dotted: current teacher)", fontsize=7, color="#60c0ff")
-        self.draw_idle()
+        # Copies: the worker draws while the GUI thread keeps appending.
+        state = {
+            "loss_x": list(self.loss_x),
+            "loss_y": list(self.loss_y),
+            "dice_x": list(self.dice_x),
+            "dice_y": list(self.dice_y),
+            "baseline": baseline,
+        }
+        self.request(state)
 
     @property
-    def points(self) -> tuple[Sequence[int], Sequence[int]]:
-        """How many loss and Dice points are plotted (for tests and the status line)."""
+    def points(self) -> tuple[list[int], list[int]]:
+        """The iterations with a plotted loss and a plotted Dice."""
         return self.loss_x, self.dice_x

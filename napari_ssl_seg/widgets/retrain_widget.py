@@ -8,6 +8,12 @@ active only if it validates at least as well, and the queue is then re-ranked in
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +49,35 @@ def _finish(job: RetrainJob, root: Path) -> Any:
         return job.finish(project)
 
 
-def _rerank(root: Path, strategy: str, progress: Any) -> int:
-    from napari_ssl_seg.active.ranking import rank_project
+class RerankProcess:
+    """``napari-ssl-seg rank`` in a niced child process.
 
-    with Project.open(root) as project:
-        result = rank_project(project, strategy=strategy, progress=lambda done, total, _name: progress(done, total))
-    return len(result.queue)
+    Scoring every case in a GUI thread added its GIL holds (writing the cached maps, scoring) to
+    the GUI's stalls in benchmarks/gui_latency.py; a child process shares neither.
+    """
+
+    def __init__(self, root: Path, strategy: str) -> None:
+        # Files, not pipes: nobody reads while it runs, and a full pipe would block the child.
+        self.output = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as this object)
+        self.errors = tempfile.TemporaryFile()  # noqa: SIM115
+        command = [sys.executable, "-m", "napari_ssl_seg.cli", "rank", str(root), "--strategy", strategy, "--json"]
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self.output, stderr=self.errors)
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, self.process.pid, 10)
+
+    @property
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    def result(self) -> tuple[int | None, str | None]:
+        """(cases queued, None) on success, else (None, the last error line)."""
+        self.output.seek(0)
+        self.errors.seek(0)
+        if self.process.returncode == 0:
+            return len(json.loads(self.output.read() or b"{}").get("queue", [])), None
+        lines = [line for line in self.errors.read().decode(errors="replace").splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error:")]
+        return None, (errors or lines or [f"exit code {self.process.returncode}"])[-1]
 
 
 class RetrainWidget(QWidget):
@@ -94,6 +123,9 @@ class RetrainWidget(QWidget):
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.poll)
+        self.rerank_timer = QTimer(self)
+        self.rerank_timer.setInterval(POLL_MS)
+        self.rerank_timer.timeout.connect(self._check_rerank)
         # A training process must not outlive the viewer that started it.
         application = QApplication.instance()
         if application is not None:
@@ -202,13 +234,20 @@ class RetrainWidget(QWidget):
         if outcome.promoted:
             self.rerank()
 
-    def rerank(self) -> Any:
+    def rerank(self) -> RerankProcess:
         root = self.session.require_project().root
-        self.reranking = run_in_background(
-            _rerank,
-            root,
-            self.session.strategy,
-            description="re-ranking the queue with the new teacher",
-            on_done=lambda count: (self.session.model_changed.emit(), show_info(f"re-ranked {count} cases")),
-        )
+        self.reranking = RerankProcess(root, self.session.strategy)
+        self.status.setText(self.status.text() + "; re-ranking the queue…")
+        self.rerank_timer.start()
         return self.reranking
+
+    def _check_rerank(self) -> None:
+        if self.reranking is None or self.reranking.is_running:
+            return
+        self.rerank_timer.stop()
+        count, error = self.reranking.result()
+        if error is not None:
+            show_error(f"re-ranking failed: {error}")
+            return
+        self.session.model_changed.emit()
+        show_info(f"re-ranked {count} cases with the new teacher")

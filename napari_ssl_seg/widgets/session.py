@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 
 from napari_ssl_seg.active.effort import EditClock
 from napari_ssl_seg.active.queue import CaseRow, case_table
-from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, uncertain_regions
+from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, entropy_histogram, uncertain_regions
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.scores import DEFAULT_STRATEGY
 from napari_ssl_seg.io import Volume
@@ -31,10 +31,21 @@ from napari_ssl_seg.store.records import LabelVersion
 from napari_ssl_seg.store.scores import read_prediction
 from napari_ssl_seg.widgets.background import USER_ERRORS
 
-__all__ = ["AssistSession", "report_errors", "session_for"]
+__all__ = ["AssistSession", "find_uncertain_regions", "report_errors", "session_for"]
 
 
 _sessions: dict[int, AssistSession] = {}
+
+#: Regions smaller than this many voxels are noise to an annotator; more than the limit are not read.
+REGION_MIN_VOXELS = 8
+REGION_LIMIT = 200
+
+
+def find_uncertain_regions(entropy: Volume, threshold: float) -> list[UncertainRegion]:
+    """The regions the dock lists (callable from a worker thread: no Qt, no session state)."""
+    return uncertain_regions(
+        entropy.array, threshold, spacing=entropy.spacing, min_voxels=REGION_MIN_VOXELS, limit=REGION_LIMIT
+    )
 
 
 def session_for(viewer: Any) -> AssistSession:
@@ -87,6 +98,8 @@ class AssistSession(QObject):
         self.regions: list[UncertainRegion] = []
         self.region_index = -1
         self.threshold: float | None = None
+        #: (counts, edges) of the open case's entropy map, for the Teacher dock's plot.
+        self.histogram: tuple[np.ndarray, np.ndarray] | None = None
         #: Who saves labels; the Label dock's author field keeps it current.
         self.author: str | None = None
         self._entropy: Volume | None = None
@@ -161,6 +174,7 @@ class AssistSession(QObject):
         self.case = None
         self._label_layer = None
         self._entropy = None
+        self.histogram = None
         self.regions = []
         self.region_index = -1
         self.clock.reset()
@@ -201,25 +215,60 @@ class AssistSession(QObject):
             self.goto_region(0)
         return True
 
-    def show_prediction(self, name: str, label: Volume, entropy: Volume | None) -> None:
-        """Put a fresh prediction of the open case on screen (the label stays editable)."""
+    def show_prediction(
+        self,
+        name: str,
+        label: Volume,
+        entropy: Volume | None,
+        *,
+        regions: list[UncertainRegion] | None = None,
+        histogram: tuple[np.ndarray, np.ndarray] | None = None,
+        staged: bool = False,
+    ) -> None:
+        """Put a fresh prediction of the open case on screen (the label stays editable).
+
+        ``regions`` and ``histogram``, computed by the worker that predicted, keep that work off
+        the GUI thread; without them they are computed here. ``staged``: update the label, the
+        entropy layer and the view in separate turns of the event loop, so no single one of them
+        holds the GUI (each re-slices the layers), as the Teacher dock does.
+        """
         if name != self.case:
             return  # the annotator moved on while the network ran
+        steps: list[Callable[[], None]] = []
         if self.project is not None and not self.project.case(name).is_labeled:
-            self._show_label(label)
+            steps.append(lambda: self._show_label(label))
         if entropy is not None:
-            self._show_entropy(entropy)
-            if self.regions:
-                self.goto_region(0)
-        self.prediction_shown.emit(name)
+            steps.append(lambda: self._show_entropy(entropy, regions=regions, histogram=histogram))
+            steps.append(lambda: self.goto_region(0) if self.regions else None)
+        steps.append(lambda: self.prediction_shown.emit(name))
+        if not staged:
+            for step in steps:
+                step()
+            return
+
+        def run(remaining: list[Callable[[], None]]) -> None:
+            if self.case != name:
+                return  # another case opened between two steps
+            remaining[0]()
+            if len(remaining) > 1:
+                QTimer.singleShot(0, lambda: run(remaining[1:]))
+
+        run(steps)
 
     def _show_label(self, label: Volume) -> None:
         viewer = self.viewer
-        if self._label_layer is not None and self._label_layer in viewer.layers:
-            viewer.layers.remove(self._label_layer)
-        data, kwargs, _ = volume_to_layer_data(label, name=f"{self.case} label", as_labels=True)
+        array = np.asarray(label.array).astype(np.uint8, copy=True)
+        existing = self._label_layer
+        if existing is not None and existing in viewer.layers:
+            if existing.data.shape == array.shape:
+                # New data in the same layer: far cheaper for the GUI thread than a new layer.
+                existing.data = array
+                self.clock.reset()
+                return
+            viewer.layers.remove(existing)
+        _data, kwargs, _ = volume_to_layer_data(label, name=f"{self.case} label", as_labels=True)
         kwargs["metadata"]["napari_ssl_seg_case"] = self.case
-        layer = viewer.add_labels(np.asarray(data).astype(np.uint8, copy=True), **kwargs)
+        layer = viewer.add_labels(array, **kwargs)
         layer.events.paint.connect(lambda _event: self.clock.edit())
         self._label_layer = layer
         self.clock.reset()
@@ -234,21 +283,38 @@ class AssistSession(QObject):
         name = f"{self.case} uncertainty"
         return viewer.layers[name] if self.case is not None and name in viewer.layers else None
 
-    def _show_entropy(self, entropy: Volume) -> None:
+    def _show_entropy(
+        self,
+        entropy: Volume,
+        *,
+        regions: list[UncertainRegion] | None = None,
+        histogram: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         viewer = self.viewer
-        previous = self.uncertainty_layer
-        if previous is not None:
-            viewer.layers.remove(previous)
         self._entropy = entropy
         top = math.log(self.num_classes())
         if self.threshold is None:
             self.threshold = default_threshold(self.num_classes())
-        data, kwargs, _ = volume_to_layer_data(entropy, name=f"{self.case} uncertainty", as_labels=False)
-        kwargs["metadata"]["napari_ssl_seg_case"] = self.case
-        # Below the threshold the colormap is black, which additive blending leaves invisible.
-        kwargs.update(colormap="inferno", blending="additive", opacity=0.7, contrast_limits=[self.threshold, top])
-        viewer.add_image(np.asarray(data, dtype=np.float32), **kwargs)
-        self.find_regions()
+        array = np.asarray(entropy.array, dtype=np.float32)
+        previous = self.uncertainty_layer
+        if previous is not None and previous.data.shape == array.shape:
+            previous.data = array
+            previous.contrast_limits = [self.threshold, top]
+        else:
+            if previous is not None:
+                viewer.layers.remove(previous)
+            _data, kwargs, _ = volume_to_layer_data(entropy, name=f"{self.case} uncertainty", as_labels=False)
+            kwargs["metadata"]["napari_ssl_seg_case"] = self.case
+            # Below the threshold the colormap is black, which additive blending leaves invisible.
+            kwargs.update(colormap="inferno", blending="additive", opacity=0.7, contrast_limits=[self.threshold, top])
+            viewer.add_image(array, **kwargs)
+        self.histogram = histogram if histogram is not None else entropy_histogram(array, top)
+        if regions is None:
+            self.find_regions()
+        else:
+            self.regions = regions
+            self.region_index = -1
+            self.regions_changed.emit()
 
     @property
     def entropy(self) -> Volume | None:
@@ -268,9 +334,7 @@ class AssistSession(QObject):
             self.regions = []
         else:
             threshold = self.threshold if self.threshold is not None else default_threshold(self.num_classes())
-            self.regions = uncertain_regions(
-                self._entropy.array, threshold, spacing=self._entropy.spacing, min_voxels=8, limit=200
-            )
+            self.regions = find_uncertain_regions(self._entropy, threshold)
         self.region_index = -1
         self.regions_changed.emit()
         return self.regions
@@ -284,8 +348,9 @@ class AssistSession(QObject):
         layer = self.uncertainty_layer or self._label_layer
         world = np.asarray(layer.data_to_world(region.centre), dtype=float)
         viewer = self.viewer
-        for axis, value in enumerate(world[-3:]):
-            viewer.dims.set_point(viewer.dims.ndim - 3 + axis, float(value))
+        # One call for the three axes: each call re-slices every layer.
+        axes = list(range(viewer.dims.ndim - 3, viewer.dims.ndim))
+        viewer.dims.set_point(axes, [float(value) for value in world[-3:]])
         # napari 0.9 moved the camera to viewer.scene; older releases keep viewer.camera.
         camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
         camera.center = tuple(float(v) for v in world[-3:])

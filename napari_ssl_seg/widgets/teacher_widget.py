@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from napari.utils.notifications import show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -22,12 +25,31 @@ from qtpy.QtWidgets import (
 
 from napari_ssl_seg.active.case_prediction import CasePrediction, predict_case
 from napari_ssl_seg.active.queue import next_case
+from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, entropy_histogram
 from napari_ssl_seg.store.models import activate_model, model_versions
 from napari_ssl_seg.widgets.background import run_in_background
 from napari_ssl_seg.widgets.plots import EntropyHistogram
-from napari_ssl_seg.widgets.session import AssistSession, report_errors, session_for
+from napari_ssl_seg.widgets.session import AssistSession, find_uncertain_regions, report_errors, session_for
 
-__all__ = ["TeacherWidget"]
+__all__ = ["TeacherWidget", "predict_for_display"]
+
+
+@dataclass
+class DisplayedPrediction:
+    result: CasePrediction
+    regions: list[UncertainRegion]
+    histogram: tuple[np.ndarray, np.ndarray] | None
+
+
+def predict_for_display(
+    root: Path, case: str, *, samples: int, threshold: float, top: float, progress: Any = None
+) -> DisplayedPrediction:
+    """Predict, then find the regions and the histogram too: all of it off the GUI thread."""
+    result = predict_case(root, case, samples=samples, progress=progress)
+    if result.entropy is None:
+        return DisplayedPrediction(result, [], None)
+    regions = find_uncertain_regions(result.entropy, threshold)
+    return DisplayedPrediction(result, regions, entropy_histogram(result.entropy.array, top))
 
 
 class TeacherWidget(QWidget):
@@ -129,11 +151,15 @@ class TeacherWidget(QWidget):
             return self.worker
         self.predict_button.setEnabled(False)
         self.status.setText(f"predicting {case}…")
+        classes = self.session.num_classes()
+        threshold = self.session.threshold if self.session.threshold is not None else default_threshold(classes)
         self.worker = run_in_background(
-            predict_case,
+            predict_for_display,
             root,
             case,
             samples=int(self.samples.currentText()),
+            threshold=threshold,
+            top=math.log(classes),
             description=f"predicting {case}",
             on_done=self._predicted,
             on_error=lambda _exc: self._finished(""),
@@ -144,11 +170,14 @@ class TeacherWidget(QWidget):
         self.predict_button.setEnabled(True)
         self.status.setText(text)
 
-    def _predicted(self, result: CasePrediction) -> None:
+    def _predicted(self, shown: DisplayedPrediction) -> None:
+        result = shown.result
         score = result.scores.get(self.session.strategy)
         scored = "" if score is None else f", {self.session.strategy} {score:.4f}"
         self._finished(f"{result.case}: {result.seconds:.1f} s on {result.device}{scored}")
-        self.session.show_prediction(result.case, result.label, result.entropy)
+        self.session.show_prediction(
+            result.case, result.label, result.entropy, regions=shown.regions, histogram=shown.histogram, staged=True
+        )
 
     def next_case(self) -> None:
         name = next_case(self.session.rows(), self.session.case)
@@ -170,7 +199,7 @@ class TeacherWidget(QWidget):
         if layer is not None:
             layer.visible = self.show_overlay.isChecked()
             layer.opacity = self.opacity.value() / 100
-        self.histogram.show_values(None if entropy is None else entropy.array, self.threshold.value(), top)
+        self.histogram.show_values(None if entropy is None else self.session.histogram, self.threshold.value())
 
     def _set_overlay_visible(self, visible: bool) -> None:
         layer = self.session.uncertainty_layer
