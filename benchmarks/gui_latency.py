@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         phase("both", both, lambda: retrain_done() and not teacher.worker.is_running)
     if "thread" in wanted and not args.no_thread_baseline:
         config = apply_overrides(preset("quick"), ["method=ucmt", f"iterations={args.iterations}"])
-        worker = create_worker(train, root, config, work / "thread_run", device="cpu", _start_thread=False)
+        run_dir = work / f"thread_run_{time.strftime('%Y%m%dT%H%M%S')}"
+        worker = create_worker(train, root, config, run_dir, device="cpu", _start_thread=False)
         finished: list[bool] = []
         worker.finished.connect(lambda: finished.append(True))
         phase("retrain-in-thread", worker.start, lambda: bool(finished))
