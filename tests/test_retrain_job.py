@@ -35,14 +35,18 @@ TINY = [
 LONG = 100_000  # iterations a run never reaches within a test
 
 
-@pytest.fixture(scope="module")
-def project_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny project whose active teacher is a 2-iteration supervised model."""
-    root = make_tiny_project(tmp_path_factory.mktemp("retrain") / "project")
+def tiny_trained_project(folder: Path) -> Path:
+    """A tiny project under ``folder`` whose active teacher is a 2-iteration supervised model."""
+    root = make_tiny_project(folder / "project")
     result = train(root, tiny_config(iterations=2), root.parent / "first", device="cpu")
     with Project.open(root) as project:
         register_model(project, result.model_path, activate=True)
     return root
+
+
+@pytest.fixture(scope="module")
+def project_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_trained_project(tmp_path_factory.mktemp("retrain"))
 
 
 def _registry(root: Path) -> tuple[ModelVersion, list[ModelVersion]]:

@@ -206,16 +206,9 @@ def test_bad_project_folder_is_a_notification_not_a_crash(make_napari_viewer, tm
 
 @pytest.fixture(scope="module")
 def trained_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny project whose active teacher came from a 2-iteration supervised run."""
-    from test_training_loop import make_tiny_project, tiny_config
+    from test_retrain_job import tiny_trained_project
 
-    from napari_ssl_seg.training.loop import train
-
-    root = make_tiny_project(tmp_path_factory.mktemp("gui_retrain") / "project")
-    result = train(root, tiny_config(iterations=2), root.parent / "first", device="cpu")
-    with Project.open(root) as project:
-        register_model(project, result.model_path, activate=True)
-    return root
+    return tiny_trained_project(tmp_path_factory.mktemp("gui_retrain"))
 
 
 def active_name(root: Path) -> str:
