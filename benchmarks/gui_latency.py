@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def retrain_done() -> bool:
         rerank = retrain.reranking
-        return retrain.start_button.isEnabled() and (rerank is None or not rerank.is_running)
+        return retrain.start_button.isEnabled() and (rerank is None or rerank.reported)
 
     retrain.iterations.setValue(args.iterations)
     if "retrain" in wanted:

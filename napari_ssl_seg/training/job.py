@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_ssl_seg.errors import InputError
-from napari_ssl_seg.store.models import ModelVersion, activate_model, active_model, model_version, register_model
+from napari_ssl_seg.store.models import ModelVersion, active_model, model_version
 from napari_ssl_seg.store.project import Project
 
 __all__ = ["STATES", "RetrainEvent", "RetrainJob", "RetrainOutcome", "default_retrain_dir", "validation_dice"]
@@ -381,19 +381,8 @@ class RetrainJob:
         if self._state != "completed":
             return RetrainOutcome(self._state, self.out_dir, old_name, None, None, None, False, old_name, self._error)
 
-        def stage(name: str) -> Callable[[int, int, str], None] | None:
-            return None if progress is None else (lambda done, total, _case: progress(name, done, total))
+        from napari_ssl_seg.training.promote import promote_if_better
 
-        checkpoint = self.out_dir / "model.safetensors"
-        old_dice = None
-        if old is not None:
-            old_dice = validation_dice(project, old.checkpoint(project), device=self.device, progress=stage("old"))
-        new_dice = validation_dice(project, checkpoint, device=self.device, progress=stage("new"))
-        version = register_model(project, checkpoint, parent=self.parent_version, activate=False)
-        # Ties promote: the new teacher has seen the newer labels at no cost on validation.
-        promoted = old_dice is None or new_dice >= old_dice
-        if promoted and not version.is_active:  # with no old teacher, registering activated it already
-            version = activate_model(project, version.id)
-        now = active_model(project)
-        now_name = now.name if now is not None else None
-        return RetrainOutcome("completed", self.out_dir, old_name, version.name, old_dice, new_dice, promoted, now_name)
+        return promote_if_better(
+            project, self.out_dir, parent=self.parent_version, device=self.device, progress=progress
+        )

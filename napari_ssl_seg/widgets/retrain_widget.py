@@ -33,9 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_ssl_seg.methods.registry import available_methods
-from napari_ssl_seg.store import Project
-from napari_ssl_seg.training.job import RetrainJob
-from napari_ssl_seg.widgets.background import run_in_background
+from napari_ssl_seg.training.job import RetrainJob, RetrainOutcome
 from napari_ssl_seg.widgets.plots import TrainingCurves
 from napari_ssl_seg.widgets.session import AssistSession, report_errors, session_for
 
@@ -44,23 +42,20 @@ __all__ = ["RetrainWidget"]
 POLL_MS = 250
 
 
-def _finish(job: RetrainJob, root: Path) -> Any:
-    with Project.open(root) as project:
-        return job.finish(project)
+class ChildCommand:
+    """``python -m MODULE ARGS...`` in a niced child process whose stdout is one JSON result.
 
-
-class RerankProcess:
-    """``napari-ssl-seg rank`` in a niced child process.
-
-    Scoring every case in a GUI thread added its GIL holds (writing the cached maps, scoring) to
-    the GUI's stalls in benchmarks/gui_latency.py; a child process shares neither.
+    The re-rank (``napari-ssl-seg rank``) and the old-vs-new validation (``training.promote``) run
+    this way: in GUI threads their GIL holds (SciPy surface distances, writing the cached maps)
+    stalled napari in benchmarks/gui_latency.py; a child process shares neither GIL nor priority.
     """
 
-    def __init__(self, root: Path, strategy: str) -> None:
+    def __init__(self, module: str, *args: str) -> None:
         # Files, not pipes: nobody reads while it runs, and a full pipe would block the child.
         self.output = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as this object)
         self.errors = tempfile.TemporaryFile()  # noqa: SIM115
-        command = [sys.executable, "-m", "napari_ssl_seg.cli", "rank", str(root), "--strategy", strategy, "--json"]
+        self.reported = False
+        command = [sys.executable, "-m", module, *args]
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self.output, stderr=self.errors)
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, self.process.pid, 10)
@@ -69,12 +64,12 @@ class RerankProcess:
     def is_running(self) -> bool:
         return self.process.poll() is None
 
-    def result(self) -> tuple[int | None, str | None]:
-        """(cases queued, None) on success, else (None, the last error line)."""
+    def result(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(the JSON result, None) on success, else (None, the last error line)."""
         self.output.seek(0)
         self.errors.seek(0)
         if self.process.returncode == 0:
-            return len(json.loads(self.output.read() or b"{}").get("queue", [])), None
+            return json.loads(self.output.read() or b"{}"), None
         lines = [line for line in self.errors.read().decode(errors="replace").splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("error:")]
         return None, (errors or lines or [f"exit code {self.process.returncode}"])[-1]
@@ -123,9 +118,9 @@ class RetrainWidget(QWidget):
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.poll)
-        self.rerank_timer = QTimer(self)
-        self.rerank_timer.setInterval(POLL_MS)
-        self.rerank_timer.timeout.connect(self._check_rerank)
+        self.child_timer = QTimer(self)
+        self.child_timer.setInterval(POLL_MS)
+        self.child_timer.timeout.connect(self._check_children)
         # A training process must not outlive the viewer that started it.
         application = QApplication.instance()
         if application is not None:
@@ -197,15 +192,11 @@ class RetrainWidget(QWidget):
         if job.state == "completed":
             self.status.setText("training done; comparing the old and new teachers on the validation split…")
             root = self.session.require_project().root
-            self.finishing = run_in_background(
-                _finish,
-                job,
-                root,
-                description="validating the new teacher",
-                with_progress=False,
-                on_done=self._finished,
-                on_error=lambda _exc: self._ended("validation of the new teacher failed; the old one stays active"),
+            parent = ["--parent", job.parent_version] if job.parent_version else []
+            self.finishing = ChildCommand(
+                "napari_ssl_seg.training.promote", str(root), str(job.out_dir), *parent, "--device", job.device
             )
+            self.child_timer.start()
         elif job.state == "cancelled":
             self._ended("cancelled; the active teacher is unchanged")
             show_info("retrain cancelled; the active teacher is unchanged")
@@ -234,20 +225,32 @@ class RetrainWidget(QWidget):
         if outcome.promoted:
             self.rerank()
 
-    def rerank(self) -> RerankProcess:
+    def rerank(self) -> ChildCommand:
         root = self.session.require_project().root
-        self.reranking = RerankProcess(root, self.session.strategy)
+        self.reranking = ChildCommand(
+            "napari_ssl_seg.cli", "rank", str(root), "--strategy", self.session.strategy, "--json"
+        )
         self.status.setText(self.status.text() + "; re-ranking the queue…")
-        self.rerank_timer.start()
+        self.child_timer.start()
         return self.reranking
 
-    def _check_rerank(self) -> None:
-        if self.reranking is None or self.reranking.is_running:
-            return
-        self.rerank_timer.stop()
-        count, error = self.reranking.result()
-        if error is not None:
-            show_error(f"re-ranking failed: {error}")
-            return
-        self.session.model_changed.emit()
-        show_info(f"re-ranked {count} cases with the new teacher")
+    def _check_children(self) -> None:
+        finishing, reranking = self.finishing, self.reranking
+        if finishing is not None and not finishing.is_running:
+            self.finishing = None
+            result, error = finishing.result()
+            if error is not None:
+                show_error(f"validating the new teacher failed: {error}")
+                self._ended("validation of the new teacher failed; the old one stays active")
+            else:
+                self._finished(RetrainOutcome(**{**result, "out_dir": Path(result["out_dir"])}))
+        if reranking is not None and not reranking.is_running and not reranking.reported:
+            reranking.reported = True
+            result, error = reranking.result()
+            if error is not None:
+                show_error(f"re-ranking failed: {error}")
+            else:
+                self.session.model_changed.emit()
+                show_info(f"re-ranked {len(result.get('queue', []))} cases with the new teacher")
+        if self.finishing is None and (self.reranking is None or self.reranking.reported):
+            self.child_timer.stop()

@@ -1,0 +1,74 @@
+"""Compare a finished run's teacher with the active one on the validation split; promote it if not worse.
+
+Both :meth:`RetrainJob.finish` (in-process, as ``napari-ssl-seg retrain`` does) and the Retrain dock use
+this. The dock runs it as ``python -m napari_ssl_seg.training.promote PROJECT RUN [--parent V]
+[--device D]`` (prints the outcome as JSON): validation computes surface distances with SciPy, which
+holds the GIL for long stretches, and in a GUI thread that alone stalled napari (measured with
+benchmarks/gui_latency.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from napari_ssl_seg.store.models import activate_model, active_model, register_model
+from napari_ssl_seg.store.project import Project
+from napari_ssl_seg.training import job as _job
+
+__all__ = ["main", "promote_if_better"]
+
+
+def promote_if_better(
+    project: Project,
+    out_dir: Path,
+    *,
+    parent: str | None,
+    device: str = "auto",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> _job.RetrainOutcome:
+    """Register ``out_dir``'s model (parent ``parent``) and activate it if its Dice >= the active one's."""
+    old = active_model(project)
+    old_name = old.name if old is not None else None
+
+    def stage(name: str) -> Callable[[int, int, str], None] | None:
+        return None if progress is None else (lambda done, total, _case: progress(name, done, total))
+
+    checkpoint = out_dir / "model.safetensors"
+    old_dice = None
+    # Looked up on the module at call time, so tests can replace the criterion.
+    if old is not None:
+        old_dice = _job.validation_dice(project, old.checkpoint(project), device=device, progress=stage("old"))
+    new_dice = _job.validation_dice(project, checkpoint, device=device, progress=stage("new"))
+    version = register_model(project, checkpoint, parent=parent, activate=False)
+    # Ties promote: the new teacher has seen the newer labels at no cost on validation.
+    promoted = old_dice is None or new_dice >= old_dice
+    if promoted and not version.is_active:  # with no old teacher, registering activated it already
+        version = activate_model(project, version.id)
+    now = active_model(project)
+    now_name = now.name if now is not None else None
+    return _job.RetrainOutcome("completed", out_dir, old_name, version.name, old_dice, new_dice, promoted, now_name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("project", type=Path)
+    parser.add_argument("run", type=Path, help="the finished run folder (holds model.safetensors)")
+    parser.add_argument("--parent", help="the model version the run started from")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    try:
+        with Project.open(args.project) as project:
+            outcome = promote_if_better(project, args.run, parent=args.parent, device=args.device)
+    except Exception as exc:  # the parent shows this line in a notification
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(outcome.as_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
