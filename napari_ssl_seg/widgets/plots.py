@@ -9,6 +9,7 @@ finished image is shown in a QLabel; requests made while a draw runs are merged 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from napari.qt.threading import create_worker
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel, QSizePolicy
 
@@ -78,12 +79,21 @@ def draw_training_curves(figure: Figure, state: dict[str, Any]) -> None:
 class ThreadedPlot(QLabel):
     """A QLabel showing the latest figure a worker thread drew for it."""
 
-    def __init__(self, draw: Callable[[Figure, Any], None], size: tuple[float, float]) -> None:
+    def __init__(
+        self, draw: Callable[[Figure, Any], None], size: tuple[float, float], min_interval: float = 0.0
+    ) -> None:
         super().__init__()
         self._draw = draw
         self._size = size
         self._pending: tuple[Any] | None = None
         self._worker: Any = None
+        # Drawing holds the GIL in bursts and napari's canvas paints in Python: a live plot redrawn
+        # at most every ``min_interval`` seconds leaves the GUI thread the interpreter meanwhile.
+        self._min_interval = min_interval
+        self._last_start = -float("inf")
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._start)
         #: How many images have been shown (tests wait on it).
         self.rendered = 0
         self.setAlignment(Qt.AlignCenter)
@@ -96,10 +106,17 @@ class ThreadedPlot(QLabel):
 
     def request(self, state: Any) -> None:
         self._pending = (state,)
-        if self._worker is None:
+        if self._worker is None and not self._timer.isActive():
             self._start()
 
     def _start(self) -> None:
+        if self._pending is None or self._worker is not None:
+            return
+        wait = self._last_start + self._min_interval - time.monotonic()
+        if wait > 0:
+            self._timer.start(int(wait * 1000) + 1)
+            return
+        self._last_start = time.monotonic()
         (state,), self._pending = self._pending, None
         worker = create_worker(
             in_background_priority(render), self._draw, state, self._size, _start_thread=False, _ignore_errors=True
@@ -140,7 +157,7 @@ class TrainingCurves(ThreadedPlot):
     """Loss per iteration and validation Dice, updated live while a retrain runs."""
 
     def __init__(self) -> None:
-        super().__init__(draw_training_curves, (3.2, 2.0))
+        super().__init__(draw_training_curves, (3.2, 2.0), min_interval=2.0)
         self.clear()
 
     def clear(self) -> None:
