@@ -15,13 +15,13 @@ from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import active_model
 from napari_ssl_seg.store.scores import prediction_paths, scores
 
-__all__ = ["STATUSES", "CaseRow", "case_table", "next_case"]
-
-STATUSES = ("unlabeled", "predicted", "labeled", "in training")
+__all__ = ["CaseRow", "case_table", "next_case"]
 
 
 @dataclass(frozen=True)
 class CaseRow:
+    """One case; ``status`` is "unlabeled", "predicted", "labeled" or "in training"."""
+
     name: str
     split: str
     status: str

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_ssl_seg.active.case_prediction import store_case_prediction
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.inference.scores import (
@@ -21,12 +22,11 @@ from napari_ssl_seg.inference.scores import (
     MODEL_STRATEGIES,
     STRATEGIES,
     least_recent_score,
-    model_scores,
     random_score,
 )
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model, register_model
-from napari_ssl_seg.store.scores import save_prediction, save_scores, scores
+from napari_ssl_seg.store.scores import save_scores, scores
 
 __all__ = ["RankResult", "candidate_cases", "rank_project"]
 
@@ -118,13 +118,7 @@ def rank_project(
         prediction = predictor.predict(image, uncertainty=uncertainty, samples=samples, name=name)
         if prediction.uncertainty is None:
             raise InputError("ranking needs an uncertainty map; this model and --uncertainty give none")
-        values = model_scores(
-            prediction.uncertainty.array, prediction.label.array, image.spacing, prediction.num_classes
-        )
-        # One prediction, every model score: switching strategy never re-runs the network.
-        for key, value in values.items():
-            save_scores(project, version.id, key, {name: value})
-        save_prediction(project, version.name, name, prediction.label, prediction.uncertainty)
+        store_case_prediction(project, version, name, prediction)
         result.predicted.append(name)
         result.seconds_per_case[name] = round(prediction.seconds, 3)
     if progress:

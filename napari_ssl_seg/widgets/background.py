@@ -75,7 +75,6 @@ def run_in_background(
     description: str,
     on_done: Callable[[Any], None] | None = None,
     on_error: Callable[[BaseException], None] | None = None,
-    with_progress: bool = True,
     **kwargs: Any,
 ) -> Any:
     """Start ``function(*args, progress=callback, **kwargs)`` in a thread; returns the worker.
@@ -93,8 +92,7 @@ def run_in_background(
         bar.refresh()
 
     relay = Relay(update)
-    if with_progress:
-        kwargs["progress"] = lambda *values: relay.send(values)
+    kwargs["progress"] = lambda *values: relay.send(values)
     worker = create_worker(
         in_background_priority(function), *args, _start_thread=False, _ignore_errors=True, **kwargs
     )

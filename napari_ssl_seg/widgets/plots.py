@@ -1,8 +1,8 @@
 """Matplotlib plots for the docks, rendered off the GUI thread: the entropy histogram, training curves.
 
-A matplotlib draw of even a small figure took 0.08-0.19 s on the development CPU, and two to four
-times that while a retrain shares the cores: enough, on the GUI thread, to stall napari past the
-200 ms the GUI may ever freeze (measured with benchmarks/gui_latency.py). So each plot is drawn by
+A matplotlib draw of one of these small figures took 0.08-0.19 s on the quiet development CPU, and
+matplotlib drawing on the GUI thread was where `benchmarks/gui_latency.py --diagnose` found most
+of the stalls while a retrain ran. So each plot is drawn by
 a worker thread with the Agg canvas (the object-oriented API only, one figure per thread) and the
 finished image is shown in a QLabel; requests made while a draw runs are merged into one.
 """
@@ -94,15 +94,9 @@ class ThreadedPlot(QLabel):
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._start)
-        #: How many images have been shown (tests wait on it).
-        self.rendered = 0
         self.setAlignment(Qt.AlignCenter)
         self.setMinimumHeight(int(size[1] * DPI * 0.8))
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
-
-    @property
-    def busy(self) -> bool:
-        return self._worker is not None or self._pending is not None
 
     def request(self, state: Any) -> None:
         self._pending = (state,)
@@ -133,7 +127,6 @@ class ThreadedPlot(QLabel):
             self.setPixmap(QPixmap.fromImage(image))
         except RuntimeError:  # the dock was closed while the figure was drawn
             return
-        self.rendered += 1
 
     def _finished(self) -> None:
         self._worker = None

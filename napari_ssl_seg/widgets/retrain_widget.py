@@ -46,8 +46,8 @@ class ChildCommand:
     """``python -m MODULE ARGS...`` in a niced child process whose stdout is one JSON result.
 
     The re-rank (``napari-ssl-seg rank``) and the old-vs-new validation (``training.promote``) run
-    this way: in GUI threads their GIL holds (SciPy surface distances, writing the cached maps)
-    stalled napari in benchmarks/gui_latency.py; a child process shares neither GIL nor priority.
+    this way: in GUI threads they competed with napari for the interpreter (see training/promote.py
+    for the measurement); a child process shares neither the GIL nor the GUI's priority.
     """
 
     def __init__(self, module: str, *args: str) -> None:

@@ -19,22 +19,25 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, QTimer, Signal
 
 from napari_ssl_seg.active.effort import EditClock
-from napari_ssl_seg.active.queue import CaseRow, case_table
+from napari_ssl_seg.active.queue import CaseRow, case_table, next_case
 from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, entropy_histogram, uncertain_regions
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.scores import DEFAULT_STRATEGY
-from napari_ssl_seg.io import Volume
+from napari_ssl_seg.io import Volume, read_volume
 from napari_ssl_seg.layers import volume_to_layer_data
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model
 from napari_ssl_seg.store.records import LabelVersion
-from napari_ssl_seg.store.scores import read_prediction
+from napari_ssl_seg.store.scores import prediction_paths
 from napari_ssl_seg.widgets.background import USER_ERRORS
 
 __all__ = ["AssistSession", "find_uncertain_regions", "report_errors", "session_for"]
 
 
 _sessions: dict[int, AssistSession] = {}
+
+#: Layer-metadata key marking the layers of the open case (removed together when it closes).
+CASE_TAG = "napari_ssl_seg_case"
 
 #: Regions smaller than this many voxels are noise to an annotator; more than the limit are not read.
 REGION_MIN_VOXELS = 8
@@ -104,6 +107,7 @@ class AssistSession(QObject):
         self.author: str | None = None
         self._entropy: Volume | None = None
         self._label_layer: Any = None
+        self._classes_of: tuple[str | None, int] = (None, 2)
 
     @property
     def viewer(self) -> Any:
@@ -132,15 +136,6 @@ class AssistSession(QObject):
         self.model_changed.emit()
         return project
 
-    def adopt_project(self, project: Project) -> None:
-        """Use a project another part of the GUI (an import) opened."""
-        if self.project is not None:
-            self.project.close()
-        self.close_case()
-        self.project = project
-        self.project_changed.emit()
-        self.model_changed.emit()
-
     def rows(self) -> list[CaseRow]:
         return case_table(self.require_project(), self.strategy, in_training=self.in_training)
 
@@ -149,12 +144,24 @@ class AssistSession(QObject):
 
     def num_classes(self) -> int:
         model = self.active_model()
-        if model is not None:
+        if model is None:
+            return max(2, len(self.require_project().label_names()) + 1)
+        # The card is read once per model version, not on every overlay or threshold change.
+        if self._classes_of[0] != model.name:
             from napari_ssl_seg.networks import ModelCard
 
-            card_path = self.require_project().root / model.card_path
-            return int(ModelCard.from_json(card_path.read_text()).network.get("num_classes", 2))
-        return max(2, len(self.require_project().label_names()) + 1)
+            card = ModelCard.from_json((self.require_project().root / model.card_path).read_text())
+            self._classes_of = (model.name, int(card.network.get("num_classes", 2)))
+        return self._classes_of[1]
+
+    def open_next_case(self) -> str | None:
+        """Open the most uncertain queued case other than the open one; None when the queue is empty."""
+        name = next_case(self.rows(), self.case)
+        if name is None:
+            show_info("the queue is empty: every training case is labeled")
+        else:
+            self.open_case(name)
+        return name
 
     # -- case --------------------------------------------------------------------
     def confirm_leave(self) -> bool:
@@ -169,7 +176,7 @@ class AssistSession(QObject):
         viewer = self.viewer
         if self.case is not None and viewer is not None:
             for layer in list(viewer.layers):
-                if layer.metadata.get("napari_ssl_seg_case") == self.case:
+                if layer.metadata.get(CASE_TAG) == self.case:
                     viewer.layers.remove(layer)
         self.case = None
         self._label_layer = None
@@ -196,19 +203,19 @@ class AssistSession(QObject):
         self.case = name
         viewer = self.viewer
         data, kwargs, _ = volume_to_layer_data(image, name=name, as_labels=False)
-        kwargs["metadata"]["napari_ssl_seg_case"] = name
+        kwargs["metadata"][CASE_TAG] = name
         viewer.add_image(data, **kwargs)
         model = self.active_model()
-        cached = read_prediction(project, model.name, name) if model is not None else None
+        label_path, entropy_path = prediction_paths(project, model.name, name) if model else (None, None)
         if record.is_labeled:
             label = project.read_label(name)
-        elif cached is not None:
-            label = cached[0]
+        elif label_path is not None and label_path.is_file():
+            label = read_volume(label_path)
         else:
             label = image.with_array(np.zeros(image.shape, dtype=np.uint8), label_names=None)
         self._show_label(label)
-        if cached is not None and cached[1] is not None:
-            self._show_entropy(cached[1])
+        if entropy_path is not None and entropy_path.is_file():
+            self._show_entropy(read_volume(entropy_path))
         viewer.reset_view()
         self.case_opened.emit(name)
         if self.regions:
@@ -267,7 +274,7 @@ class AssistSession(QObject):
                 return
             viewer.layers.remove(existing)
         _data, kwargs, _ = volume_to_layer_data(label, name=f"{self.case} label", as_labels=True)
-        kwargs["metadata"]["napari_ssl_seg_case"] = self.case
+        kwargs["metadata"][CASE_TAG] = self.case
         layer = viewer.add_labels(array, **kwargs)
         layer.events.paint.connect(lambda _event: self.clock.edit())
         self._label_layer = layer
@@ -304,7 +311,7 @@ class AssistSession(QObject):
             if previous is not None:
                 viewer.layers.remove(previous)
             _data, kwargs, _ = volume_to_layer_data(entropy, name=f"{self.case} uncertainty", as_labels=False)
-            kwargs["metadata"]["napari_ssl_seg_case"] = self.case
+            kwargs["metadata"][CASE_TAG] = self.case
             # Below the threshold the colormap is black, which additive blending leaves invisible.
             kwargs.update(colormap="inferno", blending="additive", opacity=0.7, contrast_limits=[self.threshold, top])
             viewer.add_image(array, **kwargs)

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from napari.utils.notifications import show_info
-
-from napari_ssl_seg.active.queue import next_case
 from napari_ssl_seg.widgets.session import AssistSession, report_errors
 
 __all__ = ["SHORTCUTS", "install_shortcuts"]
@@ -23,14 +20,6 @@ SHORTCUTS = {
 }
 
 
-def _open_next(session: AssistSession) -> None:
-    name = next_case(session.rows(), session.case)
-    if name is None:
-        show_info("the queue is empty: every training case is labeled")
-    else:
-        session.open_case(name)
-
-
 def _toggle_overlay(session: AssistSession) -> None:
     layer = session.uncertainty_layer
     if layer is not None:
@@ -39,7 +28,7 @@ def _toggle_overlay(session: AssistSession) -> None:
 
 def install_shortcuts(viewer: Any, session: AssistSession) -> None:
     actions = {
-        "Shift-N": lambda: _open_next(session),
+        "Shift-N": session.open_next_case,
         "Shift-S": lambda: session.save_label(session.author),
         "Shift-U": lambda: _toggle_overlay(session),
         "Shift-R": session.goto_region,

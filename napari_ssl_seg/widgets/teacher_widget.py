@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
 )
 
 from napari_ssl_seg.active.case_prediction import CasePrediction, predict_case
-from napari_ssl_seg.active.queue import next_case
 from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, entropy_histogram
 from napari_ssl_seg.store.models import activate_model, model_versions
 from napari_ssl_seg.widgets.background import run_in_background
@@ -180,11 +179,7 @@ class TeacherWidget(QWidget):
         )
 
     def next_case(self) -> None:
-        name = next_case(self.session.rows(), self.session.case)
-        if name is None:
-            show_info("the queue is empty: every training case is labeled")
-            return
-        self.session.open_case(name)
+        self.session.open_next_case()
 
     # -- overlay ---------------------------------------------------------------------------
     def _case_opened(self, *_args: Any) -> None:
@@ -205,9 +200,6 @@ class TeacherWidget(QWidget):
         layer = self.session.uncertainty_layer
         if layer is not None:
             layer.visible = visible
-
-    def toggle_overlay(self) -> None:
-        self.show_overlay.setChecked(not self.show_overlay.isChecked())
 
     def _set_opacity(self, value: int) -> None:
         layer = self.session.uncertainty_layer
