@@ -30,7 +30,7 @@ from typing import Any
 from napari_ssl_seg.active.simulation import SimulationResult, SimulationSettings, simulate
 from napari_ssl_seg.data.cohort_project import build_cohort_project
 from napari_ssl_seg.sample_data import sample_path
-from napari_ssl_seg.training.config import apply_overrides, preset
+from napari_ssl_seg.training.command import training_config
 
 BASELINE = "random"
 
@@ -44,10 +44,7 @@ def _cohort(out: Path, cases: int, seed: int) -> Path:
 
 
 def _run(strategy: str, cohort: Path, args: argparse.Namespace) -> dict[str, Any]:
-    overrides = [f"method={args.method}", *args.set]
-    if args.iterations:
-        overrides.append(f"iterations={args.iterations}")
-    config = apply_overrides(preset(args.config), overrides)
+    config = training_config(args)
     settings = SimulationSettings(
         strategy=strategy,
         budget=args.budget,
@@ -153,7 +150,9 @@ def main() -> None:
     parser.add_argument("--method", default="supervised")
     parser.add_argument("--config", default="quick")
     parser.add_argument("--iterations", type=int, default=120, help="training iterations per round")
-    parser.add_argument("--set", action="append", default=[], help="training override, as for `train --set`")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="training override, as for `train --set`"
+    )
     parser.add_argument("--samples", type=int, default=8, help="MC-dropout passes when ranking")
     parser.add_argument("--init", type=Path, help="teacher that round 0 fine-tunes from (default: from scratch)")
     parser.add_argument("--device", default="auto")

@@ -37,32 +37,30 @@ def _check(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> No
 
 
 def masked_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None
+    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
-    """sum(mask * weight * CE) / sum(mask): cross-entropy averaged over the selected voxels."""
+    """sum(mask * CE) / sum(mask): cross-entropy averaged over the selected voxels."""
     _check(logits, target, mask)
     per_voxel = F.cross_entropy(logits.float(), target.long(), reduction="none")
     selected = mask.to(per_voxel.dtype)
-    if weight is not None:
-        per_voxel = per_voxel * weight
     return (selected * per_voxel).sum() / selected.sum().clamp_min(1.0)
 
 
 def masked_dice_loss(
-    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *, include_background: bool = False
+    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
-    """Soft Dice loss over the selected voxels (batch-wise, averaged over the scored classes)."""
+    """Soft Dice loss over the selected voxels (batch-wise, averaged over the foreground classes)."""
     _check(logits, target, mask)
+    if not bool(mask.any()):
+        return logits.float().sum() * 0.0  # keeps the graph: a zero loss with zero gradients
     probabilities = torch.softmax(logits.float(), dim=1)
     classes = probabilities.shape[1]
     one_hot = F.one_hot(target.long(), classes).movedim(-1, 1).to(probabilities.dtype)
     selected = mask.to(probabilities.dtype).unsqueeze(1)
-    if not include_background and classes > 1:
+    if classes > 1:
         probabilities, one_hot = probabilities[:, 1:], one_hot[:, 1:]
     dims = (0, 2, 3, 4)
     intersection = (selected * probabilities * one_hot).sum(dim=dims)
     denominator = (selected * probabilities).sum(dim=dims) + (selected * one_hot).sum(dim=dims)
     dice = 1.0 - (2.0 * intersection + _SMOOTH) / (denominator + _SMOOTH)
-    if not bool(mask.any()):
-        return probabilities.sum() * 0.0
     return dice.mean()

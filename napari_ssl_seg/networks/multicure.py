@@ -102,10 +102,6 @@ class CureResNet3d(nn.Module):
     def config(self) -> dict[str, Any]:
         return {**self.backbone.config, "name": self.name, "uncertainty_threshold": self.uncertainty_threshold}
 
-    @property
-    def level_widths(self) -> list[int]:
-        return self.backbone.level_widths
-
     def forward_features(
         self, x: torch.Tensor, uncertainty: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:

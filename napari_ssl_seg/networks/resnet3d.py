@@ -121,11 +121,6 @@ class ResNet3dSegmenter(nn.Module):
     def size_divisor(self) -> int:
         return 2 ** (self.depth - 1)
 
-    @property
-    def level_widths(self) -> list[int]:
-        """Channels of :meth:`decode_levels`' outputs, coarsest first."""
-        return [self.base_width * 2**level for level in reversed(range(self.depth - 1))]
-
     def check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"ResNet3d expects (N, {self.in_channels}, z, y, x), got {tuple(x.shape)}")

@@ -65,8 +65,9 @@ def active_model(project: Project) -> ModelVersion | None:
 
 def _weights_digest(project: Project, version: ModelVersion) -> str:
     """The stored card's weights hash (the weights were checked against it on registration)."""
-    card = json.loads(inside(project.root, version.card_path).read_text(encoding="utf-8"))
-    return card.get("weights_sha256") or sha256_file(version.checkpoint(project))
+    path = inside(project.root, version.card_path)
+    card = ModelCard.from_json(path.read_text(encoding="utf-8"), source=str(path))
+    return card.weights_sha256 or sha256_file(version.checkpoint(project))
 
 
 def _validation_dice(card: ModelCard) -> float | None:
@@ -89,7 +90,8 @@ def register_model(
     """
     _, card = load_checkpoint(checkpoint)
     weights, card_file = checkpoint_paths(checkpoint)
-    digest = sha256_file(weights)
+    # load_checkpoint has just verified the weights against the card's hash: no second pass over them.
+    digest = card.weights_sha256 or sha256_file(weights)
     for existing in model_versions(project):
         if _weights_digest(project, existing) == digest:
             if activate:
