@@ -31,6 +31,7 @@ import numpy as np
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.scores import MODEL_STRATEGIES, STRATEGIES
 from napari_ssl_seg.store import Project
+from napari_ssl_seg.store.names import inside
 from napari_ssl_seg.store.project import LABEL_SUFFIX
 from napari_ssl_seg.training.config import TrainConfig
 
@@ -150,7 +151,7 @@ def _read_source(project: Project) -> _Source:
             continue
         if case.is_labeled:
             truth_kind[case.name] = "label"
-        elif (project.root / "reference" / f"{case.name}{LABEL_SUFFIX}").is_file():
+        elif inside(project.root, f"reference/{case.name}{LABEL_SUFFIX}").is_file():
             truth_kind[case.name] = "reference"
         else:
             missing.append(case.name)
@@ -210,7 +211,7 @@ def _copy_project(source: Project, info: _Source, target: Path, seed: int) -> Pr
     if names:
         copy.set_setting("label_names", names)
     for record in source.cases():
-        image_path = source.root / record.image_path
+        image_path = inside(source.root, record.image_path)  # a tampered database path stays refused
         # A byte-for-byte copy keeps the image (and its header) exactly as the source holds it.
         copy.add_case(record.name, source.read_image(record.name), split=record.split, source_file=image_path)
         if record.split != "train":
