@@ -9,6 +9,10 @@ with the same config, budget and seed, then is evaluated on the cohort's test sp
 run (every training case labeled) gives the upper bound. Prints per-seed test Dice, mean and standard
 deviation per method, and the share of the supervised-to-full gap each method closes. Model selection
 uses the validation split only (the loop's rule); the test split is only ever evaluated.
+
+Also written to ``--out``: ``results.json`` (test Dice per seed, per-class test Dice, the validation
+curve of every run) and ``accuracy.png``, validation Dice against iteration per method (mean over
+seeds), which shows whether a budget was long enough for the curves to settle.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import argparse
 import json
 import statistics
 from pathlib import Path
+from typing import Any
 
+from napari_ssl_seg.allocator import keep_freed_memory
 from napari_ssl_seg.data.cohort_project import build_cohort_project
 from napari_ssl_seg.sample_data import sample_path
 from napari_ssl_seg.store import Project
@@ -42,7 +48,16 @@ def _cohort(out: Path, cases: int, seed: int, labeled: int | None) -> Path:
     return out
 
 
-def _run(project: Path, method: str, seed: int, args: argparse.Namespace, out: Path) -> float:
+def _validation_curve(run: Path) -> list[tuple[int, float]]:
+    curve = []
+    for line in (run / "log.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        if event.get("kind") == "validation":
+            curve.append((int(event["iteration"]), float(event["dice"])))
+    return curve
+
+
+def _run(project: Path, method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     config = apply_overrides(preset(args.config), [f"method={method}", f"seed={seed}", *args.set])
     if args.iterations:
         config = apply_overrides(config, [f"iterations={args.iterations}"])
@@ -50,7 +65,38 @@ def _run(project: Path, method: str, seed: int, args: argparse.Namespace, out: P
         train(project, config, out, device=args.device)
     with Project.open(project) as opened:
         evaluation = evaluate_project(opened, out / "model.safetensors", split="test", device=args.device)
-    return float(evaluation.summary["overall"]["dice_mean"])
+        names = opened.label_names()
+    per_class = {
+        names.get(int(value), value): round(float(entry["dice_mean"]), 4)
+        for value, entry in evaluation.summary["classes"].items()
+    }
+    return {
+        "dice": float(evaluation.summary["overall"]["dice_mean"]),
+        "per_class": per_class,
+        "validation": _validation_curve(out),
+    }
+
+
+def _plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for method, by_seed in runs.items():
+        curves = [dict(run["validation"]) for run in by_seed.values()]
+        iterations = sorted(set.intersection(*(set(curve) for curve in curves)))
+        means = [statistics.mean(curve[i] for curve in curves) for i in iterations]
+        axes.plot(iterations, means, marker="o", label=method)
+    axes.set_xlabel("iteration")
+    axes.set_ylabel("validation Dice (mean over classes and seeds)")
+    axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
 
 
 def main() -> None:
@@ -65,8 +111,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("build/accuracy"))
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line runs
     methods = [m for m in args.methods.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]
+    runs: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in [*methods, FULL]}
     results: dict[str, dict[int, float]] = {name: {} for name in [*methods, FULL]}
     for seed in seeds:
         names = [f"case_{index:03d}" for index in range(args.cases)]
@@ -74,12 +122,18 @@ def main() -> None:
         labeled = max(1, round(args.labeled_fraction * train_count))
         partial = _cohort(args.out / f"seed{seed}" / "cohort", args.cases, seed, labeled)
         full = _cohort(args.out / f"seed{seed}" / "cohort_full", args.cases, seed, None)
-        for method in methods:
-            results[method][seed] = _run(partial, method, seed, args, args.out / f"seed{seed}" / method)
-            print(f"seed {seed} {method:<12} test Dice {results[method][seed]:.4f} ({labeled} labeled)", flush=True)
-        results[FULL][seed] = _run(full, "supervised", seed, args, args.out / f"seed{seed}" / FULL)
-        print(f"seed {seed} {FULL:<12} test Dice {results[FULL][seed]:.4f} ({train_count} labeled)", flush=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        for method in [*methods, FULL]:
+            project, trained = (full, "supervised") if method == FULL else (partial, method)
+            runs[method][seed] = _run(project, trained, seed, args, args.out / f"seed{seed}" / method)
+            results[method][seed] = runs[method][seed]["dice"]
+            count = train_count if method == FULL else labeled
+            classes = " ".join(f"{name}={dice:.2f}" for name, dice in runs[method][seed]["per_class"].items())
+            dice = results[method][seed]
+            print(f"seed {seed} {method:<12} test Dice {dice:.4f} ({count} labeled)  {classes}", flush=True)
+    (args.out / "results.json").write_text(json.dumps({"test_dice": results, "runs": runs}, indent=2))
+    budget = args.iterations or preset(args.config).iterations
+    title = f"{args.cases} cases, {args.labeled_fraction:.0%} labeled, {args.config} config, {budget} iterations"
+    _plot(runs, args.out / "accuracy.png", title)
     print(f"\n{'method':<12} {'mean':>7} {'std':>7}  per seed {seeds}   gap closed vs supervised -> full")
     base = statistics.mean(results["supervised"].values()) if "supervised" in results else None
     top = statistics.mean(results[FULL].values())

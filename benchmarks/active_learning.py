@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_ssl_seg.active.simulation import SimulationResult, SimulationSettings, simulate
+from napari_ssl_seg.allocator import keep_freed_memory
 from napari_ssl_seg.data.cohort_project import build_cohort_project
 from napari_ssl_seg.sample_data import sample_path
 from napari_ssl_seg.training.command import training_config
@@ -159,6 +160,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("build/active_learning"), help="cohort and sessions")
     parser.add_argument("--png", type=Path, default=Path("benchmarks/results/active_learning.png"))
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line runs
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     strategies = [s for s in args.strategies.split(",") if s]
     if BASELINE not in strategies:

@@ -7,9 +7,10 @@ i.e. how long the event loop could not react (a click, a repaint). Phases, one v
 assistant docked on a generated 12-case CT cohort with the shipped UCMT teacher:
 
 * idle: nothing running (the floor of this machine's timer noise);
-* predict: the Teacher dock's "Predict this case" (worker thread, MC dropout T=8);
+* predict: the Teacher dock's "Predict this case" (MC dropout T=8 in a child process; a worker
+  thread reads the cached maps back and finds the uncertain regions);
 * retrain: the Retrain dock's one-click retrain (child process), including the old-vs-new
-  validation that follows it (worker thread) and the re-rank when the new teacher wins;
+  validation that follows it and the re-rank when the new teacher wins (child processes too);
 * both: a prediction started while a retrain runs;
 * retrain-in-thread (baseline, the obvious design): the same training run by napari's
   ``thread_worker`` inside the GUI process, to show why the product uses a process.

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from napari_ssl_seg import __version__
+from napari_ssl_seg.allocator import keep_freed_memory
 from napari_ssl_seg.cli_support import print_notes, progress_bar
 from napari_ssl_seg.errors import InputError
 
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()
     try:
         return args.handler(args)
     except InputError as exc:

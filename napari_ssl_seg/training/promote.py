@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from napari_ssl_seg.allocator import keep_freed_memory
 from napari_ssl_seg.store.models import activate_model, active_model, register_model
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training import job as _job
@@ -60,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parent", help="the model version the run started from")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    keep_freed_memory()
     try:
         with Project.open(args.project) as project:
             outcome = promote_if_better(project, args.run, parent=args.parent, device=args.device)

@@ -8,12 +8,6 @@ active only if it validates at least as well, and the queue is then re-ranked in
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_ssl_seg.child_process import ChildCommand
 from napari_ssl_seg.methods.registry import available_methods
 from napari_ssl_seg.training.job import RetrainJob, RetrainOutcome
 from napari_ssl_seg.widgets.plots import TrainingCurves
@@ -40,39 +35,6 @@ from napari_ssl_seg.widgets.session import AssistSession, report_errors, session
 __all__ = ["RetrainWidget"]
 
 POLL_MS = 250
-
-
-class ChildCommand:
-    """``python -m MODULE ARGS...`` in a niced child process whose stdout is one JSON result.
-
-    The re-rank (``napari-ssl-seg rank``) and the old-vs-new validation (``training.promote``) run
-    this way: in GUI threads they competed with napari for the interpreter (see training/promote.py
-    for the measurement); a child process shares neither the GIL nor the GUI's priority.
-    """
-
-    def __init__(self, module: str, *args: str) -> None:
-        # Files, not pipes: nobody reads while it runs, and a full pipe would block the child.
-        self.output = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as this object)
-        self.errors = tempfile.TemporaryFile()  # noqa: SIM115
-        self.reported = False
-        command = [sys.executable, "-m", module, *args]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self.output, stderr=self.errors)
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, self.process.pid, 10)
-
-    @property
-    def is_running(self) -> bool:
-        return self.process.poll() is None
-
-    def result(self) -> tuple[dict[str, Any] | None, str | None]:
-        """(the JSON result, None) on success, else (None, the last error line)."""
-        self.output.seek(0)
-        self.errors.seek(0)
-        if self.process.returncode == 0:
-            return json.loads(self.output.read() or b"{}"), None
-        lines = [line for line in self.errors.read().decode(errors="replace").splitlines() if line.strip()]
-        errors = [line for line in lines if line.startswith("error:")]
-        return None, (errors or lines or [f"exit code {self.process.returncode}"])[-1]
 
 
 class RetrainWidget(QWidget):

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_ssl_seg.active.case_prediction import CasePrediction, predict_case
+from napari_ssl_seg.active.case_prediction import CasePrediction, predict_case_in_child
 from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, entropy_histogram
 from napari_ssl_seg.store.models import activate_model, model_versions
 from napari_ssl_seg.widgets.background import run_in_background
@@ -43,8 +43,8 @@ class DisplayedPrediction:
 def predict_for_display(
     root: Path, case: str, *, samples: int, threshold: float, top: float, progress: Any = None
 ) -> DisplayedPrediction:
-    """Predict, then find the regions and the histogram too: all of it off the GUI thread."""
-    result = predict_case(root, case, samples=samples, progress=progress)
+    """Predict in a child process, then find the regions and the histogram: all of it off the GUI thread."""
+    result = predict_case_in_child(root, case, samples=samples, progress=progress)
     if result.entropy is None:
         return DisplayedPrediction(result, [], None)
     regions = find_uncertain_regions(result.entropy, threshold)
