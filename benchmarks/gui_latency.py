@@ -7,8 +7,7 @@ i.e. how long the event loop could not react (a click, a repaint). Phases, one v
 assistant docked on a generated 12-case CT cohort with the shipped UCMT teacher:
 
 * idle: nothing running (the floor of this machine's timer noise);
-* predict: the Teacher dock's "Predict this case" (MC dropout T=8 in a child process; a worker
-  thread reads the cached maps back and finds the uncertain regions);
+* predict: the Teacher dock's "Predict this case" (worker thread, MC dropout T=8);
 * retrain: the Retrain dock's one-click retrain (child process), including the old-vs-new
   validation that follows it and the re-rank when the new teacher wins (child processes too);
 * both: a prediction started while a retrain runs;

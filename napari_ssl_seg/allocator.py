@@ -11,8 +11,8 @@ PyTorch has no public CPU caching allocator, and the usual cure (jemalloc or tcm
 ``LD_PRELOAD``) needs a system library that pip cannot install, so this uses glibc's own knob,
 ``mallopt``: no mmap for large blocks (they come from the heap and are reused after free) and a trim
 threshold that keeps up to ``keep_bytes`` of freed memory at the top of the heap instead of
-returning it at every free. The command line and the child processes the docks start (prediction,
-training, promotion, re-ranking) apply it at start; the plugin never changes the allocator of a
+returning it at every free. The command line and the child processes the docks start (training,
+promotion, re-ranking) apply it at start; the plugin never changes the allocator of a
 napari process it is loaded into.
 
 Set ``NAPARI_SSL_SEG_MALLOC=default`` to leave the C library alone.

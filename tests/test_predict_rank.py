@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import pickle
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,10 +14,8 @@ import pytest
 import torch
 from conftest import SAMPLE_DIR
 
-from napari_ssl_seg.active.case_prediction import predict_case_in_child
 from napari_ssl_seg.cli import main
 from napari_ssl_seg.data.cohort_project import build_cohort_project
-from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.scores import least_recent_score, model_scores, random_score
 from napari_ssl_seg.io import geometry_mismatch, read_volume
 from napari_ssl_seg.networks import ModelCard, VNet, save_checkpoint
@@ -194,29 +191,3 @@ def test_evaluate_reports_metrics_failures_and_uncertainty_quality(
     assert exit_info.value.code == 2
     assert main(["evaluate", str(cohort), "--model", str(tmp_path / "absent.safetensors")]) == 2
 
-
-def test_prediction_in_a_child_process_stores_its_maps_and_scores_and_reports_progress(
-    tmp_path: Path, cohort: Path
-) -> None:
-    root = tmp_path / "project"
-    shutil.copytree(cohort, root)
-    with Project.open(root) as project:
-        register_model(project, _tiny_model(tmp_path))
-        case = next(c.name for c in project.cases() if c.split == "train" and not c.is_labeled)
-    reported: list[tuple[int, int]] = []
-    torch.manual_seed(0)
-    child = predict_case_in_child(root, case, samples=2, device="cpu", progress=lambda d, t: reported.append((d, t)))
-    assert child.case == case and child.device == "cpu"
-    assert set(child.scores) == {"boundary_entropy", "top1_entropy", "uncertain_fraction"}
-    assert reported and reported[-1][0] == reported[-1][1] > 0  # the child's last window arrived
-    with Project.open(root) as project:
-        stored = read_prediction(project, child.model, case)
-        assert stored is not None and child.entropy is not None
-        np.testing.assert_array_equal(stored[0].array, child.label.array)
-        assert geometry_mismatch(child.label, project.read_image(case)) is None
-        assert scores(project, active_model(project).id, "top1_entropy")[case] == pytest.approx(
-            child.scores["top1_entropy"]
-        )
-    with pytest.raises(InputError, match="prediction of nope failed") as refused:
-        predict_case_in_child(root, "nope", samples=2, device="cpu")
-    assert "\n" not in str(refused.value) and "Traceback" not in str(refused.value)

@@ -2,32 +2,24 @@
 
 What ranking does per case and what the Teacher widget asks for: one prediction, every model-based
 score saved from it, the maps cached under ``predictions/<model>/`` so the case reopens without the
-network. The widget runs it in a child process (:func:`predict_case_in_child`, entry point
-``python -m napari_ssl_seg.active.case_prediction PROJECT CASE``), then reads the cached maps back:
-a prediction in a thread of the napari process held the interpreter and a core from the event loop.
+network.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from napari_ssl_seg.allocator import keep_freed_memory
-from napari_ssl_seg.child_process import ChildCommand, report_progress
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.predictor import Prediction, Predictor
 from napari_ssl_seg.inference.scores import model_scores
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model
-from napari_ssl_seg.store.scores import read_prediction, save_prediction, save_scores
+from napari_ssl_seg.store.scores import save_prediction, save_scores
 
-__all__ = ["CasePrediction", "predict_case", "predict_case_in_child", "store_case_prediction"]
+__all__ = ["CasePrediction", "predict_case", "store_case_prediction"]
 
 
 @dataclass
@@ -82,76 +74,3 @@ def predict_case(
         seconds=prediction.seconds,
         device=prediction.device,
     )
-
-
-def predict_case_in_child(
-    project_root: Path | str,
-    case: str,
-    *,
-    device: str = "auto",
-    samples: int = 8,
-    progress: Callable[[int, int], None] | None = None,
-    poll_seconds: float = 0.1,
-) -> CasePrediction:
-    """:func:`predict_case` in a niced child process; blocks (call it off the GUI thread) and reads the maps back.
-
-    The child's ``error:`` line becomes an :class:`InputError`; a killed child is one too.
-    """
-    child = ChildCommand(
-        "napari_ssl_seg.active.case_prediction",
-        str(project_root),
-        case,
-        "--samples",
-        str(samples),
-        "--device",
-        device,
-    )
-    last = None
-    while child.is_running:
-        time.sleep(poll_seconds)
-        reported = child.progress()
-        if progress is not None and reported is not None and reported != last:
-            last = reported
-            progress(*reported)
-    result, error = child.result()
-    if error is not None or result is None:
-        raise InputError(f"prediction of {case} failed: {(error or 'no result').removeprefix('error: ')}")
-    with Project.open(project_root) as project:
-        maps = read_prediction(project, result["model"], case)
-    if maps is None:
-        raise InputError(f"prediction of {case} finished but its maps are not in the project")
-    label, entropy = maps
-    return CasePrediction(
-        case=case,
-        model=result["model"],
-        label=label,
-        entropy=entropy,
-        scores={key: float(value) for key, value in result["scores"].items()},
-        seconds=float(result["seconds"]),
-        device=str(result["device"]),
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Child entry point: predict, store, print ``{case, model, scores, seconds, device}`` as JSON."""
-    parser = argparse.ArgumentParser(description="Predict one case of a project and store its maps and scores.")
-    parser.add_argument("project", type=Path)
-    parser.add_argument("case")
-    parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args(argv)
-    keep_freed_memory()
-    try:
-        result = predict_case(
-            args.project, args.case, device=args.device, samples=args.samples, progress=report_progress
-        )
-    except Exception as exc:  # the parent shows this line in a notification
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    summary = {key: getattr(result, key) for key in ("case", "model", "scores", "seconds", "device")}
-    print(json.dumps(summary))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_ssl_seg.active.case_prediction import CasePrediction, predict_case_in_child
+from napari_ssl_seg.active.case_prediction import CasePrediction, predict_case
 from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, entropy_histogram
 from napari_ssl_seg.store.models import activate_model, model_versions
 from napari_ssl_seg.widgets.background import run_in_background
@@ -43,8 +43,13 @@ class DisplayedPrediction:
 def predict_for_display(
     root: Path, case: str, *, samples: int, threshold: float, top: float, progress: Any = None
 ) -> DisplayedPrediction:
-    """Predict in a child process, then find the regions and the histogram: all of it off the GUI thread."""
-    result = predict_case_in_child(root, case, samples=samples, progress=progress)
+    """Predict, then find the regions and the histogram too: all of it off the GUI thread.
+
+    In a worker thread, not a child process: a child measured worse in ``benchmarks/gui_latency.py``
+    (prediction 21.8 s instead of a few, 6 s of them importing torch and MONAI; longest stall 227 ms,
+    and 444 ms beside a retrain, whose process then shared two cores with the child's threads).
+    """
+    result = predict_case(root, case, samples=samples, progress=progress)
     if result.entropy is None:
         return DisplayedPrediction(result, [], None)
     regions = find_uncertain_regions(result.entropy, threshold)
