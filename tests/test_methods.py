@@ -14,6 +14,7 @@ from torch import nn
 from napari_ssl_seg.methods.base import Batch, SemiSupervisedMethod, StepContext
 from napari_ssl_seg.methods.cps import CrossPseudoSupervision
 from napari_ssl_seg.methods.ema import ema_coefficient, ema_update
+from napari_ssl_seg.methods.losses import dice_ce_loss, dice_loss
 from napari_ssl_seg.methods.mt import MeanTeacher
 from napari_ssl_seg.methods.perturbations import mean_teacher_noise, random_gaussian_blur
 from napari_ssl_seg.methods.uamt import UncertaintyAwareMeanTeacher, uamt_threshold
@@ -227,6 +228,23 @@ def test_ucmt_step1_trains_on_the_umix_data_cached_in_step0() -> None:
     # A step 1 without a matching step 0 rebuilds the maps rather than using stale ones.
     out = method.loss(make_batch(seed=5), StepContext(1, 10, 0.5, step=1, num_classes=3))
     assert out.logs["umix_recomputed"] == 1.0
+
+
+def test_ucmt_supervised_loss_setting_switches_l_s_and_refuses_unknown_names() -> None:
+    batch = make_batch()
+    labeled = batch.labeled_target
+    for name, loss_function in (("dice", dice_loss), ("dice_ce", dice_ce_loss)):
+        method = UCMT(NETWORK, {"blur_prob": 0.0, "supervised_loss": name})
+        for network in method.networks.values():
+            network.eval()  # deterministic forward passes (no dropout, fixed BatchNorm) to recompute L_s
+        with torch.no_grad():
+            first = method.networks["student1"](batch.all_images)[:1]
+            second = method.networks["student2"](batch.all_images)[:1]
+            expected = (loss_function(first, labeled) + loss_function(second, labeled)) / 2
+            out = method.loss(batch, StepContext(0, 10, 0.0, step=0, num_classes=3))  # rampup 0: L = L_s
+        assert float(out.loss) == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="supervised_loss"):
+        UCMT(NETWORK, {"supervised_loss": "focal"})
 
 
 # -- smoke test of the loop contract ----------------------------------------------------
