@@ -31,6 +31,7 @@ from napari_ssl_seg.store.importer import assign_splits
 from napari_ssl_seg.training.config import apply_overrides, preset
 from napari_ssl_seg.training.evaluate import evaluate_project
 from napari_ssl_seg.training.loop import train
+from napari_ssl_seg.training.runlog import read_log
 
 FULL = "full"
 
@@ -49,12 +50,8 @@ def _cohort(out: Path, cases: int, seed: int, labeled: int | None) -> Path:
 
 
 def _validation_curve(run: Path) -> list[tuple[int, float]]:
-    curve = []
-    for line in (run / "log.jsonl").read_text().splitlines():
-        event = json.loads(line)
-        if event.get("kind") == "validation":
-            curve.append((int(event["iteration"]), float(event["dice"])))
-    return curve
+    records = read_log(run / "log.jsonl")
+    return [(int(r["iteration"]), float(r["dice"])) for r in records if r.get("kind") == "validation"]
 
 
 def _run(project: Path, method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:

@@ -81,7 +81,7 @@ def measure(run: Callable[[], object], device: torch.device) -> tuple[float, flo
 
 
 def compute_bound(network: VNet, device: torch.device, samples: int, amp: bool, repeats: int = 7) -> float:
-    """(t_encoder + T t_decoder) / (t_encoder + t_decoder) for one window, medians of ``repeats``.
+    """(t_encoder + T t_sampled_decoder) / (t_encoder + t_decoder) for one window, medians of ``repeats``.
 
     The decoder (the stochastic part) is timed once with the network in eval mode, as a plain pass
     runs it, and once with its dropout layers sampling, as every MC pass runs it (a pass pays for

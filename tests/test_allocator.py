@@ -38,6 +38,6 @@ def test_kept_memory_is_reused_instead_of_faulted_in_again() -> None:
     kept = _probe()
     default = _probe(NAPARI_SSL_SEG_MALLOC="default")
     assert kept["applied"] is True and default["applied"] is False
-    # 20 fresh 64 MB mappings are 20 x 16384 pages faulted in; reused heap memory needs next to none.
+    # 20 fresh 64 MB mappings are 20 x 16384 pages faulted in; reused heap memory faults in a few at most.
     assert default["faults"] > 20 * 16384 * 0.9
     assert kept["faults"] < default["faults"] / 5

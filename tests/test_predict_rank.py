@@ -190,4 +190,3 @@ def test_evaluate_reports_metrics_failures_and_uncertainty_quality(
         main(["evaluate", str(cohort), "--model", str(model), "--split", "nonsense"])
     assert exit_info.value.code == 2
     assert main(["evaluate", str(cohort), "--model", str(tmp_path / "absent.safetensors")]) == 2
-

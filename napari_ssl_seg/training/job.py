@@ -376,9 +376,9 @@ class RetrainJob:
             return self._outcome
 
     def _finish(self, project: Project, progress: FinishProgress | None) -> RetrainOutcome:
-        old = active_model(project)
-        old_name = old.name if old is not None else None
         if self._state != "completed":
+            old = active_model(project)
+            old_name = old.name if old is not None else None
             return RetrainOutcome(self._state, self.out_dir, old_name, None, None, None, False, old_name, self._error)
 
         from napari_ssl_seg.training.promote import promote_if_better

@@ -27,6 +27,7 @@ from napari_ssl_seg.io import Volume, read_volume
 from napari_ssl_seg.layers import volume_to_layer_data
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model
+from napari_ssl_seg.store.names import inside
 from napari_ssl_seg.store.records import LabelVersion
 from napari_ssl_seg.store.scores import prediction_paths
 from napari_ssl_seg.widgets.background import USER_ERRORS
@@ -150,7 +151,7 @@ class AssistSession(QObject):
         if self._classes_of[0] != model.name:
             from napari_ssl_seg.networks import ModelCard
 
-            card = ModelCard.from_json((self.require_project().root / model.card_path).read_text())
+            card = ModelCard.from_json(inside(self.require_project().root, model.card_path).read_text())
             self._classes_of = (model.name, int(card.network.get("num_classes", 2)))
         return self._classes_of[1]
 

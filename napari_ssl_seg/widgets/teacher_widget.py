@@ -46,7 +46,7 @@ def predict_for_display(
     """Predict, then find the regions and the histogram too: all of it off the GUI thread.
 
     In a worker thread, not a child process: a child measured worse in ``benchmarks/gui_latency.py``
-    (prediction 21.8 s instead of a few, 6 s of them importing torch and MONAI; longest stall 227 ms,
+    (prediction phase 21.8 s against 3.5 s in a thread, about 6 s of it importing torch and MONAI; longest stall 227 ms,
     and 444 ms beside a retrain, whose process then shared two cores with the child's threads).
     """
     result = predict_case(root, case, samples=samples, progress=progress)
