@@ -64,8 +64,42 @@ class Probe:
         }
 
 
+class GcTimer:
+    """Times Python's cyclic garbage collections: a collection in any thread holds the GIL, so a
+    long one stalls the GUI thread whichever thread triggered it."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.pauses: list[tuple[int, float]] = []
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((int(info["generation"]), (time.perf_counter() - self._started) * 1000))
+
+    def start(self) -> None:
+        self.pauses = []
+
+    def stop(self) -> dict[str, float]:
+        full = [ms for generation, ms in self.pauses if generation == 2]
+        return {
+            "collections": len(self.pauses),
+            "gc_max_ms": max((ms for _, ms in self.pauses), default=0.0),
+            "gc_full": len(full),
+            "gc_total_ms": sum(ms for _, ms in self.pauses),
+        }
+
+
 class StallSampler:
-    """Samples the GUI thread's stack while it is stalled, to say which code the stalls are in."""
+    """Samples every thread's stack while the GUI thread is stalled, to say which code the stalls are in.
+
+    Samples are grouped by stall (one group per late probe tick); the report lists the longest
+    stalls with when they happened and where each thread was.
+    """
 
     def __init__(self, probe: Probe, threshold_ms: float = 50.0) -> None:
         import threading
@@ -73,7 +107,8 @@ class StallSampler:
         self.probe = probe
         self.threshold = threshold_ms / 1000
         self.main = threading.main_thread().ident
-        self.samples: dict[str, int] = {}
+        self.episodes: dict[float, dict[str, int]] = {}
+        self.phase_start = time.perf_counter()
         self.running = True
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -83,27 +118,27 @@ class StallSampler:
         import traceback
 
         while self.running:
-            time.sleep(0.02)
+            time.sleep(0.01)
             last = self.probe.last
             if last is None or time.perf_counter() - last < self.threshold:
                 continue
-            frames = sys._current_frames()
-            for ident, frame in frames.items():
+            episode = self.episodes.setdefault(last, {})
+            for ident, frame in sys._current_frames().items():
                 if ident == threading.get_ident():
                     continue
-                stack = traceback.extract_stack(frame)
-                ours = [f for f in stack if "napari_ssl_seg" in f.filename or "benchmarks" in f.filename]
-                innermost = stack[-1]
-                where = " > ".join(f"{Path(f.filename).stem}:{f.name}" for f in ours[-2:])
-                thread = "GUI" if ident == self.main else "worker"
-                key = f"[{thread}] {where} | {Path(innermost.filename).name}:{innermost.name}"
-                self.samples[key] = self.samples.get(key, 0) + 1
+                stack = traceback.extract_stack(frame)[-4:]
+                where = " > ".join(f"{Path(f.filename).stem}:{f.name}:{f.lineno}" for f in stack)
+                key = f"[{'GUI' if ident == self.main else 'worker'}] {where}"
+                episode[key] = episode.get(key, 0) + 1
 
-    def report(self, top: int = 25) -> None:
+    def report(self, top: int = 6) -> None:
         self.running = False
-        print(f"\nwhere each thread was while the GUI stalled (> {self.threshold * 1000:.0f} ms; 20 ms samples):")
-        for key, count in sorted(self.samples.items(), key=lambda item: -item[1])[:top]:
-            print(f"{count * 20:6d} ms  {key}")
+        longest = sorted(self.episodes.items(), key=lambda item: -sum(item[1].values()))[:top]
+        print(f"\nthe {len(longest)} longest stalls (> {self.threshold * 1000:.0f} ms; 10 ms samples of every thread):")
+        for started, samples in longest:
+            print(f"-- at {started - self.phase_start:8.2f} s since start:")
+            for key, count in sorted(samples.items(), key=lambda item: -item[1])[:8]:
+                print(f"{count * 10:6d} ms  {key}")
 
 
 def run_until(app, done: Callable[[], bool], timeout: float) -> float:
@@ -157,15 +192,24 @@ def main(argv: list[str] | None = None) -> int:
     teacher, retrain = docks["Teacher"], docks["Retrain"]
     teacher.next_case()
     probe = Probe()
+    collections = GcTimer()
     sampler = StallSampler(probe) if args.diagnose else None
     rows: list[tuple[str, float, dict[str, float]]] = []
 
     def phase(name: str, begin: Callable[[], None], done: Callable[[], bool], timeout: float = 1800) -> None:
+        if sampler is not None:
+            print(f"{name} starts at {time.perf_counter() - sampler.phase_start:.2f} s", flush=True)
         probe.start()
+        collections.start()
         begin()
         seconds = run_until(app, done, timeout)
-        rows.append((name, seconds, probe.stop()))
-        print(f"{name:<18} {seconds:7.1f} s  max stall {rows[-1][2]['max_ms']:7.1f} ms", flush=True)
+        rows.append((name, seconds, {**probe.stop(), **collections.stop()}))
+        stats = rows[-1][2]
+        print(
+            f"{name:<18} {seconds:7.1f} s  max stall {stats['max_ms']:7.1f} ms  longest GC {stats['gc_max_ms']:6.1f} ms"
+            f" ({stats['gc_full']} full of {stats['collections']})",
+            flush=True,
+        )
 
     wanted = set(args.phases.split(","))
     # Let the first draws of the docks and layers finish: they are start-up, not a phase.
@@ -178,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         phase("predict", teacher.predict, lambda: teacher.worker is not None and not teacher.worker.is_running)
 
     def retrain_done() -> bool:
-        rerank = retrain.reranking
-        return retrain.start_button.isEnabled() and (rerank is None or rerank.reported)
+        return not retrain.busy
 
     retrain.iterations.setValue(args.iterations)
     if "retrain" in wanted:
@@ -203,12 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         sampler.report()
 
     print(f"\nQt event-loop stalls ({PROBE_MS} ms probe); target: max < {TARGET_MS:.0f} ms in product phases")
-    print(f"{'phase':<18} {'seconds':>8} {'ticks':>7} {'median ms':>10} {'p99 ms':>8} {'max ms':>8}  vs target")
+    header = f"{'phase':<18} {'seconds':>8} {'ticks':>7} {'median ms':>10} {'p99 ms':>8} {'max ms':>8}"
+    print(f"{header}  vs target  longest GC ms")
     for name, seconds, stats in rows:
         ratio = stats["max_ms"] / TARGET_MS
         print(
             f"{name:<18} {seconds:8.1f} {stats['ticks']:7d} {stats['median_ms']:10.1f} {stats['p99_ms']:8.1f}"
-            f" {stats['max_ms']:8.1f}  {ratio:.2f}x"
+            f" {stats['max_ms']:8.1f}  {ratio:8.2f}x  {stats['gc_max_ms']:13.1f}"
         )
     product = [stats["max_ms"] for name, _, stats in rows if name != "retrain-in-thread"]
     verdict = "met" if max(product) < TARGET_MS else "MISSED"

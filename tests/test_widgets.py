@@ -227,6 +227,7 @@ def test_one_click_retrain_finishes_and_promotes_only_a_teacher_as_good(make_nap
     job = retrain.start(overrides=TINY)
     assert job.pid != os.getpid() and retrain.cancel_button.isEnabled()
     assert session_for(viewer).in_training  # the snapshot's cases show as "in training"
+    assert retrain.busy
     qtbot.waitUntil(lambda: retrain.outcome is not None, timeout=180_000)
     outcome = retrain.outcome
     # The validation ran in a child process; the rule must still hold.
@@ -236,8 +237,10 @@ def test_one_click_retrain_finishes_and_promotes_only_a_teacher_as_good(make_nap
     assert retrain.bar.value() == 2 and len(retrain.curves.points[0]) >= 1
     assert retrain.start_button.isEnabled() and not session_for(viewer).in_training
     assert docks["Teacher"].versions.count() == 2  # the old teacher stays for rollback
+    qtbot.waitUntil(lambda: not retrain.busy, timeout=60_000)  # the promotion's follow-up steps ran
+    assert retrain.reranking is None or retrain.reranking.reported
     if outcome.promoted:
-        qtbot.waitUntil(lambda: retrain.reranking is not None and retrain.reranking.reported, timeout=60_000)
+        assert retrain.reranking is not None and retrain.reranking.reported
 
 
 def test_killed_retrain_leaves_the_gui_and_the_old_teacher_intact(make_napari_viewer, qtbot, trained_root):

@@ -17,11 +17,11 @@ from typing import Any
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QObject, Signal, Slot
+from qtpy.QtCore import QObject, QTimer, Signal, Slot
 
 from napari_ssl_seg.errors import InputError, ProjectError
 
-__all__ = ["USER_ERRORS", "Relay", "in_background_priority", "run_in_background"]
+__all__ = ["USER_ERRORS", "Relay", "in_background_priority", "in_event_loop_turns", "run_in_background"]
 
 #: How much lower (POSIX nice) background work runs than the GUI thread.
 BACKGROUND_NICENESS = 10
@@ -46,6 +46,31 @@ class Relay(QObject):
     @Slot(object)
     def _deliver(self, value: Any) -> None:
         self._handler(value)
+
+
+def in_event_loop_turns(
+    steps: list[Callable[[], None]],
+    *,
+    still_wanted: Callable[[], bool] = lambda: True,
+    done: Callable[[], None] | None = None,
+) -> None:
+    """Run ``steps`` one per turn of the event loop, so the GUI repaints and reacts between them.
+
+    Each step that changes layers or docks costs a repaint (tens of ms under software OpenGL);
+    run back to back they were one stall. ``still_wanted`` is asked before every step (e.g. the
+    case is still open); ``done`` runs after the last step, or when the steps are abandoned.
+    """
+    if not steps or not still_wanted():
+        if done is not None:
+            done()
+        return
+    try:
+        steps[0]()
+    finally:
+        if len(steps) > 1:
+            QTimer.singleShot(0, lambda: in_event_loop_turns(steps[1:], still_wanted=still_wanted, done=done))
+        elif done is not None:
+            done()
 
 
 def in_background_priority(function: Callable[..., Any]) -> Callable[..., Any]:

@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 from napari_ssl_seg.child_process import ChildCommand
 from napari_ssl_seg.methods.registry import available_methods
 from napari_ssl_seg.training.job import RetrainJob, RetrainOutcome
+from napari_ssl_seg.widgets.background import in_event_loop_turns
 from napari_ssl_seg.widgets.plots import TrainingCurves
 from napari_ssl_seg.widgets.session import AssistSession, report_errors, session_for
 
@@ -48,6 +49,7 @@ class RetrainWidget(QWidget):
         self.outcome: Any = None
         self.finishing: Any = None
         self.reranking: Any = None
+        self.finishing_steps = False
         self.method = QComboBox()
         self.method.addItem("same as the active teacher", None)
         for name in available_methods():
@@ -182,10 +184,18 @@ class RetrainWidget(QWidget):
         else:
             text = f"kept {outcome.old_version}: the new teacher validated {new} vs {old}"
         self._ended(text)
-        show_info(text)
-        self.session.model_changed.emit()
+        steps = [lambda: show_info(text), self.session.model_changed.emit]
         if outcome.promoted:
-            self.rerank()
+            steps.append(self.rerank)
+        self.finishing_steps = True
+        in_event_loop_turns(steps, done=lambda: setattr(self, "finishing_steps", False))
+
+    @property
+    def busy(self) -> bool:
+        """A training run, its validation, the promotion's follow-up or a re-rank is under way."""
+        running = self.job is not None and self.job.state == "running"
+        reranking = self.reranking is not None and not self.reranking.reported
+        return running or self.finishing is not None or self.finishing_steps or reranking
 
     def rerank(self) -> ChildCommand:
         root = self.session.require_project().root

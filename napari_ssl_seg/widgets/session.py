@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QObject, Signal
 
 from napari_ssl_seg.active.effort import EditClock
 from napari_ssl_seg.active.queue import CaseRow, case_table, next_case
@@ -30,7 +30,7 @@ from napari_ssl_seg.store.models import ModelVersion, active_model
 from napari_ssl_seg.store.names import inside
 from napari_ssl_seg.store.records import LabelVersion
 from napari_ssl_seg.store.scores import prediction_paths
-from napari_ssl_seg.widgets.background import USER_ERRORS
+from napari_ssl_seg.widgets.background import USER_ERRORS, in_event_loop_turns
 
 __all__ = ["AssistSession", "find_uncertain_regions", "report_errors", "session_for"]
 
@@ -254,14 +254,8 @@ class AssistSession(QObject):
                 step()
             return
 
-        def run(remaining: list[Callable[[], None]]) -> None:
-            if self.case != name:
-                return  # another case opened between two steps
-            remaining[0]()
-            if len(remaining) > 1:
-                QTimer.singleShot(0, lambda: run(remaining[1:]))
-
-        run(steps)
+        # Another case may open between two steps: then the rest is dropped.
+        in_event_loop_turns(steps, still_wanted=lambda: self.case == name)
 
     def _show_label(self, label: Volume) -> None:
         viewer = self.viewer

@@ -1,0 +1,77 @@
+"""The docks' small matplotlib figures (entropy histogram, training curves), drawn to RGBA bytes.
+
+Qt-free, so that :mod:`napari_ssl_seg.plot_server` can draw them in a child process: a draw holds
+the interpreter in bursts of pure Python for 0.1-0.2 s, which in a thread of the napari process
+kept its GUI thread from the interpreter (see ``plot_server``'s docstring for the measurement).
+States are plain JSON values so that they cross a pipe without pickling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["BACKGROUND", "DPI", "DRAWINGS", "TEXT", "draw_histogram", "draw_training_curves", "render"]
+
+BACKGROUND = "#262930"  # napari's dark theme
+TEXT = "#d0d0d0"
+DPI = 100
+
+
+def _style(axes: Any) -> None:
+    axes.set_facecolor(BACKGROUND)
+    axes.tick_params(colors=TEXT, labelsize=7)
+    for spine in axes.spines.values():
+        spine.set_color("#808080")
+
+
+def draw_histogram(figure: Figure, state: Mapping[str, Any] | None) -> None:
+    """``state``: ``counts`` per bin, the bin ``edges`` and the region ``threshold`` (or None: empty axes)."""
+    axes = figure.add_subplot()
+    _style(axes)
+    if state is not None:
+        counts, edges = list(state["counts"]), list(state["edges"])
+        if any(counts):
+            axes.stairs(counts, edges, fill=True, color="#f08030")
+            axes.set_yscale("log")
+        axes.axvline(float(state["threshold"]), color="#60c0ff", linewidth=1)
+    axes.set_xlabel("entropy (nats)", fontsize=7, color=TEXT)
+    axes.set_ylabel("voxels", fontsize=7, color=TEXT)
+
+
+def draw_training_curves(figure: Figure, state: Mapping[str, Any]) -> None:
+    """Loss per iteration (left axis) and validation Dice with the current teacher's as a dotted line."""
+    loss_axes = figure.add_subplot()
+    dice_axes = loss_axes.twinx()
+    for axes in (loss_axes, dice_axes):
+        _style(axes)
+    loss_axes.plot(state["loss_x"], state["loss_y"], color="#f08030", linewidth=1)
+    dice_axes.plot(state["dice_x"], state["dice_y"], "o-", color="#60c0ff", markersize=3)
+    if state.get("baseline") is not None:
+        dice_axes.axhline(state["baseline"], color="#60c0ff", linestyle=":", linewidth=1)
+    dice_axes.set_ylim(0.0, 1.0)
+    loss_axes.set_xlabel("iteration", fontsize=7, color=TEXT)
+    loss_axes.set_ylabel("loss", fontsize=7, color="#f08030")
+    dice_axes.set_ylabel("Dice (dotted: current teacher)", fontsize=7, color="#60c0ff")
+
+
+DRAWINGS: dict[str, Callable[[Figure, Any], None]] = {
+    "histogram": draw_histogram,
+    "training_curves": draw_training_curves,
+}
+
+
+def render(kind: str, state: Any, size: tuple[float, float]) -> tuple[bytes, int, int]:
+    """Draw ``state`` with the drawing ``kind`` into a ``size``-inch Agg figure: RGBA bytes, width, height."""
+    if kind not in DRAWINGS:
+        raise ValueError(f"unknown drawing {kind!r} (known: {', '.join(DRAWINGS)})")
+    figure = Figure(figsize=size, dpi=DPI, layout="constrained")
+    figure.patch.set_facecolor(BACKGROUND)
+    canvas = FigureCanvasAgg(figure)
+    DRAWINGS[kind](figure, state)
+    canvas.draw()
+    width, height = canvas.get_width_height()
+    return bytes(canvas.buffer_rgba()), width, height

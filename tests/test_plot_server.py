@@ -1,0 +1,80 @@
+"""The renderer child that draws the docks' figures, and the dock plots that use it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from napari_ssl_seg.plot_server import PlotRenderer, PlotRendererError, serve
+from napari_ssl_seg.plotting import DPI
+
+CURVES = {"loss_x": [10, 20, 30], "loss_y": [1.2, 0.9, 0.7], "dice_x": [30], "dice_y": [0.4], "baseline": 0.3}
+
+
+def _image(data: bytes, width: int, height: int) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 4)
+
+
+def test_serve_answers_each_request_and_survives_a_bad_one() -> None:
+    requests = b"".join(
+        (json.dumps(request) + "\n").encode()
+        for request in (
+            {"kind": "training_curves", "state": CURVES, "size": [3.2, 2.0]},
+            {"kind": "no_such_plot", "state": None, "size": [1, 1]},
+            {
+                "kind": "histogram",
+                "state": {"counts": [5, 0, 2], "edges": [0, 0.1, 0.2, 0.3], "threshold": 0.15},
+                "size": [2, 1],
+            },
+        )
+    )
+    answers = io.BytesIO()
+    serve(io.BytesIO(requests), answers)
+    stream = io.BytesIO(answers.getvalue())
+    first = json.loads(stream.readline())
+    assert (first["width"], first["height"]) == (int(3.2 * DPI), int(2.0 * DPI))
+    pixels = _image(stream.read(first["nbytes"]), first["width"], first["height"])
+    assert len(np.unique(pixels.reshape(-1, 4), axis=0)) > 10  # something was drawn, not a blank fill
+    assert "no_such_plot" in json.loads(stream.readline())["error"]
+    third = json.loads(stream.readline())
+    assert len(stream.read()) == third["nbytes"] == 2 * DPI * 1 * DPI * 4
+
+
+def test_renderer_draws_in_a_child_and_comes_back_after_it_is_killed() -> None:
+    renderer = PlotRenderer()
+    try:
+        data, width, height = renderer.render("training_curves", CURVES, (3.2, 2.0))
+        assert len(data) == width * height * 4
+        first_pid = renderer.pid
+        assert first_pid is not None and first_pid != os.getpid()
+        with pytest.raises(PlotRendererError, match="unknown drawing"):
+            renderer.render("no_such_plot", {}, (1.0, 1.0))
+        assert renderer.pid == first_pid  # a bad drawing does not cost the process
+        os.kill(first_pid, signal.SIGKILL)
+        data, width, height = renderer.render("training_curves", CURVES, (3.2, 2.0))
+        assert len(data) == width * height * 4
+        assert renderer.pid not in (None, first_pid)
+    finally:
+        renderer.close()
+    assert renderer.pid is None
+
+
+@pytest.mark.gui
+def test_training_curves_dock_plot_shows_the_drawn_figure(qtbot) -> None:
+    from napari_ssl_seg.widgets.plots import TrainingCurves
+
+    curves = TrainingCurves()
+    qtbot.addWidget(curves)
+    qtbot.waitUntil(lambda: curves.pixmap() is not None and not curves.pixmap().isNull(), timeout=30000)
+    blank = curves.pixmap().toImage()
+    for iteration, loss in ((10, 1.0), (20, 0.8), (30, 0.6)):
+        curves.add_loss(iteration, loss)
+    curves.add_dice(30, 0.5)
+    curves.redraw(baseline=0.4)
+    qtbot.waitUntil(lambda: curves.pixmap().toImage() != blank, timeout=30000)
+    assert curves.pixmap().width() == int(3.2 * DPI)
