@@ -17,11 +17,18 @@ from typing import Any
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QObject, QTimer, Signal, Slot
+from qtpy.QtCore import QObject, QThreadPool, QTimer, Signal, Slot
 
 from napari_ssl_seg.errors import InputError, ProjectError
 
-__all__ = ["USER_ERRORS", "Relay", "in_background_priority", "in_event_loop_turns", "run_in_background"]
+__all__ = [
+    "USER_ERRORS",
+    "Relay",
+    "in_background_priority",
+    "in_event_loop_turns",
+    "leave_pool_threads_for_qt",
+    "run_in_background",
+]
 
 #: How much lower (POSIX nice) background work runs than the GUI thread.
 BACKGROUND_NICENESS = 10
@@ -46,6 +53,22 @@ class Relay(QObject):
     @Slot(object)
     def _deliver(self, value: Any) -> None:
         self._handler(value)
+
+
+def leave_pool_threads_for_qt(spare: int = 2) -> None:
+    """Grow Qt's global thread pool so a worker about to start still leaves ``spare`` threads free.
+
+    napari's workers run in that pool, whose size defaults to the number of cores, and Qt runs
+    some of its own GUI-thread work there too: QImage conversion splits each image over pool
+    threads and waits for them (napari's activity spinner converts a frame every few tens of ms).
+    With a prediction and a plot waiting in the only two pool threads of a 2-core machine, ``py-spy
+    dump`` found the GUI thread blocked 1.0-1.6 s in that wait. Waiting workers cost no CPU, so a
+    larger pool costs nothing but a thread stack each.
+    """
+    pool = QThreadPool.globalInstance()
+    needed = pool.activeThreadCount() + 1 + spare
+    if pool.maxThreadCount() < needed:
+        pool.setMaxThreadCount(needed)
 
 
 def in_event_loop_turns(
@@ -80,16 +103,35 @@ def in_background_priority(function: Callable[..., Any]) -> Callable[..., Any]:
     priority starved napari's repaints (software OpenGL under Xvfb included) into 0.5 s stalls.
     Linux applies ``setpriority`` to the calling thread alone (and to the threads it starts, such
     as torch's pool); torch keeps one core free for the GUI.
+
+    The work runs in a thread of its own, which the Qt pool thread of the napari worker waits on.
+    Nicing the pool thread itself was a priority inversion: an unprivileged process cannot undo a
+    nice, and Qt hands its pool threads later work the GUI thread waits for (QImage conversions,
+    e.g. of napari's activity spinner). ``py-spy dump`` caught the GUI thread waiting 1.8 s on such
+    a conversion while training and prediction kept the niced pool thread from running.
     """
 
     def run(*args: Any, **kwargs: Any) -> Any:
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
-        if "torch" in sys.modules:
-            import torch
+        outcome: dict[str, Any] = {}
 
-            torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-        return function(*args, **kwargs)
+        def body() -> None:
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+            if "torch" in sys.modules:
+                import torch
+
+                torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+            try:
+                outcome["value"] = function(*args, **kwargs)
+            except BaseException as exc:  # handed to the waiting worker, which reports it
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=body, name=f"background {getattr(function, '__name__', 'work')}", daemon=True)
+        thread.start()
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
 
     return run
 
@@ -118,9 +160,7 @@ def run_in_background(
 
     relay = Relay(update)
     kwargs["progress"] = lambda *values: relay.send(values)
-    worker = create_worker(
-        in_background_priority(function), *args, _start_thread=False, _ignore_errors=True, **kwargs
-    )
+    worker = create_worker(in_background_priority(function), *args, _start_thread=False, _ignore_errors=True, **kwargs)
     worker.relay = relay  # keep the relay alive as long as the worker
     # napari relays every worker error as a notification with a traceback; a user's error (a bad
     # folder, a corrupt file) deserves one line instead, so ``failed`` decides below.
@@ -146,5 +186,6 @@ def run_in_background(
 
     worker.returned.connect(finished_ok)
     worker.errored.connect(failed)
+    leave_pool_threads_for_qt()
     worker.start()
     return worker

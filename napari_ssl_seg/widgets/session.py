@@ -22,6 +22,7 @@ from napari_ssl_seg.active.effort import EditClock
 from napari_ssl_seg.active.queue import CaseRow, case_table, next_case
 from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, entropy_histogram, uncertain_regions
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.gc_pauses import freeze_startup_objects
 from napari_ssl_seg.inference.scores import DEFAULT_STRATEGY
 from napari_ssl_seg.io import Volume, read_volume
 from napari_ssl_seg.layers import volume_to_layer_data
@@ -56,6 +57,8 @@ def session_for(viewer: Any) -> AssistSession:
     """The one session of ``viewer`` (made on first use), shared by every dock widget."""
     session = _sessions.get(id(viewer))
     if session is None or session.viewer is not viewer:
+        # The first dock of the process: napari, torch and the core are imported by now.
+        freeze_startup_objects()
         session = _sessions[id(viewer)] = AssistSession(viewer)
         from napari_ssl_seg.widgets.shortcuts import install_shortcuts
 
