@@ -62,7 +62,7 @@ def leave_pool_threads_for_qt(spare: int = 2) -> None:
     some of its own GUI-thread work there too: QImage conversion splits each image over pool
     threads and waits for them (napari's activity spinner converts a frame every few tens of ms).
     With a prediction and a plot waiting in the only two pool threads of a 2-core machine, ``py-spy
-    dump`` found the GUI thread blocked 1.0-1.6 s in that wait. Waiting workers cost no CPU, so a
+    dump`` found the GUI thread blocked 1.0-1.8 s in that wait. Waiting workers cost no CPU, so a
     larger pool costs nothing but a thread stack each.
     """
     pool = QThreadPool.globalInstance()
