@@ -7,7 +7,8 @@ For each seed: a cohort of ``--cases`` cases generated from the bundled chest CT
 ``--labeled-fraction`` of the training cases keep their labels (at least one); every method trains on it
 with the same config, budget and seed, then is evaluated on the cohort's test split. A fully supervised
 run (every training case labeled) gives the upper bound. Prints per-seed test Dice, mean and standard
-deviation per method, and the share of the supervised-to-full gap each method closes. Model selection
+deviation per method, the share of the supervised-to-full gap each method closes, and test HD95 (mm, over the
+structures with a predicted surface; failed pairs counted beside it). Model selection
 uses the validation split only (the loop's rule); the test split is only ever evaluated.
 
 Also written to ``--out``: ``results.json`` (test Dice per seed, per-class test Dice, the validation
@@ -67,11 +68,19 @@ def _run(project: Path, method: str, seed: int, args: argparse.Namespace, out: P
         names.get(int(value), value): round(float(entry["dice_mean"]), 4)
         for value, entry in evaluation.summary["classes"].items()
     }
+    overall = evaluation.summary["overall"]
     return {
-        "dice": float(evaluation.summary["overall"]["dice_mean"]),
+        "dice": float(overall["dice_mean"]),
+        # over the (case, class) pairs with a measured surface; failures are counted beside it, never as 0 mm
+        "hd95_mm": overall["hd95_mm_mean"],
+        "failures": int(overall["n_failures"]),
         "per_class": per_class,
         "validation": _validation_curve(out),
     }
+
+
+def _format_mm(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def _plot(runs: dict[str, dict[int, dict[str, Any]]], path: Path, title: str) -> None:
@@ -113,6 +122,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     runs: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in [*methods, FULL]}
     results: dict[str, dict[int, float]] = {name: {} for name in [*methods, FULL]}
+    distances: dict[str, dict[int, float | None]] = {name: {} for name in [*methods, FULL]}
     for seed in seeds:
         names = [f"case_{index:03d}" for index in range(args.cases)]
         train_count = sum(split == "train" for split in assign_splits(names, seed).values())
@@ -123,15 +133,26 @@ def main() -> None:
             project, trained = (full, "supervised") if method == FULL else (partial, method)
             runs[method][seed] = _run(project, trained, seed, args, args.out / f"seed{seed}" / method)
             results[method][seed] = runs[method][seed]["dice"]
+            distances[method][seed] = runs[method][seed]["hd95_mm"]
             count = train_count if method == FULL else labeled
             classes = " ".join(f"{name}={dice:.2f}" for name, dice in runs[method][seed]["per_class"].items())
             dice = results[method][seed]
-            print(f"seed {seed} {method:<12} test Dice {dice:.4f} ({count} labeled)  {classes}", flush=True)
-    (args.out / "results.json").write_text(json.dumps({"test_dice": results, "runs": runs}, indent=2))
+            hd95 = _format_mm(distances[method][seed])
+            failures = runs[method][seed]["failures"]
+            print(
+                f"seed {seed} {method:<12} test Dice {dice:.4f} HD95 {hd95} mm, {failures} failed pairs"
+                f" ({count} labeled)  {classes}",
+                flush=True,
+            )
+    report = {"test_dice": results, "test_hd95_mm": distances, "runs": runs}
+    (args.out / "results.json").write_text(json.dumps(report, indent=2))
     budget = args.iterations or preset(args.config).iterations
     title = f"{args.cases} cases, {args.labeled_fraction:.0%} labeled, {args.config} config, {budget} iterations"
     _plot(runs, args.out / "accuracy.png", title)
-    print(f"\n{'method':<12} {'mean':>7} {'std':>7}  per seed {seeds}   gap closed vs supervised -> full")
+    print(
+        f"\n{'method':<12} {'Dice':>7} {'std':>7}  per seed {seeds}   gap closed vs supervised -> full"
+        f"   HD95 mm mean, std"
+    )
     base = statistics.mean(results["supervised"].values()) if "supervised" in results else None
     top = statistics.mean(results[FULL].values())
     for method, values in results.items():
@@ -139,7 +160,13 @@ def main() -> None:
         mean = statistics.mean(scores)
         spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
         closed = "" if base is None or top == base else f"{(mean - base) / (top - base):6.0%}"
-        print(f"{method:<12} {mean:7.4f} {spread:7.4f}  {' '.join(f'{v:.4f}' for v in scores)}   {closed}")
+        measured = [d for d in (distances[method][s] for s in seeds) if d is not None]
+        hd95_mean = _format_mm(statistics.mean(measured) if measured else None)
+        hd95_std = _format_mm(statistics.stdev(measured) if len(measured) > 1 else None)
+        print(
+            f"{method:<12} {mean:7.4f} {spread:7.4f}  {' '.join(f'{v:.4f}' for v in scores)}   {closed}"
+            f"   {hd95_mean} {hd95_std}"
+        )
 
 
 if __name__ == "__main__":

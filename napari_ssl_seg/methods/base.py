@@ -124,6 +124,10 @@ class SemiSupervisedMethod(ABC):
     inference_network: ClassVar[str] = "model"
     #: A second network exported as the checkpoint's ``student`` (teacher-student disagreement), or None.
     disagreement_network: ClassVar[str | None] = None
+    #: Other networks that can serve at inference (same architecture as the inference network). With the
+    #: config's ``inference_selection=validation`` the loop validates them beside the inference network
+    #: and exports whichever validates best; by default only the paper's inference network is used.
+    inference_alternatives: ClassVar[tuple[str, ...]] = ()
     #: False for methods that train on labeled data only: the loop then draws no unlabeled patches.
     uses_unlabeled: ClassVar[bool] = True
     #: The method's settings and their defaults (paper values); documented in each subclass.
@@ -172,6 +176,21 @@ class SemiSupervisedMethod(ABC):
         if self.disagreement_network is not None:
             exported["student"] = self._bare(self.disagreement_network)
         return exported
+
+    def inference_candidates(self) -> dict[str, nn.Module]:
+        """The plain segmentation networks that may serve at inference, the method's own choice first.
+
+        Built from :meth:`export` so a method that strips training-only parts (heads, attention)
+        offers the same stripped networks here.
+        """
+        exported = self.export()
+        candidates = {self.inference_network: exported["model"]}
+        for name in self.inference_alternatives:
+            if name == self.disagreement_network and "student" in exported:
+                candidates[name] = exported["student"]
+            else:
+                candidates[name] = self._bare(name)
+        return candidates
 
     def _bare(self, name: str) -> nn.Module:
         module = self.unwrapped(name)

@@ -62,6 +62,7 @@ class CrossPseudoSupervision(SemiSupervisedMethod):
     name: ClassVar[str] = "cps"
     inference_network: ClassVar[str] = "net1"
     disagreement_network: ClassVar[str | None] = "net2"
+    inference_alternatives: ClassVar[tuple[str, ...]] = ("net2",)
     defaults: ClassVar[Mapping[str, Any]] = {"consistency": 0.1}
 
     def __init__(self, network: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> None:

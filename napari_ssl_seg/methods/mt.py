@@ -56,6 +56,7 @@ class MeanTeacher(SemiSupervisedMethod):
     name: ClassVar[str] = "mt"
     inference_network: ClassVar[str] = "teacher"
     disagreement_network: ClassVar[str | None] = "student"
+    inference_alternatives: ClassVar[tuple[str, ...]] = ("student",)
     defaults: ClassVar[Mapping[str, Any]] = {
         "consistency": 0.1,
         "ema_decay": 0.99,

@@ -29,7 +29,9 @@ What the paper leaves open or the released 3D code does differently, and the cho
   cohort after 500 quick iterations the averaged teacher validated at Dice 0.148, predicting only
   the two largest classes, while its students were at 0.146 and 0.238
   (``benchmarks/run_networks.py``; README, "At 600 iterations"). The released update sidesteps
-  this by following student 1 alone.
+  this by following student 1 alone, whichever student learns better. ``--set
+  inference_selection=validation`` lets the loop validate the teacher and both students and export
+  the best (model selection on the validation split; the paper infers with the teacher).
 * **L_s.** Eq. (3) also has a Dice term for the teacher, which carries no gradient under an EMA
   teacher; the terms are averaged over the two students as in the released code (and L_cps, L_mts
   likewise averaged), so the 0.1 weight means what it meant there.
@@ -93,6 +95,7 @@ class UCMT(SemiSupervisedMethod):
     steps_per_iteration: ClassVar[int] = 2
     inference_network: ClassVar[str] = "teacher"
     disagreement_network: ClassVar[str | None] = "student1"
+    inference_alternatives: ClassVar[tuple[str, ...]] = ("student1", "student2")
     defaults: ClassVar[Mapping[str, Any]] = {
         "consistency": 0.1,
         "ema_decay": 0.999,

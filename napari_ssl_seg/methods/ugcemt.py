@@ -107,6 +107,7 @@ class UGCEMT(SemiSupervisedMethod):
     optimizer: ClassVar[str] = "sam"
     inference_network: ClassVar[str] = "teacher"
     disagreement_network: ClassVar[str | None] = "student"
+    inference_alternatives: ClassVar[tuple[str, ...]] = ("student",)
     defaults: ClassVar[Mapping[str, Any]] = {
         "consistency": 0.1,
         "ema_decay": 0.99,

@@ -100,6 +100,7 @@ class UGMCL(SemiSupervisedMethod):
     name: ClassVar[str] = "ugmcl"
     inference_network: ClassVar[str] = "teacher"
     disagreement_network: ClassVar[str | None] = "student"
+    inference_alternatives: ClassVar[tuple[str, ...]] = ("student",)
     defaults: ClassVar[Mapping[str, Any]] = {
         "consistency": 0.1,
         "cross_task": 0.1,

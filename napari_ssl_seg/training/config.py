@@ -55,6 +55,10 @@ class TrainConfig:
     # "auto": no left-right flips or in-plane rot90 when a class name says left or right (a flipped
     # left lung still labeled "left lung" teaches the network to ignore the side); "on" / "off" force it.
     lateral_augmentation: str = "auto"
+    # Which network is exported: "method", the one the paper infers with (UCMT's teacher, CPS's first
+    # network); "validation", whichever of the method's candidate networks (teacher, students)
+    # validates best at each validation. Both select on the validation split only.
+    inference_selection: str = "method"
 
     def validate(self) -> TrainConfig:
         """Raise :class:`InputError` for values the loop cannot use; return ``self``."""
@@ -75,6 +79,9 @@ class TrainConfig:
             raise InputError("settings lr and lr_gamma must be positive, momentum and weight_decay not negative")
         if self.lateral_augmentation not in ("auto", "on", "off"):
             raise InputError(f"setting lateral_augmentation must be auto, on or off, got {self.lateral_augmentation!r}")
+        if self.inference_selection not in ("method", "validation"):
+            choice = self.inference_selection
+            raise InputError(f"setting inference_selection must be method or validation, got {choice!r}")
         if len(self.patch_size) != 3 or min(self.patch_size) < 1:
             raise InputError(f"setting patch_size must be three positive integers (z,y,x), got {self.patch_size}")
         divisor = 2 ** (self.depth - 1)

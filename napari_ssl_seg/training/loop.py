@@ -195,21 +195,45 @@ class _Run:
 
     # -- validation, export, checkpoint ----------------------------------------------
     def validate(self, iteration: int) -> None:
-        network = self.method.unwrapped(self.method.inference_network)
-        dice, per_case = validate_cases(
-            network,
-            self.validation,
-            num_classes=self.num_classes,
-            patch_size=self.config.patch_size,
-            overlap=self.config.overlap,
-            device=self.device,
-            amp=self.amp,
-        )
+        method = self.method
+        if self.config.inference_selection == "validation":
+            candidates = method.inference_candidates()
+        else:
+            candidates = {method.inference_network: method.unwrapped(method.inference_network)}
+        scores = {
+            name: validate_cases(
+                network,
+                self.validation,
+                num_classes=self.num_classes,
+                patch_size=self.config.patch_size,
+                overlap=self.config.overlap,
+                device=self.device,
+                amp=self.amp,
+            )
+            for name, network in candidates.items()
+        }
+        # max() keeps the first of equal scores, and the method's own network comes first.
+        chosen = max(scores, key=lambda name: scores[name][0])
+        dice, per_case = scores[chosen]
         improved = self.best["dice"] is None or dice > self.best["dice"]
         if improved:
-            self.best = {"dice": dice, "iteration": iteration, "per_case": per_case}
+            self.best = {"dice": dice, "iteration": iteration, "per_case": per_case, "network": chosen}
             self.export(iteration)
-        self.log.write("validation", iteration, {"dice": dice, "per_case": per_case, "best": improved})
+        record: dict[str, Any] = {"dice": dice, "per_case": per_case, "best": improved}
+        if len(scores) > 1:
+            record |= {"network": chosen, "candidates": {name: score[0] for name, score in scores.items()}}
+        self.log.write("validation", iteration, record)
+
+    def _exported_networks(self) -> dict[str, nn.Module]:
+        """The method's export, with the best-validating candidate as ``model`` when it is not the default."""
+        method = self.method
+        exported = method.export()
+        chosen = self.best.get("network") or method.inference_network
+        if chosen == method.inference_network:
+            return exported
+        # The method's own inference network becomes the disagreement partner of the chosen one.
+        partner = {"student": exported["model"]} if "student" in exported else {}
+        return {"model": method.inference_candidates()[chosen], **partner}
 
     def export(self, iteration: int) -> None:
         info, method = self.info, self.method
@@ -240,11 +264,12 @@ class _Run:
                 "validation_dice": self.best["dice"],
                 "per_case_validation_dice": dict(self.best["per_case"]),
                 "best_iteration": self.best["iteration"],
+                "inference_network": self.best.get("network") or method.inference_network,
             },
             parent=info["parent"],
             extra_networks=extra,
         )
-        save_checkpoint(self.out_dir / "model", method.export(), card, overwrite=True)
+        save_checkpoint(self.out_dir / "model", self._exported_networks(), card, overwrite=True)
 
     def checkpoint(self, iteration: int) -> None:
         save_resume_state(
