@@ -183,7 +183,12 @@ def test_evaluate_reports_metrics_failures_and_uncertainty_quality(
         assert entry["dice"] == 0 and entry["hd95_mm"] is None
     quality = report["uncertainty"]
     assert quality["voxels"] > 0 and 0 <= quality["ece"] <= 1
-    assert set(quality["spearman_score_vs_1_minus_dice"]) == {"boundary_entropy", "top1_entropy", "uncertain_fraction"}
+    assert set(quality["spearman_score_vs_1_minus_dice"]) == {
+        "boundary_entropy",
+        "top1_entropy",
+        "uncertain_fraction",
+        "missing_volume",
+    }
     assert main(argv[:4]) == 0
     assert "mean" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:  # argparse rejects the split before anything runs

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from napari_ssl_seg.active.reference_volumes import reference_volumes
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.predictor import Prediction, Predictor
 from napari_ssl_seg.inference.scores import model_scores
@@ -40,7 +41,13 @@ def store_case_prediction(
     if prediction.uncertainty is None:
         return {}
     image_spacing = prediction.label.spacing
-    values = model_scores(prediction.uncertainty.array, prediction.label.array, image_spacing, prediction.num_classes)
+    values = model_scores(
+        prediction.uncertainty.array,
+        prediction.label.array,
+        image_spacing,
+        prediction.num_classes,
+        reference_volumes=reference_volumes(project, exclude=[case]),
+    )
     # One prediction, every model score: switching strategy never re-runs the network.
     for key, value in values.items():
         save_scores(project, version.id, key, {case: value})

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_ssl_seg.active.case_prediction import store_case_prediction
+from napari_ssl_seg.active.reference_volumes import reference_volumes
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.inference.scores import (
@@ -107,7 +108,15 @@ def rank_project(
     version = _resolve_model(project, model)
     result.model = version
     predictor = Predictor.from_checkpoint(version.checkpoint(project), device=device)
-    done = {name for name in scores(project, version.id, MODEL_STRATEGIES[0]) if name in names}
+    if strategy == "missing_volume" and not reference_volumes(project):
+        raise InputError(
+            "missing_volume compares each structure with its usual size in the labeled cases;"
+            " this project has no labeled train or validation case yet"
+        )
+    # A case counts as scored when the asked score is stored (missing_volume may be absent from
+    # cases predicted before any case was labeled).
+    scored_by = strategy if strategy in MODEL_STRATEGIES else MODEL_STRATEGIES[0]
+    done = {name for name in scores(project, version.id, scored_by) if name in names}
     for index, name in enumerate(names):
         if progress:
             progress(index, len(names), name)

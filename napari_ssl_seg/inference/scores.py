@@ -11,6 +11,12 @@ Model-based scores read a case's entropy map (nats) and predicted label map:
   even when most of the structure is certain.
 * ``uncertain_fraction``: the fraction of the volume whose entropy exceeds half the maximum
   (``0.5 ln C``): how much of the case the model is really unsure about.
+* ``missing_volume``: for each structure, the share of its expected volume (the median over the
+  project's labeled cases, :mod:`napari_ssl_seg.active.reference_volumes`) that the prediction
+  lacks, ``max(0, 1 - predicted / expected)``, averaged over structures. Entropy cannot see a
+  structure the model misses with confidence (it predicts background there, certain of it); a
+  weak teacher's worst errors are exactly those, and they show as missing volume. Computed only
+  where reference volumes exist (a project with labeled cases).
 
 Model-free baselines, for comparison in the active-learning simulation:
 
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import numpy as np
@@ -36,11 +42,12 @@ __all__ = [
     "MODEL_STRATEGIES",
     "STRATEGIES",
     "least_recent_score",
+    "missing_volume",
     "model_scores",
     "random_score",
 ]
 
-MODEL_STRATEGIES = ("boundary_entropy", "top1_entropy", "uncertain_fraction")
+MODEL_STRATEGIES = ("boundary_entropy", "top1_entropy", "uncertain_fraction", "missing_volume")
 MODEL_FREE_STRATEGIES = ("random", "least_recent")
 STRATEGIES = MODEL_STRATEGIES + MODEL_FREE_STRATEGIES
 DEFAULT_STRATEGY = "boundary_entropy"
@@ -82,8 +89,12 @@ def model_scores(
     num_classes: int,
     *,
     band_mm: float = BOUNDARY_BAND_MM,
+    reference_volumes: Mapping[int, float] | None = None,
 ) -> dict[str, float]:
-    """The model-based scores of one case (see the module docstring), as plain floats."""
+    """The model-based scores of one case (see the module docstring), as plain floats.
+
+    ``missing_volume`` is included only when ``reference_volumes`` ({class: mm^3}) is given.
+    """
     if entropy.shape != label.shape:
         raise ValueError(f"entropy map {entropy.shape} and label map {label.shape} differ in shape")
     if entropy.size == 0:
@@ -95,11 +106,25 @@ def model_scores(
     flat = values.reshape(-1)
     top = np.partition(flat, flat.size - count)[flat.size - count :]
     threshold = 0.5 * math.log(max(num_classes, 2))
-    return {
+    result = {
         "boundary_entropy": boundary,
         "top1_entropy": float(top.mean()),
         "uncertain_fraction": float(np.count_nonzero(values > threshold) / values.size),
     }
+    if reference_volumes:
+        result["missing_volume"] = missing_volume(label, spacing, reference_volumes)
+    return result
+
+
+def missing_volume(label: np.ndarray, spacing: Sequence[float], reference_volumes: Mapping[int, float]) -> float:
+    """Mean over the reference's structures of ``max(0, 1 - predicted mm^3 / expected mm^3)``, in [0, 1]."""
+    expected = {int(k): float(v) for k, v in reference_volumes.items() if k != 0 and v > 0}
+    if not expected:
+        raise ValueError("missing_volume needs the expected volume of at least one structure")
+    voxel = float(np.prod(spacing))
+    counts = np.bincount(label.reshape(-1).astype(np.int64, copy=False), minlength=max(expected) + 1)
+    shortfalls = [max(0.0, 1.0 - counts[k] * voxel / volume) for k, volume in expected.items()]
+    return float(np.mean(shortfalls))
 
 
 def random_score(seed: int, case_name: str) -> float:

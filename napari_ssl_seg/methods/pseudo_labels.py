@@ -36,9 +36,7 @@ def _check(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> No
         )
 
 
-def masked_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
+def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """sum(mask * CE) / sum(mask): cross-entropy averaged over the selected voxels."""
     _check(logits, target, mask)
     per_voxel = F.cross_entropy(logits.float(), target.long(), reduction="none")
@@ -46,9 +44,7 @@ def masked_cross_entropy(
     return (selected * per_voxel).sum() / selected.sum().clamp_min(1.0)
 
 
-def masked_dice_loss(
-    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
+def masked_dice_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Soft Dice loss over the selected voxels (batch-wise, averaged over the foreground classes)."""
     _check(logits, target, mask)
     if not bool(mask.any()):

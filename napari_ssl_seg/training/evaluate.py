@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_ssl_seg.active.reference_volumes import reference_volumes
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.inference.scores import model_scores
@@ -118,6 +119,8 @@ def evaluate_project(
     classes = [k for k in sorted(predictor.card.classes) if k != 0] or list(range(1, predictor.num_classes))
     _check_label_values(project, cases, classes)
     rng = np.random.default_rng(0)
+    # Expected structure sizes come from labeled cases outside the evaluated ones, never from a test case.
+    expected_volumes = reference_volumes(project, exclude=cases) if with_uncertainty else {}
     per_case: dict[str, dict[int, ClassMetrics]] = {}
     pooled: dict[str, list[np.ndarray]] = {"entropy": [], "error": [], "confidence": []}
     scores: dict[str, dict[str, float]] = {}
@@ -143,7 +146,13 @@ def evaluate_project(
             pooled["entropy"].append(entropy[take].astype(np.float32))
             pooled["error"].append((predicted != reference).reshape(-1)[take])
             pooled["confidence"].append(prediction.confidence.reshape(-1)[take].astype(np.float32))
-            scores[name] = model_scores(prediction.uncertainty.array, predicted, image.spacing, prediction.num_classes)
+            scores[name] = model_scores(
+                prediction.uncertainty.array,
+                predicted,
+                image.spacing,
+                prediction.num_classes,
+                reference_volumes=expected_volumes,
+            )
     if progress:
         progress(len(cases), len(cases), "done")
     names = {int(k): v for k, v in predictor.card.classes.items()}

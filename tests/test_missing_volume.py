@@ -1,0 +1,90 @@
+"""The missing_volume case score: structures a model misses with confidence, which entropy cannot see."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SAMPLE_DIR
+from test_predict_rank import _tiny_model
+
+from napari_ssl_seg.active import ranking
+from napari_ssl_seg.active.reference_volumes import reference_volumes
+from napari_ssl_seg.cli import main
+from napari_ssl_seg.data.cohort_project import build_cohort_project
+from napari_ssl_seg.inference.scores import missing_volume, model_scores
+from napari_ssl_seg.store import Project
+from napari_ssl_seg.store.models import active_model
+from napari_ssl_seg.store.scores import scores
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("missing") / "cohort"
+    build_cohort_project(
+        root, SAMPLE_DIR / "CTChest4.nrrd", SAMPLE_DIR / "Segmentation.seg.nrrd", cases=6, seed=4, labeled=1
+    ).close()
+    return root
+
+
+def test_missing_volume_on_constructed_labels() -> None:
+    label = np.zeros((10, 10, 10), dtype=np.uint8)
+    label[:5] = 1  # 500 voxels of 2 mm^3 = 1000 mm^3: all of structure 1's expected volume
+    label[5, :5] = 2  # 50 voxels = 100 mm^3 of structure 2's expected 400: 3/4 missing
+    spacing = (2.0, 1.0, 1.0)
+    assert missing_volume(label, spacing, {1: 1000.0, 2: 400.0}) == pytest.approx((0.0 + 0.75) / 2)
+    # Too much of a structure is not a missing structure; an absent one is missing entirely.
+    assert missing_volume(label, spacing, {1: 10.0, 3: 50.0}) == pytest.approx((0.0 + 1.0) / 2)
+    # Background and structures of no expected size are ignored; with none left there is no score.
+    assert missing_volume(label, spacing, {0: 5.0, 1: 1000.0, 2: 0.0}) == 0.0
+    with pytest.raises(ValueError, match="expected volume"):
+        missing_volume(label, spacing, {0: 5.0})
+    entropy = np.zeros(label.shape, dtype=np.float32)
+    assert "missing_volume" not in model_scores(entropy, label, spacing, 3)
+    assert model_scores(entropy, label, spacing, 3, reference_volumes={2: 400.0})["missing_volume"] == 0.75
+
+
+def test_reference_is_the_median_over_labeled_train_and_validation_cases(cohort: Path) -> None:
+    with Project.open(cohort) as project:
+        cases = project.cases()
+        used = [c.name for c in cases if c.split in ("train", "validation") and c.is_labeled]
+        tests = [c.name for c in cases if c.split == "test"]
+        assert len(used) >= 2 and tests
+
+        def volumes(name: str) -> dict[int, float]:
+            label = project.read_label(name)
+            voxel = float(np.prod(label.spacing))
+            return {int(k): float(np.count_nonzero(label.array == k)) * voxel for k in range(1, 8)}
+
+        expected = {k: float(np.median([volumes(name)[k] for name in used])) for k in range(1, 8)}
+        reference = reference_volumes(project)
+        assert reference == pytest.approx({k: v for k, v in expected.items() if v > 0})
+        # Leaving a case out changes the median; test cases never count; nothing labeled left: no reference.
+        assert reference_volumes(project, exclude=used[:1]) != reference
+        assert reference_volumes(project, exclude=used) == {}
+
+
+def test_rank_by_missing_volume(tmp_path: Path, capsys: pytest.CaptureFixture[str], cohort: Path) -> None:
+    model = _tiny_model(tmp_path)
+    argv = ["rank", str(cohort), "--model", str(model), "--samples", "2", "--strategy", "missing_volume", "--json"]
+    assert main(argv) == 0
+    queue = json.loads(capsys.readouterr().out)["queue"]
+    with Project.open(cohort) as project:
+        pool = {c.name for c in project.cases() if c.split == "train" and not c.is_labeled}
+        version = active_model(project)
+        assert version is not None
+        stored = scores(project, version.id, "missing_volume")
+    assert [item["case"] for item in queue] == list(stored) and set(stored) == pool
+    assert all(0.0 <= value <= 1.0 for value in stored.values())
+
+
+def test_rank_by_missing_volume_needs_a_labeled_case(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cohort: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ranking, "reference_volumes", lambda project, exclude=(): {})
+    model = _tiny_model(tmp_path, seed=1)
+    assert main(["rank", str(cohort), "--model", str(model), "--strategy", "missing_volume"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error:") and "no labeled" in error and error.count("\n") == 1
