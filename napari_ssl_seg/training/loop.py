@@ -4,8 +4,9 @@ Per iteration: draw a (labeled, unlabeled) batch; for each of the method's optim
 the :class:`StepContext` (Gaussian ramp-up of the config), compute the method's loss, back-propagate
 (AMP on CUDA), take an SGD or SAM step, and let the method update its teachers; then step the
 learning-rate schedule. Every ``validate_every`` iterations (and at the end) the inference network
-is scored on the validation split, the best one exported as ``<out>/model.safetensors`` +
-``model.json``; every ``checkpoint_every`` iterations (at the end and on cancel) the full state is
+(with ``inference_selection=validation``, each of the method's candidate networks) is scored on the
+validation split, the best one exported as ``<out>/model.safetensors`` + ``model.json``
+(:mod:`.export`); every ``checkpoint_every`` iterations (at the end and on cancel) the full state is
 saved for exact resume. ``<out>`` also gets ``log.jsonl`` and ``tensorboard/``.
 """
 
@@ -26,7 +27,7 @@ from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.methods.base import Batch, StepContext, gaussian_rampup
 from napari_ssl_seg.methods.registry import build_method
-from napari_ssl_seg.networks.checkpoint import ModelCard, checkpoint_paths, save_checkpoint
+from napari_ssl_seg.networks.checkpoint import checkpoint_paths, save_checkpoint
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.data import (
@@ -37,6 +38,7 @@ from napari_ssl_seg.training.data import (
     validate_cases,
 )
 from napari_ssl_seg.training.distributed import DistContext, broadcast_json, broadcast_module, init_distributed
+from napari_ssl_seg.training.export import exported_networks, run_model_card
 from napari_ssl_seg.training.runlog import RunLog
 from napari_ssl_seg.training.sam import sam_ascent
 from napari_ssl_seg.training.setup import copy_init_weights, resume_info, run_info, seed_everything
@@ -224,52 +226,19 @@ class _Run:
             record |= {"network": chosen, "candidates": {name: score[0] for name, score in scores.items()}}
         self.log.write("validation", iteration, record)
 
-    def _exported_networks(self) -> dict[str, nn.Module]:
-        """The method's export, with the best-validating candidate as ``model`` when it is not the default."""
-        method = self.method
-        exported = method.export()
-        chosen = self.best.get("network") or method.inference_network
-        if chosen == method.inference_network:
-            return exported
-        # The method's own inference network becomes the disagreement partner of the chosen one.
-        partner = {"student": exported["model"]} if "student" in exported else {}
-        return {"model": method.inference_candidates()[chosen], **partner}
-
     def export(self, iteration: int) -> None:
-        info, method = self.info, self.method
-        extra = {}
-        if method.disagreement_network is not None:
-            student = method.unwrapped(method.disagreement_network)
-            extra["student"] = dict(getattr(student, "config", info["network"]))
-        card = ModelCard(
-            method=method.name,
-            network=dict(info["network"]),
-            patch_size=tuple(self.config.patch_size),
-            intensity=dict(info["intensity"]),
-            classes={int(k): v for k, v in info["classes"].items()},
-            spacing=tuple(info["spacing"]),
-            training={
-                "command": info["command"],
-                "config": self.config.to_dict(),
-                "method_settings": method.describe()["settings"],
-                "seed": self.seed,
-                "label_versions": dict(self.snapshot.labeled),
-                "validation_label_versions": dict(self.snapshot.validation),
-                "unlabeled_cases": list(self.snapshot.unlabeled),
-                "project": self.snapshot.project_name,
-                "iterations": iteration,
-                "world_size": self.dist.world_size,
-            },
-            metrics={
-                "validation_dice": self.best["dice"],
-                "per_case_validation_dice": dict(self.best["per_case"]),
-                "best_iteration": self.best["iteration"],
-                "inference_network": self.best.get("network") or method.inference_network,
-            },
-            parent=info["parent"],
-            extra_networks=extra,
+        card = run_model_card(
+            self.method,
+            self.info,
+            self.config,
+            self.snapshot,
+            self.best,
+            iteration=iteration,
+            seed=self.seed,
+            world_size=self.dist.world_size,
         )
-        save_checkpoint(self.out_dir / "model", self._exported_networks(), card, overwrite=True)
+        networks = exported_networks(self.method, self.best.get("network"))
+        save_checkpoint(self.out_dir / "model", networks, card, overwrite=True)
 
     def checkpoint(self, iteration: int) -> None:
         save_resume_state(
