@@ -33,6 +33,7 @@ from napari_ssl_seg.training.config import apply_overrides, preset
 from napari_ssl_seg.training.evaluate import evaluate_project
 from napari_ssl_seg.training.loop import train
 from napari_ssl_seg.training.runlog import read_log
+from napari_ssl_seg.training.state import resume_paths
 
 FULL = "full"
 
@@ -50,6 +51,15 @@ def _cohort(out: Path, cases: int, seed: int, labeled: int | None) -> Path:
     return out
 
 
+def _checkpoint_iteration(run: Path) -> int:
+    """The iteration of the run's last resume checkpoint (0 if it has none)."""
+    try:
+        document = json.loads(resume_paths(run)[1].read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+    return int(document.get("iteration", document.get("info", {}).get("iteration", 0)))
+
+
 def _validation_curve(run: Path) -> list[tuple[int, float]]:
     records = read_log(run / "log.jsonl")
     return [(int(r["iteration"]), float(r["dice"])) for r in records if r.get("kind") == "validation"]
@@ -61,6 +71,11 @@ def _run(project: Path, method: str, seed: int, args: argparse.Namespace, out: P
         config = apply_overrides(config, [f"iterations={args.iterations}"])
     if not (out / "model.json").exists():
         train(project, config, out, device=args.device)
+    elif _checkpoint_iteration(out) < config.iterations:
+        # model.json appears at the first validation, so an interrupted run has one too: finish it,
+        # never score it as if it had trained the whole budget.
+        print(f"{out}: interrupted at iteration {_checkpoint_iteration(out)}, resuming", flush=True)
+        train(project, config, out, device=args.device, resume=True)
     with Project.open(project) as opened:
         evaluation = evaluate_project(opened, out / "model.safetensors", split="test", device=args.device)
         names = opened.label_names()
