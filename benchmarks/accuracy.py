@@ -174,7 +174,8 @@ def main() -> None:
         scores = [values[s] for s in seeds]
         mean = statistics.mean(scores)
         spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
-        closed = "" if base is None or top == base else f"{(mean - base) / (top - base):6.0%}"
+        # With no supervised-to-full gap (full supervision not better) a share of it means nothing.
+        closed = "no gap" if base is None or top <= base else f"{(mean - base) / (top - base):6.0%}"
         measured = [d for d in (distances[method][s] for s in seeds) if d is not None]
         hd95_mean = _format_mm(statistics.mean(measured) if measured else None)
         hd95_std = _format_mm(statistics.stdev(measured) if len(measured) > 1 else None)
