@@ -7,26 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_DIR
+import test_predict_rank
 from test_predict_rank import _tiny_model
 
 from napari_ssl_seg.active import ranking
 from napari_ssl_seg.active.reference_volumes import reference_volumes
 from napari_ssl_seg.cli import main
-from napari_ssl_seg.data.cohort_project import build_cohort_project
 from napari_ssl_seg.inference.scores import missing_volume, model_scores
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import active_model
 from napari_ssl_seg.store.scores import scores
 
-
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("missing") / "cohort"
-    build_cohort_project(
-        root, SAMPLE_DIR / "CTChest4.nrrd", SAMPLE_DIR / "Segmentation.seg.nrrd", cases=6, seed=4, labeled=1
-    ).close()
-    return root
+# The rank tests' 6-case cohort (1 labeled training case), built once for this module too.
+cohort = test_predict_rank.cohort
 
 
 def test_missing_volume_on_constructed_labels() -> None:
