@@ -57,7 +57,7 @@ def _checkpoint_iteration(run: Path) -> int:
         document = json.loads(resume_paths(run)[1].read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return 0
-    return int(document.get("iteration", document.get("info", {}).get("iteration", 0)))
+    return int(document.get("iteration", 0))
 
 
 def _validation_curve(run: Path) -> list[tuple[int, float]]:
@@ -71,10 +71,10 @@ def _run(project: Path, method: str, seed: int, args: argparse.Namespace, out: P
         config = apply_overrides(config, [f"iterations={args.iterations}"])
     if not (out / "model.json").exists():
         train(project, config, out, device=args.device)
-    elif _checkpoint_iteration(out) < config.iterations:
+    elif (reached := _checkpoint_iteration(out)) < config.iterations:
         # model.json appears at the first validation, so an interrupted run has one too: finish it,
         # never score it as if it had trained the whole budget.
-        print(f"{out}: interrupted at iteration {_checkpoint_iteration(out)}, resuming", flush=True)
+        print(f"{out}: interrupted at iteration {reached}, resuming", flush=True)
         train(project, config, out, device=args.device, resume=True)
     with Project.open(project) as opened:
         evaluation = evaluate_project(opened, out / "model.safetensors", split="test", device=args.device)

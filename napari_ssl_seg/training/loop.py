@@ -200,7 +200,7 @@ class _Run:
         method = self.method
         if self.config.inference_selection == "validation":
             candidates = method.inference_candidates()
-        else:
+        else:  # the network as trained, as before candidates existed (UG-MCL's keeps its SDF head)
             candidates = {method.inference_network: method.unwrapped(method.inference_network)}
         scores = {
             name: validate_cases(
