@@ -32,6 +32,7 @@ from napari_ssl_seg.allocator import keep_freed_memory
 from napari_ssl_seg.data.cohort_project import build_cohort_project
 from napari_ssl_seg.sample_data import sample_path
 from napari_ssl_seg.training.command import training_config
+from napari_ssl_seg.training.config import TrainConfig
 
 BASELINE = "random"
 
@@ -60,7 +61,10 @@ def _run(strategy: str, cohort: Path, args: argparse.Namespace) -> dict[str, Any
     done = work / "result.json"
     if done.is_file():
         stored = json.loads(done.read_text(encoding="utf-8"))
-        same = stored["settings"]["config"] == config.to_dict() and stored["settings"]["seeds"] == args.seeds
+        # Rebuilt through from_dict, a setting added since that run counts at its default (the
+        # behaviour the run had), so a finished session survives new config keys.
+        ran_with = TrainConfig.from_dict(stored["settings"]["config"]).to_dict()
+        same = ran_with == config.to_dict() and stored["settings"]["seeds"] == args.seeds
         same = same and all(stored["settings"][key] == getattr(args, key) for key in ("initial", "budget", "rounds"))
         if not same:
             sys.exit(f"error: {work} holds a session with other settings; choose another --out")

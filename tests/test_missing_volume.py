@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from napari_ssl_seg.cli import main
 from napari_ssl_seg.inference.scores import missing_volume, model_scores
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import active_model
-from napari_ssl_seg.store.scores import scores
+from napari_ssl_seg.store.scores import read_prediction, save_prediction, scores
 
 # The rank tests' 6-case cohort (1 labeled training case), built once for this module too.
 cohort = test_predict_rank.cohort
@@ -81,3 +83,46 @@ def test_rank_by_missing_volume_needs_a_labeled_case(
     assert main(["rank", str(cohort), "--model", str(model), "--strategy", "missing_volume"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error:") and "no labeled" in error and error.count("\n") == 1
+
+
+def test_new_labels_rescore_missing_volume_without_the_network(
+    tmp_path: Path, cohort: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project_root = tmp_path / "cohort"
+    shutil.copytree(cohort, project_root)
+    model = _tiny_model(tmp_path, seed=2)
+    with Project.open(project_root) as project:
+        first = ranking.rank_project(project, model=model, strategy="boundary_entropy", samples=2)
+        assert first.predicted and not first.reused
+        version = active_model(project)
+        assert version is not None
+        # An untrained network predicts no structure, which is missing whatever the reference;
+        # cached maps with a little of structure 1 make the score depend on its usual size.
+        for name in first.predicted:
+            label, entropy = read_prediction(project, version.name, name)
+            partial = np.zeros_like(label.array)
+            partial[0, 0, :10] = 1
+            save_prediction(project, version.name, name, dataclasses.replace(label, array=partial), entropy)
+
+        def no_network(*args: object, **kwargs: object) -> None:
+            raise AssertionError("the network ran again")
+
+        monkeypatch.setattr(ranking.Predictor, "predict", no_network)
+        # Cases predicted before: missing_volume comes from their cached maps, not a new pass.
+        second = ranking.rank_project(project, strategy="missing_volume", samples=2)
+        assert second.predicted == [] and sorted(second.reused) == sorted(first.predicted)
+        # The annotator removes structure 1 from one of the reference cases: its usual size changes.
+        labeled = [c.name for c in project.cases() if c.split in ("train", "validation") and c.is_labeled]
+        old_reference = reference_volumes(project)
+        edited = project.read_label(labeled[0]).array.copy()
+        edited[edited == 1] = 0
+        project.save_label(labeled[0], edited)
+        new_reference = reference_volumes(project)
+        assert new_reference.get(1) != old_reference.get(1)
+        third = ranking.rank_project(project, strategy="missing_volume", samples=2)
+        expected = {}
+        for name in first.predicted:
+            label = read_prediction(project, version.name, name)[0]
+            expected[name] = missing_volume(label.array, label.spacing, new_reference)
+    assert third.predicted == [] and dict(third.queue) == pytest.approx(expected)
+    assert dict(third.queue) != pytest.approx(dict(second.queue))

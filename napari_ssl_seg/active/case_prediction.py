@@ -7,7 +7,7 @@ network.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +35,18 @@ class CasePrediction:
 
 
 def store_case_prediction(
-    project: Project, version: ModelVersion, case: str, prediction: Prediction
+    project: Project,
+    version: ModelVersion,
+    case: str,
+    prediction: Prediction,
+    *,
+    reference: Mapping[int, float] | None = None,
 ) -> dict[str, float]:
-    """Save the prediction's maps and every model score computed from them; returns the scores."""
+    """Save the prediction's maps and every model score computed from them; returns the scores.
+
+    ``reference`` ({class: mm^3}, see ``reference_volumes``) is computed, leaving ``case`` out,
+    when not given; a caller scoring many unlabeled cases passes it once.
+    """
     if prediction.uncertainty is None:
         return {}
     image_spacing = prediction.label.spacing
@@ -46,7 +55,7 @@ def store_case_prediction(
         prediction.label.array,
         image_spacing,
         prediction.num_classes,
-        reference_volumes=reference_volumes(project, exclude=[case]),
+        reference_volumes=reference_volumes(project, exclude=[case]) if reference is None else reference,
     )
     # One prediction, every model score: switching strategy never re-runs the network.
     for key, value in values.items():

@@ -23,11 +23,12 @@ from napari_ssl_seg.inference.scores import (
     MODEL_STRATEGIES,
     STRATEGIES,
     least_recent_score,
+    missing_volume,
     random_score,
 )
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model, register_model
-from napari_ssl_seg.store.scores import save_scores, scores
+from napari_ssl_seg.store.scores import read_prediction, save_scores, scores
 
 __all__ = ["RankResult", "candidate_cases", "rank_project"]
 
@@ -82,6 +83,26 @@ def _resolve_model(project: Project, model: Path | str | None) -> ModelVersion:
     return active
 
 
+def _rescore_missing_volume(
+    project: Project, version: ModelVersion, names: list[str], reference: dict[int, float]
+) -> set[str]:
+    """Rescore ``names`` from their cached predictions against today's reference; returns those rescored.
+
+    The reference moves with every label saved, so a stored missing_volume score goes stale
+    without the model changing. The cached label map is all the score needs: no network pass.
+    A case whose cached prediction is gone is left out, to be predicted again.
+    """
+    fresh: dict[str, float] = {}
+    for name in names:
+        cached = read_prediction(project, version.name, name)
+        if cached is not None:
+            label = cached[0]
+            fresh[name] = missing_volume(label.array, label.spacing, reference)
+    if fresh:
+        save_scores(project, version.id, "missing_volume", fresh)
+    return set(fresh)
+
+
 def rank_project(
     project: Project,
     *,
@@ -108,15 +129,16 @@ def rank_project(
     version = _resolve_model(project, model)
     result.model = version
     predictor = Predictor.from_checkpoint(version.checkpoint(project), device=device)
-    if strategy == "missing_volume" and not reference_volumes(project):
+    # The candidates are unlabeled, so none of them is in the reference: one for all of them.
+    reference = reference_volumes(project)
+    if strategy == "missing_volume" and not reference:
         raise InputError(
             "missing_volume compares each structure with its usual size in the labeled cases;"
             " this project has no labeled train or validation case yet"
         )
-    # A case counts as scored when the asked score is stored (missing_volume may be absent from
-    # cases predicted before any case was labeled).
-    scored_by = strategy if strategy in MODEL_STRATEGIES else MODEL_STRATEGIES[0]
-    done = {name for name in scores(project, version.id, scored_by) if name in names}
+    done = {name for name in scores(project, version.id, MODEL_STRATEGIES[0]) if name in names}
+    if strategy == "missing_volume" and not force:
+        done = _rescore_missing_volume(project, version, sorted(done), reference)
     for index, name in enumerate(names):
         if progress:
             progress(index, len(names), name)
@@ -127,7 +149,7 @@ def rank_project(
         prediction = predictor.predict(image, uncertainty=uncertainty, samples=samples, name=name)
         if prediction.uncertainty is None:
             raise InputError("ranking needs an uncertainty map; this model and --uncertainty give none")
-        store_case_prediction(project, version, name, prediction)
+        store_case_prediction(project, version, name, prediction, reference=reference)
         result.predicted.append(name)
         result.seconds_per_case[name] = round(prediction.seconds, 3)
     if progress:
