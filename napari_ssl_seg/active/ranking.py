@@ -26,9 +26,10 @@ from napari_ssl_seg.inference.scores import (
     missing_volume,
     random_score,
 )
+from napari_ssl_seg.io import read_volume
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model, register_model
-from napari_ssl_seg.store.scores import read_prediction, save_scores, scores
+from napari_ssl_seg.store.scores import prediction_paths, save_scores, scores
 
 __all__ = ["RankResult", "candidate_cases", "rank_project"]
 
@@ -94,9 +95,10 @@ def _rescore_missing_volume(
     """
     fresh: dict[str, float] = {}
     for name in names:
-        cached = read_prediction(project, version.name, name)
-        if cached is not None:
-            label = cached[0]
+        # The label map alone: read_prediction would also read the (larger) entropy map.
+        label_path = prediction_paths(project, version.name, name)[0]
+        if label_path.is_file():
+            label = read_volume(label_path)
             fresh[name] = missing_volume(label.array, label.spacing, reference)
     if fresh:
         save_scores(project, version.id, "missing_volume", fresh)
@@ -129,14 +131,16 @@ def rank_project(
     version = _resolve_model(project, model)
     result.model = version
     predictor = Predictor.from_checkpoint(version.checkpoint(project), device=device)
-    # The candidates are unlabeled, so none of them is in the reference: one for all of them.
-    reference = reference_volumes(project)
+    done = {name for name in scores(project, version.id, MODEL_STRATEGIES[0]) if name in names}
+    # Reading every labeled case is skipped when nothing needs it. The candidates are unlabeled,
+    # so none of them is in the reference: one for all of them.
+    needs_reference = strategy == "missing_volume" or force or not done.issuperset(names)
+    reference = reference_volumes(project) if needs_reference else {}
     if strategy == "missing_volume" and not reference:
         raise InputError(
             "missing_volume compares each structure with its usual size in the labeled cases;"
             " this project has no labeled train or validation case yet"
         )
-    done = {name for name in scores(project, version.id, MODEL_STRATEGIES[0]) if name in names}
     if strategy == "missing_volume" and not force:
         done = _rescore_missing_volume(project, version, sorted(done), reference)
     for index, name in enumerate(names):
