@@ -18,7 +18,7 @@ from napari_ssl_seg.cli import main
 from napari_ssl_seg.inference.scores import missing_volume, model_scores
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import active_model
-from napari_ssl_seg.store.scores import read_prediction, save_prediction, scores
+from napari_ssl_seg.store.scores import prediction_paths, read_prediction, save_prediction, scores
 
 # The rank tests' 6-case cohort (1 labeled training case), built once for this module too.
 cohort = test_predict_rank.cohort
@@ -126,3 +126,19 @@ def test_new_labels_rescore_missing_volume_without_the_network(
             expected[name] = missing_volume(label.array, label.spacing, new_reference)
     assert third.predicted == [] and dict(third.queue) == pytest.approx(expected)
     assert dict(third.queue) != pytest.approx(dict(second.queue))
+
+
+def test_an_unreadable_cached_prediction_is_predicted_again(tmp_path: Path, cohort: Path) -> None:
+    project_root = tmp_path / "cohort"
+    shutil.copytree(cohort, project_root)
+    model = _tiny_model(tmp_path, seed=2)
+    with Project.open(project_root) as project:
+        first = ranking.rank_project(project, model=model, strategy="boundary_entropy", samples=2)
+        version = active_model(project)
+        broken, *intact = sorted(first.predicted)
+        label_path = prediction_paths(project, version.name, broken)[0]
+        label_path.write_bytes(label_path.read_bytes()[:100])  # truncated, as by a crash mid-write
+        second = ranking.rank_project(project, strategy="missing_volume", samples=2)
+        assert second.predicted == [broken] and sorted(second.reused) == intact
+        repaired = read_prediction(project, version.name, broken)
+        assert repaired is not None and repaired[0].shape == project.read_image(broken).shape

@@ -204,6 +204,25 @@ def test_bad_project_folder_is_a_notification_not_a_crash(make_napari_viewer, tm
     assert session_for(viewer).project is None
 
 
+def test_an_unreadable_cached_prediction_opens_the_case_with_a_warning(make_napari_viewer, project_root):
+    from napari_ssl_seg.store.scores import prediction_paths
+
+    viewer = make_napari_viewer()
+    dock_assistant(viewer, project_root)
+    session = session_for(viewer)
+    case = unlabeled_case(project_root)
+    with Project.open(project_root) as project:
+        label_path = prediction_paths(project, active_model(project).name, case)[0]
+    label_path.parent.mkdir(parents=True, exist_ok=True)
+    label_path.write_bytes(b"NRRD0004\ntype: uint8\ndimension: 3\n")  # a write cut short by a crash
+    errors, records = len(errors_shown()), len(notification_manager.records)
+    assert session.open_case(case) is True and session.case == case
+    assert not np.asarray(session.label_layer.data).any()
+    assert errors_shown()[errors:] == []
+    warned = [str(r.message) for r in notification_manager.records[records:] if r.severity == "warning"]
+    assert len(warned) == 1 and case in warned[0] and "unreadable" in warned[0]
+
+
 @pytest.fixture(scope="module")
 def trained_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from test_retrain_job import tiny_trained_project

@@ -26,10 +26,9 @@ from napari_ssl_seg.inference.scores import (
     missing_volume,
     random_score,
 )
-from napari_ssl_seg.io import read_volume
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model, register_model
-from napari_ssl_seg.store.scores import prediction_paths, save_scores, scores
+from napari_ssl_seg.store.scores import prediction_paths, read_cached, save_scores, scores
 
 __all__ = ["RankResult", "candidate_cases", "rank_project"]
 
@@ -91,14 +90,13 @@ def _rescore_missing_volume(
 
     The reference moves with every label saved, so a stored missing_volume score goes stale
     without the model changing. The cached label map is all the score needs: no network pass.
-    A case whose cached prediction is gone is left out, to be predicted again.
+    A case whose cached prediction is gone or unreadable is left out, to be predicted again.
     """
     fresh: dict[str, float] = {}
     for name in names:
         # The label map alone: read_prediction would also read the (larger) entropy map.
-        label_path = prediction_paths(project, version.name, name)[0]
-        if label_path.is_file():
-            label = read_volume(label_path)
+        label = read_cached(prediction_paths(project, version.name, name)[0])
+        if label is not None:
             fresh[name] = missing_volume(label.array, label.spacing, reference)
     if fresh:
         save_scores(project, version.id, "missing_volume", fresh)

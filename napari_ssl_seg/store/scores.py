@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from napari_ssl_seg.errors import ProjectError
+from napari_ssl_seg.errors import InputError, ProjectError
 from napari_ssl_seg.io import Volume, read_volume, write_volume
 from napari_ssl_seg.store.names import inside
 from napari_ssl_seg.store.project import LABEL_SUFFIX, Project, utc_now
 
-__all__ = ["prediction_paths", "read_prediction", "save_prediction", "save_scores", "scores"]
+__all__ = ["prediction_paths", "read_cached", "read_prediction", "save_prediction", "save_scores", "scores"]
 
 
 def save_scores(project: Project, model_id: int | None, strategy: str, values: Mapping[str, float]) -> None:
@@ -65,9 +65,22 @@ def save_prediction(project: Project, model_name: str, case: str, label: Volume,
         write_volume(entropy, entropy_path, overwrite=True)
 
 
-def read_prediction(project: Project, model_name: str, case: str) -> tuple[Volume, Volume | None] | None:
-    """The cached (label, entropy) of a case, or None when it was never predicted by that model."""
-    label_path, entropy_path = prediction_paths(project, model_name, case)
-    if not label_path.is_file():
+def read_cached(path: Path) -> Volume | None:
+    """A cached map, or None when it is absent or unreadable (truncated by a crash, say).
+
+    A cache is rebuilt, never trusted: an unreadable one reads as absent, so the case is
+    predicted again instead of the ranking or the viewer stopping on it.
+    """
+    if not path.is_file():
         return None
-    return read_volume(label_path), (read_volume(entropy_path) if entropy_path.is_file() else None)
+    try:
+        return read_volume(path)
+    except InputError:
+        return None
+
+
+def read_prediction(project: Project, model_name: str, case: str) -> tuple[Volume, Volume | None] | None:
+    """The cached (label, entropy) of a case, or None when that model has no readable prediction of it."""
+    label_path, entropy_path = prediction_paths(project, model_name, case)
+    label = read_cached(label_path)
+    return None if label is None else (label, read_cached(entropy_path))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, Signal
 
 from napari_ssl_seg.active.effort import EditClock
@@ -24,13 +24,13 @@ from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, en
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.gc_pauses import freeze_startup_objects
 from napari_ssl_seg.inference.scores import DEFAULT_STRATEGY
-from napari_ssl_seg.io import Volume, read_volume
+from napari_ssl_seg.io import Volume
 from napari_ssl_seg.layers import volume_to_layer_data
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model
 from napari_ssl_seg.store.names import inside
 from napari_ssl_seg.store.records import LabelVersion
-from napari_ssl_seg.store.scores import prediction_paths
+from napari_ssl_seg.store.scores import prediction_paths, read_cached
 from napari_ssl_seg.widgets.background import USER_ERRORS, in_event_loop_turns
 
 __all__ = ["AssistSession", "find_uncertain_regions", "report_errors", "session_for"]
@@ -210,21 +210,32 @@ class AssistSession(QObject):
         kwargs["metadata"][CASE_TAG] = name
         viewer.add_image(data, **kwargs)
         model = self.active_model()
-        label_path, entropy_path = prediction_paths(project, model.name, name) if model else (None, None)
+        label, entropy = self._cached_prediction(project, model, name)
         if record.is_labeled:
             label = project.read_label(name)
-        elif label_path is not None and label_path.is_file():
-            label = read_volume(label_path)
-        else:
+        elif label is None:
             label = image.with_array(np.zeros(image.shape, dtype=np.uint8), label_names=None)
         self._show_label(label)
-        if entropy_path is not None and entropy_path.is_file():
-            self._show_entropy(read_volume(entropy_path))
+        if entropy is not None:
+            self._show_entropy(entropy)
         viewer.reset_view()
         self.case_opened.emit(name)
         if self.regions:
             self.goto_region(0)
         return True
+
+    @staticmethod
+    def _cached_prediction(
+        project: Project, model: ModelVersion | None, name: str
+    ) -> tuple[Volume | None, Volume | None]:
+        """The model's cached (label, entropy) of a case; an unreadable one is reported, not raised."""
+        if model is None:
+            return None, None
+        paths = prediction_paths(project, model.name, name)
+        maps = tuple(read_cached(path) for path in paths)
+        if any(path.is_file() and cached is None for path, cached in zip(paths, maps, strict=True)):
+            show_warning(f"{name}: its cached prediction is unreadable; 'Predict this case' redoes it")
+        return maps[0], maps[1]
 
     def show_prediction(
         self,
