@@ -18,7 +18,7 @@ from napari_ssl_seg.cli import main
 from napari_ssl_seg.inference.scores import missing_volume, model_scores
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import active_model
-from napari_ssl_seg.store.scores import prediction_paths, read_prediction, save_prediction, scores
+from napari_ssl_seg.store.scores import prediction_paths, read_cached, read_prediction, save_prediction, scores
 
 # The rank tests' 6-case cohort (1 labeled training case), built once for this module too.
 cohort = test_predict_rank.cohort
@@ -142,3 +142,40 @@ def test_an_unreadable_cached_prediction_is_predicted_again(tmp_path: Path, coho
         assert second.predicted == [broken] and sorted(second.reused) == intact
         repaired = read_prediction(project, version.name, broken)
         assert repaired is not None and repaired[0].shape == project.read_image(broken).shape
+
+
+def test_rescoring_reads_recorded_volumes_and_rereads_a_rewritten_map(
+    tmp_path: Path, cohort: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project_root = tmp_path / "cohort"
+    shutil.copytree(cohort, project_root)
+    model = _tiny_model(tmp_path, seed=2)
+    with Project.open(project_root) as project:
+        first = ranking.rank_project(project, model=model, strategy="boundary_entropy", samples=2)
+        version = active_model(project)
+        reference = reference_volumes(project)
+        maps = {name: read_prediction(project, version.name, name)[0] for name in first.predicted}
+        reads: list[str] = []
+
+        def counted_read(path: Path) -> object:
+            reads.append(path.name)
+            return read_cached(path)
+
+        monkeypatch.setattr(ranking, "read_cached", counted_read)
+        second = ranking.rank_project(project, strategy="missing_volume", samples=2)
+        assert reads == [] and second.predicted == []
+        expected = {name: missing_volume(m.array, m.spacing, reference) for name, m in maps.items()}
+        assert dict(second.queue) == pytest.approx(expected)
+        # A map rewritten after its volumes were recorded: the record is stale, that map is read again.
+        rewritten = sorted(maps)[0]
+        partial = np.zeros_like(maps[rewritten].array)
+        partial[0, 0, :10] = 1
+        save_prediction(project, version.name, rewritten, dataclasses.replace(maps[rewritten], array=partial), None)
+        third = ranking.rank_project(project, strategy="missing_volume", samples=2)
+        assert reads == [prediction_paths(project, version.name, rewritten)[0].name]
+        expected[rewritten] = missing_volume(partial, maps[rewritten].spacing, reference)
+        assert dict(third.queue) == pytest.approx(expected)
+        assert expected[rewritten] != pytest.approx(expected[sorted(maps)[1]])
+        # Read once, recorded again: the next rank reads no map.
+        ranking.rank_project(project, strategy="missing_volume", samples=2)
+        assert len(reads) == 1

@@ -14,7 +14,7 @@ from pathlib import Path
 from napari_ssl_seg.active.reference_volumes import reference_volumes
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.predictor import Prediction, Predictor
-from napari_ssl_seg.inference.scores import model_scores
+from napari_ssl_seg.inference.scores import model_scores, structure_volumes, volume_shortfall
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model
@@ -49,18 +49,17 @@ def store_case_prediction(
     """
     if prediction.uncertainty is None:
         return {}
-    image_spacing = prediction.label.spacing
-    values = model_scores(
-        prediction.uncertainty.array,
-        prediction.label.array,
-        image_spacing,
-        prediction.num_classes,
-        reference_volumes=reference_volumes(project, exclude=[case]) if reference is None else reference,
-    )
+    label = prediction.label
+    values = model_scores(prediction.uncertainty.array, label.array, label.spacing, prediction.num_classes)
+    volumes = structure_volumes(label.array, label.spacing)
+    if reference is None:
+        reference = reference_volumes(project, exclude=[case])
+    if reference:
+        values["missing_volume"] = volume_shortfall(volumes, reference)
     # One prediction, every model score: switching strategy never re-runs the network.
     for key, value in values.items():
         save_scores(project, version.id, key, {case: value})
-    save_prediction(project, version.name, case, prediction.label, prediction.uncertainty)
+    save_prediction(project, version.name, case, label, prediction.uncertainty, volumes=volumes)
     return values
 
 

@@ -23,12 +23,20 @@ from napari_ssl_seg.inference.scores import (
     MODEL_STRATEGIES,
     STRATEGIES,
     least_recent_score,
-    missing_volume,
     random_score,
+    structure_volumes,
+    volume_shortfall,
 )
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model, register_model
-from napari_ssl_seg.store.scores import prediction_paths, read_cached, save_scores, scores
+from napari_ssl_seg.store.scores import (
+    prediction_paths,
+    read_cached,
+    read_cached_volumes,
+    save_cached_volumes,
+    save_scores,
+    scores,
+)
 
 __all__ = ["RankResult", "candidate_cases", "rank_project"]
 
@@ -89,15 +97,20 @@ def _rescore_missing_volume(
     """Rescore ``names`` from their cached predictions against today's reference; returns those rescored.
 
     The reference moves with every label saved, so a stored missing_volume score goes stale
-    without the model changing. The cached label map is all the score needs: no network pass.
+    without the model changing. The structure volumes recorded beside the cached label map are
+    all the score needs: no network pass, and no label map read unless that record is missing.
     A case whose cached prediction is gone or unreadable is left out, to be predicted again.
     """
     fresh: dict[str, float] = {}
     for name in names:
-        # The label map alone: read_prediction would also read the (larger) entropy map.
-        label = read_cached(prediction_paths(project, version.name, name)[0])
-        if label is not None:
-            fresh[name] = missing_volume(label.array, label.spacing, reference)
+        volumes = read_cached_volumes(project, version.name, name)
+        if volumes is None:
+            label = read_cached(prediction_paths(project, version.name, name)[0])
+            if label is None:
+                continue
+            volumes = structure_volumes(label.array, label.spacing)
+            save_cached_volumes(project, version.name, name, volumes)
+        fresh[name] = volume_shortfall(volumes, reference)
     if fresh:
         save_scores(project, version.id, "missing_volume", fresh)
     return set(fresh)

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from napari_ssl_seg.inference.scores import structure_volumes
 from napari_ssl_seg.store import Project
 
 __all__ = ["REFERENCE_SPLITS", "reference_volumes"]
@@ -28,9 +29,7 @@ def _label_volumes(project: Project, case: str, version: int) -> dict[int, float
     key = (str(project.root), case, version)
     if key not in _cache:
         label = project.read_label(case, version)
-        counts = np.bincount(label.array.reshape(-1).astype(np.int64, copy=False))
-        voxel = float(np.prod(label.spacing))
-        _cache[key] = {value: float(count) * voxel for value, count in enumerate(counts) if value != 0}
+        _cache[key] = structure_volumes(label.array, label.spacing)
     return _cache[key]
 
 

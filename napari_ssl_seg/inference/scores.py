@@ -45,6 +45,8 @@ __all__ = [
     "missing_volume",
     "model_scores",
     "random_score",
+    "structure_volumes",
+    "volume_shortfall",
 ]
 
 MODEL_STRATEGIES = ("boundary_entropy", "top1_entropy", "uncertain_fraction", "missing_volume")
@@ -116,15 +118,25 @@ def model_scores(
     return result
 
 
-def missing_volume(label: np.ndarray, spacing: Sequence[float], reference_volumes: Mapping[int, float]) -> float:
-    """Mean over the reference's structures of ``max(0, 1 - predicted mm^3 / expected mm^3)``, in [0, 1]."""
+def structure_volumes(label: np.ndarray, spacing: Sequence[float]) -> dict[int, float]:
+    """{class: mm^3} of every structure present in ``label`` (background, 0, left out)."""
+    voxel = float(np.prod(spacing))
+    counts = np.bincount(label.reshape(-1).astype(np.int64, copy=False))
+    return {value: float(count) * voxel for value, count in enumerate(counts) if value != 0 and count}
+
+
+def volume_shortfall(volumes: Mapping[int, float], reference_volumes: Mapping[int, float]) -> float:
+    """``missing_volume`` from a prediction's structure volumes (see :func:`structure_volumes`)."""
     expected = {int(k): float(v) for k, v in reference_volumes.items() if k != 0 and v > 0}
     if not expected:
         raise ValueError("missing_volume needs the expected volume of at least one structure")
-    voxel = float(np.prod(spacing))
-    counts = np.bincount(label.reshape(-1).astype(np.int64, copy=False), minlength=max(expected) + 1)
-    shortfalls = [max(0.0, 1.0 - counts[k] * voxel / volume) for k, volume in expected.items()]
+    shortfalls = [max(0.0, 1.0 - volumes.get(k, 0.0) / volume) for k, volume in expected.items()]
     return float(np.mean(shortfalls))
+
+
+def missing_volume(label: np.ndarray, spacing: Sequence[float], reference_volumes: Mapping[int, float]) -> float:
+    """Mean over the reference's structures of ``max(0, 1 - predicted mm^3 / expected mm^3)``, in [0, 1]."""
+    return volume_shortfall(structure_volumes(label, spacing), reference_volumes)
 
 
 def random_score(seed: int, case_name: str) -> float:
