@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -85,97 +86,95 @@ def test_rank_by_missing_volume_needs_a_labeled_case(
     assert error.startswith("error:") and "no labeled" in error and error.count("\n") == 1
 
 
-def test_new_labels_rescore_missing_volume_without_the_network(
-    tmp_path: Path, cohort: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def ranked(tmp_path: Path, cohort: Path) -> Iterator[tuple[Project, ranking.RankResult]]:
+    """A copy of the cohort whose unlabeled cases a tiny model has predicted: cached maps and scores."""
     project_root = tmp_path / "cohort"
     shutil.copytree(cohort, project_root)
     model = _tiny_model(tmp_path, seed=2)
     with Project.open(project_root) as project:
-        first = ranking.rank_project(project, model=model, strategy="boundary_entropy", samples=2)
-        assert first.predicted and not first.reused
-        version = active_model(project)
-        assert version is not None
-        # An untrained network predicts no structure, which is missing whatever the reference;
-        # cached maps with a little of structure 1 make the score depend on its usual size.
-        for name in first.predicted:
-            label, entropy = read_prediction(project, version.name, name)
-            partial = np.zeros_like(label.array)
-            partial[0, 0, :10] = 1
-            save_prediction(project, version.name, name, dataclasses.replace(label, array=partial), entropy)
+        yield project, ranking.rank_project(project, model=model, strategy="boundary_entropy", samples=2)
 
-        def no_network(*args: object, **kwargs: object) -> None:
-            raise AssertionError("the network ran again")
 
-        monkeypatch.setattr(ranking.Predictor, "predict", no_network)
-        # Cases predicted before: missing_volume comes from their cached maps, not a new pass.
-        second = ranking.rank_project(project, strategy="missing_volume", samples=2)
-        assert second.predicted == [] and sorted(second.reused) == sorted(first.predicted)
-        # The annotator removes structure 1 from one of the reference cases: its usual size changes.
-        labeled = [c.name for c in project.cases() if c.split in ("train", "validation") and c.is_labeled]
-        old_reference = reference_volumes(project)
-        edited = project.read_label(labeled[0]).array.copy()
-        edited[edited == 1] = 0
-        project.save_label(labeled[0], edited)
-        new_reference = reference_volumes(project)
-        assert new_reference.get(1) != old_reference.get(1)
-        third = ranking.rank_project(project, strategy="missing_volume", samples=2)
-        expected = {}
-        for name in first.predicted:
-            label = read_prediction(project, version.name, name)[0]
-            expected[name] = missing_volume(label.array, label.spacing, new_reference)
+def test_new_labels_rescore_missing_volume_without_the_network(
+    ranked: tuple[Project, ranking.RankResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, first = ranked
+    assert first.predicted and not first.reused
+    version = active_model(project)
+    assert version is not None
+    # An untrained network predicts no structure, which is missing whatever the reference;
+    # cached maps with a little of structure 1 make the score depend on its usual size.
+    for name in first.predicted:
+        label, entropy = read_prediction(project, version.name, name)
+        partial = np.zeros_like(label.array)
+        partial[0, 0, :10] = 1
+        save_prediction(project, version.name, name, dataclasses.replace(label, array=partial), entropy)
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the network ran again")
+
+    monkeypatch.setattr(ranking.Predictor, "predict", no_network)
+    # Cases predicted before: missing_volume comes from their cached maps, not a new pass.
+    second = ranking.rank_project(project, strategy="missing_volume", samples=2)
+    assert second.predicted == [] and sorted(second.reused) == sorted(first.predicted)
+    # The annotator removes structure 1 from one of the reference cases: its usual size changes.
+    labeled = [c.name for c in project.cases() if c.split in ("train", "validation") and c.is_labeled]
+    old_reference = reference_volumes(project)
+    edited = project.read_label(labeled[0]).array.copy()
+    edited[edited == 1] = 0
+    project.save_label(labeled[0], edited)
+    new_reference = reference_volumes(project)
+    assert new_reference.get(1) != old_reference.get(1)
+    third = ranking.rank_project(project, strategy="missing_volume", samples=2)
+    expected = {}
+    for name in first.predicted:
+        label = read_prediction(project, version.name, name)[0]
+        expected[name] = missing_volume(label.array, label.spacing, new_reference)
     assert third.predicted == [] and dict(third.queue) == pytest.approx(expected)
     assert dict(third.queue) != pytest.approx(dict(second.queue))
 
 
-def test_an_unreadable_cached_prediction_is_predicted_again(tmp_path: Path, cohort: Path) -> None:
-    project_root = tmp_path / "cohort"
-    shutil.copytree(cohort, project_root)
-    model = _tiny_model(tmp_path, seed=2)
-    with Project.open(project_root) as project:
-        first = ranking.rank_project(project, model=model, strategy="boundary_entropy", samples=2)
-        version = active_model(project)
-        broken, *intact = sorted(first.predicted)
-        label_path = prediction_paths(project, version.name, broken)[0]
-        label_path.write_bytes(label_path.read_bytes()[:100])  # truncated, as by a crash mid-write
-        second = ranking.rank_project(project, strategy="missing_volume", samples=2)
-        assert second.predicted == [broken] and sorted(second.reused) == intact
-        repaired = read_prediction(project, version.name, broken)
-        assert repaired is not None and repaired[0].shape == project.read_image(broken).shape
+def test_an_unreadable_cached_prediction_is_predicted_again(ranked: tuple[Project, ranking.RankResult]) -> None:
+    project, first = ranked
+    version = active_model(project)
+    broken, *intact = sorted(first.predicted)
+    label_path = prediction_paths(project, version.name, broken)[0]
+    label_path.write_bytes(label_path.read_bytes()[:100])  # truncated, as by a crash mid-write
+    second = ranking.rank_project(project, strategy="missing_volume", samples=2)
+    assert second.predicted == [broken] and sorted(second.reused) == intact
+    repaired = read_prediction(project, version.name, broken)
+    assert repaired is not None and repaired[0].shape == project.read_image(broken).shape
 
 
 def test_rescoring_reads_recorded_volumes_and_rereads_a_rewritten_map(
-    tmp_path: Path, cohort: Path, monkeypatch: pytest.MonkeyPatch
+    ranked: tuple[Project, ranking.RankResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project_root = tmp_path / "cohort"
-    shutil.copytree(cohort, project_root)
-    model = _tiny_model(tmp_path, seed=2)
-    with Project.open(project_root) as project:
-        first = ranking.rank_project(project, model=model, strategy="boundary_entropy", samples=2)
-        version = active_model(project)
-        reference = reference_volumes(project)
-        maps = {name: read_prediction(project, version.name, name)[0] for name in first.predicted}
-        reads: list[str] = []
+    project, first = ranked
+    version = active_model(project)
+    reference = reference_volumes(project)
+    maps = {name: read_prediction(project, version.name, name)[0] for name in first.predicted}
+    reads: list[str] = []
 
-        def counted_read(path: Path) -> object:
-            reads.append(path.name)
-            return read_cached(path)
+    def counted_read(path: Path) -> object:
+        reads.append(path.name)
+        return read_cached(path)
 
-        monkeypatch.setattr(ranking, "read_cached", counted_read)
-        second = ranking.rank_project(project, strategy="missing_volume", samples=2)
-        assert reads == [] and second.predicted == []
-        expected = {name: missing_volume(m.array, m.spacing, reference) for name, m in maps.items()}
-        assert dict(second.queue) == pytest.approx(expected)
-        # A map rewritten after its volumes were recorded: the record is stale, that map is read again.
-        rewritten = sorted(maps)[0]
-        partial = np.zeros_like(maps[rewritten].array)
-        partial[0, 0, :10] = 1
-        save_prediction(project, version.name, rewritten, dataclasses.replace(maps[rewritten], array=partial), None)
-        third = ranking.rank_project(project, strategy="missing_volume", samples=2)
-        assert reads == [prediction_paths(project, version.name, rewritten)[0].name]
-        expected[rewritten] = missing_volume(partial, maps[rewritten].spacing, reference)
-        assert dict(third.queue) == pytest.approx(expected)
-        assert expected[rewritten] != pytest.approx(expected[sorted(maps)[1]])
-        # Read once, recorded again: the next rank reads no map.
-        ranking.rank_project(project, strategy="missing_volume", samples=2)
-        assert len(reads) == 1
+    monkeypatch.setattr(ranking, "read_cached", counted_read)
+    second = ranking.rank_project(project, strategy="missing_volume", samples=2)
+    assert reads == [] and second.predicted == []
+    expected = {name: missing_volume(m.array, m.spacing, reference) for name, m in maps.items()}
+    assert dict(second.queue) == pytest.approx(expected)
+    # A map rewritten after its volumes were recorded: the record is stale, that map is read again.
+    rewritten = sorted(maps)[0]
+    partial = np.zeros_like(maps[rewritten].array)
+    partial[0, 0, :10] = 1
+    save_prediction(project, version.name, rewritten, dataclasses.replace(maps[rewritten], array=partial), None)
+    third = ranking.rank_project(project, strategy="missing_volume", samples=2)
+    assert reads == [prediction_paths(project, version.name, rewritten)[0].name]
+    expected[rewritten] = missing_volume(partial, maps[rewritten].spacing, reference)
+    assert dict(third.queue) == pytest.approx(expected)
+    assert expected[rewritten] != pytest.approx(expected[sorted(maps)[1]])
+    # Read once, recorded again: the next rank reads no map.
+    ranking.rank_project(project, strategy="missing_volume", samples=2)
+    assert len(reads) == 1
