@@ -60,9 +60,8 @@ def main() -> None:
 
         # NIfTI stores spacing as float32: the maps' volumes differ from the records' in the 8th digit.
         for mapped, recorded in zip(from_maps(), from_records(), strict=True):
-            if recorded is None or mapped.keys() != recorded.keys():
-                raise SystemExit("the recorded volumes differ from the label maps'")
-            if not all(math.isclose(mapped[k], recorded[k], rel_tol=1e-6) for k in mapped):
+            same = recorded is not None and mapped.keys() == recorded.keys()
+            if not (same and all(math.isclose(mapped[k], recorded[k], rel_tol=1e-6) for k in mapped)):
                 raise SystemExit("the recorded volumes differ from the label maps'")
         timings: dict[str, list[float]] = {"maps": [], "records": []}
         for _ in range(args.repeats):

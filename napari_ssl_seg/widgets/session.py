@@ -210,12 +210,15 @@ class AssistSession(QObject):
         kwargs["metadata"][CASE_TAG] = name
         viewer.add_image(data, **kwargs)
         model = self.active_model()
-        label, entropy = self._cached_prediction(project, model, name)
+        label_path, entropy_path = prediction_paths(project, model.name, name) if model else (None, None)
         if record.is_labeled:
-            label = project.read_label(name)
-        elif label is None:
-            label = image.with_array(np.zeros(image.shape, dtype=np.uint8), label_names=None)
+            label = project.read_label(name)  # the annotator's work: the cached prediction is not read
+        else:
+            label = self._read_cache(name, label_path)
+            if label is None:
+                label = image.with_array(np.zeros(image.shape, dtype=np.uint8), label_names=None)
         self._show_label(label)
+        entropy = self._read_cache(name, entropy_path)
         if entropy is not None:
             self._show_entropy(entropy)
         viewer.reset_view()
@@ -225,17 +228,14 @@ class AssistSession(QObject):
         return True
 
     @staticmethod
-    def _cached_prediction(
-        project: Project, model: ModelVersion | None, name: str
-    ) -> tuple[Volume | None, Volume | None]:
-        """The model's cached (label, entropy) of a case; an unreadable one is reported, not raised."""
-        if model is None:
-            return None, None
-        paths = prediction_paths(project, model.name, name)
-        maps = tuple(read_cached(path) for path in paths)
-        if any(path.is_file() and cached is None for path, cached in zip(paths, maps, strict=True)):
+    def _read_cache(name: str, path: Path | None) -> Volume | None:
+        """A cached map of the open case; an unreadable one is reported, not raised."""
+        if path is None:
+            return None
+        cached = read_cached(path)
+        if cached is None and path.is_file():
             show_warning(f"{name}: its cached prediction is unreadable; 'Predict this case' redoes it")
-        return maps[0], maps[1]
+        return cached
 
     def show_prediction(
         self,
