@@ -1,6 +1,6 @@
 """Does unlabeled data help? Test Dice of each method at a labeled fraction, over seeds, vs fully supervised.
 
-Run: .venv/bin/python benchmarks/accuracy.py [--methods supervised,ucmt,ugcemt] [--seeds 0,1,2]
+Run: .venv/bin/python benchmarks/ssl_accuracy.py [--methods supervised,ucmt,ugcemt] [--seeds 0,1,2]
      [--cases 20] [--labeled-fraction 0.1] [--config quick] [--iterations N] [--set key=value ...] [--out DIR]
 
 For each seed: a cohort of ``--cases`` cases generated from the bundled chest CT with that seed, of which
