@@ -3,15 +3,17 @@
 Run: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/active_learning.py [--cases 12] [--cohort-seed 0]
      [--strategies boundary_entropy,random] [--seeds 0,1] [--initial 2] [--rounds 5] [--budget 1]
      [--method supervised] [--config quick] [--iterations 120] [--set key=value ...] [--samples 8]
-     [--init models/chest_ct_ucmt.safetensors]
+     [--init models/chest_ct_ucmt.safetensors] [--promotion validation|always]
      [--out build/active_learning] [--png benchmarks/results/active_learning.png]
 
 A cohort of ``--cases`` cases is generated from the bundled chest CT (every training case with ground
 truth). For each strategy, ``napari_ssl_seg.active.simulation.simulate`` runs one labeling session per
 seed on a copy of it: ``--initial`` cases labeled, then ``--rounds`` rounds of labeling ``--budget``
 case(s) the strategy picks, fine-tuning the previous teacher for ``--iterations`` and evaluating it on
-the test split. Writes the plot of test Dice against labeled cases (mean and spread over seeds) to
-``--png`` and every number to the JSON beside it, and prints a table and the labeling saving: how many
+the test split; ``--promotion`` says whether a fine-tuned teacher must validate at least as well as
+the previous one to replace it (the one-click retrain's rule, the default) or always does. Writes the
+plot of test Dice against labeled cases (mean and spread over seeds) to ``--png`` and every number to
+the JSON beside it, and prints a table and the labeling saving: how many
 cases each uncertainty strategy needs (linear interpolation between rounds) to reach the mean Dice that
 random labeling reaches with N cases, as a ratio to N (the issue's target: at most 0.7).
 A strategy whose work folder under ``--out`` already holds a finished result is not run again.
@@ -27,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_ssl_seg.active.simulation import SimulationResult, SimulationSettings, simulate
+from napari_ssl_seg.active.simulation import PROMOTIONS, SimulationResult, SimulationSettings, simulate
 from napari_ssl_seg.allocator import keep_freed_memory
 from napari_ssl_seg.data.cohort_project import build_cohort_project
 from napari_ssl_seg.sample_data import sample_path
@@ -56,6 +58,7 @@ def _run(strategy: str, cohort: Path, args: argparse.Namespace) -> dict[str, Any
         samples=args.samples,
         init_model=args.init,
         device=args.device,
+        promotion=args.promotion,
     )
     work = args.out / strategy
     done = work / "result.json"
@@ -65,6 +68,8 @@ def _run(strategy: str, cohort: Path, args: argparse.Namespace) -> dict[str, Any
         # behaviour the run had), so a finished session survives new config keys.
         ran_with = TrainConfig.from_dict(stored["settings"]["config"]).to_dict()
         same = ran_with == config.to_dict() and stored["settings"]["seeds"] == args.seeds
+        # Sessions from before the rule was simulated took every fine-tuned teacher.
+        same = same and stored["settings"].get("promotion", "always") == args.promotion
         same = same and all(stored["settings"][key] == getattr(args, key) for key in ("initial", "budget", "rounds"))
         if not same:
             sys.exit(f"error: {work} holds a session with other settings; choose another --out")
@@ -160,6 +165,7 @@ def main() -> None:
     )
     parser.add_argument("--samples", type=int, default=8, help="MC-dropout passes when ranking")
     parser.add_argument("--init", type=Path, help="teacher that round 0 fine-tunes from (default: from scratch)")
+    parser.add_argument("--promotion", choices=PROMOTIONS, default=PROMOTIONS[0], help="which teacher goes on")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("build/active_learning"), help="cohort and sessions")
     parser.add_argument("--png", type=Path, default=Path("benchmarks/results/active_learning.png"))
@@ -174,7 +180,8 @@ def main() -> None:
     savings = _savings(results, args.initial)
     title = (
         f"{args.cases}-case cohort, {args.method}, {args.iterations} it/round, {args.budget} case/round\n"
-        f"seeds {','.join(map(str, args.seeds))}, round 0 from {args.init.stem if args.init else 'scratch'}"
+        f"seeds {','.join(map(str, args.seeds))}, round 0 from {args.init.stem if args.init else 'scratch'}, "
+        f"promotion: {args.promotion}"
     )
     _plot(results, args.png, title)
     command = shlex.join([sys.executable, *sys.argv])

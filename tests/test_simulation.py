@@ -98,9 +98,11 @@ def test_fixed_order_reproduces_the_training_it_wraps(source: Path, tmp_path: Pa
         initial=["case_00", "case_01"],
         seeds=(3,),
         device="cpu",
+        promotion="always",
     )
     result = simulate(source, tmp_path / "work", tiny_config(), settings)
     assert [(r.round, r.labeled, r.picked) for r in result.records] == [(0, 2, []), (1, 3, ["case_03"])]
+    assert all(r.promoted and r.teacher == r.model for r in result.records)
     assert project_state(source) == before  # the user's project is only read
 
     # Round 0 is a plain run on the initial labels; round 1 fine-tunes it once case_03 is labeled.
@@ -115,6 +117,38 @@ def test_fixed_order_reproduces_the_training_it_wraps(source: Path, tmp_path: Pa
     # The session's seed, not the config's (None: the project's seed 5), is what every round trains with.
     cards = [json.loads(Path(r.model).with_suffix(".json").read_text()) for r in result.records]
     assert [card["training"]["seed"] for card in cards] == [3, 3]
+
+
+def card(model: str) -> dict[str, Any]:
+    return json.loads(Path(model).with_suffix(".json").read_text())
+
+
+def test_a_fine_tune_that_validates_worse_leaves_the_previous_teacher_in_place(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-click retrain's rule: round 1's model validates worse, so round 1 keeps (and is
+    scored by) round 0's teacher, and round 2 fine-tunes round 0's teacher, not round 1's model.
+    Round 2's model ties with round 0's teacher, and a tie promotes."""
+    from napari_ssl_seg.training import job
+
+    def validation_by_round(project: Project, checkpoint: Path, **_: Any) -> float:
+        return 0.3 if Path(checkpoint).parent.name == "round01" else 0.5
+
+    monkeypatch.setattr(job, "validation_dice", validation_by_round)
+    settings = SimulationSettings(
+        strategy=FixedOrder(("case_03", "case_02")), rounds=2, initial=["case_00", "case_01"], device="cpu"
+    )
+    result = simulate(source, tmp_path / "work", tiny_config(), settings)
+    first, second, third = result.records
+    assert (first.promoted, second.promoted, third.promoted) == (True, False, True)
+    assert second.teacher == first.model != second.model
+    assert second.test_dice == first.test_dice
+    assert third.teacher == third.model
+    assert card(third.model)["parent"] == card(first.model)["weights_sha256"]
+    assert card(second.model)["parent"] == card(first.model)["weights_sha256"]
+    with Project.open(Path(third.model).parents[2] / "project") as project:
+        dice = evaluate_project(project, Path(third.model), split="test", device="cpu").summary["overall"]
+    assert third.test_dice == pytest.approx(dice["dice_mean"], abs=0)
 
 
 @pytest.mark.parametrize("strategy", ["boundary_entropy", "random"])
@@ -154,6 +188,7 @@ def test_bad_settings_fail_before_any_work(source: Path, tmp_path: Path) -> None
         SimulationSettings(strategy="most_confusing", device="cpu"),
         SimulationSettings(seeds=(1, 1), device="cpu"),
         SimulationSettings(uncertainty="none", device="cpu"),
+        SimulationSettings(promotion="sometimes", device="cpu"),
     ):
         with pytest.raises(InputError):
             simulate(source, work, tiny_config(), settings)

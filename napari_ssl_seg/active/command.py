@@ -19,6 +19,7 @@ __all__ = ["add_simulate_parser", "command_simulate", "default_work_dir"]
 
 def add_simulate_parser(commands: Any) -> argparse.ArgumentParser:
     """Add the ``simulate`` sub-command to an ``add_subparsers()`` object; return its parser."""
+    from napari_ssl_seg.active.simulation import PROMOTIONS
     from napari_ssl_seg.inference import UNCERTAINTY_KINDS
     from napari_ssl_seg.inference.scores import DEFAULT_STRATEGY, STRATEGIES
 
@@ -43,6 +44,13 @@ def add_simulate_parser(commands: Any) -> argparse.ArgumentParser:
         iterations_help="training iterations per round (default: the preset's)",
     )
     parser.add_argument("--init", type=Path, help="teacher that round 0 fine-tunes from (default: train from scratch)")
+    parser.add_argument(
+        "--promotion",
+        choices=PROMOTIONS,
+        default=PROMOTIONS[0],
+        help="validation (default): a fine-tuned teacher replaces the previous one only if it validates at least as "
+        "well, as the one-click retrain does; always: every fine-tuned teacher goes on",
+    )
     parser.add_argument(
         "--work", type=Path, help="new folder for the copies and runs (default PROJECT/simulations/<time>-<strategy>)"
     )
@@ -80,6 +88,7 @@ def command_simulate(args: argparse.Namespace) -> int:
         uncertainty=args.uncertainty,
         init_model=args.init,
         device=args.device,
+        promotion=args.promotion,
     )
     work = args.work or default_work_dir(args.project, args.strategy)
     result = simulate(args.project, work, config, settings, progress=progress_bar("simulating", unit="round"))
@@ -87,10 +96,11 @@ def command_simulate(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict(), allow_nan=False))
         return 0
     print(f"strategy  {result.strategy}   method {result.method}   work {result.work_dir}")
-    print(f"{'seed':<5} {'round':<6} {'labeled':<8} {'test Dice':<10} picked")
+    print(f"{'seed':<5} {'round':<6} {'labeled':<8} {'test Dice':<10} {'teacher':<9} picked")
     for record in result.records:
         picked = ", ".join(record.picked) or "(initial: " + ", ".join(record.labeled_cases) + ")"
-        print(f"{record.seed:<5} {record.round:<6} {record.labeled:<8} {record.test_dice:<10.4f} {picked}")
+        teacher = "new" if record.promoted else "kept"
+        print(f"{record.seed:<5} {record.round:<6} {record.labeled:<8} {record.test_dice:<10.4f} {teacher:<9} {picked}")
     print(f"\n{'labeled':<8} {'mean Dice':<10} {'std':<8} seeds")
     for point in result.curve():
         print(f"{point['labeled']:<8} {point['dice_mean']:<10.4f} {point['dice_std']:<8.4f} {point['seeds']}")

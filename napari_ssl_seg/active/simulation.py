@@ -7,8 +7,15 @@ cases keep their labels, every training case starts unlabeled with its ground tr
 the copy's reference label, and ``initial`` training cases drawn with the seed are "labeled"
 (the reference is saved as a label version of kind ``simulation``). Round 0 trains a teacher on
 them; every later round ranks the remaining pool with the strategy, labels the top ``budget``
-cases, fine-tunes from the previous teacher (as the GUI's one-click retrain does) and evaluates
-on the test split. Every round's test Dice is recorded against the number of labeled cases.
+cases, fine-tunes from the previous teacher and evaluates on the test split. Every round's test
+Dice is recorded against the number of labeled cases.
+
+Which teacher goes on is the GUI's one-click retrain rule (``promotion="validation"``): the
+fine-tuned model replaces the teacher only if its validation Dice is at least the teacher's
+(:func:`napari_ssl_seg.training.promote.is_better`); otherwise the round keeps, ranks with and is
+scored by the previous teacher. ``promotion="always"`` takes every fine-tuned model (how the
+sessions measured before the rule was simulated ran): a fine-tune that loses accuracy then
+carries its loss into every later round.
 
 The seed changes the initial cases, the training seed and (as the copy's project seed) the
 random strategy's draws. ``<work>/result.json`` is rewritten after every round, so a long
@@ -28,17 +35,16 @@ from typing import Any
 
 import numpy as np
 
+from napari_ssl_seg.active.simulated_project import GroundTruthSource, copy_project, read_source, reveal
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.scores import MODEL_STRATEGIES, STRATEGIES
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.store.names import inside
-from napari_ssl_seg.store.project import LABEL_SUFFIX
 from napari_ssl_seg.training.config import TrainConfig
 
-__all__ = ["FixedOrder", "RoundRecord", "SimulationResult", "SimulationSettings", "simulate"]
+__all__ = ["PROMOTIONS", "FixedOrder", "RoundRecord", "SimulationResult", "SimulationSettings", "simulate"]
 
 Progress = Callable[[int, int, str], None]
-AUTHOR = "simulation"
+PROMOTIONS = ("validation", "always")
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,8 @@ Strategy = str | FixedOrder
 class SimulationSettings:
     """How a session runs. ``budget``: cases labeled per round. ``rounds`` None: until the pool
     is used up. ``initial``: how many training cases start labeled (drawn with the seed), or
-    exactly which. ``init_model``: the teacher round 0 fine-tunes from (None: from scratch)."""
+    exactly which. ``init_model``: the teacher round 0 fine-tunes from (None: from scratch).
+    ``promotion``: which teacher goes on after a round (see the module doc, ``PROMOTIONS``)."""
 
     strategy: Strategy = "boundary_entropy"
     budget: int = 1
@@ -68,6 +75,7 @@ class SimulationSettings:
     uncertainty: str | None = None
     init_model: Path | None = None
     device: str = "auto"
+    promotion: str = "validation"
 
     @property
     def strategy_name(self) -> str:
@@ -76,7 +84,11 @@ class SimulationSettings:
 
 @dataclass
 class RoundRecord:
-    """One trained teacher: after ``round`` rounds of labeling, with ``labeled`` training cases."""
+    """One round: after ``round`` rounds of labeling, with ``labeled`` training cases.
+
+    ``model`` is the round's fine-tuned model and ``validation_dice`` its training run's best;
+    ``teacher`` is the teacher after the promotion rule (``model`` when ``promoted``), and
+    ``test_dice`` is the teacher's."""
 
     seed: int
     round: int
@@ -89,6 +101,8 @@ class RoundRecord:
     model: str
     train_seconds: float
     rank_seconds: float
+    promoted: bool
+    teacher: str
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,48 +142,11 @@ class SimulationResult:
         }
 
 
-@dataclass
-class _Source:
-    """What the user's project provides: splits, ground truth per training case, labels elsewhere."""
-
-    root: Path
-    splits: dict[str, str]
-    train: list[str]
-    truth_kind: dict[str, str]  # "label" or "reference": where a training case's ground truth is
-
-
-def _read_source(project: Project) -> _Source:
-    cases = project.cases()
-    splits = {case.name: case.split for case in cases}
-    train = [case.name for case in cases if case.split == "train"]
-    truth_kind: dict[str, str] = {}
-    missing = []
-    for case in cases:
-        if case.split != "train":
-            if not case.is_labeled:
-                raise InputError(f"{case.split} case {case.name!r} has no label; a simulation evaluates on them")
-            continue
-        if case.is_labeled:
-            truth_kind[case.name] = "label"
-        elif inside(project.root, f"reference/{case.name}{LABEL_SUFFIX}").is_file():
-            truth_kind[case.name] = "reference"
-        else:
-            missing.append(case.name)
-    if missing:
-        raise InputError(
-            f"training case(s) {', '.join(missing[:5])} have neither a label nor a reference label; "
-            "a simulation needs the ground truth of every training case"
-        )
-    if not any(split == "test" for split in splits.values()):
-        raise InputError(f"project {project.root} has no test case to evaluate the simulated teachers on")
-    if not any(split == "validation" for split in splits.values()):
-        raise InputError(f"project {project.root} has no validation case to select the teachers on")
-    return _Source(project.root, splits, train, truth_kind)
-
-
-def _plan(source: _Source, settings: SimulationSettings) -> int:
+def _plan(source: GroundTruthSource, settings: SimulationSettings) -> int:
     """Check the settings against the project before any work; return the number of rounds."""
     strategy = settings.strategy
+    if settings.promotion not in PROMOTIONS:
+        raise InputError(f"unknown promotion {settings.promotion!r} (known: {', '.join(PROMOTIONS)})")
     if isinstance(strategy, str) and strategy not in STRATEGIES:
         raise InputError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     if not settings.seeds or len(set(settings.seeds)) != len(settings.seeds):
@@ -204,32 +181,7 @@ def _plan(source: _Source, settings: SimulationSettings) -> int:
     return rounds
 
 
-def _copy_project(source: Project, info: _Source, target: Path, seed: int) -> Project:
-    """A fresh project with the source's cases and splits; training labels become references."""
-    copy = Project.create(target, seed=seed, name=f"simulation of {source.setting('name') or source.root.name}")
-    names = source.setting("label_names")
-    if names:
-        copy.set_setting("label_names", names)
-    for record in source.cases():
-        image_path = inside(source.root, record.image_path)  # a tampered database path stays refused
-        # A byte-for-byte copy keeps the image (and its header) exactly as the source holds it.
-        copy.add_case(record.name, source.read_image(record.name), split=record.split, source_file=image_path)
-        if record.split != "train":
-            copy.save_label(record.name, source.read_label(record.name).array, author=AUTHOR, kind="import")
-        elif info.truth_kind[record.name] == "label":
-            copy.save_reference_label(record.name, source.read_label(record.name).array)
-        else:
-            copy.save_reference_label(record.name, source.read_reference_label(record.name).array)
-    return copy
-
-
-def _reveal(project: Project, names: Sequence[str]) -> None:
-    """The simulated annotator: the case's ground truth becomes its label."""
-    for name in names:
-        project.save_label(name, project.read_reference_label(name).array, author=AUTHOR, kind="simulation")
-
-
-def _initial_cases(info: _Source, settings: SimulationSettings, seed: int) -> list[str]:
+def _initial_cases(info: GroundTruthSource, settings: SimulationSettings, seed: int) -> list[str]:
     if not isinstance(settings.initial, int):
         return sorted(set(settings.initial))
     picked = np.random.default_rng([seed, 0x51]).choice(len(info.train), size=settings.initial, replace=False)
@@ -264,10 +216,9 @@ def _pick(project: Project, settings: SimulationSettings, teacher: Path) -> tupl
     return [name for name, _ in chosen], [score for _, score in chosen]
 
 
-def _train_and_test(
+def _train(
     project: Project, config: TrainConfig, out: Path, init: Path | None, device: str
-) -> tuple[Path, float, float | None, float]:
-    from napari_ssl_seg.training.evaluate import evaluate_project
+) -> tuple[Path, float | None, float]:
     from napari_ssl_seg.training.loop import train
 
     tick = time.perf_counter()
@@ -275,8 +226,33 @@ def _train_and_test(
     seconds = time.perf_counter() - tick
     if result.model_path is None:
         raise InputError(f"training in {out} exported no model (status {result.status})")
-    evaluation = evaluate_project(project, result.model_path, split="test", device=device)
-    return result.model_path, float(evaluation.summary["overall"]["dice_mean"]), result.best_validation_dice, seconds
+    return result.model_path, result.best_validation_dice, seconds
+
+
+class _Scores:
+    """Test Dice and the promotion criterion per checkpoint, each computed once: a kept teacher is
+    scored again in every round it stays, and its labels (validation, test) never change."""
+
+    def __init__(self, project: Project, device: str) -> None:
+        self.project, self.device = project, device
+        self._known: dict[tuple[str, str], float] = {}
+
+    def test(self, checkpoint: Path) -> float:
+        from napari_ssl_seg.training.evaluate import evaluate_project
+
+        key = (str(checkpoint), "test")
+        if key not in self._known:
+            evaluation = evaluate_project(self.project, checkpoint, split="test", device=self.device)
+            self._known[key] = float(evaluation.summary["overall"]["dice_mean"])
+        return self._known[key]
+
+    def validation(self, checkpoint: Path) -> float:
+        from napari_ssl_seg.training import job
+
+        key = (str(checkpoint), "validation")
+        if key not in self._known:  # the very criterion the retrain's promotion uses
+            self._known[key] = job.validation_dice(self.project, checkpoint, device=self.device)
+        return self._known[key]
 
 
 def simulate(
@@ -299,7 +275,7 @@ def simulate(
 
     method_class(config.method)  # unknown or unavailable method: fail before anything is copied
     with Project.open(project_root) as source:
-        info = _read_source(source)
+        info = read_source(source)
         rounds = _plan(info, settings)
         work.mkdir(parents=True, exist_ok=True)
         summary = {**dataclasses.asdict(settings), "rounds": rounds, "project": str(Path(project_root))}
@@ -311,7 +287,7 @@ def simulate(
         result = SimulationResult(settings.strategy_name, config.method, work, summary)
         total = len(settings.seeds) * (rounds + 1)
         for index, seed in enumerate(settings.seeds):
-            with _copy_project(source, info, work / f"seed{seed}" / "project", seed) as copy:
+            with copy_project(source, info, work / f"seed{seed}" / "project", seed) as copy:
                 _session(copy, info, config, settings, seed, rounds, result, progress, done=index * (rounds + 1))
     if progress:
         progress(total, total, "done")
@@ -320,7 +296,7 @@ def simulate(
 
 def _session(
     project: Project,
-    info: _Source,
+    info: GroundTruthSource,
     config: TrainConfig,
     settings: SimulationSettings,
     seed: int,
@@ -333,24 +309,31 @@ def _session(
     total = len(settings.seeds) * (rounds + 1)
     seeded = dataclasses.replace(config, seed=seed, method_settings=dict(config.method_settings))
     labeled = _initial_cases(info, settings, seed)
-    _reveal(project, labeled)
+    reveal(project, labeled)
+    from napari_ssl_seg.training.promote import is_better
+
     teacher = settings.init_model
+    scores = _Scores(project, settings.device)
     runs = project.root.parent / "runs"
     for round_index in range(rounds + 1):
         if progress:
             progress(done + round_index, total, f"seed {seed} round {round_index}")
         picked: list[str] = []
-        scores: list[float | None] = []
+        picked_scores: list[float | None] = []
         tick = time.perf_counter()
         if round_index > 0:
-            picked, scores = _pick(project, settings, teacher)
-            _reveal(project, picked)
+            picked, picked_scores = _pick(project, settings, teacher)
+            reveal(project, picked)
             labeled = sorted([*labeled, *picked])
         rank_seconds = time.perf_counter() - tick
-        model, dice, validation, seconds = _train_and_test(
-            project, seeded, runs / f"round{round_index:02d}", teacher, settings.device
+        model, validation, seconds = _train(project, seeded, runs / f"round{round_index:02d}", teacher, settings.device)
+        promoted = (
+            teacher is None
+            or settings.promotion == "always"
+            or is_better(scores.validation(model), scores.validation(teacher))
         )
-        teacher = model
+        if promoted:
+            teacher = model
         result.records.append(
             RoundRecord(
                 seed=seed,
@@ -358,12 +341,14 @@ def _session(
                 labeled=len(labeled),
                 labeled_cases=list(labeled),
                 picked=picked,
-                picked_scores=scores,
-                test_dice=dice,
+                picked_scores=picked_scores,
+                test_dice=scores.test(teacher),
                 validation_dice=validation,
                 model=str(model),
                 train_seconds=round(seconds, 2),
                 rank_seconds=round(rank_seconds, 2),
+                promoted=promoted,
+                teacher=str(teacher),
             )
         )
         # Rewritten every round: an interrupted session keeps what it measured.

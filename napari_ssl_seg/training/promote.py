@@ -20,7 +20,13 @@ from napari_ssl_seg.store.models import activate_model, active_model, register_m
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training import job as _job
 
-__all__ = ["main", "promote_if_better"]
+__all__ = ["is_better", "main", "promote_if_better"]
+
+
+def is_better(new_dice: float, old_dice: float | None) -> bool:
+    """The promotion rule on validation Dice; ties promote (the new teacher has seen the newer labels
+    at no cost on validation). The labeling simulation applies the same rule."""
+    return old_dice is None or new_dice >= old_dice
 
 
 def promote_if_better(
@@ -45,8 +51,7 @@ def promote_if_better(
         old_dice = _job.validation_dice(project, old.checkpoint(project), device=device, progress=stage("old"))
     new_dice = _job.validation_dice(project, checkpoint, device=device, progress=stage("new"))
     version = register_model(project, checkpoint, parent=parent, activate=False)
-    # Ties promote: the new teacher has seen the newer labels at no cost on validation.
-    promoted = old_dice is None or new_dice >= old_dice
+    promoted = is_better(new_dice, old_dice)
     if promoted and not version.is_active:  # with no old teacher, registering activated it already
         version = activate_model(project, version.id)
     now = active_model(project)
