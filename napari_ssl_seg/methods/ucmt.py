@@ -93,7 +93,9 @@ class UCMT(SemiSupervisedMethod):
       teacher update; validation Dice 0.034 at iteration 100 and 0.106 at 600, teacher alike, while
       student 2 reached 0.44), the same first 100 iterations with "dice_ce" put student 1 at 0.216
       and the teacher at 0.195 (student 2: 0.227 with Dice, 0.235 with "dice_ce"). Dice alone can
-      leave a student in a degenerate start it does not leave; the default stays the paper's.
+      leave a student in a degenerate start it does not leave. Run for all 600 iterations, "dice_ce"
+      kept every network working but exported a model of test Dice 0.310, against 0.450 with Dice
+      alone (which exported student 2): the default stays the paper's.
     """
 
     name: ClassVar[str] = "ucmt"
