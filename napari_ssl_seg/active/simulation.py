@@ -306,12 +306,12 @@ def _session(
     *,
     done: int,
 ) -> None:
+    from napari_ssl_seg.training.promote import is_better
+
     total = len(settings.seeds) * (rounds + 1)
     seeded = dataclasses.replace(config, seed=seed, method_settings=dict(config.method_settings))
     labeled = _initial_cases(info, settings, seed)
     reveal(project, labeled)
-    from napari_ssl_seg.training.promote import is_better
-
     teacher = settings.init_model
     scores = _Scores(project, settings.device)
     runs = project.root.parent / "runs"
