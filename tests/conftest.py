@@ -56,3 +56,47 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="run the reliability suite's slow repetitions (kills, fuzzed files) at their full count",
     )
+
+
+def tiny_teacher(folder: Path, num_classes: int) -> Path:
+    """An untrained 3-level V-Net with dropout, registered like any teacher: cheap to run."""
+    import torch
+
+    from napari_ssl_seg.networks import ModelCard, VNet, save_checkpoint
+
+    torch.manual_seed(0)
+    network = VNet(base_width=4, depth=3, num_classes=num_classes, dropout=0.5)
+    card = ModelCard(
+        method="supervised",
+        network=network.config,
+        patch_size=(16, 32, 32),
+        intensity={"kind": "ct_window", "window": [-1000, 1000]},
+        classes={i: f"class{i}" for i in range(num_classes)},
+        metrics={"validation_dice": 0.1},
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(folder / "tiny", {"model": network}, card)[0]
+
+
+@pytest.fixture(scope="session")
+def cohort_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 5-case chest-CT cohort project (1 labeled) with a tiny active teacher; copy it before use."""
+    from napari_ssl_seg.data.cohort_project import build_cohort_project
+    from napari_ssl_seg.store.models import register_model
+
+    root = tmp_path_factory.mktemp("widgets") / "cohort"
+    with build_cohort_project(
+        root, SAMPLE_DIR / "CTChest4.nrrd", SAMPLE_DIR / "Segmentation.seg.nrrd", cases=5, seed=1, labeled=1
+    ) as project:
+        register_model(project, tiny_teacher(root.parent / "model", len(project.label_names()) + 1))
+    return root
+
+
+@pytest.fixture
+def project_root(cohort_template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of :func:`cohort_template` for one test to change."""
+    import shutil
+
+    root = tmp_path / "project"
+    shutil.copytree(cohort_template, root)
+    return root

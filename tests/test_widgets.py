@@ -8,50 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import SAMPLE_DIR
 from napari.utils.notifications import notification_manager
 
-from napari_ssl_seg.data.cohort_project import build_cohort_project
-from napari_ssl_seg.networks import ModelCard, VNet, save_checkpoint
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.store.models import active_model, register_model
+from napari_ssl_seg.store.models import active_model
 from napari_ssl_seg.widgets.assistant import dock_assistant
 from napari_ssl_seg.widgets.session import session_for
 
 pytestmark = pytest.mark.gui
-
-
-def tiny_teacher(folder: Path, num_classes: int) -> Path:
-    torch.manual_seed(0)
-    network = VNet(base_width=4, depth=3, num_classes=num_classes, dropout=0.5)
-    card = ModelCard(
-        method="supervised",
-        network=network.config,
-        patch_size=(16, 32, 32),
-        intensity={"kind": "ct_window", "window": [-1000, 1000]},
-        classes={i: f"class{i}" for i in range(num_classes)},
-        metrics={"validation_dice": 0.1},
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    return save_checkpoint(folder / "tiny", {"model": network}, card)[0]
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("widgets") / "cohort"
-    with build_cohort_project(
-        root, SAMPLE_DIR / "CTChest4.nrrd", SAMPLE_DIR / "Segmentation.seg.nrrd", cases=5, seed=1, labeled=1
-    ) as project:
-        register_model(project, tiny_teacher(root.parent / "model", len(project.label_names()) + 1))
-    return root
-
-
-@pytest.fixture
-def project_root(template: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    shutil.copytree(template, root)
-    return root
 
 
 def errors_shown() -> list[str]:

@@ -82,8 +82,8 @@ class ProjectWidget(QWidget):
         self.open_button.clicked.connect(report_errors(lambda: self._choose(create=False)))
         self.create_button.clicked.connect(report_errors(lambda: self._choose(create=True)))
         self.import_button.clicked.connect(report_errors(self._choose_import))
-        self.strategy_box.currentTextChanged.connect(report_errors(self._set_strategy))
-        self.table.cellDoubleClicked.connect(report_errors(lambda row, _column: self.open_row(row)))
+        self.strategy_box.currentTextChanged.connect(report_errors(self._set_strategy, arguments=1))
+        self.table.cellDoubleClicked.connect(report_errors(self.open_row, arguments=1))
         for signal in (
             self.session.project_changed,
             self.session.labels_saved,
@@ -121,7 +121,7 @@ class ProjectWidget(QWidget):
             images,
             labels,
             description="importing cases",
-            on_done=report_errors(self.open_project),
+            on_done=report_errors(self.open_project, arguments=1),
         )
 
     def _set_strategy(self, strategy: str) -> None:

@@ -28,7 +28,7 @@ class RegionsWidget(QWidget):
         layout.addWidget(self.next_button)
         layout.addWidget(self.region_list, 1)
         self.next_button.clicked.connect(report_errors(self.next_region))
-        self.region_list.currentRowChanged.connect(report_errors(self._goto_row))
+        self.region_list.currentRowChanged.connect(report_errors(self._goto_row, arguments=1))
         self.session.regions_changed.connect(self.refresh)
         self.refresh()
 

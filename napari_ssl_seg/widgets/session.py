@@ -53,8 +53,22 @@ def find_uncertain_regions(entropy: Volume, threshold: float) -> list[UncertainR
     )
 
 
+def _unwrapped(viewer: Any) -> Any:
+    """The viewer behind napari's ``PublicOnlyProxy``.
+
+    napari hands each dock opened from the Plugins menu a proxy of its own around the one viewer,
+    so neither ``id`` nor ``is`` of what a dock receives names the viewer: unwrapped, every dock of
+    a viewer finds the same session, whatever order they are opened in.
+    """
+    inner = getattr(viewer, "__wrapped__", None)
+    while inner is not None and inner is not viewer:
+        viewer, inner = inner, getattr(inner, "__wrapped__", None)
+    return viewer
+
+
 def session_for(viewer: Any) -> AssistSession:
     """The one session of ``viewer`` (made on first use), shared by every dock widget."""
+    viewer = _unwrapped(viewer)
     session = _sessions.get(id(viewer))
     if session is None or session.viewer is not viewer:
         # The first dock of the process: napari, torch and the core are imported by now.
@@ -66,12 +80,17 @@ def session_for(viewer: Any) -> AssistSession:
     return session
 
 
-def report_errors(action: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a GUI action; a user error becomes a one-line napari notification instead of a dialog."""
+def report_errors(action: Callable[..., Any], *, arguments: int = 0) -> Callable[..., Any]:
+    """A Qt slot running ``action``; a user error becomes a one-line napari notification.
 
-    def guarded(*args: Any, **kwargs: Any) -> Any:
+    The slot hands ``action`` the first ``arguments`` values of the signal and drops the rest:
+    Qt sends what its signal carries (``clicked`` sends ``checked``), and a slot that takes
+    ``*args`` gets all of it, so passing it through broke every button whose action takes none.
+    """
+
+    def guarded(*signal_values: Any) -> Any:
         try:
-            return action(*args, **kwargs)
+            return action(*signal_values[:arguments])
         except USER_ERRORS as exc:
             show_error(f"{type(exc).__name__ if isinstance(exc, OSError) else 'error'}: {exc}")
             return None

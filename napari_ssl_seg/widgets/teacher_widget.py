@@ -109,7 +109,7 @@ class TeacherWidget(QWidget):
         self.activate_button.clicked.connect(report_errors(self.activate_selected))
         self.show_overlay.toggled.connect(self._set_overlay_visible)
         self.opacity.valueChanged.connect(self._set_opacity)
-        self.threshold.valueChanged.connect(report_errors(self._set_threshold))
+        self.threshold.valueChanged.connect(report_errors(self._set_threshold, arguments=1))
         self.session.model_changed.connect(self.refresh_model)
         self.session.project_changed.connect(self.refresh_model)
         self.session.case_opened.connect(self._case_opened)
