@@ -3,9 +3,14 @@
 PyTorch allocates CPU tensors with the C library's ``malloc``. glibc serves every request above its
 mmap threshold (at most 32 MB) with a fresh ``mmap`` and hands it back with ``munmap`` on free, so
 each sliding window's full-resolution activations (a 16-channel 80x112x112 float32 map is 64 MB) are
-page-faulted and zeroed by the kernel again, every window and every MC-dropout pass. Measured on the
-2-core development CPU, one 80x112x112 window of the papers' V-Net took 1.37 s with the default
-settings (76 s of the profile's 101 s were system time) and 0.78 s with :func:`keep_freed_memory` (3 s).
+page-faulted and zeroed by the kernel again, every window and every MC-dropout pass.
+
+Measured by ``benchmarks/allocator.py --ct`` (both settings side by side, each in its own process) on
+the 2-core development CPU (AMD EPYC, glibc 2.41, transparent huge pages ``madvise``), 2026-12-01:
+one 80x112x112 window of the papers' V-Net took 0.42 s kept against 1.07 s by default (0 against
+297,594 minor page faults and 0.74 s of system time per window); a plain prediction of a 300x512x512
+CT took 87.9 s against 134.6 s, at a peak resident memory of 2.09 against 1.93 GB. The price is that
+memory: freed blocks stay in the heap (343 MB held after 64 MB tensors came and went, 84 MB by default).
 
 PyTorch has no public CPU caching allocator, and the usual cure (jemalloc or tcmalloc through
 ``LD_PRELOAD``) needs a system library that pip cannot install, so this uses glibc's own knob,

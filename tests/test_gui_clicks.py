@@ -84,9 +84,18 @@ def dock_of(viewer: Any, cls: type) -> Any:
     return found[0]
 
 
+#: Every button :func:`click` pressed, so a test can check that none of a dock's buttons was left out.
+CLICKED: set[int] = set()
+
+
 def click(qtbot: Any, button: QPushButton) -> None:
     assert button.isVisible() and button.isEnabled(), button.text()
     qtbot.mouseClick(button, Qt.LeftButton)
+    CLICKED.add(id(button))
+
+
+def unclicked_buttons(*docks: Any) -> list[str]:
+    return [button.text() for dock in docks for button in dock.findChildren(QPushButton) if id(button) not in CLICKED]
 
 
 def click_row(qtbot: Any, view: QAbstractItemView, row: int, *, double: bool = False) -> None:
@@ -241,6 +250,7 @@ def test_every_dock_opened_alone_shares_the_viewer_session_and_every_click_works
     qtbot.waitUntil(lambda: session.root == tmp_path / "imported", timeout=120_000)
     assert project.table.rowCount() == 2
     assert notes.new() == []
+    assert unclicked_buttons(project, teacher, regions, label, retrain) == []
 
 
 def test_the_all_docks_entry_and_the_sample_menu_work_from_the_menus(make_napari_viewer, qtbot, project_root, uncaught):

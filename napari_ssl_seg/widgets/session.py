@@ -173,7 +173,7 @@ class AssistSession(QObject):
         if self._classes_of[0] != model.name:
             from napari_ssl_seg.networks import ModelCard
 
-            card = ModelCard.from_json(inside(self.require_project().root, model.card_path).read_text())
+            card = ModelCard.from_json(inside(self.require_project().root, model.card_path).read_text(encoding="utf-8"))
             self._classes_of = (model.name, int(card.network.get("num_classes", 2)))
         return self._classes_of[1]
 
