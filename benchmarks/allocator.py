@@ -109,22 +109,9 @@ def measure_window(repeats: int) -> dict:
 
 
 def measure_ct() -> dict:
-    import torch
-    from inference import PATCH, PeakMemory, synthetic_ct
+    from inference import PATCH, PeakMemory, papers_vnet_predictor, synthetic_ct
 
-    from napari_ssl_seg.inference.predictor import Predictor
-    from napari_ssl_seg.networks import ModelCard, VNet
-
-    torch.manual_seed(0)
-    network = VNet(base_width=16, num_classes=2)
-    card = ModelCard(
-        method="supervised",
-        network=network.config,
-        patch_size=PATCH,
-        intensity={"kind": "ct_window", "window": [-1000, 1000]},
-        classes={0: "background", 1: "foreground"},
-    )
-    predictor = Predictor({"model": network}, card, device="cpu")
+    predictor = papers_vnet_predictor("cpu")
     predictor.predict(synthetic_ct(PATCH), uncertainty="none")  # kernel selection, as inference.py warms up
     volume = synthetic_ct((300, 512, 512))
     with PeakMemory() as memory:

@@ -122,6 +122,20 @@ def synthetic_ct(shape: tuple[int, int, int]) -> Volume:
     return Volume(array=array, spacing=(1.0, 0.7, 0.7), modality="CT")
 
 
+def papers_vnet_predictor(device: str) -> Predictor:
+    """The papers' V-Net (base width 16, 2 classes, random weights: speed does not depend on them)."""
+    torch.manual_seed(0)
+    network = VNet(base_width=16, num_classes=2)
+    card = ModelCard(
+        method="supervised",
+        network=network.config,
+        patch_size=PATCH,
+        intensity={"kind": "ct_window", "window": [-1000, 1000]},
+        classes={0: "background", 1: "foreground"},
+    )
+    return Predictor({"model": network}, card, device=device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="small,ct", help="comma list of: small, ct")
@@ -136,16 +150,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     kept = keep_freed_memory() if args.malloc == "keep" else False
-    torch.manual_seed(0)
-    network = VNet(base_width=16, num_classes=2)
-    card = ModelCard(
-        method="supervised",
-        network=network.config,
-        patch_size=PATCH,
-        intensity={"kind": "ct_window", "window": [-1000, 1000]},
-        classes={0: "background", 1: "foreground"},
-    )
-    predictor = Predictor({"model": network}, card, device=args.device)
+    predictor = papers_vnet_predictor(args.device)
     device = predictor.device
     amp_modes = [False] if device.type != "cuda" else {"on": [True], "off": [False], "both": [False, True]}[args.amp]
     print(

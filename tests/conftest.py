@@ -58,24 +58,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def tiny_teacher(folder: Path, num_classes: int) -> Path:
-    """An untrained 3-level V-Net with dropout, registered like any teacher: cheap to run."""
+def tiny_teacher(
+    folder: Path,
+    num_classes: int,
+    *,
+    method: str = "supervised",
+    seed: int = 0,
+    name: str = "tiny",
+    dropout: float = 0.5,
+    validation_dice: float = 0.1,
+) -> Path:
+    """An untrained 3-level V-Net, saved like any teacher (weights path returned): cheap to run."""
     import torch
 
     from napari_ssl_seg.networks import ModelCard, VNet, save_checkpoint
 
-    torch.manual_seed(0)
-    network = VNet(base_width=4, depth=3, num_classes=num_classes, dropout=0.5)
+    torch.manual_seed(seed)
+    network = VNet(base_width=4, depth=3, num_classes=num_classes, dropout=dropout)
     card = ModelCard(
-        method="supervised",
+        method=method,
         network=network.config,
         patch_size=(16, 32, 32),
         intensity={"kind": "ct_window", "window": [-1000, 1000]},
         classes={i: f"class{i}" for i in range(num_classes)},
-        metrics={"validation_dice": 0.1},
+        metrics={"validation_dice": validation_dice},
     )
     folder.mkdir(parents=True, exist_ok=True)
-    return save_checkpoint(folder / "tiny", {"model": network}, card)[0]
+    return save_checkpoint(folder / name, {"model": network}, card)[0]
 
 
 @pytest.fixture(scope="session")

@@ -11,33 +11,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
-from conftest import SAMPLE_DIR
+from conftest import SAMPLE_DIR, tiny_teacher
 
 from napari_ssl_seg.cli import main
 from napari_ssl_seg.data.cohort_project import build_cohort_project
 from napari_ssl_seg.inference.scores import least_recent_score, model_scores, random_score
 from napari_ssl_seg.io import geometry_mismatch, read_volume
-from napari_ssl_seg.networks import ModelCard, VNet, save_checkpoint
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import activate_model, active_model, model_versions, register_model
 from napari_ssl_seg.store.scores import read_prediction, scores
 
 
 def _tiny_model(folder: Path, *, num_classes: int = 8, seed: int = 0, name: str = "tiny") -> Path:
-    torch.manual_seed(seed)
-    network = VNet(base_width=4, depth=3, num_classes=num_classes)
-    card = ModelCard(
-        method="ucmt",
-        network=network.config,
-        patch_size=(16, 32, 32),
-        intensity={"kind": "ct_window", "window": [-1000, 1000]},
-        classes={i: f"class{i}" for i in range(num_classes)},
-        metrics={"validation_dice": 0.5 + seed / 100},
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    weights, _ = save_checkpoint(folder / name, {"model": network}, card)
-    return weights
+    """A tiny UCMT-carded teacher whose validation Dice tells the seeds apart."""
+    return tiny_teacher(folder, num_classes, method="ucmt", seed=seed, name=name, validation_dice=0.5 + seed / 100)
 
 
 @pytest.fixture(scope="module")
