@@ -81,6 +81,7 @@ def tiny_teacher(
         patch_size=(16, 32, 32),
         intensity={"kind": "ct_window", "window": [-1000, 1000]},
         classes={i: f"class{i}" for i in range(num_classes)},
+        orientation="LPS",
         metrics={"validation_dice": validation_dice},
     )
     folder.mkdir(parents=True, exist_ok=True)

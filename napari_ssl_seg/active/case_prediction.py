@@ -8,12 +8,12 @@ network.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_ssl_seg.active.reference_volumes import reference_volumes
 from napari_ssl_seg.errors import InputError
-from napari_ssl_seg.inference.predictor import Prediction, Predictor
+from napari_ssl_seg.inference.predictor import VOXEL_ORDER_NOTE, Prediction, Predictor
 from napari_ssl_seg.inference.scores import model_scores, structure_volumes, volume_shortfall
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.store import Project
@@ -32,6 +32,8 @@ class CasePrediction:
     scores: dict[str, float]
     seconds: float
     device: str
+    #: What the user should know about this prediction (e.g. a teacher that works in voxel order).
+    notes: list[str] = field(default_factory=list)
 
 
 def store_case_prediction(
@@ -88,4 +90,5 @@ def predict_case(
         scores=values,
         seconds=prediction.seconds,
         device=prediction.device,
+        notes=[note for note in prediction.notes if note == VOXEL_ORDER_NOTE],
     )

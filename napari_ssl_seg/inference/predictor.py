@@ -1,8 +1,9 @@
 """Predict a volume with a trained teacher: label map and uncertainty map in the source geometry.
 
-Volume -> normalise per the model card -> (resample to the training spacing when the card has
-one) -> Gaussian-blended sliding windows (prediction and uncertainty share one window loop) ->
-back to the source grid -> label map (argmax) + entropy map (float16) + optional BALD map.
+Volume -> reorient to the card's orientation (flips and axis swaps, exact) -> normalise per the
+model card -> (resample to the training spacing when the card has one) -> Gaussian-blended sliding
+windows (prediction and uncertainty share one window loop) -> back to the source grid -> label map
+(argmax) + entropy map (float16) + optional BALD map.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from napari_ssl_seg.inference.mc_dropout import entropy
 from napari_ssl_seg.inference.sliding import WindowPlan, run_sliding_window
 from napari_ssl_seg.inference.window_functions import window_function
 from napari_ssl_seg.io import Volume
+from napari_ssl_seg.io.orientation import reorientation
 from napari_ssl_seg.io.volume import validate_volume
 from napari_ssl_seg.networks import ModelCard, load_checkpoint
 
@@ -37,6 +39,11 @@ _SLAB = 16
 # Resample only when the spacing differs by more than this fraction: interpolation blurs.
 _SPACING_TOLERANCE = 0.01
 _HALF_BLENDING_ELEMENTS = 2**26
+VOXEL_ORDER_NOTE = (
+    "the model card records no orientation (a card from before orientations were recorded): the network sees"
+    " this file's voxel order, so a file stored in another order than its training data can come back mirrored;"
+    " retrain the teacher to give it one"
+)
 
 
 def torch_to_numpy(dtype: torch.dtype) -> type:
@@ -187,7 +194,8 @@ class Predictor:
         if bald and kind not in ("mc_dropout", "fast"):
             raise InputError("the mutual-information (BALD) map needs MC-dropout uncertainty")
         start = time.perf_counter()
-        image, source_shape = self.prepare(volume, resample)
+        orientation = reorientation(volume.direction, volume.shape, self.card.orientation)
+        image, source_shape = self.prepare(orientation.volume_to_target(volume), resample)
         function = window_function(kind, self.networks, samples=samples, chunk=self.mc_chunk, bald=bald)
         plan = WindowPlan(
             roi=tuple(self.card.patch_size),
@@ -201,7 +209,10 @@ class Predictor:
         if source_shape is not None:
             outputs = tuple(F.interpolate(o.float(), size=source_shape, mode="trilinear") for o in outputs)
             plan.notes.append(f"resampled to the model's spacing {self.card.spacing} mm and back")
-        label, entropy_map, mutual, confidence = _postprocess(outputs, kind, bald, self.num_classes, keep_confidence)
+        maps = _postprocess(outputs, kind, bald, self.num_classes, keep_confidence)
+        label, entropy_map, mutual, confidence = (None if m is None else orientation.to_source(m) for m in maps)
+        if orientation.target is None:
+            plan.notes.append(VOXEL_ORDER_NOTE)  # the command line prints it as a warning, the docks show one
         label_names = {int(k): v for k, v in self.card.classes.items() if int(k) != 0} or None
         return Prediction(
             label=volume.with_array(label, label_names=label_names, modality=None, source_format="prediction"),

@@ -32,6 +32,7 @@ from torch import nn
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io.atomic import atomic_output, sha256_file
+from napari_ssl_seg.io.orientation import check_orientation
 from napari_ssl_seg.networks.multicure import build_cure_resnet3d
 from napari_ssl_seg.networks.resnet3d import build_resnet3d
 from napari_ssl_seg.networks.vnet import VNet
@@ -113,6 +114,9 @@ class ModelCard:
     intensity: dict[str, Any]
     classes: dict[int, str]
     spacing: tuple[float, float, float] | None = None
+    #: The patient orientation the network saw (``io.orientation``: "LPS"); None for cards from
+    #: before it was recorded, whose networks saw the files' voxel order.
+    orientation: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     parent: str | None = None
@@ -190,6 +194,8 @@ class ModelCard:
             raise InputError(f"{source}: extra network may not be named {MAIN_NETWORK!r}")
         if self.weights_dtype not in ("float32", "float16"):
             raise InputError(f"{source}: weights_dtype must be float32 or float16, got {self.weights_dtype!r}")
+        if self.orientation is not None:
+            self.orientation = check_orientation(self.orientation, source=f"{source}: orientation")
 
 
 def checkpoint_paths(path: Path | str) -> tuple[Path, Path]:

@@ -36,6 +36,7 @@ from torch import nn
 
 from napari_ssl_seg.data.intensity import choose_intensity, normalise_intensity, validate_intensity
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.io.orientation import CANONICAL, reorientation
 from napari_ssl_seg.store.project import Project
 
 __all__ = [
@@ -142,25 +143,30 @@ def load_cases(
     intensity: Mapping[str, Any],
     *,
     pad_to: Sequence[int] | None = None,
+    orientation: str | None = CANONICAL,
 ) -> list[CaseData]:
-    """Read and normalise cases; ``versions`` maps a case to its label version (None: image only).
+    """Read, reorient and normalise cases; ``versions`` maps a case to its label version (None: image only).
 
-    With ``pad_to`` a case smaller than the patch is padded once here rather than per sample.
+    Every case is reoriented to ``orientation`` (None: kept in its voxel order, for runs that
+    continue a teacher whose card records none), so the network sees one anatomy whatever order
+    each file stores. With ``pad_to`` a case smaller than the patch is padded once here rather
+    than per sample.
     """
     cases = []
     for name, version in versions.items():
         volume = project.read_image(name)
-        image = normalise_intensity(volume.array, intensity)
+        turn = reorientation(volume.direction, volume.shape, orientation)
+        image = normalise_intensity(turn.to_target(volume.array), intensity)
         label = None
         if version is not None:
             label = np.asarray(project.read_label(name, version).array)
-            if label.shape != image.shape:
-                raise InputError(f"case {name!r}: label shape {label.shape} differs from image shape {image.shape}")
-            label = label.astype(np.uint8 if label.max(initial=0) < 256 else np.int64)
+            if label.shape != volume.shape:
+                raise InputError(f"case {name!r}: label shape {label.shape} differs from image shape {volume.shape}")
+            label = turn.to_target(label.astype(np.uint8 if label.max(initial=0) < 256 else np.int64))
         if pad_to is not None:
             image = _pad_to(image, pad_to, float(image.min()))
             label = None if label is None else _pad_to(label, pad_to, 0)
-        cases.append(CaseData(name, image, label, tuple(float(s) for s in volume.spacing)))
+        cases.append(CaseData(name, image, label, turn.target_spacing(volume.spacing)))
     return cases
 
 
@@ -173,9 +179,10 @@ def has_lateral_classes(class_names: Mapping[int, str]) -> bool:
 def build_augmentation(patch_size: Sequence[int], *, lateral: bool = True) -> Compose:
     """Random crop, then axial-plane flips and rot90 (square in-plane patches only), on image + label.
 
-    ``lateral=False`` keeps the left-right arrangement: no flip along x (the array's last axis,
-    left-right in axial acquisitions) and no rot90 (which moves the left side to the front or the
-    right); the anterior-posterior flip stays.
+    ``lateral=False`` keeps the left-right arrangement: no flip along x (the array's last axis:
+    right to left in the canonical LPS orientation :func:`load_cases` gives every case, whatever
+    the file's voxel order) and no rot90 (which moves the left side to the front or the right);
+    the anterior-posterior flip stays.
     """
     keys = ["image", "label"]
     transforms = [RandSpatialCropd(keys, roi_size=tuple(patch_size), random_size=False)]

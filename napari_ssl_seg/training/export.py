@@ -53,6 +53,7 @@ def run_model_card(
         intensity=dict(info["intensity"]),
         classes={int(k): v for k, v in info["classes"].items()},
         spacing=tuple(info["spacing"]),
+        orientation=info.get("orientation"),
         training={
             "command": info["command"],
             "config": config.to_dict(),

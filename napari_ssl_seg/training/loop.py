@@ -75,6 +75,8 @@ class _Run:
         self.snapshot = LabelSnapshot.from_dict(info["snapshot"])
         self.num_classes = int(info["network"]["num_classes"])
         self.seed = int(info["seed"])
+        # Runs recorded before orientations were (resumed from their folder) saw voxel order.
+        self.orientation: str | None = info.get("orientation")
         self.amp = bool(config.amp and self.device.type == "cuda")
         self.best: dict[str, Any] = {"dice": None, "iteration": None, "per_case": {}}
 
@@ -125,11 +127,19 @@ class _Run:
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         uses_unlabeled = bool(getattr(self.method, "uses_unlabeled", True))
-        labeled = load_cases(self.project, self.snapshot.labeled, self.info["intensity"], pad_to=config.patch_size)
+        labeled = load_cases(
+            self.project,
+            self.snapshot.labeled,
+            self.info["intensity"],
+            pad_to=config.patch_size,
+            orientation=self.orientation,
+        )
         unlabeled = []
         if uses_unlabeled and config.batch_unlabeled:
             names = dict.fromkeys(self.snapshot.unlabeled)
-            unlabeled = load_cases(self.project, names, self.info["intensity"], pad_to=config.patch_size)
+            unlabeled = load_cases(
+                self.project, names, self.info["intensity"], pad_to=config.patch_size, orientation=self.orientation
+            )
         lateral = config.lateral_augmentation == "on" or (
             config.lateral_augmentation == "auto" and not has_lateral_classes(self.info["classes"])
         )
@@ -149,7 +159,9 @@ class _Run:
             self.notes.append("no unlabeled training case: the unlabeled stream samples the labeled images")
         self.validation = []
         if self.dist.is_main:
-            self.validation = load_cases(self.project, self.snapshot.validation, self.info["intensity"])
+            self.validation = load_cases(
+                self.project, self.snapshot.validation, self.info["intensity"], orientation=self.orientation
+            )
         self.start = 0
         if self.resume_state is not None:
             state = load_resume_state(

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.io.orientation import CANONICAL, reorientation
 from napari_ssl_seg.methods.base import SemiSupervisedMethod
 from napari_ssl_seg.networks.checkpoint import load_checkpoint
 from napari_ssl_seg.store.project import Project
@@ -69,7 +70,7 @@ def run_info(
     intensity = resolve_intensity(project, snapshot, config.intensity or (init_card.intensity if init_card else None))
     num_classes = max([*snapshot.classes, 1]) + 1
     if not snapshot.classes:
-        labels = load_cases(project, snapshot.labeled, intensity)
+        labels = load_cases(project, snapshot.labeled, intensity, orientation=None)  # only the class count
         num_classes = max(int(case.label.max()) for case in labels) + 1
         num_classes = max(num_classes, 2)
     network = config.network_config(num_classes)
@@ -78,7 +79,10 @@ def run_info(
             f"--init model predicts {init_card.network.get('num_classes')} classes, the project has {num_classes}"
         )
     classes = {0: "background", **{i: snapshot.classes.get(i, f"class {i}") for i in range(1, num_classes)}}
-    spacings = [project.case(name).spacing for name in snapshot.labeled]
+    # A run continuing a teacher keeps the orientation its network saw (None: voxel order, an old card).
+    orientation = init_card.orientation if init_card is not None else CANONICAL
+    records = [project.case(name) for name in snapshot.labeled]
+    spacings = [reorientation(r.direction, r.shape, orientation).target_spacing(r.spacing) for r in records]
     return {
         "config": config.to_dict(),
         "snapshot": snapshot.to_dict(),
@@ -86,6 +90,7 @@ def run_info(
         "network": network,
         "classes": {str(k): v for k, v in classes.items()},
         "spacing": [float(v) for v in np.median(np.asarray(spacings), axis=0)],
+        "orientation": orientation,
         "seed": project.seed if config.seed is None else int(config.seed),
         "command": command,
         "init_model": None if init_model is None else str(init_model),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -179,6 +179,8 @@ class TeacherWidget(QWidget):
         score = result.scores.get(self.session.strategy)
         scored = "" if score is None else f", {self.session.strategy} {score:.4f}"
         self._finished(f"{result.case}: {result.seconds:.1f} s on {result.device}{scored}")
+        for note in result.notes:
+            show_warning(f"{result.case}: {note}")
         self.session.show_prediction(
             result.case, result.label, result.entropy, regions=shown.regions, histogram=shown.histogram, staged=True
         )

@@ -43,6 +43,7 @@ def make_tiny_model(folder: Path, *, num_classes: int = 3, name: str = "tiny") -
         patch_size=(8, 8, 8),
         intensity={"kind": "zscore"},
         classes={i: f"class{i}" for i in range(num_classes)},
+        orientation="LPS",
     )
     folder.mkdir(parents=True, exist_ok=True)
     weights, _ = save_checkpoint(folder / name, {"model": network}, card)
