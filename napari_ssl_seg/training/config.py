@@ -43,6 +43,13 @@ class TrainConfig:
     weight_decay: float = 1e-4
     lr_step: int = 2500
     lr_gamma: float = 0.1
+    # "sgd" (the papers') or "adamw"; "step" decays the lr by lr_gamma every lr_step iterations (the
+    # papers'), "poly" by (1 - i / iterations) ** 0.9 (nnU-Net's); grad_clip: the gradient-norm limit
+    # (nnU-Net's 12), None for none. See training/optim.py.
+    optimizer: str = "sgd"
+    nesterov: bool = False
+    schedule: str = "step"
+    grad_clip: float | None = None
     rampup_iterations: int = 6000
     checkpoint_every: int = 500
     validate_every: int = 500
@@ -77,6 +84,15 @@ class TrainConfig:
             raise InputError(f"setting overlap must be in [0, 1), got {self.overlap}")
         if self.lr <= 0 or self.lr_gamma <= 0 or self.momentum < 0 or self.weight_decay < 0:
             raise InputError("settings lr and lr_gamma must be positive, momentum and weight_decay not negative")
+        if self.optimizer not in ("sgd", "adamw") or self.schedule not in ("step", "poly"):
+            raise InputError(
+                f"setting optimizer must be sgd or adamw and schedule step or poly, got {self.optimizer!r}, "
+                f"{self.schedule!r}"
+            )
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise InputError("setting nesterov needs optimizer sgd with a positive momentum")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise InputError(f"setting grad_clip must be positive or none, got {self.grad_clip}")
         if self.lateral_augmentation not in ("auto", "on", "off"):
             raise InputError(f"setting lateral_augmentation must be auto, on or off, got {self.lateral_augmentation!r}")
         if self.inference_selection not in ("method", "validation"):

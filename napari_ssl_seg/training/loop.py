@@ -39,6 +39,7 @@ from napari_ssl_seg.training.data import (
 )
 from napari_ssl_seg.training.distributed import DistContext, broadcast_json, broadcast_module, init_distributed
 from napari_ssl_seg.training.export import exported_networks, run_model_card
+from napari_ssl_seg.training.optim import build_optimizer, build_scheduler, clip_gradients
 from napari_ssl_seg.training.runlog import RunLog
 from napari_ssl_seg.training.sam import sam_ascent
 from napari_ssl_seg.training.setup import copy_init_weights, resume_info, run_info, seed_everything
@@ -75,6 +76,7 @@ class _Run:
         self.snapshot = LabelSnapshot.from_dict(info["snapshot"])
         self.num_classes = int(info["network"]["num_classes"])
         self.seed = int(info["seed"])
+        self.train_seconds = 0.0
         # Runs recorded before orientations were (resumed from their folder) saw voxel order.
         self.orientation: str | None = info.get("orientation")
         self.amp = bool(config.amp and self.device.type == "cuda")
@@ -119,12 +121,8 @@ class _Run:
                 if id(parameter) not in seen:
                     seen.add(id(parameter))
                     self.params.append(parameter)
-        self.optimizer = torch.optim.SGD(
-            self.params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, step_size=config.lr_step, gamma=config.lr_gamma
-        )
+        self.optimizer = build_optimizer(self.params, config)
+        self.scheduler = build_scheduler(self.optimizer, config)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         uses_unlabeled = bool(getattr(self.method, "uses_unlabeled", True))
         labeled = load_cases(
@@ -203,6 +201,8 @@ class _Run:
             second, _ = self._loss(batch, ctx)
             self.scaler.scale(second).backward()
             perturbation.restore()
+        if self.config.grad_clip is not None:
+            clip_gradients(self.params, self.optimizer, self.scaler, self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return {"loss": value, **{key: float(v) for key, v in logs.items()}}
@@ -233,7 +233,14 @@ class _Run:
         if improved:
             self.best = {"dice": dice, "iteration": iteration, "per_case": per_case, "network": chosen}
             self.export(iteration)
-        record: dict[str, Any] = {"dice": dice, "per_case": per_case, "best": improved}
+        # Seconds spent training (not validating) since this process started or resumed the run:
+        # what a convergence curve puts on its time axis.
+        record: dict[str, Any] = {
+            "dice": dice,
+            "per_case": per_case,
+            "best": improved,
+            "train_seconds": round(self.train_seconds, 3),
+        }
         if len(scores) > 1:
             record |= {"network": chosen, "candidates": {name: score[0] for name, score in scores.items()}}
         self.log.write("validation", iteration, record)
@@ -273,6 +280,7 @@ class _Run:
             if self.dist.any_true(bool(self.should_stop and self.should_stop())):
                 status = "cancelled"
                 break
+            started = time.perf_counter()
             images, targets, unlabeled = self.sampler.batch(iteration)
             batch = Batch(images.to(self.device), targets.to(self.device), unlabeled.to(self.device))
             logs: dict[str, float] = {}
@@ -289,6 +297,7 @@ class _Run:
             logs["rampup"] = rampup
             self.scheduler.step()
             iteration += 1
+            self.train_seconds += time.perf_counter() - started
             for key, value in logs.items():
                 sums[key] = sums.get(key, 0.0) + value
             count += 1

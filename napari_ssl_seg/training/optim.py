@@ -1,0 +1,46 @@
+"""The optimiser, its learning-rate schedule and gradient clipping, as a :class:`TrainConfig` names them.
+
+``sgd`` with ``step`` is the papers' recipe (METHODS.md). nnU-Net's (SGD, momentum 0.99, Nesterov,
+poly decay with exponent 0.9, gradient norm clipped at 12) and AdamW are the alternatives
+``benchmarks/convergence.py`` compares with it; torch provides all three pieces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from napari_ssl_seg.training.config import TrainConfig
+
+__all__ = ["POLY_EXPONENT", "build_optimizer", "build_scheduler", "clip_gradients"]
+
+POLY_EXPONENT = 0.9
+
+
+def build_optimizer(parameters: Sequence[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        parameters,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov,
+    )
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per iteration by the loop."""
+    if config.schedule == "poly":
+        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=config.iterations, power=POLY_EXPONENT)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
+
+
+def clip_gradients(
+    parameters: Sequence[nn.Parameter], optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, limit: float
+) -> float:
+    """Clip the total gradient norm at ``limit`` (on unscaled gradients); returns the norm before clipping."""
+    scaler.unscale_(optimizer)
+    return float(torch.nn.utils.clip_grad_norm_(parameters, limit))
