@@ -58,6 +58,11 @@ def run_one(project: Path, method: str, recipe: str, args: argparse.Namespace, o
     rates = [float(r["it_per_s"]) for r in records if r.get("kind") == "train" and "it_per_s" in r]
     with Project.open(project) as opened:
         test = evaluate_project(opened, out / "model.safetensors", split="test", device=args.device)
+        names = opened.label_names()
+    per_class = {
+        names.get(int(value), value): round(float(entry["dice_mean"]), 3)
+        for value, entry in test.summary["classes"].items()
+    }
     best = max(curve, key=lambda point: point["dice"])
     return {
         "curve": curve,
@@ -65,6 +70,7 @@ def run_one(project: Path, method: str, recipe: str, args: argparse.Namespace, o
         "last": curve[-1],
         "it_per_s": sorted(rates)[len(rates) // 2] if rates else None,
         "test_dice": float(test.summary["overall"]["dice_mean"]),
+        "test_per_class": per_class,
     }
 
 
@@ -137,9 +143,10 @@ def main() -> None:
                 f"{last['seconds'] / 60:8.1f} {rate:>6} {run['test_dice']:6.3f}",
                 flush=True,
             )
+            print("    test per structure: " + ", ".join(f"{k} {v:.2f}" for k, v in run["test_per_class"].items()))
             (args.out / "curves.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     title = (
-        f"cohort: {args.cases} cases from CTChest4, seed {args.cohort_seed}, {args.labeled} labeled; "
+        f"cohort: {args.cases} cases from CTChest4, seed {args.cohort_seed}, {args.labeled} labeled\n"
         f"quick network, {args.iterations} iterations"
     )
     plot(results, args.png or args.out / "convergence.png", title)
