@@ -243,12 +243,14 @@ def test_every_dock_opened_alone_shares_the_viewer_session_and_every_click_works
     assert session.root == tmp_path / "new project" and "no teacher yet" in teacher.model_label.text()
     incoming = tmp_path / "incoming"
     incoming.mkdir()
-    for name in ("brain1_image.nrrd", "breast1_image.nrrd"):
+    for name in ("brain1_image.nrrd", "brain1_label.nrrd", "breast1_image.nrrd"):
         shutil.copy(SAMPLE_DIR / name, incoming / name)
     answers[:] = [str(incoming), str(tmp_path / "imported")]
     click(qtbot, project.import_button)
     qtbot.waitUntil(lambda: session.root == tmp_path / "imported", timeout=120_000)
-    assert project.table.rowCount() == 2
+    # The label beside its image is paired by name: two cases, one labeled, not three images.
+    statuses = {project.table.item(row, 0).text(): project.table.item(row, 2).text() for row in range(2)}
+    assert project.table.rowCount() == 2 and statuses == {"brain1": "labeled", "breast1": "unlabeled"}
     assert notes.new() == []
     assert unclicked_buttons(project, teacher, regions, label, retrain) == []
 

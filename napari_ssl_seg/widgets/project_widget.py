@@ -111,7 +111,10 @@ class ProjectWidget(QWidget):
             return
         root = QFileDialog.getExistingDirectory(self, "Where to create the project (an empty folder)")
         if root:
-            self.import_project(root, images, None)
+            # Labels lie beside their images here (paired by name, as `init --images F --labels F` does);
+            # a Decathlon folder says where its labels are in its dataset.json.
+            decathlon = (Path(images) / "dataset.json").is_file()
+            self.import_project(root, images, None if decathlon else images)
 
     def import_project(self, root: str, images: str, labels: str | None) -> Any:
         """Import in the background; the new project opens when it is done."""
