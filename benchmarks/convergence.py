@@ -26,9 +26,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ssl_accuracy import cohort_project
+
 from napari_ssl_seg.allocator import keep_freed_memory
-from napari_ssl_seg.data.cohort_project import build_cohort_project
-from napari_ssl_seg.sample_data import sample_path
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training.config import apply_overrides, preset
 from napari_ssl_seg.training.evaluate import evaluate_project
@@ -117,16 +117,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown recipe(s) {', '.join(sorted(unknown))} (known: {', '.join(RECIPES)})")
     args.out.mkdir(parents=True, exist_ok=True)
-    cohort = args.out / "cohort"
-    if not cohort.exists():
-        build_cohort_project(
-            cohort,
-            sample_path("CTChest4.nrrd"),
-            sample_path("Segmentation.seg.nrrd"),
-            cases=args.cases,
-            seed=args.cohort_seed,
-            labeled=args.labeled,
-        ).close()
+    cohort = cohort_project(args.out / "cohort", args.cases, args.cohort_seed, args.labeled)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     columns = {"best val": 9, "at min": 7, "last val": 9, "minutes": 8, "it/s": 6, "test": 6}
     header = f"{'method':<11} {'recipe':<7} " + " ".join(f"{name:>{width}}" for name, width in columns.items())

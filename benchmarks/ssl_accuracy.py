@@ -38,7 +38,8 @@ from napari_ssl_seg.training.state import resume_paths
 FULL = "full"
 
 
-def _cohort(out: Path, cases: int, seed: int, labeled: int | None) -> Path:
+def cohort_project(out: Path, cases: int, seed: int, labeled: int | None) -> Path:
+    """A cohort project from the bundled chest CT at ``out`` (reused when it exists)."""
     if not out.exists():  # reruns reuse cohorts and finished runs, so an interrupted study resumes
         build_cohort_project(
             out,
@@ -142,8 +143,8 @@ def main() -> None:
         names = [f"case_{index:03d}" for index in range(args.cases)]
         train_count = sum(split == "train" for split in assign_splits(names, seed).values())
         labeled = max(1, round(args.labeled_fraction * train_count))
-        partial = _cohort(args.out / f"seed{seed}" / "cohort", args.cases, seed, labeled)
-        full = _cohort(args.out / f"seed{seed}" / "cohort_full", args.cases, seed, None)
+        partial = cohort_project(args.out / f"seed{seed}" / "cohort", args.cases, seed, labeled)
+        full = cohort_project(args.out / f"seed{seed}" / "cohort_full", args.cases, seed, None)
         for method in [*methods, FULL]:
             project, trained = (full, "supervised") if method == FULL else (partial, method)
             runs[method][seed] = _run(project, trained, seed, args, args.out / f"seed{seed}" / method)

@@ -41,7 +41,7 @@ tensor = torch.ones(16 * 1024 * 1024)
 living = info()
 del tensor
 freed = info()
-# The heap first grows by a few fragments (to 5-9 tensors' worth here), then settles at its size.
+# The heap first grows by a few fragments (to 5-9 tensors' worth here), then mostly settles at its size.
 steady = 0
 for _ in range(200):
     heap = info()["heap"]
@@ -81,8 +81,10 @@ def test_kept_memory_stays_in_the_heap_and_is_reused() -> None:
     assert living["mapped"] < MB64 and living["heap"] >= MB64
     # Freed, it stays in the process...
     assert freed["heap"] == living["heap"] and freed["free_in_heap"] >= MB64
-    # ... and the tensors made after it take memory the heap already has: it stops growing.
-    assert after["heap"] == settled["heap"] and after["mapped"] < MB64
+    # ... and the tensors made after it take memory the heap already has. Another thread's allocation
+    # can still split a freed block now and then (3 new fragments seen on a loaded machine), so the bound is 8,
+    # against the 20 tensors' worth a heap that never reused its memory would grow by.
+    assert after["heap"] - settled["heap"] <= 8 * MB64 and after["mapped"] < MB64
 
 
 @linux

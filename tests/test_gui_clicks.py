@@ -1,8 +1,9 @@
 """Every button, menu entry and shortcut of the plugin, used the way a person uses them.
 
-The docks are opened from napari's Plugins menu one by one (napari then hands each its own proxy of
-the viewer), and every action is reached through a real mouse click or key press. Any exception
-that reaches Qt's event loop, and any error notification the step did not ask for, fails the test.
+The docks are opened from napari's Plugins menu, one by one (napari then hands each its own proxy of
+the viewer) and all together through the assistant entry; every action is reached through a real
+mouse click or key press. Any exception that reaches Qt's event loop, and any error notification
+the step did not ask for, fails the test.
 """
 
 from __future__ import annotations
@@ -118,15 +119,19 @@ def press(qtbot: Any, viewer: Any, key: Qt.Key) -> None:
     qtbot.keyClick(canvas, key, Qt.ShiftModifier)
 
 
-def test_every_dock_opened_alone_shares_the_viewer_session_and_every_click_works(
-    make_napari_viewer, qtbot, project_root, tmp_path, monkeypatch, uncaught
+@pytest.mark.parametrize("opening", ["one by one", "all together"])
+def test_the_docks_share_the_viewer_session_and_every_click_works(
+    make_napari_viewer, qtbot, project_root, tmp_path, monkeypatch, uncaught, opening
 ):
     viewer = make_napari_viewer(show=True)
     notes = Notifications()
     docks_menu = menu_actions(viewer.window.plugins_menu, PLUGIN_MENU)
-    for title, cls in SINGLE_DOCKS.items():
-        docks_menu[title].trigger()
-        dock_of(viewer, cls)
+    if opening == "all together":
+        docks_menu["Annotation assistant (all docks)"].trigger()
+    else:
+        for title, cls in SINGLE_DOCKS.items():
+            docks_menu[title].trigger()
+            dock_of(viewer, cls)
     project, teacher, regions, label, retrain = (dock_of(viewer, cls) for cls in SINGLE_DOCKS.values())
     qtbot.waitUntil(lambda: project.isVisible() and retrain.isVisible())
 
@@ -255,18 +260,9 @@ def test_every_dock_opened_alone_shares_the_viewer_session_and_every_click_works
     assert unclicked_buttons(project, teacher, regions, label, retrain) == []
 
 
-def test_the_all_docks_entry_and_the_sample_menu_work_from_the_menus(make_napari_viewer, qtbot, project_root, uncaught):
+def test_the_sample_menu_entries_open_image_and_labels(make_napari_viewer, uncaught):
     viewer = make_napari_viewer(show=True)
     notes = Notifications()
-    menu_actions(viewer.window.plugins_menu, PLUGIN_MENU)["Annotation assistant (all docks)"].trigger()
-    for cls in SINGLE_DOCKS.values():
-        dock_of(viewer, cls)
-    project, teacher = dock_of(viewer, ProjectWidget), dock_of(viewer, TeacherWidget)
-    qtbot.waitUntil(project.isVisible)
-    qtbot.keyClicks(project.path_edit, str(project_root))
-    qtbot.keyClick(project.path_edit, Qt.Key_Return)
-    assert "active teacher" in teacher.model_label.text()
-
     samples = menu_actions(viewer.window.file_menu, "Open Sample", PLUGIN_MENU)
     assert len(samples) == 4
     for text, action in samples.items():

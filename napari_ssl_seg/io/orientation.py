@@ -44,16 +44,19 @@ def check_orientation(code: Any, *, source: str = "orientation") -> str:
     return text
 
 
-def _index_to_lps(direction: Any, spacing_xyz: np.ndarray) -> np.ndarray:
+_IDENTITY = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+
+
+def _orientation_of(direction: Any) -> np.ndarray:
+    """nibabel's orientation array of an ITK direction (flat or 3x3): each index axis's LPS axis and sign."""
     affine = np.eye(4)
-    affine[:3, :3] = np.asarray(direction, dtype=float).reshape(3, 3) @ np.diag(spacing_xyz)
-    return affine
+    affine[:3, :3] = np.asarray(direction, dtype=float).reshape(3, 3)
+    return orientations.io_orientation(affine)
 
 
 def axis_codes(direction: Any) -> str:
     """The orientation code of an ITK direction matrix (closest axes for an oblique one)."""
-    ornt = orientations.io_orientation(_index_to_lps(direction, np.ones(3)))
-    return "".join(orientations.ornt2axcodes(ornt, labels=_LPS_LABELS))
+    return "".join(orientations.ornt2axcodes(_orientation_of(direction), labels=_LPS_LABELS))
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,10 @@ class Reorientation:
 
     @property
     def is_identity(self) -> bool:
-        return bool(np.array_equal(self._forward, [[0, 1], [1, 1], [2, 1]]))
+        return bool(np.array_equal(self._forward, _IDENTITY))
 
     def _apply(self, array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
-        if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        if np.array_equal(ornt, _IDENTITY):
             return array
         # nibabel works on (x, y, z); the package's arrays are (z, y, x).
         moved = orientations.apply_orientation(np.asarray(array).transpose(2, 1, 0), ornt)
@@ -100,11 +103,7 @@ class Reorientation:
         """The whole volume in the target orientation, with the geometry that keeps every voxel in place."""
         if self.is_identity:
             return volume
-        spacing_xyz = np.asarray(volume.spacing, dtype=float)[::-1]
-        affine = _index_to_lps(volume.direction, spacing_xyz)
-        affine[:3, 3] = volume.origin
-        shape_xyz = self.shape[::-1]
-        moved = affine @ orientations.inv_ornt_aff(self._forward, shape_xyz)
+        moved = volume.index_to_lps() @ orientations.inv_ornt_aff(self._forward, self.shape[::-1])
         new_spacing_xyz = np.linalg.norm(moved[:3, :3], axis=0)
         return replace(
             volume,
@@ -117,11 +116,10 @@ class Reorientation:
 
 def reorientation(direction: Any, shape: tuple[int, int, int], target: str | None = CANONICAL) -> Reorientation:
     """How to take a ``[z, y, x]`` array of ``shape`` stored with ITK ``direction`` to ``target``."""
-    source_ornt = orientations.io_orientation(_index_to_lps(direction, np.ones(3)))
+    source_ornt = _orientation_of(direction)
     source = "".join(orientations.ornt2axcodes(source_ornt, labels=_LPS_LABELS))
     if target is None:
-        identity = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
-        return Reorientation(source, None, tuple(shape), identity, identity)
+        return Reorientation(source, None, tuple(shape), _IDENTITY, _IDENTITY)
     target = check_orientation(target)
     target_ornt = orientations.axcodes2ornt(tuple(target), labels=_LPS_LABELS)
     forward = orientations.ornt_transform(source_ornt, target_ornt)

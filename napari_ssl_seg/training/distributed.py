@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistContext", "broadcast_json", "broadcast_module", "init_distributed"]
+__all__ = ["DistContext", "broadcast_json", "broadcast_module", "init_distributed", "wrap_for_ddp"]
 
 
 @dataclass
@@ -123,3 +123,14 @@ def broadcast_json(value: Any, ctx: DistContext) -> Any:
         buffer.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
     dist.broadcast(buffer, src=0)
     return json.loads(bytes(buffer.cpu().tolist()).decode("utf-8"))
+
+
+def wrap_for_ddp(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` as a DistributedDataParallel network on ``device`` (its gradients averaged over ranks)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    # Methods may leave parameters of a trainable network without gradient in a step (UG-CEMT's
+    # teacher-side attention projections feed a detached path), which plain DDP reports as an
+    # error; finding them costs one graph walk per backward.
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)

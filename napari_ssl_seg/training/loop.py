@@ -37,9 +37,15 @@ from napari_ssl_seg.training.data import (
     load_cases,
     validate_cases,
 )
-from napari_ssl_seg.training.distributed import DistContext, broadcast_json, broadcast_module, init_distributed
+from napari_ssl_seg.training.distributed import (
+    DistContext,
+    broadcast_json,
+    broadcast_module,
+    init_distributed,
+    wrap_for_ddp,
+)
 from napari_ssl_seg.training.export import exported_networks, run_model_card
-from napari_ssl_seg.training.optim import build_optimizer, build_scheduler, clip_gradients
+from napari_ssl_seg.training.optim import build_optimizer, build_scheduler, clip_gradients, unique_parameters
 from napari_ssl_seg.training.runlog import RunLog
 from napari_ssl_seg.training.sam import sam_ascent
 from napari_ssl_seg.training.setup import copy_init_weights, resume_info, run_info, seed_everything
@@ -102,25 +108,11 @@ class _Run:
         for name in self.teachers:
             self.method.networks[name].requires_grad_(False)
         if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
             for name in trainable:
-                # Methods may leave parameters of a trainable network without gradient in a step
-                # (UG-CEMT's teacher-side attention projections feed a detached path), which plain
-                # DDP reports as an error; finding them costs one graph walk per backward.
-                self.method.networks[name] = DistributedDataParallel(
-                    self.method.networks[name], device_ids=ids, find_unused_parameters=True
-                )
+                self.method.networks[name] = wrap_for_ddp(self.method.networks[name], self.device)
             for name in self.teachers:
                 broadcast_module(self.method.networks[name], self.dist)
-        seen: set[int] = set()
-        self.params: list[nn.Parameter] = []
-        for name in trainable:
-            for parameter in self.method.networks[name].parameters():
-                if id(parameter) not in seen:
-                    seen.add(id(parameter))
-                    self.params.append(parameter)
+        self.params: list[nn.Parameter] = unique_parameters(self.method.networks[name] for name in trainable)
         self.optimizer = build_optimizer(self.params, config)
         self.scheduler = build_scheduler(self.optimizer, config)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)

@@ -7,16 +7,28 @@ poly decay with exponent 0.9, gradient norm clipped at 12) and AdamW are the alt
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
 from napari_ssl_seg.training.config import TrainConfig
 
-__all__ = ["POLY_EXPONENT", "build_optimizer", "build_scheduler", "clip_gradients"]
+__all__ = ["POLY_EXPONENT", "build_optimizer", "build_scheduler", "clip_gradients", "unique_parameters"]
 
 POLY_EXPONENT = 0.9
+
+
+def unique_parameters(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
+    """The parameters of ``modules`` in order, each once (methods may share a sub-network between them)."""
+    seen: set[int] = set()
+    parameters = []
+    for module in modules:
+        for parameter in module.parameters():
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                parameters.append(parameter)
+    return parameters
 
 
 def build_optimizer(parameters: Sequence[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:

@@ -27,6 +27,7 @@ __all__ = [
     "in_background_priority",
     "in_event_loop_turns",
     "leave_pool_threads_for_qt",
+    "report_errors",
     "run_in_background",
 ]
 
@@ -189,3 +190,23 @@ def run_in_background(
     leave_pool_threads_for_qt()
     worker.start()
     return worker
+
+
+def report_errors(action: Callable[..., Any], *, arguments: int = 0) -> Callable[..., Any]:
+    """A Qt slot running ``action``; a user error becomes a one-line napari notification.
+
+    The slot hands ``action`` the first ``arguments`` values of the signal and drops the rest:
+    Qt sends what its signal carries (``clicked`` sends ``checked``), and a slot that takes
+    ``*args`` gets all of it, so passing it through broke every button whose action takes none.
+    """
+
+    def guarded(*signal_values: Any) -> Any:
+        try:
+            return action(*signal_values[:arguments])
+        except USER_ERRORS as exc:
+            show_error(f"{type(exc).__name__ if isinstance(exc, OSError) else 'error'}: {exc}")
+            return None
+
+    guarded.__name__ = getattr(action, "__name__", "action")
+    guarded.__doc__ = action.__doc__
+    return guarded

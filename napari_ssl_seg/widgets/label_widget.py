@@ -18,7 +18,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_ssl_seg.store.project import default_author
-from napari_ssl_seg.widgets.session import AssistSession, report_errors, session_for
+from napari_ssl_seg.widgets.background import report_errors
+from napari_ssl_seg.widgets.session import AssistSession, session_for
 
 __all__ = ["LabelWidget"]
 

@@ -23,8 +23,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_ssl_seg.inference.scores import STRATEGIES
-from napari_ssl_seg.widgets.background import run_in_background
-from napari_ssl_seg.widgets.session import AssistSession, report_errors, session_for
+from napari_ssl_seg.widgets.background import report_errors, run_in_background
+from napari_ssl_seg.widgets.session import AssistSession, session_for
 
 __all__ = ["ProjectWidget"]
 

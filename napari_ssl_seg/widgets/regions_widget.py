@@ -7,7 +7,8 @@ from typing import Any
 from napari.utils.notifications import show_info
 from qtpy.QtWidgets import QLabel, QListWidget, QPushButton, QVBoxLayout, QWidget
 
-from napari_ssl_seg.widgets.session import AssistSession, report_errors, session_for
+from napari_ssl_seg.widgets.background import report_errors
+from napari_ssl_seg.widgets.session import AssistSession, session_for
 
 __all__ = ["RegionsWidget"]
 

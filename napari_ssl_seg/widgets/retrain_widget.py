@@ -29,9 +29,9 @@ from qtpy.QtWidgets import (
 from napari_ssl_seg.child_process import ChildCommand
 from napari_ssl_seg.methods.registry import available_methods
 from napari_ssl_seg.training.job import RetrainJob, RetrainOutcome
-from napari_ssl_seg.widgets.background import in_event_loop_turns
+from napari_ssl_seg.widgets.background import in_event_loop_turns, report_errors
 from napari_ssl_seg.widgets.plots import TrainingCurves
-from napari_ssl_seg.widgets.session import AssistSession, report_errors, session_for
+from napari_ssl_seg.widgets.session import AssistSession, session_for
 
 __all__ = ["RetrainWidget"]
 

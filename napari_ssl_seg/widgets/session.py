@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QObject, Signal
 
 from napari_ssl_seg.active.effort import EditClock
@@ -31,9 +31,9 @@ from napari_ssl_seg.store.models import ModelVersion, active_model
 from napari_ssl_seg.store.names import inside
 from napari_ssl_seg.store.records import LabelVersion
 from napari_ssl_seg.store.scores import prediction_paths, read_cached
-from napari_ssl_seg.widgets.background import USER_ERRORS, in_event_loop_turns
+from napari_ssl_seg.widgets.background import in_event_loop_turns
 
-__all__ = ["AssistSession", "find_uncertain_regions", "report_errors", "session_for"]
+__all__ = ["AssistSession", "find_uncertain_regions", "session_for"]
 
 
 _sessions: dict[int, AssistSession] = {}
@@ -78,26 +78,6 @@ def session_for(viewer: Any) -> AssistSession:
 
         install_shortcuts(viewer, session)
     return session
-
-
-def report_errors(action: Callable[..., Any], *, arguments: int = 0) -> Callable[..., Any]:
-    """A Qt slot running ``action``; a user error becomes a one-line napari notification.
-
-    The slot hands ``action`` the first ``arguments`` values of the signal and drops the rest:
-    Qt sends what its signal carries (``clicked`` sends ``checked``), and a slot that takes
-    ``*args`` gets all of it, so passing it through broke every button whose action takes none.
-    """
-
-    def guarded(*signal_values: Any) -> Any:
-        try:
-            return action(*signal_values[:arguments])
-        except USER_ERRORS as exc:
-            show_error(f"{type(exc).__name__ if isinstance(exc, OSError) else 'error'}: {exc}")
-            return None
-
-    guarded.__name__ = getattr(action, "__name__", "action")
-    guarded.__doc__ = action.__doc__
-    return guarded
 
 
 class AssistSession(QObject):

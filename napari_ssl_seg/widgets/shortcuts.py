@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from napari_ssl_seg.widgets.session import AssistSession, report_errors
+from napari_ssl_seg.widgets.background import report_errors
+from napari_ssl_seg.widgets.session import AssistSession
 
 __all__ = ["SHORTCUTS", "install_shortcuts"]
 

@@ -26,9 +26,9 @@ from qtpy.QtWidgets import (
 from napari_ssl_seg.active.case_prediction import CasePrediction, predict_case
 from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, entropy_histogram
 from napari_ssl_seg.store.models import activate_model, model_versions
-from napari_ssl_seg.widgets.background import run_in_background
+from napari_ssl_seg.widgets.background import report_errors, run_in_background
 from napari_ssl_seg.widgets.plots import EntropyHistogram
-from napari_ssl_seg.widgets.session import AssistSession, find_uncertain_regions, report_errors, session_for
+from napari_ssl_seg.widgets.session import AssistSession, find_uncertain_regions, session_for
 
 __all__ = ["TeacherWidget", "predict_for_display"]
 
