@@ -63,7 +63,6 @@ def axis_codes(direction: Any) -> str:
 class Reorientation:
     """Takes ``[z, y, x]`` arrays between a volume's storage order and a target orientation."""
 
-    source: str
     #: None: voxel order, i.e. no reorientation (a model card from before orientations were recorded).
     target: str | None
     shape: tuple[int, int, int]
@@ -116,12 +115,11 @@ class Reorientation:
 
 def reorientation(direction: Any, shape: tuple[int, int, int], target: str | None = CANONICAL) -> Reorientation:
     """How to take a ``[z, y, x]`` array of ``shape`` stored with ITK ``direction`` to ``target``."""
-    source_ornt = _orientation_of(direction)
-    source = "".join(orientations.ornt2axcodes(source_ornt, labels=_LPS_LABELS))
     if target is None:
-        return Reorientation(source, None, tuple(shape), _IDENTITY, _IDENTITY)
+        return Reorientation(None, tuple(shape), _IDENTITY, _IDENTITY)
+    source_ornt = _orientation_of(direction)
     target = check_orientation(target)
     target_ornt = orientations.axcodes2ornt(tuple(target), labels=_LPS_LABELS)
     forward = orientations.ornt_transform(source_ornt, target_ornt)
     backward = orientations.ornt_transform(target_ornt, source_ornt)
-    return Reorientation(source, target, tuple(int(n) for n in shape), forward, backward)
+    return Reorientation(target, tuple(int(n) for n in shape), forward, backward)
