@@ -1,7 +1,7 @@
 """When does a teacher converge on this machine? Validation Dice against training minutes, per recipe.
 
 Run: .venv/bin/python benchmarks/convergence.py [--methods supervised,ucmt,ugcemt] [--recipes paper,nnunet,adamw]
-     [--iterations 1500] [--validate-every 100] [--cases 12] [--cohort-seed 0] [--labeled 4] [--out DIR]
+     [--iterations 1500] [--validate-every 100] [--cases 12] [--cohort-seed 0] [--labeled 4] [--init MODEL] [--out DIR]
 
 One cohort (``make-cohort`` from the bundled chest CT: ``--cases`` cases, ``--labeled`` of the training
 cases labeled, 2 validation and 2 test cases), then every method with every recipe, each from scratch on the
@@ -10,7 +10,10 @@ other on this machine's cores. The recipes (``--set`` overrides on the ``quick``
 
 - ``paper``: SGD lr 0.01, momentum 0.9, lr x 0.1 at 80% of the run (the papers' step decay, as ``quick`` does);
 - ``nnunet``: nnU-Net v2's SGD lr 0.01, momentum 0.99, Nesterov, poly decay (exponent 0.9), grad norm clipped at 12;
-- ``adamw``: AdamW lr 0.001 with the poly decay.
+- ``adamw``: AdamW lr 0.001 with the poly decay;
+- ``paper-fg``: ``paper`` with a third of the labeled patches centred on a foreground class (nnU-Net's oversampling);
+- ``finetune``: lr 0.001 with 30 warm-up iterations, the poly decay and no consistency ramp-up, for runs
+  warm-started by ``--init MODEL`` (a supervised teacher), whose folders and curves are named ``METHOD-RECIPE-warm``.
 
 Written to ``--out``: ``curves.json`` (every validation: iteration, training seconds, Dice) and
 ``convergence.png`` (validation Dice against training minutes, one panel per method). Printed: per run the best
@@ -39,6 +42,9 @@ RECIPES: dict[str, list[str]] = {
     "paper": [],  # lr_step is set from the budget below
     "nnunet": ["momentum=0.99", "nesterov=true", "schedule=poly", "grad_clip=12"],
     "adamw": ["optimizer=adamw", "lr=0.001", "schedule=poly"],
+    "paper-fg": ["foreground_oversampling=0.33"],
+    # From a trained teacher (--init): the retrain's fine-tuning schedule, over the whole budget.
+    "finetune": ["lr=0.001", "schedule=poly", "warmup_iterations=30", "rampup_iterations=0"],
 }
 
 
@@ -48,7 +54,7 @@ def run_one(project: Path, method: str, recipe: str, args: argparse.Namespace, o
     overrides += [f"lr_step={max(1, int(args.iterations * 0.8))}", *RECIPES[recipe], *args.set]
     config = apply_overrides(preset("quick"), overrides)
     if not (out / "state").is_dir() or not any(read_log(out / "log.jsonl")):
-        train(project, config, out, device=args.device)
+        train(project, config, out, init_model=args.init, device=args.device)
     records = read_log(out / "log.jsonl")
     curve = [
         {"iteration": int(r["iteration"]), "seconds": float(r.get("train_seconds", 0.0)), "dice": float(r["dice"])}
@@ -107,6 +113,7 @@ def main() -> None:
     parser.add_argument("--cohort-seed", type=int, default=0)
     parser.add_argument("--labeled", type=int, default=4)
     parser.add_argument("--set", action="append", default=[], help="key=value for every run")
+    parser.add_argument("--init", type=Path, help="warm start: every run starts from this model")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("build/convergence"))
     parser.add_argument("--png", type=Path, help="where the plot goes (default: OUT/convergence.png)")
@@ -125,12 +132,13 @@ def main() -> None:
     print("-" * len(header))
     for method in args.methods.split(","):
         for recipe in recipes:
-            run = run_one(cohort, method, recipe, args, args.out / f"{method}-{recipe}")
-            results.setdefault(method, {})[recipe] = run
+            name = f"{recipe}-warm" if args.init else recipe
+            run = run_one(cohort, method, recipe, args, args.out / f"{method}-{name}")
+            results.setdefault(method, {})[name] = run
             best, last = run["best"], run["last"]
             rate = "n/a" if run["it_per_s"] is None else f"{run['it_per_s']:.2f}"
             print(
-                f"{method:<11} {recipe:<7} {best['dice']:9.3f} {best['seconds'] / 60:7.1f} {last['dice']:9.3f} "
+                f"{method:<11} {name:<7} {best['dice']:9.3f} {best['seconds'] / 60:7.1f} {last['dice']:9.3f} "
                 f"{last['seconds'] / 60:8.1f} {rate:>6} {run['test_dice']:6.3f}",
                 flush=True,
             )

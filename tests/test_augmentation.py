@@ -38,3 +38,62 @@ def test_without_lateral_augmentation_left_stays_left_and_labels_follow() -> Non
         mirrored_results.append(_x_increases(mirrored(dict(data))))
     assert all(kept_results)
     assert not all(mirrored_results)
+
+
+def _sampler_with_small_structure(fraction: float):
+    from napari_ssl_seg.training.data import CaseData, TwoStreamSampler
+
+    image = np.zeros((8, 64, 64), dtype=np.float32)
+    label = np.zeros((8, 64, 64), dtype=np.uint8)
+    label[3:5, 50:54, 50:54] = 1  # 32 of 32768 voxels: a random 4x16x16 crop rarely reaches it
+    label[:, :8, :8] = 2
+    case = CaseData(name="c", image=image, label=label, spacing=(1.0, 1.0, 1.0))
+    return TwoStreamSampler(
+        [case],
+        [],
+        patch_size=(4, 16, 16),
+        batch_labeled=2,
+        batch_unlabeled=0,
+        seed=0,
+        lateral=False,
+        foreground_fraction=fraction,
+        num_classes=3,
+    )
+
+
+def _share_with_class(sampler, value: int, iterations: int = 60) -> float:
+    hits = [bool((target == value).any()) for i in range(iterations) for target in sampler.batch(i)[1]]
+    return sum(hits) / len(hits)
+
+
+def test_foreground_oversampling_centres_patches_on_rare_classes() -> None:
+    plain = _share_with_class(_sampler_with_small_structure(0.0), 1)
+    always = _share_with_class(_sampler_with_small_structure(1.0), 1)
+    # Uniform over the present foreground classes: about half the forced patches hold the small one.
+    assert always > 0.35
+    assert plain < 0.2
+    assert always > plain + 0.2
+
+
+def test_foreground_oversampling_off_draws_the_same_patches_as_before() -> None:
+    first = _sampler_with_small_structure(0.0).batch(5)
+    again = _sampler_with_small_structure(0.0).batch(5)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+
+def test_foreground_oversampling_needs_a_class_count() -> None:
+    import pytest
+
+    from napari_ssl_seg.errors import InputError
+    from napari_ssl_seg.training.data import CaseData, TwoStreamSampler
+
+    case = CaseData(
+        name="c",
+        image=np.zeros((4, 16, 16), np.float32),
+        label=np.zeros((4, 16, 16), np.uint8),
+        spacing=(1.0, 1.0, 1.0),
+    )
+    with pytest.raises(InputError, match="class count"):
+        TwoStreamSampler(
+            [case], [], patch_size=(4, 16, 16), batch_labeled=1, batch_unlabeled=0, seed=0, foreground_fraction=0.5
+        )

@@ -72,3 +72,59 @@ def test_the_loop_runs_the_nnunet_recipe_and_logs_training_seconds(tmp_path) -> 
     assert rates == sorted(rates, reverse=True) and rates[-1] < config.lr * 0.3
     seconds = [record["train_seconds"] for record in records if record["kind"] == "validation"]
     assert len(seconds) >= 2 and 0 < seconds[0] < seconds[-1]
+
+
+def test_warmup_rises_linearly_then_the_schedule_runs_its_full_course() -> None:
+    from napari_ssl_seg.training.optim import WARMUP_START
+
+    config = apply_overrides(preset("quick"), ["iterations=20", "schedule=poly", "lr=0.01", "warmup_iterations=5"])
+    seen = lrs(config, 20)
+    assert seen[0] == pytest.approx(0.01 * WARMUP_START)
+    assert seen[:6] == sorted(seen[:6]) and seen[5] == pytest.approx(0.01)
+    # The poly decay counts from the end of the warm-up: 15 iterations from 0.01 down to zero.
+    assert seen[5 + 5] == pytest.approx(0.01 * (1 - 5 / 15) ** POLY_EXPONENT)
+    assert seen[5:] == sorted(seen[5:], reverse=True)
+    stepped = apply_overrides(preset("quick"), ["iterations=12", "lr_step=4", "lr=0.01", "warmup_iterations=2"])
+    assert lrs(stepped, 12)[2:] == pytest.approx([0.01] * 4 + [0.001] * 4 + [0.0001] * 2)
+
+
+def test_a_short_run_keeps_a_schedule_after_its_warmup() -> None:
+    config = apply_overrides(preset("finetune"), ["iterations=4"])
+    assert config.warmup_iterations > 4
+    seen = lrs(config, 4)
+    assert max(seen) == pytest.approx(config.lr)  # warmed up within the first half, then decayed
+    assert seen[-1] < config.lr
+
+
+def test_the_finetune_preset_is_gentler_than_training_from_scratch() -> None:
+    scratch, finetune = preset("quick"), preset("finetune")
+    assert finetune.lr <= scratch.lr / 5
+    assert finetune.warmup_iterations > 0 and finetune.rampup_iterations == 0
+    assert lrs(finetune, finetune.iterations)[-1] < finetune.lr * 0.1
+
+
+def test_warmup_survives_a_resume(tmp_path) -> None:
+    from test_training_loop import make_tiny_project, tiny_config
+
+    from napari_ssl_seg.training.loop import train
+    from napari_ssl_seg.training.runlog import read_log
+
+    root = make_tiny_project(tmp_path / "project")
+    config = tiny_config(warmup_iterations=3, log_every=1, schedule="poly")
+    whole = tmp_path / "whole"
+    train(root, config, whole, device="cpu")
+    parted = tmp_path / "parted"
+    stop_at = {"n": 0}
+
+    def should_stop() -> bool:
+        stop_at["n"] += 1
+        return stop_at["n"] > 2
+
+    train(root, config, parted, device="cpu", should_stop=should_stop)
+    train(root, config, parted, device="cpu", resume=True)
+
+    def rates(run):
+        return {r["iteration"]: r["lr"] for r in read_log(run / "log.jsonl") if r["kind"] == "train"}
+
+    assert rates(parted) == pytest.approx(rates(whole))
+    assert rates(whole)[1] < rates(whole)[3]

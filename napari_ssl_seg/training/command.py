@@ -36,15 +36,16 @@ def add_training_arguments(
     parser: argparse.ArgumentParser,
     *,
     set_help: str,
-    config_help: str = "preset: quick (CPU, minutes) or paper (GPU, the papers')",
+    config_help: str = "preset: quick (CPU, minutes), paper (GPU, the papers') or finetune (from a teacher)",
     iterations_help: str = "override the preset's iteration count",
+    default_config: str | None = "quick",
 ) -> None:
     """Add ``--config``, ``--iterations``, ``--set`` (collected in ``args.overrides``) and ``--device``.
 
     Shared by ``train``, ``retrain`` and ``simulate`` so the three pick a training config and a
     device alike; :func:`training_config` applies the first three.
     """
-    parser.add_argument("--config", default="quick", help=config_help)
+    parser.add_argument("--config", default=default_config, help=config_help)
     parser.add_argument("--iterations", type=int, help=iterations_help)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")

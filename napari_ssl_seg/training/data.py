@@ -31,7 +31,14 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from monai.metrics import DiceMetric
-from monai.transforms import Compose, RandFlipd, RandRotate90d, RandSpatialCropd, SpatialPad
+from monai.transforms import (
+    Compose,
+    RandCropByLabelClassesd,
+    RandFlipd,
+    RandRotate90d,
+    RandSpatialCropd,
+    SpatialPad,
+)
 from torch import nn
 
 from napari_ssl_seg.data.intensity import choose_intensity, normalise_intensity, validate_intensity
@@ -44,6 +51,7 @@ __all__ = [
     "LabelSnapshot",
     "TwoStreamSampler",
     "build_augmentation",
+    "class_indices",
     "has_lateral_classes",
     "load_cases",
     "predict_case",
@@ -176,23 +184,56 @@ def has_lateral_classes(class_names: Mapping[int, str]) -> bool:
     return bool(words & {"left", "right"})
 
 
-def build_augmentation(patch_size: Sequence[int], *, lateral: bool = True) -> Compose:
-    """Random crop, then axial-plane flips and rot90 (square in-plane patches only), on image + label.
-
-    ``lateral=False`` keeps the left-right arrangement: no flip along x (the array's last axis:
-    right to left in the canonical LPS orientation :func:`load_cases` gives every case, whatever
-    the file's voxel order) and no rot90 (which moves the left side to the front or the right);
-    the anterior-posterior flip stays.
-    """
+def _axial_flips(patch_size: Sequence[int], *, lateral: bool) -> list[Any]:
+    transforms: list[Any] = []
     keys = ["image", "label"]
-    transforms = [RandSpatialCropd(keys, roi_size=tuple(patch_size), random_size=False)]
     if lateral and patch_size[1] == patch_size[2]:
         # Spatial axes are counted without the channel: (0, 1, 2) = (z, y, x); (1, 2) is the axial plane.
         transforms.append(RandRotate90d(keys, prob=0.75, max_k=3, spatial_axes=(1, 2)))
     transforms.append(RandFlipd(keys, prob=0.5, spatial_axis=1))
     if lateral:
         transforms.append(RandFlipd(keys, prob=0.5, spatial_axis=2))
-    return Compose(transforms)
+    return transforms
+
+
+def build_augmentation(
+    patch_size: Sequence[int], *, lateral: bool = True, foreground_classes: int | None = None
+) -> Compose:
+    """Random crop, then axial-plane flips and rot90 (square in-plane patches only), on image + label.
+
+    ``lateral=False`` keeps the left-right arrangement: no flip along x (the array's last axis:
+    right to left in the canonical LPS orientation :func:`load_cases` gives every case, whatever
+    the file's voxel order) and no rot90 (which moves the left side to the front or the right);
+    the anterior-posterior flip stays.
+
+    ``foreground_classes=N`` (N classes with background) makes the crop foreground-centred instead,
+    nnU-Net's oversampling: a foreground class drawn uniformly among those the case has, then a
+    random voxel of it as the patch centre (MONAI ``RandCropByLabelClassesd``; the case's class
+    indices come in ``label_indices``, see :func:`class_indices`). Small structures (ribs, the
+    cervical spine) are then seen as often as the lungs instead of in proportion to their volume.
+    """
+    keys = ["image", "label"]
+    patch = tuple(int(v) for v in patch_size)
+    if foreground_classes is None:
+        crop: Any = RandSpatialCropd(keys, roi_size=patch, random_size=False)
+    else:
+        crop = RandCropByLabelClassesd(
+            keys,
+            label_key="label",
+            spatial_size=patch,
+            ratios=[0, *([1] * (foreground_classes - 1))],
+            num_classes=foreground_classes,
+            num_samples=1,
+            indices_key="label_indices",
+            warn=False,
+        )
+    return Compose([crop, *_axial_flips(patch, lateral=lateral)])
+
+
+def class_indices(label: np.ndarray, num_classes: int) -> list[np.ndarray]:
+    """Flat voxel indices of each class 0..num_classes-1 in ``label``, as ``RandCropByLabelClassesd`` takes them."""
+    flat = label.ravel()
+    return [np.flatnonzero(flat == value) for value in range(num_classes)]
 
 
 def _plain(tensor: Any) -> torch.Tensor:
@@ -213,6 +254,8 @@ class TwoStreamSampler:
         seed: int,
         rank: int = 0,
         lateral: bool = True,
+        foreground_fraction: float = 0.0,
+        num_classes: int | None = None,
     ) -> None:
         if not labeled:
             raise InputError("no labeled training case to sample from")
@@ -225,14 +268,39 @@ class TwoStreamSampler:
         self.seed = int(seed)
         self.rank = int(rank)
         self.augment = build_augmentation(self.patch_size, lateral=lateral)
+        self.foreground_fraction = float(foreground_fraction)
+        self.foreground_augment = None
+        if self.foreground_fraction > 0:
+            if num_classes is None or num_classes < 2:
+                raise InputError("foreground oversampling needs the class count (at least one foreground class)")
+            self.num_classes = int(num_classes)
+            self.foreground_augment = build_augmentation(
+                self.patch_size, lateral=lateral, foreground_classes=self.num_classes
+            )
+        # Per labeled case (by position), its class indices: computed on first use, kept for the run.
+        self._indices: dict[int, list[np.ndarray]] = {}
 
-    def _patch(self, case: CaseData, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _patch(
+        self, case: CaseData, rng: np.random.Generator, *, foreground_of: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One augmented patch; ``foreground_of``: the labeled case's position, for a foreground-centred crop."""
         image = torch.from_numpy(case.image)[None]
         label = (
             torch.from_numpy(case.label)[None] if case.label is not None else torch.zeros_like(image, dtype=torch.uint8)
         )
-        self.augment.set_random_state(seed=int(rng.integers(2**31 - 1)))
-        out = self.augment({"image": image, "label": label})
+        data: dict[str, Any] = {"image": image, "label": label}
+        augment = self.augment
+        if foreground_of is not None and case.label is not None:
+            indices = self._indices.get(foreground_of)
+            if indices is None:
+                indices = self._indices[foreground_of] = class_indices(case.label, self.num_classes)
+            if any(len(found) for found in indices[1:]):  # a case of background only: a plain random crop
+                data["label_indices"] = indices
+                augment = self.foreground_augment
+        augment.set_random_state(seed=int(rng.integers(2**31 - 1)))
+        out = augment(data)
+        if isinstance(out, list):  # RandCropByLabelClassesd gives num_samples (here one) crops
+            out = out[0]
         return _plain(out["image"]).float().contiguous(), _plain(out["label"])[0].long().contiguous()
 
     def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -240,7 +308,10 @@ class TwoStreamSampler:
         rng = np.random.default_rng([self.seed, self.rank, int(iteration)])
         images, targets, unlabeled = [], [], []
         for index in rng.integers(len(self.labeled), size=self.batch_labeled):
-            image, target = self._patch(self.labeled[int(index)], rng)
+            # Drawn only when oversampling, so runs without it draw the patches they always drew.
+            foreground = self.foreground_fraction > 0 and rng.random() < self.foreground_fraction
+            position = int(index)
+            image, target = self._patch(self.labeled[position], rng, foreground_of=position if foreground else None)
             images.append(image)
             targets.append(target)
         for index in rng.integers(len(self.unlabeled), size=self.batch_unlabeled):

@@ -160,7 +160,7 @@ class RetrainJob:
         *,
         method: str | None = None,
         init_model: str | None = "active",
-        config: str = "quick",
+        config: str | None = None,
         iterations: int | None = None,
         overrides: Sequence[str] = (),
         out_dir: Path | None = None,
@@ -171,6 +171,7 @@ class RetrainJob:
 
         ``method`` None: the active model's method. ``init_model``: "active" (fine-tune the active
         teacher), a registered version name, a checkpoint path, or None (from scratch).
+        ``config`` None: ``finetune`` when starting from a teacher, ``quick`` from scratch.
         ``niceness`` lowers the child's CPU priority (POSIX) so the viewer stays responsive.
         Raises :class:`InputError` for anything the child would refuse at once (no active model,
         unknown method or setting, no labeled training or validation case).
@@ -189,6 +190,7 @@ class RetrainJob:
                 method = active.method
             take_snapshot(project)  # the child would refuse the same way, only seconds later
         method_class(method)
+        config = config or ("finetune" if init_path is not None else "quick")
         extra = [f"method={method}", *overrides] + ([] if iterations is None else [f"iterations={iterations}"])
         total = apply_overrides(preset(config), extra).iterations
         out = Path(out_dir) if out_dir is not None else default_retrain_dir(root)

@@ -144,6 +144,8 @@ class _Run:
             seed=self.seed,
             rank=rank,
             lateral=lateral,
+            foreground_fraction=config.foreground_oversampling,
+            num_classes=int(self.info["network"]["num_classes"]),
         )
         if uses_unlabeled and config.batch_unlabeled and not self.snapshot.unlabeled:
             self.notes.append("no unlabeled training case: the unlabeled stream samples the labeled images")

@@ -14,9 +14,10 @@ from torch import nn
 
 from napari_ssl_seg.training.config import TrainConfig
 
-__all__ = ["POLY_EXPONENT", "build_optimizer", "build_scheduler", "clip_gradients", "unique_parameters"]
+__all__ = ["POLY_EXPONENT", "WARMUP_START", "build_optimizer", "build_scheduler", "clip_gradients", "unique_parameters"]
 
 POLY_EXPONENT = 0.9
+WARMUP_START = 0.1  # the warm-up's first lr, as a fraction of ``lr``
 
 
 def unique_parameters(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
@@ -44,10 +45,24 @@ def build_optimizer(parameters: Sequence[nn.Parameter], config: TrainConfig) -> 
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per iteration by the loop."""
+    """Stepped once per iteration by the loop; the warm-up (if any) comes first, then the schedule.
+
+    The schedule counts its iterations from the end of the warm-up, so a step decay at ``lr_step``
+    and the poly decay's end fall where they would without one, shifted by the warm-up.
+    """
+    from torch.optim import lr_scheduler
+
+    warmup = min(config.warmup_iterations, config.iterations // 2)
     if config.schedule == "poly":
-        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=config.iterations, power=POLY_EXPONENT)
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
+        main: lr_scheduler.LRScheduler = lr_scheduler.PolynomialLR(
+            optimizer, total_iters=config.iterations - warmup, power=POLY_EXPONENT
+        )
+    else:
+        main = lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=config.lr_gamma)
+    if not warmup:
+        return main
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=WARMUP_START, end_factor=1.0, total_iters=warmup)
+    return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
 
 def clip_gradients(

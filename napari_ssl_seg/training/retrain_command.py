@@ -34,7 +34,12 @@ def add_retrain_parser(commands: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("project", type=Path, help="project folder (must have an active model)")
     parser.add_argument("--method", help="method to train (default: the active model's)")
-    add_training_arguments(parser, set_help="override a training setting (as for `train`); repeatable")
+    add_training_arguments(
+        parser,
+        set_help="override a training setting (as for `train`); repeatable",
+        config_help="preset (default: finetune, the fine-tuning schedule for a trained teacher)",
+        default_config="finetune",
+    )
     parser.add_argument("--out", type=Path, help="run folder (default: PROJECT/runs/retrain-<UTC time>)")
     parser.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
     parser.set_defaults(handler=command_retrain)
