@@ -11,8 +11,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from napari_ssl_seg.active.reference_volumes import reference_volumes
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.inference.fit import fit_warnings
 from napari_ssl_seg.inference.predictor import VOXEL_ORDER_NOTE, Prediction, Predictor
 from napari_ssl_seg.inference.scores import model_scores, structure_volumes, volume_shortfall
 from napari_ssl_seg.io import Volume
@@ -80,6 +83,13 @@ def predict_case(
             raise InputError("this project has no teacher yet: register one (napari-ssl-seg rank --model) or train")
         image = project.read_image(case)
         predictor = Predictor.from_checkpoint(version.checkpoint(project), device=device)
+        fit = fit_warnings(
+            predictor.card,
+            project_classes=project.label_names(),
+            modality=image.modality,
+            minimum=float(np.nanmin(image.array)) if image.array.size else None,
+            spacing=image.spacing,
+        )
         prediction = predictor.predict(image, samples=samples, progress=progress, name=case)
         values = store_case_prediction(project, version, case, prediction)
     return CasePrediction(
@@ -90,5 +100,5 @@ def predict_case(
         scores=values,
         seconds=prediction.seconds,
         device=prediction.device,
-        notes=[note for note in prediction.notes if note == VOXEL_ORDER_NOTE],
+        notes=[note for note in prediction.notes if note == VOXEL_ORDER_NOTE] + fit,
     )

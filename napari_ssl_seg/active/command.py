@@ -40,7 +40,7 @@ def add_simulate_parser(commands: Any) -> argparse.ArgumentParser:
     add_training_arguments(
         parser,
         set_help="override a training setting, as for `train --set`; repeatable",
-        config_help="training preset: quick (CPU) or paper (GPU)",
+        config_help="training preset: quick (CPU, from scratch), finetune (from a teacher, with --init), paper (GPU)",
         iterations_help="training iterations per round (default: the preset's)",
     )
     parser.add_argument("--init", type=Path, help="teacher that round 0 fine-tunes from (default: train from scratch)")

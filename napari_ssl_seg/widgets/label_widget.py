@@ -1,12 +1,22 @@
-"""Label dock: save the corrected Labels layer as a new version, restore any earlier one."""
+"""Label dock: save the corrected Labels layer as a new version, restore any earlier one.
+
+A label map the lab already has becomes a version too: from a file (Attach label file…) or from a
+layer already open in the viewer (Use selected layer as label). Either is checked against the
+case's geometry (shape, spacing, origin, direction) and the project's classes before it is saved.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
+    QFileDialog,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QMessageBox,
@@ -17,6 +27,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.io import Volume, read_volume
+from napari_ssl_seg.layers import volume_from_layer
 from napari_ssl_seg.store.project import default_author
 from napari_ssl_seg.widgets.background import report_errors
 from napari_ssl_seg.widgets.session import AssistSession, session_for
@@ -38,6 +51,10 @@ class LabelWidget(QWidget):
         self.save_button = QPushButton("Save label version")
         self.restore_button = QPushButton("Restore selected version")
         self.restore_button.setToolTip("its content becomes a new version: nothing is ever overwritten")
+        self.attach_file_button = QPushButton("Attach label file…")
+        self.attach_file_button.setToolTip("a label map of this case (NIfTI, NRRD, MHA, DICOM SEG is not read)")
+        self.attach_layer_button = QPushButton("Use selected layer as label")
+        self.attach_layer_button.setToolTip("an Image or Labels layer open in the viewer, on this case's grid")
         self.table = QTableWidget(0, len(VERSION_COLUMNS))
         self.table.setHorizontalHeaderLabels(VERSION_COLUMNS)
         self.table.verticalHeader().setVisible(False)
@@ -49,14 +66,22 @@ class LabelWidget(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.state)
         layout.addWidget(self.save_button)
+        attach = QHBoxLayout()
+        attach.addWidget(self.attach_file_button)
+        attach.addWidget(self.attach_layer_button)
+        layout.addLayout(attach)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.restore_button)
         #: Decides what happens to unsaved edits when the case is left: "save", "discard" or "cancel".
         self.ask_leave = self._ask_leave_dialog
+        #: Whether to save a label with no foreground voxel (True: save it); tests answer it.
+        self.confirm_empty = self._confirm_empty_dialog
         self.session.author = self.author.text()
         self.author.textChanged.connect(lambda text: setattr(self.session, "author", text.strip() or None))
         self.save_button.clicked.connect(report_errors(self.save))
         self.restore_button.clicked.connect(report_errors(self.restore_selected))
+        self.attach_file_button.clicked.connect(report_errors(self._choose_label_file))
+        self.attach_layer_button.clicked.connect(report_errors(self.attach_selected_layer))
         self.session.case_opened.connect(self.refresh)
         self.session.labels_saved.connect(self.refresh)
         self.session.project_changed.connect(self.refresh)
@@ -69,7 +94,66 @@ class LabelWidget(QWidget):
         self.refresh()
 
     def save(self) -> Any:
+        """Save the Labels layer; an empty one only after the user confirms (it would mark the case labeled)."""
+        layer = self.session.label_layer
+        case = self.session.case
+        if layer is not None and case is not None and not np.any(layer.data) and not self.confirm_empty(case):
+            show_info("not saved: the label is empty")
+            return None
         return self.session.save_label(self.author.text().strip() or None)
+
+    def _confirm_empty_dialog(self, case: str) -> bool:
+        answer = QMessageBox.question(
+            self,
+            "Empty label",
+            f"The label of {case} has no labeled voxel. Saving it marks {case} as labeled with nothing in it "
+            "(training then learns that the case holds only background). Save it anyway?",
+            QMessageBox.Save | QMessageBox.Cancel,
+            QMessageBox.Cancel,
+        )
+        return answer == QMessageBox.Save
+
+    def _choose_label_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Label map of this case")
+        if path:
+            self.attach_file(path)
+
+    def attach_file(self, path: str | Path) -> Any:
+        """Save the label map in ``path`` as a new version of the open case."""
+        self._require_case()
+        return self.attach(read_volume(Path(path)), Path(path).name)
+
+    def attach_selected_layer(self) -> Any:
+        """Save the selected layer (Image or Labels, not the case's own label layer) as a new version."""
+        self._require_case()
+        layer = self.viewer.layers.selection.active
+        if layer is None or layer is self.session.label_layer or layer._type_string not in ("image", "labels"):
+            raise InputError("select the Image or Labels layer that holds this case's label map in the layer list")
+        return self.attach(volume_from_layer(np.asarray(layer.data), layer.as_layer_data_tuple()[1]), layer.name)
+
+    def _require_case(self) -> None:
+        self.session.require_project()
+        if self.session.case is None or self.session.label_layer is None:
+            raise InputError("open a case first: the label map is attached to the open case")
+
+    def attach(self, volume: Volume, source: str) -> Any:
+        """Check ``volume`` against the case and the project's classes, save it, show it in the Labels layer."""
+        session, case = self.session, self.session.case
+        project = session.require_project()
+        names = project.label_names()
+        values = np.unique(np.asarray(volume.array))
+        if names and (unknown := [int(v) for v in values if v != 0 and int(v) not in names]):
+            known = ", ".join(f"{k} {v}" for k, v in sorted(names.items()))
+            raise InputError(f"{source} has label values {unknown} that are not classes of this project ({known})")
+        if not np.any(volume.array) and not self.confirm_empty(case):
+            show_info("not attached: the label map is empty")
+            return None
+        version = project.save_label(case, volume, author=self.author.text().strip() or None, kind="import")
+        session.label_layer.data = project.read_label(case).array.astype(np.uint8, copy=True)
+        session.clock.reset()
+        session.labels_saved.emit(case)
+        show_info(f"{source} attached to {case} as label version {version.version}")
+        return version
 
     def restore_selected(self) -> Any:
         row = self.table.currentRow()

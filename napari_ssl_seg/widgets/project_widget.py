@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_ssl_seg.inference.scores import STRATEGIES
+from napari_ssl_seg.store.splits import set_split
 from napari_ssl_seg.widgets.background import report_errors, run_in_background
 from napari_ssl_seg.widgets.session import AssistSession, session_for
 
@@ -57,6 +58,11 @@ class ProjectWidget(QWidget):
         self.strategy_box = QComboBox()
         self.strategy_box.addItems(STRATEGIES)
         self.strategy_box.setCurrentText(self.session.strategy)
+        self.split_button = QPushButton("Move to validation")
+        self.split_button.setToolTip(
+            "the selected case: validation cases choose the teacher, training cases teach it; test cases are only "
+            "ever evaluated"
+        )
         self.summary = QLabel("no project open")
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -77,6 +83,7 @@ class ProjectWidget(QWidget):
         layout.addLayout(strategy_row)
         layout.addWidget(self.summary)
         layout.addWidget(self.table, 1)
+        layout.addWidget(self.split_button)
 
         self.path_edit.returnPressed.connect(report_errors(lambda: self.open_project(self.path_edit.text())))
         self.open_button.clicked.connect(report_errors(lambda: self._choose(create=False)))
@@ -84,6 +91,8 @@ class ProjectWidget(QWidget):
         self.import_button.clicked.connect(report_errors(self._choose_import))
         self.strategy_box.currentTextChanged.connect(report_errors(self._set_strategy, arguments=1))
         self.table.cellDoubleClicked.connect(report_errors(self.open_row, arguments=1))
+        self.table.itemSelectionChanged.connect(self._show_split_action)
+        self.split_button.clicked.connect(report_errors(self.toggle_split))
         for signal in (
             self.session.project_changed,
             self.session.labels_saved,
@@ -136,6 +145,27 @@ class ProjectWidget(QWidget):
         if item is not None:
             self.session.open_case(item.text())
 
+    def _selected_case(self) -> tuple[str, str] | None:
+        row = self.table.currentRow()
+        name, split = self.table.item(row, 0), self.table.item(row, 1)
+        return None if name is None or split is None else (name.text(), split.text())
+
+    def _show_split_action(self) -> None:
+        selected = self._selected_case() if self.table.currentRow() >= 0 else None
+        split = selected[1] if selected else "train"
+        self.split_button.setText("Move to training" if split in ("validation", "test") else "Move to validation")
+
+    def toggle_split(self) -> None:
+        """Move the selected case between training and validation (a test case moves to training)."""
+        selected = self._selected_case() if self.table.currentRow() >= 0 else None
+        if selected is None:
+            raise ValueError("select a case in the table first")
+        name, split = selected
+        target = "train" if split in ("validation", "test") else "validation"
+        set_split(self.session.require_project(), name, target)
+        show_info(f"{name} is now a {'training' if target == 'train' else 'validation'} case")
+        self.session.project_changed.emit()
+
     # -- view ------------------------------------------------------------------------
     def refresh(self, *_args: Any) -> None:
         if self.session.project is None:
@@ -166,3 +196,4 @@ class ProjectWidget(QWidget):
                 if column == 3:
                     item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
                 self.table.setItem(index, column, item)
+        self._show_split_action()

@@ -1,5 +1,10 @@
 """Retrain dock: one click retrains the teacher in its own process, with live curves and cancel.
 
+A project with no teacher yet gets "Train first teacher" instead: a method (``supervised`` by
+default) trained from scratch on the ``quick`` preset, its budget shown with the time it takes; if
+no labeled case validates yet, one labeled case in five moves to the validation split first (the
+dock says which; the Project dock moves cases back).
+
 The training process (:class:`napari_ssl_seg.training.job.RetrainJob`) never shares the GUI's
 interpreter, so the event loop stays responsive; a 250 ms timer reads its log. When it ends, the
 old and new teachers are compared on the validation split off the GUI thread; the new one becomes
@@ -8,6 +13,7 @@ active only if it validates at least as well, and the queue is then re-ranked in
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +34,26 @@ from qtpy.QtWidgets import (
 
 from napari_ssl_seg.child_process import ChildCommand
 from napari_ssl_seg.methods.registry import available_methods
+from napari_ssl_seg.store.splits import assign_validation
+from napari_ssl_seg.training.budget import estimate_seconds, format_duration
+from napari_ssl_seg.training.config import preset
 from napari_ssl_seg.training.job import RetrainJob, RetrainOutcome
 from napari_ssl_seg.widgets.background import in_event_loop_turns, report_errors
 from napari_ssl_seg.widgets.plots import TrainingCurves
 from napari_ssl_seg.widgets.session import AssistSession, session_for
 
-__all__ = ["RetrainWidget"]
+__all__ = ["RetrainWidget", "logged_loss"]
 
 POLL_MS = 250
+RETRAIN_ITERATIONS = 100
+
+
+def logged_loss(values: dict[str, Any]) -> float | None:
+    """The loss of a logged training record: ``loss``, or the mean of the steps' (UCMT logs ``step0/loss``...)."""
+    if values.get("loss") is not None:
+        return float(values["loss"])
+    steps = [float(value) for key, value in values.items() if key.endswith("/loss") and value is not None]
+    return sum(steps) / len(steps) if steps else None
 
 
 class RetrainWidget(QWidget):
@@ -56,7 +74,10 @@ class RetrainWidget(QWidget):
             self.method.addItem(name, name)
         self.iterations = QSpinBox()
         self.iterations.setRange(1, 100000)
-        self.iterations.setValue(100)
+        self.iterations.setValue(RETRAIN_ITERATIONS)
+        self.estimate = QLabel("")
+        self.cold: bool | None = None  # no teacher yet: the button trains the first one
+        self.started_at = 0.0
         self.start_button = QPushButton("Retrain teacher")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -68,6 +89,7 @@ class RetrainWidget(QWidget):
         form = QFormLayout()
         form.addRow("method", self.method)
         form.addRow("iterations", self.iterations)
+        form.addRow("", self.estimate)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button, 1)
         buttons.addWidget(self.cancel_button)
@@ -79,6 +101,10 @@ class RetrainWidget(QWidget):
         layout.addWidget(self.curves, 1)
         self.start_button.clicked.connect(report_errors(self.start))
         self.cancel_button.clicked.connect(report_errors(self.cancel))
+        self.method.currentIndexChanged.connect(self._show_estimate)
+        self.iterations.valueChanged.connect(self._show_estimate)
+        self.session.project_changed.connect(self.refresh_mode)
+        self.session.model_changed.connect(self.refresh_mode)
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.poll)
@@ -89,6 +115,44 @@ class RetrainWidget(QWidget):
         application = QApplication.instance()
         if application is not None:
             application.aboutToQuit.connect(self.stop_job)
+
+        self.refresh_mode()
+
+    # -- mode ------------------------------------------------------------------------
+    def refresh_mode(self, *_args: Any) -> None:
+        """Retrain the active teacher, or train the first one when the project has none."""
+        if self.job is not None and self.job.state == "running":
+            return
+        cold = self.session.project is not None and self.session.active_model() is None
+        if cold != self.cold:
+            self.cold = cold
+            self.method.setItemText(0, "supervised (no teacher yet)" if cold else "same as the active teacher")
+            self.method.setCurrentIndex(0)
+            self.iterations.setValue(preset("quick").iterations if cold else RETRAIN_ITERATIONS)
+            self.start_button.setText("Train first teacher" if cold else "Retrain teacher")
+            self.status.setText(
+                "no teacher yet: trains one from scratch on the labeled cases (and the unlabeled ones, for a "
+                "semi-supervised method)"
+                if cold
+                else "labeled + unlabeled cases, fine-tuned from the active teacher"
+            )
+        self._show_estimate()
+
+    def _chosen_method(self) -> str | None:
+        chosen = self.method.currentData()
+        if chosen is None:
+            model = self.session.active_model() if self.session.project is not None else None
+            return "supervised" if model is None else model.method
+        return chosen
+
+    def _show_estimate(self, *_args: Any) -> None:
+        method = self._chosen_method()
+        seconds = estimate_seconds(method, self.iterations.value()) if method else None
+        self.estimate.setText(
+            f"about {format_duration(seconds)} of training on a 2-core CPU (measured), less on a GPU"
+            if seconds is not None
+            else f"{method}: no measured time yet; the run shows its own estimate once it starts"
+        )
 
     def stop_job(self) -> None:
         if self.job is not None and self.job.state == "running":
@@ -102,14 +166,22 @@ class RetrainWidget(QWidget):
             raise ValueError("a retrain is already running")
         model = self.session.active_model()
         if model is None:
-            raise ValueError("retraining starts from the active teacher, and this project has none")
+            moved = assign_validation(project)
+            if moved:
+                show_info(
+                    f"{', '.join(moved)} moved to the validation split: the teacher is chosen on it "
+                    "(the Project dock moves a case back)"
+                )
+                self.session.project_changed.emit()
         self.session.in_training = {case.name for case in project.cases() if case.is_labeled}
         self.job = RetrainJob.start(
             project.root,
-            method=self.method.currentData(),
+            method=self._chosen_method(),
+            init_model="active" if model is not None else None,
             iterations=self.iterations.value(),
             overrides=list(overrides or []),
         )
+        self.started_at = time.monotonic()
         self.outcome = None
         self.curves.clear()
         self.bar.setRange(0, self.iterations.value())
@@ -138,8 +210,9 @@ class RetrainWidget(QWidget):
             show_warning(f"cannot read the training log: {exc}")
         for event in events:
             values = event.values or {}
-            if event.kind == "train" and "loss" in values:
-                self.curves.add_loss(event.iteration, float(values["loss"]))
+            loss = logged_loss(values) if event.kind == "train" else None
+            if loss is not None:
+                self.curves.add_loss(event.iteration, loss)
             elif event.kind == "validation" and values.get("dice") is not None:
                 self.curves.add_dice(event.iteration, float(values["dice"]))
         if events:
@@ -150,7 +223,12 @@ class RetrainWidget(QWidget):
             self.bar.setRange(0, total)
         self.bar.setValue(done)
         if job.state == "running":
+            if done and total:
+                elapsed = time.monotonic() - self.started_at
+                left = format_duration(elapsed / done * (total - done))
+                self.bar.setFormat(f"%v / %m iterations, about {left} left")
             return
+        self.bar.setFormat("%v / %m iterations")
         self.timer.stop()
         self.cancel_button.setEnabled(False)
         if job.state == "completed":

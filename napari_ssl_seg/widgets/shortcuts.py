@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+from napari.utils.notifications import show_warning
+
 from napari_ssl_seg.widgets.background import report_errors
 from napari_ssl_seg.widgets.session import AssistSession
 
@@ -27,10 +30,19 @@ def _toggle_overlay(session: AssistSession) -> None:
         layer.visible = not layer.visible
 
 
+def _save_unless_empty(session: AssistSession) -> None:
+    layer = session.label_layer
+    if layer is not None and not np.any(layer.data):
+        # A key press is too easy to make by accident for a save that marks the case labeled with nothing.
+        show_warning("the label is empty: not saved (the Label dock's Save asks before saving an empty label)")
+        return
+    session.save_label(session.author)
+
+
 def install_shortcuts(viewer: Any, session: AssistSession) -> None:
     actions = {
         "Shift-N": session.open_next_case,
-        "Shift-S": lambda: session.save_label(session.author),
+        "Shift-S": lambda: _save_unless_empty(session),
         "Shift-U": lambda: _toggle_overlay(session),
         "Shift-R": session.goto_region,
     }

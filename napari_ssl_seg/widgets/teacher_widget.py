@@ -1,4 +1,9 @@
-"""Teacher dock: the active model, prediction of the open case, the uncertainty overlay's controls."""
+"""Teacher dock: the active model, prediction of the open case, the uncertainty overlay's controls.
+
+"Load teacher…" registers a model file (a shipped teacher, a colleague's) and makes it active. A
+teacher whose card does not fit the project or the image (classes, CT or not, spacing; see
+``inference/fit.py``) is said so in a warning when it is loaded, before a prediction and after it.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -25,7 +31,9 @@ from qtpy.QtWidgets import (
 
 from napari_ssl_seg.active.case_prediction import CasePrediction, predict_case
 from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, entropy_histogram
-from napari_ssl_seg.store.models import activate_model, model_versions
+from napari_ssl_seg.inference.fit import fit_warnings
+from napari_ssl_seg.networks.checkpoint import ModelCard, checkpoint_paths
+from napari_ssl_seg.store.models import activate_model, model_versions, register_model
 from napari_ssl_seg.widgets.background import report_errors, run_in_background
 from napari_ssl_seg.widgets.plots import EntropyHistogram
 from napari_ssl_seg.widgets.session import AssistSession, find_uncertain_regions, session_for
@@ -68,6 +76,9 @@ class TeacherWidget(QWidget):
         self.model_label.setWordWrap(True)
         self.versions = QComboBox()
         self.activate_button = QPushButton("Make active (roll back)")
+        self.load_button = QPushButton("Load teacher…")
+        self.load_button.setToolTip("a model file (.safetensors with its .json card): registered and made active")
+        self.shown_warnings: set[str] = set()
         self.samples = QComboBox()
         self.samples.addItems(["4", "8", "16"])
         self.samples.setCurrentText("8")
@@ -96,6 +107,7 @@ class TeacherWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.model_label)
         layout.addLayout(versions_row)
+        layout.addWidget(self.load_button)
         layout.addWidget(self.predict_button)
         layout.addWidget(self.next_button)
         layout.addWidget(self.status)
@@ -107,6 +119,7 @@ class TeacherWidget(QWidget):
         self.predict_button.clicked.connect(report_errors(self.predict))
         self.next_button.clicked.connect(report_errors(self.next_case))
         self.activate_button.clicked.connect(report_errors(self.activate_selected))
+        self.load_button.clicked.connect(report_errors(self._choose_teacher))
         self.show_overlay.toggled.connect(self._set_overlay_visible)
         self.opacity.valueChanged.connect(self._set_opacity)
         self.threshold.valueChanged.connect(report_errors(self._set_threshold, arguments=1))
@@ -129,13 +142,50 @@ class TeacherWidget(QWidget):
             dice = "n/a" if version.validation_dice is None else f"{version.validation_dice:.3f}"
             self.versions.addItem(f"{version.name} ({version.method}, Dice {dice})", version.name)
         if active is None:
-            self.model_label.setText("no teacher yet: register one with `napari-ssl-seg rank --model`, or retrain")
+            self.model_label.setText("no teacher yet: load one (Load teacher…) or train one in the Retrain dock")
             return
         self.versions.setCurrentIndex(self.versions.findData(active.name))
         dice = "n/a" if active.validation_dice is None else f"{active.validation_dice:.3f}"
         self.model_label.setText(
             f"active teacher <b>{active.name}</b><br>{active.method}, {active.created_at[:16]}, validation Dice {dice}"
         )
+
+    def _choose_teacher(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Teacher model", "", "Model (*.safetensors *.json)")
+        if path:
+            self.load_teacher(path)
+
+    def load_teacher(self, path: str | Path) -> Any:
+        """Register the model file at ``path`` in the project and make it the active teacher."""
+        project = self.session.require_project()
+        version = register_model(project, Path(path), activate=True)
+        show_info(f"teacher {version.name} ({version.method}) is active")
+        self.shown_warnings.clear()
+        self._warn(self._fit(None))
+        self.session.model_changed.emit()
+        return version
+
+    def _fit(self, case: str | None) -> list[str]:
+        """What the active teacher's card says against the project (and the case's record, if given)."""
+        project = self.session.require_project()
+        model = self.session.active_model()
+        if model is None:
+            return []
+        card_path = checkpoint_paths(model.checkpoint(project))[1]
+        card = ModelCard.from_json(card_path.read_text(encoding="utf-8"), source=str(card_path))
+        record = project.case(case) if case is not None else None
+        return fit_warnings(
+            card,
+            project_classes=project.label_names(),
+            modality=record.modality if record is not None else None,
+            spacing=record.spacing if record is not None else None,
+        )
+
+    def _warn(self, warnings: list[str], case: str | None = None) -> None:
+        for warning in warnings:
+            if warning not in self.shown_warnings:
+                self.shown_warnings.add(warning)
+                show_warning(f"{case}: {warning}" if case else f"teacher: {warning}")
 
     def activate_selected(self) -> None:
         name = self.versions.currentData()
@@ -153,6 +203,8 @@ class TeacherWidget(QWidget):
         if self.worker is not None and self.worker.is_running:
             show_info("a prediction is already running")
             return self.worker
+        self.shown_warnings.clear()
+        self._warn(self._fit(case), case)
         self.predict_button.setEnabled(False)
         self.status.setText(f"predicting {case}…")
         classes = self.session.num_classes()
@@ -179,8 +231,7 @@ class TeacherWidget(QWidget):
         score = result.scores.get(self.session.strategy)
         scored = "" if score is None else f", {self.session.strategy} {score:.4f}"
         self._finished(f"{result.case}: {result.seconds:.1f} s on {result.device}{scored}")
-        for note in result.notes:
-            show_warning(f"{result.case}: {note}")
+        self._warn(result.notes, result.case)
         self.session.show_prediction(
             result.case, result.label, result.entropy, regions=shown.regions, histogram=shown.histogram, staged=True
         )

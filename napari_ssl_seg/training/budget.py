@@ -1,0 +1,34 @@
+"""How long a training run takes on the machine the project was measured on, before it starts.
+
+The Retrain dock shows the estimate next to its iteration count, so a user picks a budget knowing
+what it costs. The rates are medians of the ``it_per_s`` the loop logs, measured on the 2-core CPU
+development machine (AMD EPYC, torch CPU build) with the ``quick`` network (V-Net width 8, depth
+4, patch 16x64x64, batch 2 + 2): ``scripts/ship_teachers.sh`` and ``benchmarks/convergence.py``
+runs, docs/convergence.md. On another machine the run's own ETA (from its logged progress) replaces
+the estimate as soon as the first iterations are done.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MEASURED_ITERATIONS_PER_SECOND", "estimate_seconds", "format_duration"]
+
+#: Iterations per second of the ``quick`` network on the 2-core CPU machine, per method.
+MEASURED_ITERATIONS_PER_SECOND: dict[str, float] = {
+    "supervised": 10.5,
+}
+
+
+def estimate_seconds(method: str, iterations: int) -> float | None:
+    """Seconds of training for ``iterations`` of ``method`` (validation not counted); None if never measured."""
+    rate = MEASURED_ITERATIONS_PER_SECOND.get(method)
+    return None if rate is None else iterations / rate
+
+
+def format_duration(seconds: float) -> str:
+    """``"45 s"``, ``"6 min"``, ``"1 h 20 min"``: as a person says it."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
