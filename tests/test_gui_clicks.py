@@ -87,6 +87,8 @@ def dock_of(viewer: Any, cls: type) -> Any:
 
 #: Every button :func:`click` pressed, so a test can check that none of a dock's buttons was left out.
 CLICKED: set[int] = set()
+#: Buttons (dock attribute names) that test_gui_cold_start presses in a project with no teacher.
+COLD_START_BUTTONS = ("attach_file_button", "attach_layer_button", "split_button", "load_button")
 
 
 def click(qtbot: Any, button: QPushButton) -> None:
@@ -95,8 +97,11 @@ def click(qtbot: Any, button: QPushButton) -> None:
     CLICKED.add(id(button))
 
 
-def unclicked_buttons(*docks: Any) -> list[str]:
-    return [button.text() for dock in docks for button in dock.findChildren(QPushButton) if id(button) not in CLICKED]
+def unclicked_buttons(*docks: Any, left_to_others: tuple[str, ...] = ()) -> list[str]:
+    """Texts of the docks' buttons :func:`click` never pressed, but for those named in ``left_to_others``."""
+    skipped = {id(getattr(dock, name)) for dock in docks for name in left_to_others if hasattr(dock, name)}
+    buttons = [button for dock in docks for button in dock.findChildren(QPushButton) if id(button) not in skipped]
+    return [button.text() for button in buttons if id(button) not in CLICKED]
 
 
 def click_row(qtbot: Any, view: QAbstractItemView, row: int, *, double: bool = False) -> None:
@@ -257,7 +262,7 @@ def test_the_docks_share_the_viewer_session_and_every_click_works(
     statuses = {project.table.item(row, 0).text(): project.table.item(row, 2).text() for row in range(2)}
     assert project.table.rowCount() == 2 and statuses == {"brain1": "labeled", "breast1": "unlabeled"}
     assert notes.new() == []
-    assert unclicked_buttons(project, teacher, regions, label, retrain) == []
+    assert unclicked_buttons(project, teacher, regions, label, retrain, left_to_others=COLD_START_BUTTONS) == []
 
 
 def test_the_sample_menu_entries_open_image_and_labels(make_napari_viewer, uncaught):

@@ -257,7 +257,9 @@ class RetrainWidget(QWidget):
         self.outcome = outcome
         old = "n/a" if outcome.old_dice is None else f"{outcome.old_dice:.4f}"
         new = "n/a" if outcome.new_dice is None else f"{outcome.new_dice:.4f}"
-        if outcome.promoted:
+        if outcome.promoted and outcome.old_version is None:
+            text = f"first teacher {outcome.new_version} is active: validation Dice {new}"
+        elif outcome.promoted:
             text = f"new teacher {outcome.new_version} is active: validation Dice {new} vs {old} (old one kept)"
         else:
             text = f"kept {outcome.old_version}: the new teacher validated {new} vs {old}"
@@ -271,7 +273,8 @@ class RetrainWidget(QWidget):
     @property
     def busy(self) -> bool:
         """A training run, its validation, the promotion's follow-up or a re-rank is under way."""
-        running = self.job is not None and self.job.state == "running"
+        # Until the timer has seen the run end, its outcome is not handled yet, however the process stands.
+        running = self.timer.isActive() or (self.job is not None and self.job.state == "running")
         reranking = self.reranking is not None and not self.reranking.reported
         return running or self.finishing is not None or self.finishing_steps or reranking
 

@@ -161,12 +161,13 @@ class TeacherWidget(QWidget):
         version = register_model(project, Path(path), activate=True)
         show_info(f"teacher {version.name} ({version.method}) is active")
         self.shown_warnings.clear()
-        self._warn(self._fit(None))
+        self._warn(self._fit(self.session.case, read_values=True), self.session.case)
         self.session.model_changed.emit()
         return version
 
-    def _fit(self, case: str | None) -> list[str]:
-        """What the active teacher's card says against the project (and the case's record, if given)."""
+    def _fit(self, case: str | None, *, read_values: bool = False) -> list[str]:
+        """What the active teacher's card says against the project and the case (its record; its voxels too
+        with ``read_values``, which reads the image: CT or not is then known without a modality tag)."""
         project = self.session.require_project()
         model = self.session.active_model()
         if model is None:
@@ -174,10 +175,15 @@ class TeacherWidget(QWidget):
         card_path = checkpoint_paths(model.checkpoint(project))[1]
         card = ModelCard.from_json(card_path.read_text(encoding="utf-8"), source=str(card_path))
         record = project.case(case) if case is not None else None
+        minimum = None
+        if record is not None and read_values:
+            array = project.read_image(record.name).array
+            minimum = float(np.nanmin(array)) if array.size else None
         return fit_warnings(
             card,
             project_classes=project.label_names(),
             modality=record.modality if record is not None else None,
+            minimum=minimum,
             spacing=record.spacing if record is not None else None,
         )
 
