@@ -1,9 +1,16 @@
-"""Dock every assistant widget on a viewer at once (the demo, and the "Annotation assistant" entry)."""
+"""Dock every assistant widget on a viewer at once (the demo, and the "Annotation assistant" entry).
+
+All five go on the right in two tabbed groups, so the canvas keeps most of the window (five docks side
+by side on both edges left it about 300 of 1600 pixels): the queue with the label versions above, the
+teacher with the regions and the retrain below. Project and Teacher are the tabs shown first.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from qtpy.QtCore import Qt
 
 from napari_ssl_seg.widgets.label_widget import LabelWidget
 from napari_ssl_seg.widgets.project_widget import ProjectWidget
@@ -11,25 +18,36 @@ from napari_ssl_seg.widgets.regions_widget import RegionsWidget
 from napari_ssl_seg.widgets.retrain_widget import RetrainWidget
 from napari_ssl_seg.widgets.teacher_widget import TeacherWidget
 
-__all__ = ["DOCKS", "dock_assistant"]
+__all__ = ["DOCKS", "DOCK_WIDTH", "dock_assistant"]
 
-#: (title, class, side): the order an annotator works in, top to bottom.
+DOCK_WIDTH = 460
+
+#: (title, class, tab group): the order an annotator works in; the first of each group is shown first.
 DOCKS = (
-    ("Project", ProjectWidget, "right"),
-    ("Teacher", TeacherWidget, "right"),
-    ("Uncertain regions", RegionsWidget, "left"),
-    ("Label", LabelWidget, "left"),
-    ("Retrain", RetrainWidget, "left"),
+    ("Project", ProjectWidget, 0),
+    ("Teacher", TeacherWidget, 1),
+    ("Uncertain regions", RegionsWidget, 1),
+    ("Label", LabelWidget, 0),
+    ("Retrain", RetrainWidget, 1),
 )
 
 
 def dock_assistant(viewer: Any, project: Path | str | None = None, case: str | None = None) -> dict[str, Any]:
     """Dock the five widgets; open ``project`` (and ``case``) if given. Returns the widgets by title."""
     widgets = {}
-    for title, cls, area in DOCKS:
+    groups: dict[int, list[Any]] = {}
+    for title, cls, group in DOCKS:
         widget = cls(viewer)
-        viewer.window.add_dock_widget(widget, name=title, area=area)
+        groups.setdefault(group, []).append(viewer.window.add_dock_widget(widget, name=title, area="right"))
         widgets[title] = widget
+    window = viewer.window._qt_window  # tabbing has no public napari API; QMainWindow does it
+    for docks in groups.values():
+        for dock in docks[1:]:
+            window.tabifyDockWidget(docks[0], dock)
+        docks[0].raise_()
+    # Narrower than the case table would like (it scrolls): the canvas keeps half of a 1600-pixel window.
+    firsts = [docks[0] for docks in groups.values()]
+    window.resizeDocks(firsts, [DOCK_WIDTH] * len(firsts), Qt.Horizontal)
     if project is not None:
         widgets["Project"].open_project(project)
         if case is not None:

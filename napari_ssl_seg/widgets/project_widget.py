@@ -64,6 +64,7 @@ class ProjectWidget(QWidget):
             "ever evaluated"
         )
         self.summary = QLabel("no project open")
+        self.summary.setWordWrap(True)  # else its width sets the dock's minimum
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)

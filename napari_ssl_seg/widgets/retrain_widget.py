@@ -76,6 +76,7 @@ class RetrainWidget(QWidget):
         self.iterations.setRange(1, 100000)
         self.iterations.setValue(RETRAIN_ITERATIONS)
         self.estimate = QLabel("")
+        self.estimate.setWordWrap(True)
         self.cold: bool | None = None  # no teacher yet: the button trains the first one
         self.started_at = 0.0
         self.start_button = QPushButton("Retrain teacher")

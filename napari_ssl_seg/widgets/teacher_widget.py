@@ -75,6 +75,9 @@ class TeacherWidget(QWidget):
         self.model_label = QLabel("no teacher")
         self.model_label.setWordWrap(True)
         self.versions = QComboBox()
+        # Version names are long; at their full length the combo box would set the dock's width.
+        self.versions.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.versions.setMinimumContentsLength(16)
         self.activate_button = QPushButton("Make active (roll back)")
         self.load_button = QPushButton("Load teacher…")
         self.load_button.setToolTip("a model file (.safetensors with its .json card): registered and made active")
