@@ -15,6 +15,13 @@ from pathlib import Path
 from napari_ssl_seg.networks import load_checkpoint, save_checkpoint
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training.evaluate import evaluate_project
+from napari_ssl_seg.training.runlog import read_log
+
+
+def training_seconds(run: Path) -> float | None:
+    """Training seconds (validation left out) of the run in folder ``run``, from its log."""
+    seconds = [float(r["train_seconds"]) for r in read_log(run / "log.jsonl") if "train_seconds" in r]
+    return max(seconds) if seconds else None
 
 
 def main() -> None:
@@ -23,6 +30,7 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="destination stem, e.g. models/chest_ct_ucmt")
     parser.add_argument("--project", type=Path, required=True, help="the cohort project it was trained on")
     parser.add_argument("--cohort-command", required=True)
+    parser.add_argument("--warm-start-run", type=Path, help="the run folder of the --init model, for its time")
     args = parser.parse_args()
     networks, card = load_checkpoint(args.model)
     with Project.open(args.project) as project:
@@ -35,7 +43,10 @@ def main() -> None:
         "test_hd95_mm": overall["hd95_mm_mean"],
         "test_failures": evaluation.summary["n_failures"],
         "test_cases": sorted(evaluation.per_case),
+        "train_seconds": training_seconds(args.model.parent),
     }
+    if args.warm_start_run is not None:
+        metrics["warm_start_train_seconds"] = training_seconds(args.warm_start_run)
     shipped = dataclasses.replace(card, training=training, metrics=metrics)
     weights, card_path = save_checkpoint(args.out, networks, shipped, half=True, overwrite=True)
     print(

@@ -38,7 +38,7 @@ train teachers/ucmt --method ucmt --init "$warm" --config finetune --iterations 
 train teachers/ugcemt --method ugcemt --init "$warm" --config finetune --iterations 1000 --set validate_every=250
 for method in ucmt ugcemt; do
     $python "$repo/scripts/ship_teacher.py" "teachers/$method/model.safetensors" "$repo/models/chest_ct_$method" \
-        --project cohort --cohort-command "$cohort_command"
+        --project cohort --cohort-command "$cohort_command" --warm-start-run teachers/supervised
 done
 for method in supervised supervised_continued ucmt ugcemt; do
     $cli evaluate cohort --model "teachers/$method/model.safetensors" --split test --uncertainty --json \

@@ -48,14 +48,18 @@ def test_edit_clock_counts_active_time_only() -> None:
     now = [100.0]
     clock = EditClock(idle_cutoff=30.0, clock=lambda: now[0])
     assert not clock.dirty
-    clock.edit()  # the first edit counts the start-up share (the cutoff)
+    now[0] += 2
+    clock.edit()  # the first edit counts the time since the case opened: 2 s of looking, not a flat 30 s
     now[0] += 5
     clock.edit()
     now[0] += 600  # a coffee break counts as the cutoff, not ten minutes
     clock.edit()
-    assert clock.seconds == pytest.approx(30 + 5 + 30) and clock.edits == 3 and clock.dirty
+    assert clock.seconds == pytest.approx(2 + 5 + 30) and clock.edits == 3 and clock.dirty
     clock.reset()
     assert clock.seconds == 0 and not clock.dirty
+    now[0] += 400  # opened, then left alone: the first edit counts at most the cutoff
+    clock.edit()
+    assert clock.seconds == pytest.approx(30)
 
 
 def test_next_case_skips_the_open_case_and_non_queued_rows() -> None:

@@ -127,6 +127,7 @@ def test_from_a_folder_of_scans_to_a_first_teacher_without_the_command_line(
     assert retrain.outcome is not None and retrain.outcome.promoted, retrain.status.text()
     assert session.active_model() is not None and session.active_model().method == "supervised"
     assert retrain.start_button.text() == "Retrain teacher"
+    assert "first teacher" in retrain.status.text() and "re-ranking" not in retrain.status.text()
     assert "active teacher" in teacher.model_label.text()
 
     # The first teacher predicts the unlabeled case.

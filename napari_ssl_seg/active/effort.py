@@ -2,7 +2,8 @@
 
 Wall-clock time with a case open overstates effort (coffee, phone calls); the clock counts the gap
 between consecutive edits only up to an idle cutoff, so a pause longer than the cutoff adds just
-the cutoff. The first edit after opening or saving counts a fixed start-up share.
+the cutoff. The first edit after opening or saving counts the time since then, capped the same way
+(looking at the case before the first stroke is work too; a flat 30 s for it overstated a quick fix).
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ class EditClock:
             raise ValueError("idle_cutoff must be positive")
         self.idle_cutoff = idle_cutoff
         self._clock = clock
-        self._last: float | None = None
+        self._last = clock()
         self.seconds = 0.0
         self.edits = 0
 
     def edit(self) -> None:
         """Record one edit (a brush stroke, a fill, an erase)."""
         now = self._clock()
-        gap = self.idle_cutoff if self._last is None else now - self._last
+        gap = now - self._last
         self.seconds += min(max(gap, 0.0), self.idle_cutoff)
         self._last = now
         self.edits += 1
@@ -44,6 +45,6 @@ class EditClock:
 
     def reset(self) -> None:
         """Start counting afresh (after a save, or when another case opens)."""
-        self._last = None
+        self._last = self._clock()
         self.seconds = 0.0
         self.edits = 0

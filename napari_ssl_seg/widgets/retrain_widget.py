@@ -305,6 +305,7 @@ class RetrainWidget(QWidget):
                 show_error(f"re-ranking failed: {error}")
             else:
                 self.session.model_changed.emit()
+                self.status.setText(self.status.text().replace("; re-ranking the queue…", "; queue re-ranked"))
                 show_info(f"re-ranked {len(result.get('queue', []))} cases with the new teacher")
         if self.finishing is None and (self.reranking is None or self.reranking.reported):
             self.child_timer.stop()
