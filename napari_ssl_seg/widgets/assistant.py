@@ -18,7 +18,7 @@ from napari_ssl_seg.widgets.regions_widget import RegionsWidget
 from napari_ssl_seg.widgets.retrain_widget import RetrainWidget
 from napari_ssl_seg.widgets.teacher_widget import TeacherWidget
 
-__all__ = ["DOCKS", "DOCK_WIDTH", "dock_assistant"]
+__all__ = ["DOCKS", "DOCK_WIDTH", "arrange_docks", "dock_assistant"]
 
 DOCK_WIDTH = 460
 
@@ -35,12 +35,27 @@ DOCKS = (
 def dock_assistant(viewer: Any, project: Path | str | None = None, case: str | None = None) -> dict[str, Any]:
     """Dock the five widgets; open ``project`` (and ``case``) if given. Returns the widgets by title."""
     widgets = {}
-    groups: dict[int, list[Any]] = {}
+    placed = []
     for title, cls, group in DOCKS:
         widget = cls(viewer)
-        groups.setdefault(group, []).append(viewer.window.add_dock_widget(widget, name=title, area="right"))
+        placed.append((group, viewer.window.add_dock_widget(widget, name=title, area="right")))
         widgets[title] = widget
-    window = viewer.window._qt_window  # tabbing has no public napari API; QMainWindow does it
+    arrange_docks(viewer.window._qt_window, placed)
+    if project is not None:
+        widgets["Project"].open_project(project)
+        if case is not None:
+            widgets["Project"].session.open_case(case)
+    return widgets
+
+
+def arrange_docks(window: Any, placed: list[tuple[int, Any]]) -> None:
+    """Tab the dock widgets of each group together (the first of a group shown) and narrow the dock area.
+
+    Tabbing has no public napari API; the viewer's QMainWindow does it.
+    """
+    groups: dict[int, list[Any]] = {}
+    for group, dock in placed:
+        groups.setdefault(group, []).append(dock)
     for docks in groups.values():
         for dock in docks[1:]:
             window.tabifyDockWidget(docks[0], dock)
@@ -48,8 +63,3 @@ def dock_assistant(viewer: Any, project: Path | str | None = None, case: str | N
     # Narrower than the case table would like (it scrolls): the canvas keeps half of a 1600-pixel window.
     firsts = [docks[0] for docks in groups.values()]
     window.resizeDocks(firsts, [DOCK_WIDTH] * len(firsts), Qt.Horizontal)
-    if project is not None:
-        widgets["Project"].open_project(project)
-        if case is not None:
-            widgets["Project"].session.open_case(case)
-    return widgets
