@@ -14,7 +14,9 @@ __all__ = ["MEASURED_ITERATIONS_PER_SECOND", "estimate_seconds", "format_duratio
 
 #: Iterations per second of the ``quick`` network on the 2-core CPU machine, per method.
 MEASURED_ITERATIONS_PER_SECOND: dict[str, float] = {
-    "supervised": 10.5,
+    "supervised": 10.5,  # benchmarks/convergence.py, 6000 iterations: median 10.5 and 10.4 it/s
+    "ucmt": 1.0,  # scripts/ship_teachers.sh: median 0.98, 90th percentile 1.14 it/s
+    "ugcemt": 0.8,  # scripts/ship_teachers.sh: median 0.76, 90th percentile 0.82 it/s (beside other work)
 }
 
 

@@ -125,12 +125,16 @@ class RetrainWidget(QWidget):
         if self.job is not None and self.job.state == "running":
             return
         cold = self.session.project is not None and self.session.active_model() is None
-        if cold != self.cold:
+        changed = cold != self.cold
+        if changed:
             self.cold = cold
             self.method.setItemText(0, "supervised (no teacher yet)" if cold else "same as the active teacher")
             self.method.setCurrentIndex(0)
             self.iterations.setValue(preset("quick").iterations if cold else RETRAIN_ITERATIONS)
             self.start_button.setText("Train first teacher" if cold else "Retrain teacher")
+        # A finished run's outcome stays on show, until another project is open.
+        ours = self.job is not None and Path(self.job.project_root) == self.session.root
+        if changed and not ours:
             self.status.setText(
                 "no teacher yet: trains one from scratch on the labeled cases (and the unlabeled ones, for a "
                 "semi-supervised method)"
