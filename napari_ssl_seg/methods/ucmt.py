@@ -47,6 +47,15 @@ What the paper leaves open or the released 3D code does differently, and the cho
 * **Cache validity.** Step 1 uses the cache only if it came from step 0 of the same iteration and
   the same images; otherwise (e.g. a resume between the two steps) it rebuilds the maps from the
   current networks without gradients and logs ``umix_recomputed = 1``.
+* **Warm start (decision, measured in docs/convergence.md).** Both students and the teacher start
+  from one converged supervised teacher (``--init``) and train on the ``finetune`` schedule. From
+  one start the students' channels correspond, so the paper's average of the two is a working
+  teacher (from two random initialisations it is not, see above); the students still diverge
+  through their own blurred views and dropout. From scratch UCMT costs about 10 supervised
+  iterations per iteration on a 2-core CPU (an hour for the 4000 supervised needs). Measured on the
+  demo cohort: the warm-started teacher validated 0.789-0.791 for 1500 iterations against the
+  start's 0.807; it keeps the supervised teacher's segmentation but does not add to it (the Dice-only
+  L_s, a different objective from the start's CE + Dice, is the first suspect; docs/convergence.md).
 * **Optimiser.** The paper trains with AdamW (lr 1e-4); the loop's SGD is used like every other
   method here (the loop owns the optimiser).
 """

@@ -43,6 +43,14 @@ No code was published; every interpretation is listed here (METHODS.md, "UG-CEMT
 * **Cross-attention under DDP:** the block's teacher-side output is detached (cross_attention.py),
   so its Q_t, K_s, V_s projections never receive a gradient; DDP must be built with
   ``find_unused_parameters=True`` for this network.
+* **Warm start (decision, measured in docs/convergence.md).** Trained from a converged supervised
+  teacher (``--init``: the student's V-Net and the teacher from the same weights; the CA block
+  starts fresh) on the ``finetune`` schedule. From scratch UG-CEMT costs about 13 supervised
+  iterations per iteration on a 2-core CPU, so the 4000 iterations supervised training needs to
+  converge would take about 1.5 hours before its pseudo-labels mean anything; warm-started, its
+  teacher validated 0.803-0.805 over 750 iterations against the start's 0.807, tracking the
+  supervised teacher rather than improving on it. The shipped teacher is made so
+  (scripts/ship_teachers.sh); whether a longer semi-supervised phase pays is open.
 """
 
 from __future__ import annotations
