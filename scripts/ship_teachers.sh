@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild the shipped teachers in models/ the way they were made: about 75 minutes on 2 CPU cores.
+# Rebuild the shipped teachers in models/ the way they were made: 85 training minutes, measured on 2 CPU
+# cores shared with other work.
 # Usage: scripts/ship_teachers.sh [WORK_DIR]   (default build/ship; the repository's models/ is overwritten)
 # A run folder that holds a checkpoint is resumed, so an interrupted rebuild continues where it stopped.
 #

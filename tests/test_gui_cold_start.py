@@ -38,16 +38,23 @@ def _splits(root: Path) -> dict[str, str]:
         return {case.name: case.split for case in project.cases()}
 
 
+@pytest.mark.parametrize("opening", ["one by one", "all together"])
 def test_from_a_folder_of_scans_to_a_first_teacher_without_the_command_line(
     make_napari_viewer,
     qtbot,
     tmp_path,
     monkeypatch,
     uncaught,  # noqa: F811
+    opening,
 ):
     viewer = make_napari_viewer(show=True)
     notes = Notifications()
-    menu_actions(viewer.window.plugins_menu, PLUGIN_MENU)["Annotation assistant (all docks)"].trigger()
+    docks_menu = menu_actions(viewer.window.plugins_menu, PLUGIN_MENU)
+    if opening == "all together":
+        docks_menu["Annotation assistant (all docks)"].trigger()
+    else:
+        for title in SINGLE_DOCKS:
+            docks_menu[title].trigger()
     project, teacher, _regions, label, retrain = (dock_of(viewer, cls) for cls in SINGLE_DOCKS.values())
     session = project.session
     qtbot.waitUntil(lambda: project.isVisible() and retrain.isVisible())

@@ -25,7 +25,7 @@ __all__ = ["DEFAULT_CT_WINDOW", "choose_intensity", "normalise_intensity", "vali
 
 DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
 # Values this low only occur in Hounsfield units (air is -1000 HU).
-_CT_EVIDENCE_HU = -500.0
+CT_EVIDENCE_HU = -500.0
 
 
 def validate_intensity(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def choose_intensity(modality: str | None, array: np.ndarray) -> dict[str, Any]:
     CT when the modality says so or the values reach well below zero (Hounsfield air); z-score
     otherwise.
     """
-    is_ct = (modality or "").upper() == "CT" or float(np.nanmin(array)) < _CT_EVIDENCE_HU
+    is_ct = (modality or "").upper() == "CT" or float(np.nanmin(array)) < CT_EVIDENCE_HU
     if is_ct:
         return {"kind": "ct_window", "window": list(DEFAULT_CT_WINDOW)}
     return {"kind": "zscore"}

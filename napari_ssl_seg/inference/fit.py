@@ -19,11 +19,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from napari_ssl_seg.data.intensity import CT_EVIDENCE_HU
 from napari_ssl_seg.networks.checkpoint import ModelCard
 
-__all__ = ["CT_EVIDENCE_HU", "SPACING_FACTOR", "fit_warnings", "looks_like_ct"]
+__all__ = ["SPACING_FACTOR", "fit_warnings", "looks_like_ct"]
 
-CT_EVIDENCE_HU = -500.0
 SPACING_FACTOR = 2.0
 
 

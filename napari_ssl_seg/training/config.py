@@ -150,41 +150,39 @@ class TrainConfig:
 # UA-MT's "40 epochs" ramp-up: its LA code calls the ramp-up with ``iter_num // 150``, so one of its
 # "epochs" is 150 iterations and 40 of them are 6000 iterations, the whole run. We keep that ratio
 # (ramp-up = all iterations) rather than a count of passes over a dataset whose size varies.
+# A CPU teacher from scratch: width 8 and depth 4 (about 0.6 M parameters), 16 slices fit every
+# cohort case (20-38 slices), 64x64 in-plane covers a good part of the anatomy. Lower dropout
+# than the papers' 0.5 because dropping half of 8 channels is mostly noise; MC dropout still has
+# something to sample. The budget is the measured one (benchmarks/convergence.py, docs/convergence.md):
+# supervised with a third of the patches foreground-centred reaches validation Dice 0.80 on the
+# demo cohort by 3000 iterations and is flat after; the lr decays at 80% to settle the weights.
+_QUICK = TrainConfig(
+    iterations=4000,
+    patch_size=(16, 64, 64),
+    base_width=8,
+    depth=4,
+    dropout=0.2,
+    lr_step=3200,
+    foreground_oversampling=0.33,
+    rampup_iterations=4000,
+    checkpoint_every=250,
+    validate_every=250,
+    log_every=10,
+)
+
 PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
-    # A CPU teacher from scratch: width 8 and depth 4 (about 0.6 M parameters), 16 slices fit every
-    # cohort case (20-38 slices), 64x64 in-plane covers a good part of the anatomy. Lower dropout
-    # than the papers' 0.5 because dropping half of 8 channels is mostly noise; MC dropout still has
-    # something to sample. The budget is the measured one (benchmarks/convergence.py, docs/convergence.md):
-    # supervised with a third of the patches foreground-centred reaches validation Dice 0.80 on the
-    # demo cohort by 3000 iterations and is flat after; the lr decays at 80% to settle the weights.
-    "quick": TrainConfig(
-        iterations=4000,
-        patch_size=(16, 64, 64),
-        base_width=8,
-        depth=4,
-        dropout=0.2,
-        lr_step=3200,
-        foreground_oversampling=0.33,
-        rampup_iterations=4000,
-        checkpoint_every=250,
-        validate_every=250,
-        log_every=10,
-    ),
+    "quick": _QUICK,
     # The one-click retrain: fine-tune a trained teacher on one or two more labeled cases. The
     # network comes from the teacher's card; a tenth of the from-scratch lr, warmed up and decayed
     # to zero, keeps the teacher in its minimum (at the from-scratch lr a converged teacher lost
     # 0.11 test Dice); no consistency ramp-up, since the teacher's pseudo-labels are already good.
-    "finetune": TrainConfig(
+    "finetune": dataclasses.replace(
+        _QUICK,
         iterations=300,
-        patch_size=(16, 64, 64),
-        base_width=8,
-        depth=4,
-        dropout=0.2,
         lr=0.001,
         schedule="poly",
         warmup_iterations=30,
-        foreground_oversampling=0.33,
         rampup_iterations=0,
         checkpoint_every=100,
         validate_every=100,

@@ -149,7 +149,7 @@ class LabelWidget(QWidget):
             show_info("not attached: the label map is empty")
             return None
         version = project.save_label(case, volume, author=self.author.text().strip() or None, kind="import")
-        session.label_layer.data = project.read_label(case).array.astype(np.uint8, copy=True)
+        session.label_layer.data = np.asarray(volume.array).astype(np.uint8, copy=True)
         session.clock.reset()
         session.labels_saved.emit(case)
         show_info(f"{source} attached to {case} as label version {version.version}")
