@@ -47,7 +47,7 @@ def test_predict_shows_editable_labels_and_uncertainty_in_source_geometry(make_n
     assert labels._type_string == "labels" and labels.editable
     np.testing.assert_allclose(labels.scale, spacing)
     np.testing.assert_allclose(uncertainty.scale, spacing)
-    assert uncertainty.blending == "additive" and uncertainty.data.shape == labels.data.shape
+    assert uncertainty.blending == "translucent" and uncertainty.data.shape == labels.data.shape
     assert float(uncertainty.data.max()) > 0
     # The table now shows the case as predicted with a score, and the regions dock lists regions.
     rows = {table.item(r, 0).text(): table.item(r, 2).text() for r in range(table.rowCount())}

@@ -22,13 +22,14 @@ ORIENTATION_TAG = "0020|0037"
 GAP_TOLERANCE = 0.05
 
 
-def read_dicom_series(folder: Path) -> Volume:
+def read_dicom_series(folder: Path, *, containing: Path | None = None) -> Volume:
+    """The largest series of ``folder``, or the series that holds the file ``containing``."""
     # GDCM and ITK print warnings ("No Series were found", "missing slices") straight to stderr.
     with native_stderr_captured():
-        return _read_dicom_series(folder)
+        return _read_dicom_series(folder, containing)
 
 
-def _read_dicom_series(folder: Path) -> Volume:
+def _read_dicom_series(folder: Path, containing: Path | None = None) -> Volume:
     import SimpleITK as sitk
 
     try:
@@ -41,9 +42,15 @@ def _read_dicom_series(folder: Path) -> Volume:
         series: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series) for series in series_ids
     }
     chosen = max(series_ids, key=lambda series: len(files_per_series[series]))
+    if containing is not None:
+        wanted = Path(containing).resolve()
+        holding = [series for series in series_ids if wanted in {Path(f).resolve() for f in files_per_series[series]}]
+        if not holding:
+            raise InputError(f"{Path(containing).name}: not a slice of a DICOM series in {folder.name}")
+        chosen = holding[0]
     files = files_per_series[chosen]
     notes: tuple[str, ...] = ()
-    if len(series_ids) > 1:
+    if len(series_ids) > 1 and containing is None:
         sizes = sorted((len(names) for names in files_per_series.values()), reverse=True)
         notes = (
             f"{folder.name}: {len(series_ids)} DICOM series found (slices: {sizes}); "

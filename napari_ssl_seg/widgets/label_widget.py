@@ -14,6 +14,7 @@ import numpy as np
 from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
+    QCheckBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -55,6 +56,8 @@ class LabelWidget(QWidget):
         self.attach_file_button.setToolTip("a label map of this case (NIfTI, NRRD, MHA, DICOM SEG is not read)")
         self.attach_layer_button = QPushButton("Use selected layer as label")
         self.attach_layer_button.setToolTip("an Image or Labels layer open in the viewer, on this case's grid")
+        self.outline = QCheckBox("outline labels")
+        self.outline.setToolTip("draw each class as its border only; filled, large classes are drawn lighter")
         self.table = QTableWidget(0, len(VERSION_COLUMNS))
         self.table.setHorizontalHeaderLabels(VERSION_COLUMNS)
         self.table.verticalHeader().setVisible(False)
@@ -62,6 +65,7 @@ class LabelWidget(QWidget):
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         form = QFormLayout()
         form.addRow("author", self.author)
+        form.addRow("", self.outline)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.state)
@@ -82,6 +86,7 @@ class LabelWidget(QWidget):
         self.restore_button.clicked.connect(report_errors(self.restore_selected))
         self.attach_file_button.clicked.connect(report_errors(self._choose_label_file))
         self.attach_layer_button.clicked.connect(report_errors(self.attach_selected_layer))
+        self.outline.toggled.connect(report_errors(self.set_outline, arguments=1))
         self.session.case_opened.connect(self.refresh)
         self.session.labels_saved.connect(self.refresh)
         self.session.project_changed.connect(self.refresh)
@@ -92,6 +97,12 @@ class LabelWidget(QWidget):
         self.timer.timeout.connect(self._update_state)
         self.timer.start()
         self.refresh()
+
+    def set_outline(self, outline: bool) -> None:
+        self.session.label_contours = bool(outline)
+        layer = self.session.label_layer
+        if layer is not None:
+            layer.contour = 1 if outline else 0
 
     def save(self) -> Any:
         """Save the Labels layer; an empty one only after the user confirms (it would mark the case labeled)."""

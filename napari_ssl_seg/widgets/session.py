@@ -20,7 +20,7 @@ from qtpy.QtCore import QObject, Signal
 
 from napari_ssl_seg.active.effort import EditClock
 from napari_ssl_seg.active.queue import CaseRow, case_table, next_case
-from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, entropy_histogram, uncertain_regions
+from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, entropy_histogram
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.gc_pauses import freeze_startup_objects
 from napari_ssl_seg.inference.scores import DEFAULT_STRATEGY
@@ -32,25 +32,16 @@ from napari_ssl_seg.store.names import inside
 from napari_ssl_seg.store.records import LabelVersion
 from napari_ssl_seg.store.scores import prediction_paths, read_cached
 from napari_ssl_seg.widgets.background import in_event_loop_turns
+from napari_ssl_seg.widgets.overlays import UNCERTAINTY_BLENDING, style_label_layer, uncertainty_colormap
+from napari_ssl_seg.widgets.region_view import MARKER_SUFFIX, find_uncertain_regions, show_region
 
-__all__ = ["AssistSession", "find_uncertain_regions", "session_for"]
+__all__ = ["AssistSession", "session_for"]
 
 
 _sessions: dict[int, AssistSession] = {}
 
 #: Layer-metadata key marking the layers of the open case (removed together when it closes).
 CASE_TAG = "napari_ssl_seg_case"
-
-#: Regions smaller than this many voxels are noise to an annotator; more than the limit are not read.
-REGION_MIN_VOXELS = 8
-REGION_LIMIT = 200
-
-
-def find_uncertain_regions(entropy: Volume, threshold: float) -> list[UncertainRegion]:
-    """The regions the dock lists (callable from a worker thread: no Qt, no session state)."""
-    return uncertain_regions(
-        entropy.array, threshold, spacing=entropy.spacing, min_voxels=REGION_MIN_VOXELS, limit=REGION_LIMIT
-    )
 
 
 def _unwrapped(viewer: Any) -> Any:
@@ -108,6 +99,8 @@ class AssistSession(QObject):
         self.histogram: tuple[np.ndarray, np.ndarray] | None = None
         #: Who saves labels; the Label dock's author field keeps it current.
         self.author: str | None = None
+        #: Draw the labels as outlines (the Label dock's check box), else filled by class size.
+        self.label_contours = False
         self._entropy: Volume | None = None
         self._label_layer: Any = None
         self._classes_of: tuple[str | None, int] = (None, 2)
@@ -278,12 +271,14 @@ class AssistSession(QObject):
             if existing.data.shape == array.shape:
                 # New data in the same layer: far cheaper for the GUI thread than a new layer.
                 existing.data = array
+                style_label_layer(existing, contour=self.label_contours)
                 self.clock.reset()
                 return
             viewer.layers.remove(existing)
         _data, kwargs, _ = volume_to_layer_data(label, name=f"{self.case} label", as_labels=True)
         kwargs["metadata"][CASE_TAG] = self.case
         layer = viewer.add_labels(array, **kwargs)
+        style_label_layer(layer, contour=self.label_contours)
         layer.events.paint.connect(lambda _event: self.clock.edit())
         self._label_layer = layer
         self.clock.reset()
@@ -320,9 +315,16 @@ class AssistSession(QObject):
                 viewer.layers.remove(previous)
             _data, kwargs, _ = volume_to_layer_data(entropy, name=f"{self.case} uncertainty", as_labels=False)
             kwargs["metadata"][CASE_TAG] = self.case
-            # Below the threshold the colormap is black, which additive blending leaves invisible.
-            kwargs.update(colormap="inferno", blending="additive", opacity=0.7, contrast_limits=[self.threshold, top])
+            kwargs.update(
+                colormap=uncertainty_colormap(),
+                blending=UNCERTAINTY_BLENDING,
+                opacity=0.7,
+                contrast_limits=[self.threshold, top],
+            )
+            selected = viewer.layers.selection.active
             viewer.add_image(array, **kwargs)
+            if selected is not None and selected in viewer.layers:
+                viewer.layers.selection.active = selected  # the annotator keeps painting on the label
         self.histogram = histogram if histogram is not None else entropy_histogram(array, top)
         if regions is None:
             self.find_regions()
@@ -355,20 +357,13 @@ class AssistSession(QObject):
         return self.regions
 
     def goto_region(self, index: int | None = None) -> UncertainRegion | None:
-        """Move the slice and the camera to region ``index`` (default: the next one, cycling)."""
+        """Take the view to region ``index`` (default: the next one, cycling): slice, marker and zoom."""
         if not self.regions:
             return None
         self.region_index = (self.region_index + 1 if index is None else index) % len(self.regions)
         region = self.regions[self.region_index]
         layer = self.uncertainty_layer or self._label_layer
-        world = np.asarray(layer.data_to_world(region.centre), dtype=float)
-        viewer = self.viewer
-        # One call for the three axes: each call re-slices every layer.
-        axes = list(range(viewer.dims.ndim - 3, viewer.dims.ndim))
-        viewer.dims.set_point(axes, [float(value) for value in world[-3:]])
-        # napari 0.9 moved the camera to viewer.scene; older releases keep viewer.camera.
-        camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
-        camera.center = tuple(float(v) for v in world[-3:])
+        show_region(self.viewer, layer, region, tag={CASE_TAG: self.case}, name=f"{self.case} {MARKER_SUFFIX}")
         return region
 
     # -- labels ---------------------------------------------------------------------

@@ -36,7 +36,8 @@ from napari_ssl_seg.networks.checkpoint import ModelCard, checkpoint_paths
 from napari_ssl_seg.store.models import activate_model, model_versions, register_model
 from napari_ssl_seg.widgets.background import report_errors, run_in_background
 from napari_ssl_seg.widgets.plots import EntropyHistogram
-from napari_ssl_seg.widgets.session import AssistSession, find_uncertain_regions, session_for
+from napari_ssl_seg.widgets.region_view import find_uncertain_regions
+from napari_ssl_seg.widgets.session import AssistSession, session_for
 
 __all__ = ["TeacherWidget", "predict_for_display"]
 
