@@ -210,3 +210,17 @@ def test_save_refuses_config_mismatch_and_overwrite(tmp_path: Path):
         save_checkpoint(tmp_path / "m", {"model": make_net()}, make_card())
     save_checkpoint(tmp_path / "m", {"model": make_net()}, make_card(), overwrite=True)
     assert load_checkpoint(tmp_path / "m.json")[1].method == "ugcemt"
+
+
+def test_the_card_accepts_every_method_the_registry_builds_and_only_those(tmp_path: Path):
+    from napari_ssl_seg.method_names import METHODS
+    from napari_ssl_seg.methods.registry import available_methods
+
+    external = "my_lab.methods:FixMatch3D"  # the registry's "package.module:Class" form
+    for index, name in enumerate([*available_methods(), external]):
+        assert name in METHODS or name == external
+        _, card_path = save_checkpoint(tmp_path / f"m{index}", {"model": make_net()}, make_card(method=name))
+        assert load_checkpoint(card_path)[1].method == name
+    for wrong in ("magic", "my_lab.methods:", ":Class", "a b:C"):
+        with pytest.raises(InputError, match="unknown method"):
+            save_checkpoint(tmp_path / "bad", {"model": make_net()}, make_card(method=wrong))

@@ -13,21 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.method_names import METHODS
 from napari_ssl_seg.methods.base import SemiSupervisedMethod
 
 __all__ = ["METHODS", "available_methods", "build_method", "method_class"]
-
-METHODS: dict[str, str] = {
-    "supervised": "napari_ssl_seg.methods.supervised:SupervisedMethod",
-    "mt": "napari_ssl_seg.methods.mt:MeanTeacher",
-    "uamt": "napari_ssl_seg.methods.uamt:UncertaintyAwareMeanTeacher",
-    "cps": "napari_ssl_seg.methods.cps:CrossPseudoSupervision",
-    "ucmt": "napari_ssl_seg.methods.ucmt:UCMT",
-    "ugcemt": "napari_ssl_seg.methods.ugcemt:UGCEMT",
-    "ugmcl": "napari_ssl_seg.methods.ugmcl:UGMCL",
-    "curecl": "napari_ssl_seg.methods.curecl:CURECL",
-    "ccedual": "napari_ssl_seg.methods.ccedual:CCEDual",
-}
 
 
 def _module_exists(module: str) -> bool:

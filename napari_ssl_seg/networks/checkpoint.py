@@ -33,6 +33,7 @@ from torch import nn
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io.atomic import atomic_output, sha256_file
 from napari_ssl_seg.io.orientation import check_orientation
+from napari_ssl_seg.method_names import METHODS, is_method_name, method_choices
 from napari_ssl_seg.networks.multicure import build_cure_resnet3d
 from napari_ssl_seg.networks.resnet3d import build_resnet3d
 from napari_ssl_seg.networks.vnet import VNet
@@ -56,7 +57,7 @@ CARD_SUFFIX = ".json"
 DEFAULT_STEM = "model"
 MAX_PATCH_SIDE = 1024
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar"})
-KNOWN_METHODS = frozenset({"supervised", "mt", "uamt", "cps", "ucmt", "ugcemt", "ugmcl", "curecl", "ccedual"})
+KNOWN_METHODS = frozenset(METHODS)
 
 
 def _build_vnet(config: Mapping[str, Any]) -> nn.Module:
@@ -184,8 +185,8 @@ class ModelCard:
                 f"{source} has format version {self.format_version}; this napari-ssl-seg reads up to "
                 f"{FORMAT_VERSION}, please upgrade"
             )
-        if self.method not in KNOWN_METHODS:
-            raise InputError(f"unknown method {self.method!r} in {source} (known: {', '.join(sorted(KNOWN_METHODS))})")
+        if not is_method_name(self.method):
+            raise InputError(f"unknown method {self.method!r} in {source} (known: {method_choices()})")
         for config in (self.network, *self.extra_networks.values()):
             name = config.get("name") if isinstance(config, Mapping) else None
             if name not in NETWORK_BUILDERS:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.method_names import method_choices
 
 if TYPE_CHECKING:
     from napari_ssl_seg.training.config import TrainConfig
@@ -65,9 +66,7 @@ def add_train_parser(commands: Any) -> argparse.ArgumentParser:
     """Add the ``train`` sub-command to an ``add_subparsers()`` object; return its parser."""
     parser = commands.add_parser("train", help="train or fine-tune a segmentation model on a project")
     parser.add_argument("project", type=Path, help="project folder")
-    parser.add_argument(
-        "--method", required=True, help="supervised, mt, uamt, cps, ucmt, ugcemt, ugmcl, curecl or ccedual"
-    )
+    parser.add_argument("--method", required=True, help=method_choices())
     parser.add_argument("--init", type=Path, help="start from this model (.safetensors/.json): fine-tuning")
     parser.add_argument("--out", type=Path, help="run folder (default: PROJECT/runs/<time>-<method>)")
     add_training_arguments(
