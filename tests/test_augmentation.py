@@ -13,6 +13,13 @@ def test_classes_naming_a_side_are_detected() -> None:
     assert has_lateral_classes({1: "Kidney_Left"})
     assert has_lateral_classes({1: "left atrium"})  # conservative: any side word keeps sides apart
     assert not has_lateral_classes({1: "ribs", 2: "thoracic vertebral column", 7: "tissue"})
+    assert not has_lateral_classes({0: "background", 1: "ribs"})
+
+
+def test_classes_without_names_keep_their_sides() -> None:
+    # What a label map read from NIfTI gives the loop: the class may well be one side of a pair.
+    assert has_lateral_classes({0: "background", 1: "class 1", 2: "class 2"})
+    assert has_lateral_classes({0: "background", 1: "ribs", 2: "class 2"})
 
 
 def _x_increases(sample: dict) -> bool:

@@ -23,6 +23,7 @@ the 180-degree rotation.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,9 +179,21 @@ def load_cases(
     return cases
 
 
+#: The name a class gets when its label map names none (a NIfTI label file, for one).
+UNNAMED_CLASS = re.compile(r"class \d+")
+
+
 def has_lateral_classes(class_names: Mapping[int, str]) -> bool:
-    """Whether any class is one side of a pair ("left lung", "Right kidney", ...)."""
-    words = {word for name in class_names.values() for word in name.lower().replace("_", " ").split()}
+    """Whether any class may be one side of a pair ("left lung", "Right kidney", ...).
+
+    A foreground class without a name counts: a label map from a NIfTI file names no class, and
+    mirroring left and right under a class that is in fact one side teaches the network to ignore
+    the side (measured: the lungs of a cold start on unnamed chest labels, test Dice 0.62-0.67).
+    """
+    foreground = [name for label, name in class_names.items() if int(label) != 0]
+    if any(UNNAMED_CLASS.fullmatch(name.strip().lower()) for name in foreground):
+        return True
+    words = {word for name in foreground for word in name.lower().replace("_", " ").split()}
     return bool(words & {"left", "right"})
 
 

@@ -134,7 +134,9 @@ class _Run:
             config.lateral_augmentation == "auto" and not has_lateral_classes(self.info["classes"])
         )
         if not lateral:
-            self.notes.append("classes name a side (left/right): no left-right flips or rot90 in augmentation")
+            self.notes.append(
+                "classes name a side (left/right), or have no names: no left-right flips or rot90 in augmentation"
+            )
         self.sampler = TwoStreamSampler(
             labeled,
             unlabeled,
