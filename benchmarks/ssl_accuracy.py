@@ -26,11 +26,11 @@ from typing import Any
 
 from napari_ssl_seg.allocator import keep_freed_memory
 from napari_ssl_seg.data.cohort_project import build_cohort_project
+from napari_ssl_seg.evaluation.evaluate import evaluate_project
 from napari_ssl_seg.sample_data import sample_path
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.importer import assign_splits
 from napari_ssl_seg.training.config import apply_overrides, preset
-from napari_ssl_seg.training.evaluate import evaluate_project
 from napari_ssl_seg.training.loop import train
 from napari_ssl_seg.training.runlog import read_log
 from napari_ssl_seg.training.state import resume_paths

@@ -12,9 +12,9 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from napari_ssl_seg.evaluation.evaluate import evaluate_project
 from napari_ssl_seg.networks import load_checkpoint, save_checkpoint
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.training.evaluate import evaluate_project
 from napari_ssl_seg.training.runlog import read_log
 
 

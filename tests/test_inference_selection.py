@@ -29,12 +29,12 @@ def _scripted_validation(monkeypatch: pytest.MonkeyPatch, scores: list[float]) -
     """Replace validation by scores given in call order; returns the networks validated, in order."""
     seen: list[torch.nn.Module] = []
 
-    def validate(network: torch.nn.Module, cases: Any, **kw: Any) -> tuple[float, dict[str, float]]:
+    def validate(network: torch.nn.Module, cases: Any, *args: Any, **kw: Any) -> tuple[float, dict[str, float]]:
         seen.append(network)
         score = scores[(len(seen) - 1) % len(scores)]
         return score, {"case_03": score}
 
-    monkeypatch.setattr(loop_module, "validate_cases", validate)
+    monkeypatch.setattr(loop_module, "validate_network", validate)
     return seen
 
 

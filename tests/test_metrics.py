@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from napari_ssl_seg.active.uncertainty_quality import error_detection_auroc, expected_calibration_error, spearman
-from napari_ssl_seg.training.metrics import ClassMetrics, case_metrics, format_table, summarise
+from napari_ssl_seg.evaluation.metrics import ClassMetrics, case_metrics, format_table, summarise
 
 
 def cube(shape: tuple[int, int, int] = (14, 14, 14), lo: int = 4, hi: int = 10, label: int = 1) -> np.ndarray:

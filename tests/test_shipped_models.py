@@ -8,11 +8,11 @@ import pytest
 from conftest import SAMPLE_DIR
 
 from napari_ssl_seg.data.cohort import generate_case
+from napari_ssl_seg.evaluation.metrics import case_metrics
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.io import read_volume
 from napari_ssl_seg.networks import load_checkpoint
 from napari_ssl_seg.shipped_models import SHIPPED_MODELS, shipped_model_path
-from napari_ssl_seg.training.metrics import case_metrics
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED_MODELS))

@@ -15,10 +15,10 @@ from safetensors.torch import load_file
 from napari_ssl_seg.active.simulation import FixedOrder, SimulationSettings, simulate
 from napari_ssl_seg.cli import main
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.evaluation.evaluate import _uncertainty_report, evaluate_project
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training import TrainConfig
-from napari_ssl_seg.training.evaluate import _uncertainty_report, evaluate_project
 from napari_ssl_seg.training.loop import train
 
 SHAPE = (10, 22, 26)

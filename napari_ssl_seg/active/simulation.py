@@ -238,7 +238,7 @@ class _Scores:
         self._known: dict[tuple[str, str], float] = {}
 
     def test(self, checkpoint: Path) -> float:
-        from napari_ssl_seg.training.evaluate import evaluate_project
+        from napari_ssl_seg.evaluation.evaluate import evaluate_project
 
         key = (str(checkpoint), "test")
         if key not in self._known:

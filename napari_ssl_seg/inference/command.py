@@ -100,9 +100,9 @@ def command_rank(args: argparse.Namespace) -> int:
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
+    from napari_ssl_seg.evaluation.evaluate import evaluate_project
+    from napari_ssl_seg.evaluation.metrics import format_table
     from napari_ssl_seg.store import Project
-    from napari_ssl_seg.training.evaluate import evaluate_project
-    from napari_ssl_seg.training.metrics import format_table
 
     with Project.open(args.project) as project:
         evaluation = evaluate_project(

@@ -30,8 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
-from monai.metrics import DiceMetric
 from monai.transforms import (
     Compose,
     RandCropByLabelClassesd,
@@ -40,7 +38,6 @@ from monai.transforms import (
     RandSpatialCropd,
     SpatialPad,
 )
-from torch import nn
 
 from napari_ssl_seg.data.intensity import choose_intensity, normalise_intensity, validate_intensity
 from napari_ssl_seg.errors import InputError
@@ -55,10 +52,8 @@ __all__ = [
     "class_indices",
     "has_lateral_classes",
     "load_cases",
-    "predict_case",
     "resolve_intensity",
     "take_snapshot",
-    "validate_cases",
 ]
 
 
@@ -331,63 +326,3 @@ class TwoStreamSampler:
             unlabeled.append(self._patch(self.unlabeled[int(index)], rng)[0])
         empty = torch.zeros((0, 1, *self.patch_size), dtype=torch.float32)
         return torch.stack(images), torch.stack(targets), torch.stack(unlabeled) if unlabeled else empty
-
-
-@torch.no_grad()
-def predict_case(
-    network: nn.Module,
-    image: np.ndarray,
-    *,
-    patch_size: Sequence[int],
-    overlap: float,
-    device: torch.device,
-    amp: bool = False,
-) -> np.ndarray:
-    """Argmax labels of a whole case by Gaussian-weighted sliding windows (softmax averaged)."""
-    inputs = torch.from_numpy(np.ascontiguousarray(image))[None, None].to(device)
-
-    def predictor(window: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-            return torch.softmax(network(window).float(), dim=1)
-
-    probabilities = sliding_window_inference(
-        inputs, roi_size=tuple(patch_size), sw_batch_size=2, predictor=predictor, overlap=overlap, mode="gaussian"
-    )
-    return _plain(probabilities).argmax(dim=1)[0].cpu().numpy()
-
-
-def validate_cases(
-    network: nn.Module,
-    cases: Sequence[CaseData],
-    *,
-    num_classes: int,
-    patch_size: Sequence[int],
-    overlap: float,
-    device: torch.device,
-    amp: bool = False,
-) -> tuple[float, dict[str, float]]:
-    """Mean foreground Dice over ``cases`` and per case (MONAI ``DiceMetric``).
-
-    A class absent from both the label and the prediction of a case is left out of that case's
-    mean (it says nothing); a case with no scorable class scores 0.
-    """
-    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True, num_classes=num_classes)
-    was_training = network.training
-    network.eval()
-    per_case: dict[str, float] = {}
-    try:
-        for case in cases:
-            prediction = predict_case(
-                network, case.image, patch_size=patch_size, overlap=overlap, device=device, amp=amp
-            )
-            scores = metric(
-                y_pred=torch.from_numpy(prediction)[None, None],
-                y=torch.from_numpy(case.label.astype(np.int64))[None, None],
-            )
-            values = _plain(scores).float().flatten()
-            values = values[torch.isfinite(values)]
-            per_case[case.name] = float(values.mean()) if values.numel() else 0.0
-    finally:
-        network.train(was_training)
-    mean = float(np.mean(list(per_case.values()))) if per_case else 0.0
-    return mean, per_case

@@ -96,7 +96,7 @@ def validation_dice(
     project: Project, checkpoint: Path | str, *, device: str = "auto", progress: Callable | None = None
 ) -> float:
     """Mean Dice of a model over every (validation case, class): the promotion criterion."""
-    from napari_ssl_seg.training.evaluate import evaluate_project
+    from napari_ssl_seg.evaluation.evaluate import evaluate_project
 
     evaluation = evaluate_project(project, checkpoint, split="validation", device=device, progress=progress)
     value = evaluation.summary["overall"]["dice_mean"]

@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.evaluation.validation import ValidationCase, validate_network
 from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.methods.base import Batch, StepContext, gaussian_rampup
 from napari_ssl_seg.methods.registry import build_method
-from napari_ssl_seg.networks.checkpoint import checkpoint_paths, save_checkpoint
+from napari_ssl_seg.networks.checkpoint import ModelCard, checkpoint_paths, save_checkpoint
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.data import (
@@ -35,7 +36,6 @@ from napari_ssl_seg.training.data import (
     TwoStreamSampler,
     has_lateral_classes,
     load_cases,
-    validate_cases,
 )
 from napari_ssl_seg.training.distributed import (
     DistContext,
@@ -153,9 +153,12 @@ class _Run:
             self.notes.append("no unlabeled training case: the unlabeled stream samples the labeled images")
         self.validation = []
         if self.dist.is_main:
-            self.validation = load_cases(
-                self.project, self.snapshot.validation, self.info["intensity"], orientation=self.orientation
-            )
+            self.validation = [
+                ValidationCase(
+                    name, self.project.read_image(name), np.asarray(self.project.read_label(name, version).array)
+                )
+                for name, version in self.snapshot.validation.items()
+            ]
         self.start = 0
         if self.resume_state is not None:
             state = load_resume_state(
@@ -210,16 +213,18 @@ class _Run:
             candidates = method.inference_candidates()
         else:  # the network as trained, as before candidates existed (UG-MCL's keeps its SDF head)
             candidates = {method.inference_network: method.unwrapped(method.inference_network)}
+        # The network as it will be deployed: the card's spacing, intensity and orientation.
+        deployed = ModelCard(
+            method=method.name,
+            network=dict(self.info["network"]),
+            patch_size=tuple(self.config.patch_size),
+            intensity=dict(self.info["intensity"]),
+            classes={int(k): v for k, v in self.info["classes"].items()},
+            spacing=tuple(self.info["spacing"]),
+            orientation=self.info.get("orientation"),
+        )
         scores = {
-            name: validate_cases(
-                network,
-                self.validation,
-                num_classes=self.num_classes,
-                patch_size=self.config.patch_size,
-                overlap=self.config.overlap,
-                device=self.device,
-                amp=self.amp,
-            )
+            name: validate_network(network, self.validation, deployed, device=self.device, overlap=self.config.overlap)
             for name, network in candidates.items()
         }
         # max() keeps the first of equal scores, and the method's own network comes first.

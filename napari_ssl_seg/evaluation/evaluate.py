@@ -1,6 +1,6 @@
 """Evaluate a model on a project split: segmentation metrics in mm, and how good its uncertainty is.
 
-Segmentation: Dice, Jaccard, HD95 and ASD per case and class (see :mod:`training.metrics`), against
+Segmentation: Dice, Jaccard, HD95 and ASD per case and class (see :mod:`evaluation.metrics`), against
 each case's latest label version. Uncertainty (``with_uncertainty``):
 
 * voxel level: the area under the ROC curve of the entropy as a detector of misclassified voxels,
@@ -21,10 +21,12 @@ import numpy as np
 
 from napari_ssl_seg.active.reference_volumes import reference_volumes
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.evaluation.dice import case_dice
+from napari_ssl_seg.evaluation.metrics import ClassMetrics, case_metrics, summarise
+from napari_ssl_seg.evaluation.validation import scored_classes
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.inference.scores import model_scores
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.training.metrics import ClassMetrics, case_metrics, summarise
 
 __all__ = ["Evaluation", "evaluate_project"]
 
@@ -57,7 +59,7 @@ class Evaluation:
 
 
 def _case_dice(metrics: dict[int, ClassMetrics]) -> float:
-    return float(np.mean([m.dice for m in metrics.values()])) if metrics else 0.0
+    return case_dice({label: m.dice for label, m in metrics.items()})
 
 
 def _uncertainty_report(
@@ -116,7 +118,7 @@ def evaluate_project(
     if not cases:
         raise InputError(f"project {project.root} has no labeled {split} case to evaluate on")
     predictor = Predictor.from_checkpoint(model, device=device)
-    classes = [k for k in sorted(predictor.card.classes) if k != 0] or list(range(1, predictor.num_classes))
+    classes = scored_classes(predictor.card)
     _check_label_values(project, cases, classes)
     rng = np.random.default_rng(0)
     # Expected structure sizes come from labeled cases outside the evaluated ones, never from a test case.

@@ -1,6 +1,7 @@
 """Segmentation metrics per case and class, with failures kept visible.
 
-Dice, Jaccard, HD95 and ASD come from MONAI (``compute_dice``, ``compute_iou``,
+Dice is :func:`evaluation.dice.class_dice`, the one Dice of the project; Jaccard, HD95 and ASD come
+from MONAI (``compute_iou``,
 ``compute_hausdorff_distance(percentile=95)``, ``compute_average_surface_distance(symmetric=True)``)
 on one-hot masks, with the voxel spacing passed in so that distances are in millimetres. The
 reference code of the papers reports distances in voxels, which is wrong as soon as the spacing is
@@ -45,12 +46,12 @@ import numpy as np
 import torch
 from monai.metrics import (
     compute_average_surface_distance,
-    compute_dice,
     compute_hausdorff_distance,
     compute_iou,
 )
 
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.evaluation.dice import class_dice
 
 __all__ = [
     "FAILURE_STATUSES",
@@ -145,6 +146,7 @@ def case_metrics(
     prediction = np.asarray(prediction)
     reference = np.asarray(reference)
     results: dict[int, ClassMetrics] = {}
+    dice_of = class_dice(prediction, reference, class_list)  # the project's one Dice (evaluation.dice)
     for label in class_list:
         pred_mask = prediction == label
         ref_mask = reference == label
@@ -165,7 +167,7 @@ def case_metrics(
             # MONAI 1.5+ warns about an argument its own code passes internally; it is not ours to fix.
             warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
             # include_background=True: the single channel is the class itself, not a background.
-            dice = _monai_scalar(compute_dice(y_pred, y_ref, include_background=True))
+            dice = dice_of[label]
             jaccard = _monai_scalar(compute_iou(y_pred, y_ref, include_background=True))
             hd95 = _monai_scalar(
                 compute_hausdorff_distance(y_pred, y_ref, include_background=True, percentile=95, spacing=spacing_f)
