@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from napari_ssl_seg.active.simulation import PROMOTIONS, SimulationResult, SimulationSettings, simulate
-from napari_ssl_seg.allocator import keep_freed_memory
-from napari_ssl_seg.data.cohort_project import build_cohort_project
+from napari_ssl_seg.cli.train import training_config
+from napari_ssl_seg.cohort.cohort_project import build_cohort_project
+from napari_ssl_seg.runtime.allocator import keep_freed_memory
 from napari_ssl_seg.sample_data import sample_path
-from napari_ssl_seg.training.command import training_config
 from napari_ssl_seg.training.config import TrainConfig
 
 BASELINE = "random"

@@ -1,4 +1,4 @@
-"""Does keeping freed memory (napari_ssl_seg.allocator) pay on this machine? Both settings, side by side.
+"""Does keeping freed memory (napari_ssl_seg.runtime.allocator) pay on this machine? Both settings, side by side.
 
 Run: .venv/bin/python benchmarks/allocator.py [--ct] [--repeats 5]
 
@@ -122,7 +122,7 @@ def measure_ct() -> dict:
 
 
 def child(what: str, repeats: int) -> None:
-    from napari_ssl_seg.allocator import keep_freed_memory
+    from napari_ssl_seg.runtime.allocator import keep_freed_memory
 
     applied = keep_freed_memory()
     import torch

@@ -31,8 +31,8 @@ from typing import Any
 
 from ssl_accuracy import cohort_project
 
-from napari_ssl_seg.allocator import keep_freed_memory
 from napari_ssl_seg.evaluation.evaluate import evaluate_project
+from napari_ssl_seg.runtime.allocator import keep_freed_memory
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training.config import apply_overrides, preset
 from napari_ssl_seg.training.loop import train

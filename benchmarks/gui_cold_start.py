@@ -35,7 +35,7 @@ COHORT_LABELED = 4
 
 def build_lab_folder(out: Path) -> tuple[Path, Path, Path, str]:
     """The cohort (for its test split) and the lab's folder of scans; the case whose label is elsewhere."""
-    from napari_ssl_seg.data.cohort_project import build_cohort_project
+    from napari_ssl_seg.cohort.cohort_project import build_cohort_project
     from napari_ssl_seg.io import write_volume
     from napari_ssl_seg.sample_data import sample_data_dir
     from napari_ssl_seg.store import Project

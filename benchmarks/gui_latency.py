@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari.qt.threading import create_worker
     from qtpy.QtWidgets import QApplication
 
-    from napari_ssl_seg.data.cohort_project import build_cohort_project
+    from napari_ssl_seg.cohort.cohort_project import build_cohort_project
     from napari_ssl_seg.sample_data import sample_path
     from napari_ssl_seg.shipped_models import shipped_model_path
     from napari_ssl_seg.store.models import register_model

@@ -26,12 +26,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from napari_ssl_seg.allocator import keep_freed_memory
 from napari_ssl_seg.inference.mc_dropout import dropout_sampling
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.inference.reference import obvious_mc_dropout
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.networks import ModelCard, VNet
+from napari_ssl_seg.runtime.allocator import keep_freed_memory
 
 SIZES = {"small": (96, 160, 160), "ct": (300, 512, 512)}
 PATCH = (80, 112, 112)
@@ -146,7 +146,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", choices=("on", "off", "both"), default="both", help="CUDA only")
     parser.add_argument(
-        "--malloc", choices=("keep", "default"), default="keep", help="keep: as the CLI runs (napari_ssl_seg.allocator)"
+        "--malloc",
+        choices=("keep", "default"),
+        default="keep",
+        help="keep: as the CLI runs (napari_ssl_seg.runtime.allocator)",
     )
     args = parser.parse_args()
     kept = keep_freed_memory() if args.malloc == "keep" else False

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from napari_ssl_seg.allocator import keep_freed_memory
 from napari_ssl_seg.evaluation.evaluate import evaluate_project
 from napari_ssl_seg.networks.checkpoint import ModelCard, build_network, save_checkpoint
+from napari_ssl_seg.runtime.allocator import keep_freed_memory
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training.state import resume_paths
 

@@ -24,9 +24,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from napari_ssl_seg.allocator import keep_freed_memory
-from napari_ssl_seg.data.cohort_project import build_cohort_project
+from napari_ssl_seg.cohort.cohort_project import build_cohort_project
 from napari_ssl_seg.evaluation.evaluate import evaluate_project
+from napari_ssl_seg.runtime.allocator import keep_freed_memory
 from napari_ssl_seg.sample_data import sample_path
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.importer import assign_splits

@@ -1,6 +1,6 @@
 """The docks' small matplotlib figures (entropy histogram, training curves), drawn to RGBA bytes.
 
-Qt-free, so that :mod:`napari_ssl_seg.plot_server` can draw them in a child process: a draw holds
+Qt-free, so that :mod:`napari_ssl_seg.runtime.plot_server` can draw them in a child process: a draw holds
 the interpreter in bursts of pure Python for 0.1-0.2 s, which in a thread of the napari process
 kept its GUI thread from the interpreter (see ``plot_server``'s docstring for the measurement).
 States are plain JSON values so that they cross a pipe without pickling.

@@ -91,7 +91,7 @@ def tiny_teacher(
 @pytest.fixture(scope="session")
 def cohort_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 5-case chest-CT cohort project (1 labeled) with a tiny active teacher; copy it before use."""
-    from napari_ssl_seg.data.cohort_project import build_cohort_project
+    from napari_ssl_seg.cohort.cohort_project import build_cohort_project
     from napari_ssl_seg.store.models import register_model
 
     root = tmp_path_factory.mktemp("widgets") / "cohort"

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from napari_ssl_seg import allocator
+from napari_ssl_seg.runtime import allocator
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt is Linux-only")
 
@@ -23,7 +23,7 @@ linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc m
 # then before and after 20 more tensors of that size are made and freed.
 PROBE = """
 import ctypes, ctypes.util, json, torch
-from napari_ssl_seg.allocator import keep_freed_memory
+from napari_ssl_seg.runtime.allocator import keep_freed_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
@@ -93,7 +93,11 @@ def test_the_opt_out_leaves_the_c_library_alone() -> None:
     if report is not None:
         assert report["applied"] is False
     output = subprocess.run(
-        [sys.executable, "-c", "from napari_ssl_seg.allocator import keep_freed_memory; print(keep_freed_memory())"],
+        [
+            sys.executable,
+            "-c",
+            "from napari_ssl_seg.runtime.allocator import keep_freed_memory; print(keep_freed_memory())",
+        ],
         env={**os.environ, "NAPARI_SSL_SEG_MALLOC": "default"},
         capture_output=True,
         text=True,

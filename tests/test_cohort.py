@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from napari_ssl_seg.data.cohort import (
+from napari_ssl_seg.cohort.generator import (
     CT_WINDOW_HU,
     DEFAULT_RANGES,
     CohortCase,
@@ -230,7 +230,7 @@ def test_vanished_class_is_redrawn_with_a_derived_seed(monkeypatch):
     assert_same_case(generate_case(image, label, seed=0, index=5), cases[5])
 
     # With no second chance the loss is reported, not hidden.
-    monkeypatch.setattr("napari_ssl_seg.data.cohort.MAX_ATTEMPTS", 1)
+    monkeypatch.setattr("napari_ssl_seg.cohort.generator.MAX_ATTEMPTS", 1)
     single = [generate_case(image, label, seed=0, index=index) for index in range(6)]
     lost = [case for case in single if 3 not in case.label.array]
     assert lost

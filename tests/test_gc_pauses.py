@@ -12,7 +12,7 @@ def test_freeze_once_and_later_cycles_are_still_collected() -> None:
     script = textwrap.dedent(
         """
         import gc, weakref
-        from napari_ssl_seg.gc_pauses import freeze_startup_objects
+        from napari_ssl_seg.runtime.gc_pauses import freeze_startup_objects
 
         class Node:
             pass

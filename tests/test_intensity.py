@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from monai.transforms import NormalizeIntensity, ScaleIntensityRange
 
-from napari_ssl_seg.data.intensity import choose_intensity, normalise_intensity
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.intensity import choose_intensity, normalise_intensity
 
 
 def test_slab_wise_zscore_and_ct_window_equal_monai_on_the_whole_volume() -> None:

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from napari_ssl_seg.active.uncertainty_quality import error_detection_auroc, expected_calibration_error, spearman
 from napari_ssl_seg.evaluation.metrics import ClassMetrics, case_metrics, format_table, summarise
+from napari_ssl_seg.evaluation.uncertainty_quality import error_detection_auroc, expected_calibration_error, spearman
 
 
 def cube(shape: tuple[int, int, int] = (14, 14, 14), lo: int = 4, hi: int = 10, label: int = 1) -> np.ndarray:

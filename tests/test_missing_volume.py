@@ -14,8 +14,8 @@ import test_predict_rank
 from test_predict_rank import _tiny_model
 
 from napari_ssl_seg.active import ranking
-from napari_ssl_seg.active.reference_volumes import reference_volumes
 from napari_ssl_seg.cli import main
+from napari_ssl_seg.inference.reference_volumes import reference_volumes
 from napari_ssl_seg.inference.scores import missing_volume, model_scores
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import active_model

@@ -10,8 +10,8 @@ import signal
 import numpy as np
 import pytest
 
-from napari_ssl_seg.plot_server import PlotRenderer, PlotRendererError, serve
 from napari_ssl_seg.plotting import DPI
+from napari_ssl_seg.runtime.plot_server import PlotRenderer, PlotRendererError, serve
 
 CURVES = {"loss_x": [10, 20, 30], "loss_y": [1.2, 0.9, 0.7], "dice_x": [30], "dice_y": [0.4], "baseline": 0.3}
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import SAMPLE_DIR, tiny_teacher
 
 from napari_ssl_seg.cli import main
-from napari_ssl_seg.data.cohort_project import build_cohort_project
+from napari_ssl_seg.cohort.cohort_project import build_cohort_project
 from napari_ssl_seg.inference.scores import least_recent_score, model_scores, random_score
 from napari_ssl_seg.io import geometry_mismatch, read_volume
 from napari_ssl_seg.store import Project

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import SAMPLE_DIR
 
-from napari_ssl_seg.data.cohort import generate_case
+from napari_ssl_seg.cohort.generator import generate_case
 from napari_ssl_seg.evaluation.metrics import case_metrics
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.io import read_volume

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from napari_ssl_seg.cli.train import add_train_parser
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.methods.registry import available_methods, build_method, method_class
@@ -20,7 +21,6 @@ from napari_ssl_seg.methods.supervised import SupervisedMethod
 from napari_ssl_seg.networks import build_network, load_checkpoint
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training import TrainConfig, apply_overrides, preset
-from napari_ssl_seg.training.command import add_train_parser
 from napari_ssl_seg.training.data import CaseData, TwoStreamSampler
 from napari_ssl_seg.training.loop import train
 from napari_ssl_seg.training.runlog import read_log

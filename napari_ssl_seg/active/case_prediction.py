@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_ssl_seg.active.reference_volumes import reference_volumes
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.fit import fit_warnings
 from napari_ssl_seg.inference.predictor import VOXEL_ORDER_NOTE, Prediction, Predictor
+from napari_ssl_seg.inference.reference_volumes import reference_volumes
 from napari_ssl_seg.inference.scores import model_scores, structure_volumes, volume_shortfall
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.store import Project

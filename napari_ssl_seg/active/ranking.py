@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_ssl_seg.active.case_prediction import store_case_prediction
-from napari_ssl_seg.active.reference_volumes import reference_volumes
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.predictor import Predictor
+from napari_ssl_seg.inference.reference_volumes import reference_volumes
 from napari_ssl_seg.inference.scores import (
     DEFAULT_STRATEGY,
     MODEL_FREE_STRATEGIES,

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from napari_ssl_seg.active.reference_volumes import reference_volumes
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.evaluation.dice import case_dice
 from napari_ssl_seg.evaluation.metrics import ClassMetrics, case_metrics, summarise
 from napari_ssl_seg.evaluation.validation import scored_classes
 from napari_ssl_seg.inference.predictor import Predictor
+from napari_ssl_seg.inference.reference_volumes import reference_volumes
 from napari_ssl_seg.inference.scores import model_scores
 from napari_ssl_seg.store import Project
 
@@ -65,7 +65,7 @@ def _case_dice(metrics: dict[int, ClassMetrics]) -> float:
 def _uncertainty_report(
     pooled: dict[str, list[np.ndarray]], case_scores: dict[str, dict[str, float]], dice: dict[str, float]
 ) -> dict[str, Any]:
-    from napari_ssl_seg.active.uncertainty_quality import (
+    from napari_ssl_seg.evaluation.uncertainty_quality import (
         error_detection_auroc,
         expected_calibration_error,
         spearman,

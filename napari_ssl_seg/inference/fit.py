@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from napari_ssl_seg.data.intensity import CT_EVIDENCE_HU
+from napari_ssl_seg.intensity import CT_EVIDENCE_HU
 from napari_ssl_seg.networks.checkpoint import ModelCard
 
 __all__ = ["SPACING_FACTOR", "fit_warnings", "looks_like_ct"]

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_ssl_seg.data.intensity import normalise_intensity
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference import UNCERTAINTY_KINDS
 from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.inference.mc_dropout import entropy
 from napari_ssl_seg.inference.sliding import WindowPlan, run_sliding_window
 from napari_ssl_seg.inference.window_functions import window_function
+from napari_ssl_seg.intensity import normalise_intensity
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.io.orientation import reorientation
 from napari_ssl_seg.io.volume import validate_volume

@@ -12,7 +12,7 @@ Model-based scores read a case's entropy map (nats) and predicted label map:
 * ``uncertain_fraction``: the fraction of the volume whose entropy exceeds half the maximum
   (``0.5 ln C``): how much of the case the model is really unsure about.
 * ``missing_volume``: for each structure, the share of its expected volume (the median over the
-  project's labeled cases, :mod:`napari_ssl_seg.active.reference_volumes`) that the prediction
+  project's labeled cases, :mod:`napari_ssl_seg.inference.reference_volumes`) that the prediction
   lacks, ``max(0, 1 - predicted / expected)``, averaged over structures. Entropy cannot see a
   structure the model misses with confidence (it predicts background there, certain of it); a
   weak teacher's worst errors are exactly those, and they show as missing volume. Computed only

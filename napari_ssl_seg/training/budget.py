@@ -10,7 +10,13 @@ the estimate as soon as the first iterations are done.
 
 from __future__ import annotations
 
-__all__ = ["MEASURED_ITERATIONS_PER_SECOND", "estimate_seconds", "format_duration"]
+__all__ = [
+    "GUI_RATE_FACTOR",
+    "MEASURED_ITERATIONS_PER_SECOND",
+    "estimate_gui_run_seconds",
+    "estimate_seconds",
+    "format_duration",
+]
 
 #: Iterations per second of the ``quick`` network on the 2-core CPU machine, per method.
 MEASURED_ITERATIONS_PER_SECOND: dict[str, float] = {
@@ -24,6 +30,34 @@ def estimate_seconds(method: str, iterations: int) -> float | None:
     """Seconds of training for ``iterations`` of ``method`` (validation not counted); None if never measured."""
     rate = MEASURED_ITERATIONS_PER_SECOND.get(method)
     return None if rate is None else iterations / rate
+
+
+#: The training child the Retrain dock starts runs niced beside the viewer and its plot renderer:
+#: benchmarks/gui_cold_start.py measured 7.3 it/s for `supervised` there (545 s for 4000 iterations,
+#: 2026-12-02) against 10.5 it/s on the command line.
+GUI_RATE_FACTOR = 0.70
+#: Around the iterations, measured in the same runs (627 s click to teacher, 545 s of iterations):
+#: starting the child and loading the cases, each validation case predicted at each validation,
+#: and each unlabeled case re-ranked with MC dropout (8 passes) once the teacher is promoted.
+START_SECONDS = 15.0
+VALIDATION_CASE_SECONDS = 1.2
+RANKED_CASE_SECONDS = 10.0
+
+
+def estimate_gui_run_seconds(
+    method: str, iterations: int, *, validate_every: int, validation_cases: int, ranked_cases: int
+) -> float | None:
+    """Seconds from the click to a promoted, re-ranked teacher in the GUI; None if never measured."""
+    training = estimate_seconds(method, iterations)
+    if training is None:
+        return None
+    validations = iterations // max(validate_every, 1) + 1  # and the promotion's own scoring
+    return (
+        training / GUI_RATE_FACTOR
+        + START_SECONDS
+        + validations * max(validation_cases, 1) * VALIDATION_CASE_SECONDS
+        + ranked_cases * RANKED_CASE_SECONDS
+    )
 
 
 def format_duration(seconds: float) -> str:

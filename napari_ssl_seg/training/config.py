@@ -25,7 +25,8 @@ class TrainConfig:
     ``patch_size`` is (z, y, x) and must be divisible by ``2 ** (depth - 1)`` (the V-Net halves it
     ``depth - 1`` times). ``seed`` None means the project's seed. ``method_settings`` go to the
     method unchanged (it rejects unknown keys). ``overlap`` is the sliding-window overlap used for
-    validation. ``intensity`` None means: the ``--init`` model's, else chosen from the first labeled
+    validation; its default is the predictor's, so the loop's validation predicts as the promotion,
+    ``evaluate`` and the GUI do. ``intensity`` None means: the ``--init`` model's, else chosen from the first labeled
     training case.
     """
 
@@ -63,7 +64,7 @@ class TrainConfig:
     log_every: int = 20
     seed: int | None = None
     amp: bool = True
-    overlap: float = 0.5
+    overlap: float = 0.25
     method_settings: dict[str, Any] = field(default_factory=dict)
     intensity: dict[str, Any] | None = None
     # "auto": no left-right flips or in-plane rot90 when a class name says left or right (a flipped

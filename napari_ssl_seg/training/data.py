@@ -39,8 +39,8 @@ from monai.transforms import (
     SpatialPad,
 )
 
-from napari_ssl_seg.data.intensity import choose_intensity, normalise_intensity, validate_intensity
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.intensity import choose_intensity, normalise_intensity, validate_intensity
 from napari_ssl_seg.io.orientation import CANONICAL, reorientation
 from napari_ssl_seg.store.project import Project
 

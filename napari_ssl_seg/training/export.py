@@ -7,6 +7,7 @@ alone says where it came from (and ``--init`` can chain cards through ``parent``
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +18,20 @@ from napari_ssl_seg.networks.checkpoint import ModelCard
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.data import LabelSnapshot
 
-__all__ = ["exported_networks", "run_model_card"]
+__all__ = ["deployed_card", "exported_networks", "run_model_card"]
+
+
+def deployed_card(method: SemiSupervisedMethod, info: Mapping[str, Any], config: TrainConfig) -> ModelCard:
+    """How the run's network is deployed (spacing, intensity, orientation): what validation predicts with."""
+    return ModelCard(
+        method=method.name,
+        network=dict(info["network"]),
+        patch_size=tuple(config.patch_size),
+        intensity=dict(info["intensity"]),
+        classes={int(k): v for k, v in info["classes"].items()},
+        spacing=tuple(info["spacing"]),
+        orientation=info.get("orientation"),
+    )
 
 
 def exported_networks(method: SemiSupervisedMethod, chosen: str | None) -> dict[str, nn.Module]:
@@ -46,14 +60,8 @@ def run_model_card(
     if method.disagreement_network is not None:
         student = method.unwrapped(method.disagreement_network)
         extra["student"] = dict(getattr(student, "config", info["network"]))
-    return ModelCard(
-        method=method.name,
-        network=dict(info["network"]),
-        patch_size=tuple(config.patch_size),
-        intensity=dict(info["intensity"]),
-        classes={int(k): v for k, v in info["classes"].items()},
-        spacing=tuple(info["spacing"]),
-        orientation=info.get("orientation"),
+    return dataclasses.replace(
+        deployed_card(method, info, config),
         training={
             "command": info["command"],
             "config": config.to_dict(),

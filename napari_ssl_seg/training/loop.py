@@ -28,7 +28,7 @@ from napari_ssl_seg.evaluation.validation import ValidationCase, validate_networ
 from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.methods.base import Batch, StepContext, gaussian_rampup
 from napari_ssl_seg.methods.registry import build_method
-from napari_ssl_seg.networks.checkpoint import ModelCard, checkpoint_paths, save_checkpoint
+from napari_ssl_seg.networks.checkpoint import checkpoint_paths, save_checkpoint
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.data import (
@@ -44,7 +44,7 @@ from napari_ssl_seg.training.distributed import (
     init_distributed,
     wrap_for_ddp,
 )
-from napari_ssl_seg.training.export import exported_networks, run_model_card
+from napari_ssl_seg.training.export import deployed_card, exported_networks, run_model_card
 from napari_ssl_seg.training.optim import build_optimizer, build_scheduler, clip_gradients, unique_parameters
 from napari_ssl_seg.training.runlog import RunLog
 from napari_ssl_seg.training.sam import sam_ascent
@@ -213,16 +213,7 @@ class _Run:
             candidates = method.inference_candidates()
         else:  # the network as trained, as before candidates existed (UG-MCL's keeps its SDF head)
             candidates = {method.inference_network: method.unwrapped(method.inference_network)}
-        # The network as it will be deployed: the card's spacing, intensity and orientation.
-        deployed = ModelCard(
-            method=method.name,
-            network=dict(self.info["network"]),
-            patch_size=tuple(self.config.patch_size),
-            intensity=dict(self.info["intensity"]),
-            classes={int(k): v for k, v in self.info["classes"].items()},
-            spacing=tuple(self.info["spacing"]),
-            orientation=self.info.get("orientation"),
-        )
+        deployed = deployed_card(method, self.info, self.config)  # as the promotion will predict with it
         scores = {
             name: validate_network(network, self.validation, deployed, device=self.device, overlap=self.config.overlap)
             for name, network in candidates.items()

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from napari_ssl_seg.allocator import keep_freed_memory
+from napari_ssl_seg.runtime.allocator import keep_freed_memory
 from napari_ssl_seg.store.models import activate_model, active_model, register_model
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training import job as _job

@@ -63,3 +63,23 @@ def arrange_docks(window: Any, placed: list[tuple[int, Any]]) -> None:
     # Narrower than the case table would like (it scrolls): the canvas keeps half of a 1600-pixel window.
     firsts = [docks[0] for docks in groups.values()]
     window.resizeDocks(firsts, [DOCK_WIDTH] * len(firsts), Qt.Horizontal)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m napari_ssl_seg.widgets.assistant PROJECT``: napari with the docks on the most uncertain case."""
+    import argparse
+
+    import napari
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("project", type=Path)
+    args = parser.parse_args(argv)
+    viewer = napari.Viewer(title="napari-ssl-seg demo")
+    docks = dock_assistant(viewer, args.project)
+    docks["Teacher"].next_case()
+    napari.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

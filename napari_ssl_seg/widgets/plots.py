@@ -1,6 +1,6 @@
 """The docks' plots (entropy histogram, live training curves): matplotlib figures shown in a QLabel.
 
-Drawing happens in the renderer child process (:mod:`napari_ssl_seg.plot_server`, figures in
+Drawing happens in the renderer child process (:mod:`napari_ssl_seg.runtime.plot_server`, figures in
 :mod:`napari_ssl_seg.plotting`): on the GUI thread a draw stalled the event loop, and in a worker
 thread it still held the interpreter the GUI thread needed (both measured with
 ``benchmarks/gui_latency.py --diagnose``). A worker thread here only waits on the pipe. Requests
@@ -18,8 +18,8 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel, QSizePolicy
 
-from napari_ssl_seg.plot_server import RendererUnavailable, shared_renderer
 from napari_ssl_seg.plotting import DPI, render
+from napari_ssl_seg.runtime.plot_server import RendererUnavailable, shared_renderer
 from napari_ssl_seg.widgets.background import leave_pool_threads_for_qt
 
 __all__ = ["EntropyHistogram", "TrainingCurves", "draw_in_child"]

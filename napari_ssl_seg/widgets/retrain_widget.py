@@ -32,10 +32,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_ssl_seg.child_process import ChildCommand
 from napari_ssl_seg.methods.registry import available_methods
+from napari_ssl_seg.runtime.child_process import ChildCommand
 from napari_ssl_seg.store.splits import assign_validation
-from napari_ssl_seg.training.budget import estimate_seconds, format_duration
+from napari_ssl_seg.training.budget import estimate_gui_run_seconds, format_duration
 from napari_ssl_seg.training.config import preset
 from napari_ssl_seg.training.job import RetrainJob, RetrainOutcome
 from napari_ssl_seg.widgets.background import in_event_loop_turns, report_errors
@@ -152,9 +152,22 @@ class RetrainWidget(QWidget):
 
     def _show_estimate(self, *_args: Any) -> None:
         method = self._chosen_method()
-        seconds = estimate_seconds(method, self.iterations.value()) if method else None
+        project = self.session.project
+        cases = project.cases() if project is not None else []
+        seconds = (
+            estimate_gui_run_seconds(
+                method,
+                self.iterations.value(),
+                validate_every=preset("quick" if self.cold else "finetune").validate_every,
+                validation_cases=max(1, sum(c.split == "validation" and c.is_labeled for c in cases)),
+                ranked_cases=sum(c.split == "train" and not c.is_labeled for c in cases),
+            )
+            if method
+            else None
+        )
         self.estimate.setText(
-            f"about {format_duration(seconds)} of training on a 2-core CPU (measured), less on a GPU"
+            f"about {format_duration(seconds)} on a 2-core CPU, validation and re-ranking included "
+            "(measured in this dock), less on a GPU"
             if seconds is not None
             else f"{method}: no measured time yet; the run shows its own estimate once it starts"
         )

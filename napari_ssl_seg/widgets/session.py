@@ -22,10 +22,10 @@ from napari_ssl_seg.active.effort import EditClock
 from napari_ssl_seg.active.queue import CaseRow, case_table, next_case
 from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, entropy_histogram
 from napari_ssl_seg.errors import InputError
-from napari_ssl_seg.gc_pauses import freeze_startup_objects
 from napari_ssl_seg.inference.scores import DEFAULT_STRATEGY
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.layers import volume_to_layer_data
+from napari_ssl_seg.runtime.gc_pauses import freeze_startup_objects
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model
 from napari_ssl_seg.store.names import inside

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from napari_ssl_seg.cli_support import print_notes, progress_bar
+from napari_ssl_seg.cli.support import print_notes, progress_bar
 from napari_ssl_seg.errors import InputError
 
 __all__ = ["add_inference_parsers"]

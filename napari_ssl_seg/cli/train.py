@@ -1,6 +1,6 @@
 """The ``napari-ssl-seg train`` command: argument parsing, a progress bar, a summary.
 
-Wiring (in cli.py): ``from napari_ssl_seg.training.command import add_train_parser`` and
+Wiring (in cli/__init__.py): ``from napari_ssl_seg.cli.train import add_train_parser`` and
 ``add_train_parser(commands)`` inside ``build_parser``; the sub-parser sets its own handler.
 """
 

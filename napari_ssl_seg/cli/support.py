@@ -31,3 +31,9 @@ def progress_bar(description: str, unit: str = "case") -> Callable[[int, int, st
             bar.close()
 
     return update
+
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130

@@ -12,7 +12,7 @@ Protocol, one request at a time over the child's stdin/stdout: a JSON line ``{"k
 ``nbytes`` of RGBA. JSON, not pickle, so nothing the pipe carries can run code. The child exits when
 its stdin closes, so it never outlives the napari process.
 
-Run as ``python -m napari_ssl_seg.plot_server`` (only :class:`PlotRenderer` does).
+Run as ``python -m napari_ssl_seg.runtime.plot_server`` (only :class:`PlotRenderer` does).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sys
 import threading
 from typing import IO, Any
 
-from napari_ssl_seg.child_process import NICENESS
+from napari_ssl_seg.runtime.child_process import NICENESS
 
 __all__ = ["PlotRenderer", "PlotRendererError", "RendererUnavailable", "serve", "shared_renderer"]
 
@@ -49,7 +49,7 @@ class PlotRenderer:
     def _started(self) -> subprocess.Popen:
         if self._process is None or self._process.poll() is not None:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "napari_ssl_seg.plot_server"],
+                [sys.executable, "-m", "napari_ssl_seg.runtime.plot_server"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,

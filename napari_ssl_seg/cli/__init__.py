@@ -1,4 +1,7 @@
-"""The ``napari-ssl-seg`` command line: thin wrappers around the core.
+"""The ``napari-ssl-seg`` command line: thin wrappers around the core, one module per command group.
+
+``volume`` (info), ``project`` (init, make-cohort, status), ``inference`` (predict, rank, evaluate),
+``train``, ``retrain``, ``simulate`` and ``demo``; ``support`` holds what they share.
 
 Every command reports unusable input as one ``error:`` line on stderr and
 exits with status 2; ``--debug`` shows the traceback instead.
@@ -7,125 +10,21 @@ exits with status 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from napari_ssl_seg import __version__
-from napari_ssl_seg.allocator import keep_freed_memory
-from napari_ssl_seg.cli_support import print_notes, progress_bar
+from napari_ssl_seg.cli.project import command_init, command_make_cohort, command_status
+from napari_ssl_seg.cli.support import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED
+from napari_ssl_seg.cli.volume import command_info
 from napari_ssl_seg.errors import InputError
-
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
-
-
-def _format_number(value: float) -> str:
-    return f"{value:.6g}"
-
-
-def command_info(args: argparse.Namespace) -> int:
-    from napari_ssl_seg.io import read_volume
-
-    volume = read_volume(args.path)
-    print_notes(volume.notes)
-    info = volume.geometry_dict()
-    if args.json:
-        print(json.dumps(info))
-        return EXIT_OK
-    direction = info["direction"]
-    rows = [" ".join(_format_number(v) for v in direction[i : i + 3]) for i in (0, 3, 6)]
-    lines = [
-        ("file", f"{args.path} ({info['format']})"),
-        ("shape", " x ".join(str(n) for n in info["shape"]) + "  (z, y, x)"),
-        ("spacing", " x ".join(_format_number(s) for s in info["spacing"]) + " mm  (z, y, x)"),
-        ("origin", ", ".join(_format_number(o) for o in info["origin"]) + " mm  (LPS x, y, z)"),
-        ("direction", " | ".join(rows) + "  (ITK, row-major)"),
-        ("dtype", info["dtype"]),
-        ("range", f"{_format_number(info['min'])} .. {_format_number(info['max'])}"),
-    ]
-    if volume.modality:
-        lines.append(("modality", volume.modality))
-    if volume.label_names:
-        lines.append(("labels", ", ".join(f"{value}={name}" for value, name in sorted(volume.label_names.items()))))
-    for key, value in lines:
-        print(f"{key:<10} {value}")
-    return EXIT_OK
-
-
-def command_init(args: argparse.Namespace) -> int:
-    from napari_ssl_seg.store.importer import import_into_new_project
-
-    project = import_into_new_project(
-        args.project, args.images, args.labels, seed=args.seed, progress=progress_bar("importing")
-    )
-    with project:
-        return _print_status(project, as_json=args.json)
-
-
-def command_make_cohort(args: argparse.Namespace) -> int:
-    from napari_ssl_seg.data.cohort_project import build_cohort_project
-    from napari_ssl_seg.sample_data import sample_path
-
-    base = args.base or sample_path("CTChest4.nrrd")
-    base_label = args.base_label or (sample_path("Segmentation.seg.nrrd") if args.base is None else None)
-    if base_label is None:
-        raise InputError("--base needs --base-label: the cohort's labels are deformed from the base's")
-    project = build_cohort_project(
-        args.out,
-        base,
-        base_label,
-        cases=args.cases,
-        seed=args.seed,
-        labeled=args.labeled,
-        progress=progress_bar("generating"),
-    )
-    with project:
-        return _print_status(project, as_json=args.json)
-
-
-def command_status(args: argparse.Namespace) -> int:
-    from napari_ssl_seg.store import Project
-
-    with Project.open(args.project) as project:
-        return _print_status(project, as_json=args.json)
-
-
-def _print_status(project, *, as_json: bool) -> int:
-    summary = project.summary()
-    cases = project.cases()
-    if as_json:
-        summary["case_list"] = [
-            {
-                "name": case.name,
-                "split": case.split,
-                "shape": list(case.shape),
-                "spacing": list(case.spacing),
-                "label_version": case.latest_label_version,
-                "label_author": case.latest_label_author,
-            }
-            for case in cases
-        ]
-        print(json.dumps(summary))
-        return EXIT_OK
-    splits = ", ".join(f"{name} {count}" for name, count in summary["splits"].items())
-    print(f"project   {summary['project']}  (seed {summary['seed']})")
-    print(f"cases     {summary['cases']} ({summary['labeled']} labeled; {splits})")
-    print(f"{'case':<24} {'split':<11} {'shape (z,y,x)':<16} {'spacing mm':<20} label")
-    for case in cases:
-        shape = "x".join(str(n) for n in case.shape)
-        spacing = "x".join(f"{s:.3g}" for s in case.spacing)
-        label = f"v{case.latest_label_version} by {case.latest_label_author}" if case.is_labeled else "-"
-        print(f"{case.name:<24} {case.split:<11} {shape:<16} {spacing:<20} {label}")
-    return EXIT_OK
+from napari_ssl_seg.runtime.allocator import keep_freed_memory
 
 
 def command_demo(args: argparse.Namespace) -> int:
-    from napari_ssl_seg.demo import run_demo
+    from napari_ssl_seg.cli.demo import run_demo
 
     return run_demo(args.out, gui=False if args.headless else None)
 
@@ -171,16 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=command_status)
 
-    from napari_ssl_seg.inference.command import add_inference_parsers
+    from napari_ssl_seg.cli.inference import add_inference_parsers
 
     add_inference_parsers(commands)
-    from napari_ssl_seg.training.command import add_train_parser
+    from napari_ssl_seg.cli.train import add_train_parser
 
     add_train_parser(commands)
-    from napari_ssl_seg.training.retrain_command import add_retrain_parser
+    from napari_ssl_seg.cli.retrain import add_retrain_parser
 
     add_retrain_parser(commands)
-    from napari_ssl_seg.active.command import add_simulate_parser
+    from napari_ssl_seg.cli.simulate import add_simulate_parser
 
     add_simulate_parser(commands)
 
@@ -218,7 +117,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for details", file=sys.stderr)
         return EXIT_INTERNAL
-
-
-if __name__ == "__main__":
-    sys.exit(main())

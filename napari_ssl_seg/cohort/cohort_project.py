@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from napari_ssl_seg.data.cohort import generate_cohort
+from napari_ssl_seg.cohort.generator import generate_cohort
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io import geometry_mismatch, read_volume
 from napari_ssl_seg.store import Project

@@ -71,16 +71,10 @@ def run_demo(out: Path, *, gui: bool | None = None) -> int:
     if gui is None:
         gui = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and sys.platform != "win32"
     if gui:
-        import napari
-
-        from napari_ssl_seg.widgets.assistant import dock_assistant
-
         print("\n== opening napari with the assistant docked on the cohort's most uncertain case", flush=True)
-        viewer = napari.Viewer(title="napari-ssl-seg demo")
-        docks = dock_assistant(viewer, out / "cohort")
-        docks["Teacher"].next_case()
-        napari.run()
-        return 0
+        # In a process of its own: the command line imports no Qt and no napari (the import contract).
+        command = [sys.executable, "-m", "napari_ssl_seg.widgets.assistant", str(out / "cohort")]
+        return subprocess.run(command, check=False).returncode
     return _screenshots(out / "cohort", out / "screenshots")
 
 

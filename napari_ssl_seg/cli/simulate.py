@@ -1,6 +1,6 @@
 """The ``napari-ssl-seg simulate`` command: a simulated labeling session, one table or JSON.
 
-Wiring (in cli.py): ``from napari_ssl_seg.active.command import add_simulate_parser`` and
+Wiring (in cli/__init__.py): ``from napari_ssl_seg.cli.simulate import add_simulate_parser`` and
 ``add_simulate_parser(commands)`` inside ``build_parser``; the sub-parser sets its own handler.
 """
 
@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from napari_ssl_seg.cli.train import add_training_arguments, timestamped_dir, training_config
 from napari_ssl_seg.errors import InputError
-from napari_ssl_seg.training.command import add_training_arguments, timestamped_dir, training_config
 
 __all__ = ["add_simulate_parser", "command_simulate", "default_work_dir"]
 
@@ -69,7 +69,7 @@ def default_work_dir(project: Path, strategy: str) -> Path:
 def command_simulate(args: argparse.Namespace) -> int:
     """Handler of ``simulate``: checks the input, runs the sessions, prints a table or JSON; returns 0."""
     from napari_ssl_seg.active.simulation import SimulationSettings, simulate
-    from napari_ssl_seg.cli_support import progress_bar
+    from napari_ssl_seg.cli.support import progress_bar
 
     if not args.project.is_dir():
         raise InputError(f"project {args.project} does not exist")

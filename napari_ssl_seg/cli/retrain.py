@@ -5,7 +5,7 @@ it with a progress bar on stderr, then scores the old and the new teacher on the
 and promotes the new one only if its Dice did not drop. Ctrl-C cancels gracefully (the run
 checkpoints and nothing is registered); a second Ctrl-C kills the child.
 
-Wiring (in cli.py): ``add_retrain_parser(commands)`` inside ``build_parser``.
+Wiring (in cli/__init__.py): ``add_retrain_parser(commands)`` inside ``build_parser``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from napari_ssl_seg.cli.train import add_training_arguments
 from napari_ssl_seg.errors import InputError
-from napari_ssl_seg.training.command import add_training_arguments
 
 __all__ = ["add_retrain_parser", "command_retrain"]
 

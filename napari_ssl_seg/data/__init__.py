@@ -1,1 +1,0 @@
-"""Synthetic data for demos and benchmarks (no Qt, no napari)."""
