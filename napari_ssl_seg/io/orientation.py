@@ -116,10 +116,10 @@ class Reorientation:
 def reorientation(direction: Any, shape: tuple[int, int, int], target: str | None = CANONICAL) -> Reorientation:
     """How to take a ``[z, y, x]`` array of ``shape`` stored with ITK ``direction`` to ``target``."""
     if target is None:
-        return Reorientation(None, tuple(shape), _IDENTITY, _IDENTITY)
+        return Reorientation(None, (int(shape[0]), int(shape[1]), int(shape[2])), _IDENTITY, _IDENTITY)
     source_ornt = _orientation_of(direction)
     target = check_orientation(target)
     target_ornt = orientations.axcodes2ornt(tuple(target), labels=_LPS_LABELS)
     forward = orientations.ornt_transform(source_ornt, target_ornt)
     backward = orientations.ornt_transform(target_ornt, source_ornt)
-    return Reorientation(target, tuple(int(n) for n in shape), forward, backward)
+    return Reorientation(target, (int(shape[0]), int(shape[1]), int(shape[2])), forward, backward)

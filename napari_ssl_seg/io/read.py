@@ -11,6 +11,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -145,7 +146,7 @@ def _read_nifti(path: Path) -> Volume:
 
     try:
         with _nibabel_reports() as reports:
-            image = nib.load(str(path))
+            image: Any = nib.load(str(path))  # a Nifti1Image or Nifti2Image (nibabel types the base class)
             check_declared_size(image.header.get_data_shape(), path.name)
             data = squeeze_to_3d(np.asanyarray(image.dataobj), path.name)
             affine_ras = np.asarray(image.affine, dtype=float)

@@ -43,7 +43,8 @@ class Volume:
     array: np.ndarray
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    direction: Matrix3 = IDENTITY_DIRECTION
+    #: Any 3x3 (an array too) is accepted; it is stored as a tuple of tuples (``__post_init__``).
+    direction: Matrix3 | np.ndarray = IDENTITY_DIRECTION
     source_format: str = "memory"
     modality: str | None = None
     label_names: dict[int, str] | None = None

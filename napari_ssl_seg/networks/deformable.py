@@ -32,6 +32,8 @@ __all__ = ["DeformConv3d"]
 class DeformConv3d(nn.Module):
     """Deformable 3D convolution with learned per-voxel, per-tap offsets (stride 1, 'same' padding)."""
 
+    taps: torch.Tensor  # a buffer: the (k^3, 3) kernel offsets of the taps
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *, bias: bool = True) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -55,7 +57,8 @@ class DeformConv3d(nn.Module):
             bound = 1 / math.sqrt(fan_in)
             nn.init.uniform_(self.bias, -bound, bound)
         nn.init.zeros_(self.offset.weight)
-        nn.init.zeros_(self.offset.bias)
+        if self.offset.bias is not None:
+            nn.init.zeros_(self.offset.bias)
 
     def sample(self, x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """Input values at every tap's displaced position: (N, C * k^3, z, y, x), channel-major.

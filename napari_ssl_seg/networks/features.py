@@ -11,7 +11,8 @@ keeps working; :attr:`WithFeatures.config` is the inner network's, and methods e
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -50,12 +51,13 @@ class WithFeatures(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        return dict(self.net.config)
+        return dict(cast(Mapping[str, Any], self.net.config))
 
     def forward(self, x: torch.Tensor, *extra: Any, features: bool = False) -> torch.Tensor | FeatureOutput:
         if not features:
             return self.net(x, *extra)
         if isinstance(self.net, VNet):
             return vnet_levels(self.net, x)
-        logits, levels = self.net.forward_features(x, *extra)
+        forward_features = cast(Callable[..., tuple[torch.Tensor, Any]], self.net.forward_features)
+        logits, levels = forward_features(x, *extra)
         return FeatureOutput(logits, list(levels))

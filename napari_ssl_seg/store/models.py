@@ -42,7 +42,10 @@ class ModelVersion:
 
 
 def _record(row: tuple) -> ModelVersion:
-    return ModelVersion(*row[:8], is_active=bool(row[8]))
+    model_id, name, method, weights_path, card_path, parent_id, validation_dice, created_at, active = row[:9]
+    return ModelVersion(
+        model_id, name, method, weights_path, card_path, parent_id, validation_dice, created_at, bool(active)
+    )
 
 
 def model_versions(project: Project) -> list[ModelVersion]:
@@ -118,6 +121,8 @@ def register_model(
             " created_at, is_active) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
             (name, card.method, relative_weights, relative_card, parent_id, _validation_dice(card), utc_now()),
         )
+        if cursor.lastrowid is None:
+            raise RuntimeError("SQLite returned no row id for the registered model")
         model_id = int(cursor.lastrowid)
     if activate or active_model(project) is None:
         activate_model(project, model_id)

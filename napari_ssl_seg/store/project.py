@@ -304,6 +304,8 @@ class Project:
                 ),
             )
             version_id = cursor.lastrowid
+        if version_id is None:
+            raise RuntimeError("SQLite returned no row id for the saved label version")
         return int(version_id)
 
     def _changed_voxels(self, parent_path: str, array: np.ndarray) -> int:
