@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_teacher
 
 from napari_ssl_seg.io import Volume
 
@@ -58,36 +63,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def tiny_teacher(
-    folder: Path,
-    num_classes: int,
-    *,
-    method: str = "supervised",
-    seed: int = 0,
-    name: str = "tiny",
-    dropout: float = 0.5,
-    validation_dice: float = 0.1,
-) -> Path:
-    """An untrained 3-level V-Net, saved like any teacher (weights path returned): cheap to run."""
-    import torch
-
-    from napari_ssl_seg.networks import ModelCard, VNet, save_checkpoint
-
-    torch.manual_seed(seed)
-    network = VNet(base_width=4, depth=3, num_classes=num_classes, dropout=dropout)
-    card = ModelCard(
-        method=method,
-        network=network.config,
-        patch_size=(16, 32, 32),
-        intensity={"kind": "ct_window", "window": [-1000, 1000]},
-        classes={i: f"class{i}" for i in range(num_classes)},
-        orientation="LPS",
-        metrics={"validation_dice": validation_dice},
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    return save_checkpoint(folder / name, {"model": network}, card)[0]
-
-
 @pytest.fixture(scope="session")
 def cohort_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 5-case chest-CT cohort project (1 labeled) with a tiny active teacher; copy it before use."""
@@ -110,3 +85,19 @@ def project_root(cohort_template: Path, tmp_path: Path) -> Path:
     root = tmp_path / "project"
     shutil.copytree(cohort_template, root)
     return root
+
+
+@pytest.fixture
+def uncaught() -> Iterator[list[str]]:
+    """Records every exception that reaches the event loop or a thread's top; the test fails on any."""
+    caught: list[str] = []
+    previous_hook, previous_thread_hook = sys.excepthook, threading.excepthook
+    sys.excepthook = lambda kind, value, tb: caught.append("".join(traceback.format_exception(kind, value, tb)))
+    threading.excepthook = lambda args: caught.append(
+        "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+    )
+    try:
+        yield caught
+    finally:
+        sys.excepthook, threading.excepthook = previous_hook, previous_thread_hook
+    assert not caught, "\n".join(caught)

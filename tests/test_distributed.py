@@ -109,7 +109,7 @@ def _worker(project: str, out: str, hashes: str) -> None:
 
 def test_two_ranks_hold_identical_teachers(tmp_path: Path) -> None:
     sys.path.insert(0, str(HERE.parent))
-    from test_training_loop import make_tiny_project
+    from helpers import make_tiny_project
 
     project = make_tiny_project(tmp_path / "project", labeled=2, unlabeled=2)
     hashes = tmp_path / "hashes"

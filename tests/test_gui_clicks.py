@@ -9,119 +9,28 @@ the step did not ask for, fails the test.
 from __future__ import annotations
 
 import shutil
-import sys
-import threading
-import traceback
-from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
 from conftest import SAMPLE_DIR
-from napari.utils.notifications import notification_manager
+from gui_helpers import (
+    COLD_START_BUTTONS,
+    PLUGIN_MENU,
+    SINGLE_DOCKS,
+    Notifications,
+    click,
+    click_row,
+    dock_of,
+    menu_actions,
+    press,
+    row_of,
+    unclicked_buttons,
+)
 from qtpy.QtCore import QPoint, Qt
-from qtpy.QtWidgets import QAbstractItemView, QMenu, QPushButton
 
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.widgets.label_widget import LabelWidget
-from napari_ssl_seg.widgets.project_widget import ProjectWidget
-from napari_ssl_seg.widgets.regions_widget import RegionsWidget
-from napari_ssl_seg.widgets.retrain_widget import RetrainWidget
-from napari_ssl_seg.widgets.teacher_widget import TeacherWidget
 
 pytestmark = pytest.mark.gui
-
-PLUGIN_MENU = "napari SSL Seg"
-SINGLE_DOCKS = {
-    "Project and case queue": ProjectWidget,
-    "Teacher and uncertainty overlay": TeacherWidget,
-    "Uncertain regions": RegionsWidget,
-    "Label versions": LabelWidget,
-    "Retrain teacher": RetrainWidget,
-}
-
-
-@pytest.fixture
-def uncaught() -> Iterator[list[str]]:
-    """Records every exception that reaches the event loop or a thread's top; the test fails on any."""
-    caught: list[str] = []
-    previous_hook, previous_thread_hook = sys.excepthook, threading.excepthook
-    sys.excepthook = lambda kind, value, tb: caught.append("".join(traceback.format_exception(kind, value, tb)))
-    threading.excepthook = lambda args: caught.append(
-        "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
-    )
-    try:
-        yield caught
-    finally:
-        sys.excepthook, threading.excepthook = previous_hook, previous_thread_hook
-    assert not caught, "\n".join(caught)
-
-
-class Notifications:
-    """Error notifications since the last look."""
-
-    def __init__(self) -> None:
-        self.seen = len(notification_manager.records)
-
-    def new(self, severity: str = "error") -> list[str]:
-        records = notification_manager.records[self.seen :]
-        self.seen = len(notification_manager.records)
-        return [str(record.message) for record in records if record.severity == severity]
-
-
-def menu_actions(menu: QMenu, *path: str) -> dict[str, Any]:
-    """The actions of the submenu at ``path`` (by title) of ``menu``, by text, as a person sees them."""
-    menu.aboutToShow.emit()  # napari fills and enables some menus when they open
-    for title in path:
-        submenu = next(action.menu() for action in menu.actions() if action.menu() and action.text() == title)
-        submenu.aboutToShow.emit()
-        menu = submenu
-    return {action.text(): action for action in menu.actions() if action.text() and action.menu() is None}
-
-
-def dock_of(viewer: Any, cls: type) -> Any:
-    found = viewer.window._qt_window.findChildren(cls)
-    assert len(found) == 1, f"{cls.__name__}: {len(found)} docks"
-    return found[0]
-
-
-#: Every button :func:`click` pressed, so a test can check that none of a dock's buttons was left out.
-CLICKED: set[int] = set()
-#: Buttons (dock attribute names) that test_gui_cold_start presses in a project with no teacher.
-COLD_START_BUTTONS = ("attach_file_button", "attach_layer_button", "split_button", "load_button")
-
-
-def click(qtbot: Any, button: QPushButton) -> None:
-    assert button.isVisible() and button.isEnabled(), button.text()
-    qtbot.mouseClick(button, Qt.LeftButton)
-    CLICKED.add(id(button))
-
-
-def unclicked_buttons(*docks: Any, left_to_others: tuple[str, ...] = ()) -> list[str]:
-    """Texts of the docks' buttons :func:`click` never pressed, but for those named in ``left_to_others``."""
-    skipped = {id(getattr(dock, name)) for dock in docks for name in left_to_others if hasattr(dock, name)}
-    buttons = [button for dock in docks for button in dock.findChildren(QPushButton) if id(button) not in skipped]
-    return [button.text() for button in buttons if id(button) not in CLICKED]
-
-
-def click_row(qtbot: Any, view: QAbstractItemView, row: int, *, double: bool = False) -> None:
-    index = view.model().index(row, 0)
-    view.scrollTo(index)
-    centre: QPoint = view.visualRect(index).center()
-    qtbot.mouseClick(view.viewport(), Qt.LeftButton, pos=centre)
-    if double:
-        qtbot.mouseDClick(view.viewport(), Qt.LeftButton, pos=centre)
-
-
-def row_of(table: Any, text: str) -> int:
-    return next(row for row in range(table.rowCount()) if table.item(row, 0).text() == text)
-
-
-def press(qtbot: Any, viewer: Any, key: Qt.Key) -> None:
-    """Shift + ``key`` on the canvas, where napari's key bindings listen."""
-    canvas = viewer.window._qt_viewer.canvas.native
-    canvas.setFocus()
-    qtbot.keyClick(canvas, key, Qt.ShiftModifier)
 
 
 @pytest.mark.parametrize("opening", ["one by one", "all together"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SAMPLE_DIR
-from test_gui_clicks import (
+from gui_helpers import (
     CLICKED,
     COLD_START_BUTTONS,
     PLUGIN_MENU,
@@ -23,7 +23,6 @@ from test_gui_clicks import (
     dock_of,
     menu_actions,
     row_of,
-    uncaught,  # noqa: F401  (a fixture)
 )
 
 from napari_ssl_seg.store import Project
@@ -44,7 +43,7 @@ def test_from_a_folder_of_scans_to_a_first_teacher_without_the_command_line(
     qtbot,
     tmp_path,
     monkeypatch,
-    uncaught,  # noqa: F811
+    uncaught,
     opening,
 ):
     viewer = make_napari_viewer(show=True)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_dicom_series
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QTimer
-from test_io_roundtrip import _write_dicom_series
 
 import napari_ssl_seg._reader as reader_module
 from napari_ssl_seg.io import Volume
@@ -23,7 +23,7 @@ def series(tmp_path: Path) -> Path:
     folder = tmp_path / "MR_series"
     folder.mkdir()
     array = np.arange(12 * 32 * 40, dtype=np.int16).reshape(12, 32, 40) % 1000
-    _write_dicom_series(Volume(array=array, spacing=(4.0, 0.9, 0.8), origin=(10.0, -5.0, 3.0)), folder, modality="MR")
+    write_dicom_series(Volume(array=array, spacing=(4.0, 0.9, 0.8), origin=(10.0, -5.0, 3.0)), folder, modality="MR")
     return folder
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from gui_helpers import PLUGIN_MENU, SINGLE_DOCKS, dock_of, menu_actions
 from qtpy.QtWidgets import QApplication
-from test_gui_clicks import PLUGIN_MENU, SINGLE_DOCKS, dock_of, menu_actions
 
 from napari_ssl_seg.widgets.assistant import dock_assistant
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_widgets import unlabeled_case
+from helpers import unlabeled_case
 
 from napari_ssl_seg.widgets.assistant import dock_assistant
 from napari_ssl_seg.widgets.overlays import LARGE_CLASS_ALPHA, SMALL_CLASS_ALPHA, class_fill_alpha

@@ -100,3 +100,15 @@ def test_no_module_is_over_the_size_where_it_should_split():
         if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MODULE_LINES
     }
     assert long == {}
+
+
+def test_no_test_module_imports_another():
+    """Shared builders live in helpers.py, gui_helpers.py and conftest.py: a test module is nobody's library."""
+    tests = Path(__file__).resolve().parent
+    offenders = [
+        f"{path.relative_to(tests)}:{line} imports {module}"
+        for path in sorted(tests.rglob("test_*.py"))
+        for module, line in imports(path)
+        if module.split(".")[-1].startswith("test_")
+    ]
+    assert offenders == []

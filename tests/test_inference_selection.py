@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import make_tiny_project, tiny_config
 from safetensors.torch import load_file
-from test_training_loop import make_tiny_project, tiny_config
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.methods.registry import build_method

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import SAMPLE_DIR, make_volume, rotation_matrix
+from helpers import write_dicom_series
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,7 +91,7 @@ def test_dicom_series_oblique_round_trip(tmp_path: Path) -> None:
     source = make_volume((5, 12, 10), spacing=(3.0, 0.9, 0.9), direction=direction, dtype="int16")
     folder = tmp_path / "dicom"
     folder.mkdir()
-    _write_dicom_series(source, folder, modality="CT")
+    write_dicom_series(source, folder, modality="CT")
     volume = read_volume(folder)
     assert volume.source_format == "dicom"
     assert volume.modality == "CT"
@@ -108,43 +109,11 @@ def test_dicom_series_oblique_round_trip(tmp_path: Path) -> None:
 def test_dicom_folder_with_two_series_picks_the_larger_and_says_so(tmp_path: Path) -> None:
     folder = tmp_path / "mixed"
     folder.mkdir()
-    _write_dicom_series(make_volume((6, 8, 8), dtype="int16"), folder, modality="MR", series="1.2.826.0.1.1")
-    _write_dicom_series(make_volume((3, 8, 8), dtype="int16", seed=1), folder, modality="MR", series="1.2.826.0.1.2")
+    write_dicom_series(make_volume((6, 8, 8), dtype="int16"), folder, modality="MR", series="1.2.826.0.1.1")
+    write_dicom_series(make_volume((3, 8, 8), dtype="int16", seed=1), folder, modality="MR", series="1.2.826.0.1.2")
     volume = read_volume(folder)
     assert volume.shape == (6, 8, 8)
     assert len(volume.notes) == 1 and "2 DICOM series" in volume.notes[0]
-
-
-def _write_dicom_series(
-    volume: Volume, folder: Path, *, modality: str, series: str = "1.2.826.0.1.3680043.2.1125.1"
-) -> None:
-    image = sitk.GetImageFromArray(volume.array.astype(np.int16))
-    image.SetSpacing(volume.spacing[::-1])
-    image.SetOrigin(volume.origin)
-    image.SetDirection(np.ravel(volume.direction).tolist())
-    direction = np.ravel(volume.direction)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for index in range(image.GetDepth()):
-        slice_image = image[:, :, index]
-        position = image.TransformIndexToPhysicalPoint((0, 0, index))
-        tags = {
-            "0008|0060": modality,
-            "0010|0010": "Doe^Jane",  # a patient name that must never surface anywhere
-            "0020|000d": "1.2.826.0.1.3680043.2.1125.99",
-            "0020|000e": series,
-            "0020|0032": "\\".join(f"{p:.6f}" for p in position),
-            "0020|0037": "\\".join(
-                f"{v:.8f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])
-            ),
-            "0020|0013": str(index),
-            "0018|0050": f"{volume.spacing[0]:.6f}",
-            "0008|0018": f"{series}.{index + 1}",
-        }
-        for tag, value in tags.items():
-            slice_image.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{series[-1]}_{index:03d}.dcm"))
-        writer.Execute(slice_image)
 
 
 angles = st.floats(-np.pi, np.pi, allow_nan=False)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_training_loop import make_tiny_project, tiny_config
+from helpers import make_tiny_project, tiny_config
 
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.io import Volume

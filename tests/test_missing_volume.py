@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_predict_rank
-from test_predict_rank import _tiny_model
+from helpers import ranking_cohort, ranking_teacher
 
 from napari_ssl_seg.active import ranking
 from napari_ssl_seg.cli import main
@@ -22,7 +21,11 @@ from napari_ssl_seg.store.models import active_model
 from napari_ssl_seg.store.scores import prediction_paths, read_cached, read_prediction, save_prediction, scores
 
 # The rank tests' 6-case cohort (1 labeled training case), built once for this module too.
-cohort = test_predict_rank.cohort
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ranking_cohort(tmp_path_factory.mktemp("rank"))
 
 
 def test_missing_volume_on_constructed_labels() -> None:
@@ -63,7 +66,7 @@ def test_reference_is_the_median_over_labeled_train_and_validation_cases(cohort:
 
 
 def test_rank_by_missing_volume(tmp_path: Path, capsys: pytest.CaptureFixture[str], cohort: Path) -> None:
-    model = _tiny_model(tmp_path)
+    model = ranking_teacher(tmp_path)
     argv = ["rank", str(cohort), "--model", str(model), "--samples", "2", "--strategy", "missing_volume", "--json"]
     assert main(argv) == 0
     queue = json.loads(capsys.readouterr().out)["queue"]
@@ -80,7 +83,7 @@ def test_rank_by_missing_volume_needs_a_labeled_case(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], cohort: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ranking, "reference_volumes", lambda project, exclude=(): {})
-    model = _tiny_model(tmp_path, seed=1)
+    model = ranking_teacher(tmp_path, seed=1)
     assert main(["rank", str(cohort), "--model", str(model), "--strategy", "missing_volume"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error:") and "no labeled" in error and error.count("\n") == 1
@@ -91,7 +94,7 @@ def ranked(tmp_path: Path, cohort: Path) -> Iterator[tuple[Project, ranking.Rank
     """A copy of the cohort whose unlabeled cases a tiny model has predicted: cached maps and scores."""
     project_root = tmp_path / "cohort"
     shutil.copytree(cohort, project_root)
-    model = _tiny_model(tmp_path, seed=2)
+    model = ranking_teacher(tmp_path, seed=2)
     with Project.open(project_root) as project:
         yield project, ranking.rank_project(project, model=model, strategy="boundary_entropy", samples=2)
 

@@ -59,7 +59,7 @@ def test_clipping_bounds_the_gradient_norm_and_reports_it() -> None:
 
 
 def test_the_loop_runs_the_nnunet_recipe_and_logs_training_seconds(tmp_path) -> None:
-    from test_training_loop import make_tiny_project, tiny_config
+    from helpers import make_tiny_project, tiny_config
 
     from napari_ssl_seg.training.loop import train
     from napari_ssl_seg.training.runlog import read_log
@@ -104,7 +104,7 @@ def test_the_finetune_preset_is_gentler_than_training_from_scratch() -> None:
 
 
 def test_warmup_survives_a_resume(tmp_path) -> None:
-    from test_training_loop import make_tiny_project, tiny_config
+    from helpers import make_tiny_project, tiny_config
 
     from napari_ssl_seg.training.loop import train
     from napari_ssl_seg.training.runlog import read_log

@@ -11,10 +11,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import SAMPLE_DIR, tiny_teacher
+from conftest import SAMPLE_DIR
+from helpers import ranking_cohort, ranking_teacher
 
 from napari_ssl_seg.cli import main
-from napari_ssl_seg.cohort.cohort_project import build_cohort_project
 from napari_ssl_seg.inference.scores import least_recent_score, model_scores, random_score
 from napari_ssl_seg.io import geometry_mismatch, read_volume
 from napari_ssl_seg.store import Project
@@ -22,22 +22,13 @@ from napari_ssl_seg.store.models import activate_model, active_model, model_vers
 from napari_ssl_seg.store.scores import read_prediction, scores
 
 
-def _tiny_model(folder: Path, *, num_classes: int = 8, seed: int = 0, name: str = "tiny") -> Path:
-    """A tiny UCMT-carded teacher whose validation Dice tells the seeds apart."""
-    return tiny_teacher(folder, num_classes, method="ucmt", seed=seed, name=name, validation_dice=0.5 + seed / 100)
-
-
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("rank") / "cohort"
-    build_cohort_project(
-        root, SAMPLE_DIR / "CTChest4.nrrd", SAMPLE_DIR / "Segmentation.seg.nrrd", cases=6, seed=3, labeled=1
-    ).close()
-    return root
+    return ranking_cohort(tmp_path_factory.mktemp("rank"))
 
 
 def test_predict_writes_maps_in_the_source_geometry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    model = _tiny_model(tmp_path)
+    model = ranking_teacher(tmp_path)
     image = SAMPLE_DIR / "CTChest4.nrrd"
     out = tmp_path / "out"
     assert main(["predict", str(image), "--model", str(model), "--out", str(out), "--samples", "2", "--json"]) == 0
@@ -53,7 +44,7 @@ def test_predict_writes_maps_in_the_source_geometry(tmp_path: Path, capsys: pyte
 
 
 def test_predict_and_rank_refuse_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], cohort: Path) -> None:
-    model = _tiny_model(tmp_path)
+    model = ranking_teacher(tmp_path)
     image = SAMPLE_DIR / "CTChest4.nrrd"
     out = str(tmp_path / "out")
 
@@ -84,7 +75,7 @@ def test_predict_and_rank_refuse_bad_input(tmp_path: Path, capsys: pytest.Captur
 def test_rank_scores_only_the_unlabeled_pool_and_resumes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], cohort: Path
 ) -> None:
-    model = _tiny_model(tmp_path)
+    model = ranking_teacher(tmp_path)
     assert main(["rank", str(cohort), "--model", str(model), "--samples", "2", "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
     with Project.open(cohort) as project:
@@ -111,8 +102,8 @@ def test_rank_scores_only_the_unlabeled_pool_and_resumes(
 
 
 def test_model_registry_deduplicates_and_rolls_back(tmp_path: Path, cohort: Path) -> None:
-    first = _tiny_model(tmp_path / "a", seed=1)
-    second = _tiny_model(tmp_path / "b", seed=2)
+    first = ranking_teacher(tmp_path / "a", seed=1)
+    second = ranking_teacher(tmp_path / "b", seed=2)
     with Project.open(cohort) as project:
         before = len(model_versions(project))
         one = register_model(project, first)
@@ -156,7 +147,7 @@ def test_model_free_scores_are_reproducible_and_ordered() -> None:
 def test_evaluate_reports_metrics_failures_and_uncertainty_quality(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], cohort: Path
 ) -> None:
-    model = _tiny_model(tmp_path)
+    model = ranking_teacher(tmp_path)
     argv = ["evaluate", str(cohort), "--model", str(model), "--split", "test", "--uncertainty", "--samples", "2"]
     assert main([*argv, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -9,39 +9,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_training_loop import make_tiny_project, tiny_config
+from helpers import TINY, make_tiny_project, tiny_trained_project
 
 from napari_ssl_seg.cli import main
 from napari_ssl_seg.networks import load_checkpoint
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.store.models import ModelVersion, active_model, model_versions, register_model
+from napari_ssl_seg.store.models import ModelVersion, active_model, model_versions
 from napari_ssl_seg.training import job as job_module
 from napari_ssl_seg.training.job import RetrainEvent, RetrainJob
-from napari_ssl_seg.training.loop import train
 from napari_ssl_seg.training.runlog import read_log
 from napari_ssl_seg.training.state import resume_paths
 
-# Seconds on one core: a record every iteration, validation and checkpoint only at the end. The
-# network's width and depth come from the active (tiny) teacher the retrain starts from.
-TINY = [
-    "batch_labeled=1",
-    "batch_unlabeled=1",
-    "patch_size=8,16,16",
-    "log_every=1",
-    "validate_every=1000",
-    "checkpoint_every=1000",
-    "amp=false",
-]
 LONG = 100_000  # iterations a run never reaches within a test
-
-
-def tiny_trained_project(folder: Path) -> Path:
-    """A tiny project under ``folder`` whose active teacher is a 2-iteration supervised model."""
-    root = make_tiny_project(folder / "project")
-    result = train(root, tiny_config(iterations=2), root.parent / "first", device="cpu")
-    with Project.open(root) as project:
-        register_model(project, result.model_path, activate=True)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_training_loop import make_tiny_project
+from helpers import make_tiny_project
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.store import Project

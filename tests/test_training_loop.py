@@ -11,15 +11,14 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 import torch
+from helpers import make_tiny_project, tiny_config
 from safetensors.torch import load_file
 
 from napari_ssl_seg.cli.train import add_train_parser
 from napari_ssl_seg.errors import InputError
-from napari_ssl_seg.io import Volume
 from napari_ssl_seg.methods.registry import available_methods, build_method, method_class
 from napari_ssl_seg.methods.supervised import SupervisedMethod
 from napari_ssl_seg.networks import build_network, load_checkpoint
-from napari_ssl_seg.store import Project
 from napari_ssl_seg.training import TrainConfig, apply_overrides, preset
 from napari_ssl_seg.training.data import CaseData, TwoStreamSampler
 from napari_ssl_seg.training.loop import train
@@ -29,51 +28,6 @@ from napari_ssl_seg.training.setup import copy_init_weights
 from napari_ssl_seg.training.state import resume_paths
 
 SHAPE = (10, 22, 26)  # (z, y, x): larger than the tests' patch, a few patches per case
-
-
-def make_tiny_project(
-    root: Path, *, labeled: int = 2, unlabeled: int = 1, validation: int = 1, shape: tuple[int, int, int] = SHAPE
-) -> Path:
-    """A project of small synthetic cases: a bright ball (class 1) and a dark box (class 2) in noise."""
-    project = Project.create(root, seed=5, name="tiny")
-    project.set_setting("label_names", json.dumps({"1": "ball", "2": "box"}))
-    rng = np.random.default_rng(0)
-    z, y, x = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
-    plan = ["train"] * labeled + ["unlabeled"] * unlabeled + ["validation"] * validation
-    for index, split in enumerate(plan):
-        centre = rng.uniform(0.35, 0.65, size=3) * np.asarray(shape)
-        label = np.zeros(shape, dtype=np.uint8)
-        label[((z - centre[0]) / 3) ** 2 + ((y - centre[1]) / 6) ** 2 + ((x - centre[2]) / 6) ** 2 < 1] = 1
-        label[2:5, 2:8, -9:-3] = 2
-        image = rng.normal(0, 0.3, size=shape).astype(np.float32) + 2.0 * (label == 1) - 1.5 * (label == 2)
-        name = f"case_{index:02d}"
-        project.add_case(
-            name, Volume(array=image, spacing=(4.0, 1.0, 1.0)), split="train" if split != "validation" else split
-        )
-        if split != "unlabeled":
-            project.save_label(name, label, author="test")
-    project.close()
-    return root
-
-
-def tiny_config(**changes: Any) -> TrainConfig:
-    base = TrainConfig(
-        method="supervised",
-        iterations=6,
-        batch_labeled=1,
-        batch_unlabeled=1,
-        patch_size=(8, 16, 16),
-        base_width=4,
-        depth=3,
-        dropout=0.2,
-        lr_step=4,
-        rampup_iterations=6,
-        checkpoint_every=3,
-        validate_every=3,
-        log_every=2,
-    )
-    values = {**base.to_dict(), **changes}
-    return TrainConfig.from_dict(values)
 
 
 @pytest.fixture(scope="module")

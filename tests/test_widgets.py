@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SAMPLE_DIR
+from helpers import unlabeled_case
 from napari.utils.notifications import notification_manager
 
 from napari_ssl_seg.store import Project
@@ -21,11 +22,6 @@ pytestmark = pytest.mark.gui
 
 def errors_shown() -> list[str]:
     return [str(record.message) for record in notification_manager.records if record.severity == "error"]
-
-
-def unlabeled_case(root: Path) -> str:
-    with Project.open(root) as project:
-        return next(c.name for c in project.cases() if c.split == "train" and not c.is_labeled)
 
 
 def test_predict_shows_editable_labels_and_uncertainty_in_source_geometry(make_napari_viewer, qtbot, project_root):
@@ -190,7 +186,7 @@ def test_an_unreadable_cached_prediction_opens_the_case_with_a_warning(make_napa
 
 @pytest.fixture(scope="module")
 def trained_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from test_retrain_job import tiny_trained_project
+    from helpers import tiny_trained_project
 
     return tiny_trained_project(tmp_path_factory.mktemp("gui_retrain"))
 
@@ -201,7 +197,7 @@ def active_name(root: Path) -> str:
 
 
 def test_one_click_retrain_finishes_and_promotes_only_a_teacher_as_good(make_napari_viewer, qtbot, trained_root):
-    from test_retrain_job import TINY
+    from helpers import TINY
 
     before = active_name(trained_root)
     viewer = make_napari_viewer()
@@ -228,7 +224,7 @@ def test_one_click_retrain_finishes_and_promotes_only_a_teacher_as_good(make_nap
 
 
 def test_killed_retrain_leaves_the_gui_and_the_old_teacher_intact(make_napari_viewer, qtbot, trained_root):
-    from test_retrain_job import TINY
+    from helpers import TINY
 
     before = active_name(trained_root)
     viewer = make_napari_viewer()

@@ -1,0 +1,91 @@
+"""What the GUI tests share: the plugin's dock titles, real clicks and key presses, notifications seen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napari.utils.notifications import notification_manager
+from qtpy.QtCore import QPoint, Qt
+from qtpy.QtWidgets import QAbstractItemView, QMenu, QPushButton
+
+from napari_ssl_seg.widgets.label_widget import LabelWidget
+from napari_ssl_seg.widgets.project_widget import ProjectWidget
+from napari_ssl_seg.widgets.regions_widget import RegionsWidget
+from napari_ssl_seg.widgets.retrain_widget import RetrainWidget
+from napari_ssl_seg.widgets.teacher_widget import TeacherWidget
+
+PLUGIN_MENU = "napari SSL Seg"
+SINGLE_DOCKS = {
+    "Project and case queue": ProjectWidget,
+    "Teacher and uncertainty overlay": TeacherWidget,
+    "Uncertain regions": RegionsWidget,
+    "Label versions": LabelWidget,
+    "Retrain teacher": RetrainWidget,
+}
+
+
+class Notifications:
+    """Error notifications since the last look."""
+
+    def __init__(self) -> None:
+        self.seen = len(notification_manager.records)
+
+    def new(self, severity: str = "error") -> list[str]:
+        records = notification_manager.records[self.seen :]
+        self.seen = len(notification_manager.records)
+        return [str(record.message) for record in records if record.severity == severity]
+
+
+def menu_actions(menu: QMenu, *path: str) -> dict[str, Any]:
+    """The actions of the submenu at ``path`` (by title) of ``menu``, by text, as a person sees them."""
+    menu.aboutToShow.emit()  # napari fills and enables some menus when they open
+    for title in path:
+        submenu = next(action.menu() for action in menu.actions() if action.menu() and action.text() == title)
+        submenu.aboutToShow.emit()
+        menu = submenu
+    return {action.text(): action for action in menu.actions() if action.text() and action.menu() is None}
+
+
+def dock_of(viewer: Any, cls: type) -> Any:
+    found = viewer.window._qt_window.findChildren(cls)
+    assert len(found) == 1, f"{cls.__name__}: {len(found)} docks"
+    return found[0]
+
+
+#: Every button :func:`click` pressed, so a test can check that none of a dock's buttons was left out.
+CLICKED: set[int] = set()
+#: Buttons (dock attribute names) that test_gui_cold_start presses in a project with no teacher.
+COLD_START_BUTTONS = ("attach_file_button", "attach_layer_button", "split_button", "load_button")
+
+
+def click(qtbot: Any, button: QPushButton) -> None:
+    assert button.isVisible() and button.isEnabled(), button.text()
+    qtbot.mouseClick(button, Qt.LeftButton)
+    CLICKED.add(id(button))
+
+
+def unclicked_buttons(*docks: Any, left_to_others: tuple[str, ...] = ()) -> list[str]:
+    """Texts of the docks' buttons :func:`click` never pressed, but for those named in ``left_to_others``."""
+    skipped = {id(getattr(dock, name)) for dock in docks for name in left_to_others if hasattr(dock, name)}
+    buttons = [button for dock in docks for button in dock.findChildren(QPushButton) if id(button) not in skipped]
+    return [button.text() for button in buttons if id(button) not in CLICKED]
+
+
+def click_row(qtbot: Any, view: QAbstractItemView, row: int, *, double: bool = False) -> None:
+    index = view.model().index(row, 0)
+    view.scrollTo(index)
+    centre: QPoint = view.visualRect(index).center()
+    qtbot.mouseClick(view.viewport(), Qt.LeftButton, pos=centre)
+    if double:
+        qtbot.mouseDClick(view.viewport(), Qt.LeftButton, pos=centre)
+
+
+def row_of(table: Any, text: str) -> int:
+    return next(row for row in range(table.rowCount()) if table.item(row, 0).text() == text)
+
+
+def press(qtbot: Any, viewer: Any, key: Qt.Key) -> None:
+    """Shift + ``key`` on the canvas, where napari's key bindings listen."""
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, key, Qt.ShiftModifier)
