@@ -15,7 +15,7 @@ import numpy as np
 from napari_ssl_seg.active.regions import UncertainRegion, uncertain_regions
 from napari_ssl_seg.io import Volume
 
-__all__ = ["MARKER_SUFFIX", "field_of_view", "find_uncertain_regions", "show_region"]
+__all__ = ["MARKER_SUFFIX", "field_of_view", "find_uncertain_regions", "place_marker", "show_region"]
 
 MARKER_SUFFIX = "uncertain region"
 #: The view frames this many region widths, but never less than the minimum (mm) nor more than the scan.
@@ -55,7 +55,7 @@ def show_region(viewer: Any, layer: Any, region: UncertainRegion, *, tag: dict[s
     displayed = [axis - (viewer.dims.ndim - 3) for axis in viewer.dims.displayed[-2:]]
     in_plane = extent[displayed] if len(displayed) == 2 else extent
     # The marker first: a new layer changes the dims' ranges, which would move a point already set.
-    marker = _marker_layer(viewer, layer, region, tag=tag, name=name)
+    marker = place_marker(viewer, layer, region, tag=tag, name=name)
     # One call for the three axes: each call re-slices every layer.
     axes = list(range(viewer.dims.ndim - 3, viewer.dims.ndim))
     viewer.dims.set_point(axes, [float(value) for value in centre])
@@ -72,7 +72,7 @@ def show_region(viewer: Any, layer: Any, region: UncertainRegion, *, tag: dict[s
     return marker
 
 
-def _marker_layer(viewer: Any, layer: Any, region: UncertainRegion, *, tag: dict[str, Any], name: str) -> Any:
+def place_marker(viewer: Any, layer: Any, region: UncertainRegion, *, tag: dict[str, Any], name: str) -> Any:
     """A square frame around the region's centre, on ``layer``'s grid.
 
     The marker carries the layer's own transform: a layer on another grid (world millimetres)

@@ -33,7 +33,7 @@ from napari_ssl_seg.store.records import LabelVersion
 from napari_ssl_seg.store.scores import prediction_paths, read_cached
 from napari_ssl_seg.widgets.background import in_event_loop_turns
 from napari_ssl_seg.widgets.overlays import UNCERTAINTY_BLENDING, style_label_layer, uncertainty_colormap
-from napari_ssl_seg.widgets.region_view import MARKER_SUFFIX, find_uncertain_regions, show_region
+from napari_ssl_seg.widgets.region_view import MARKER_SUFFIX, find_uncertain_regions, place_marker, show_region
 
 __all__ = ["AssistSession", "session_for"]
 
@@ -253,6 +253,8 @@ class AssistSession(QObject):
             steps.append(lambda: self._show_label(label))
         if entropy is not None:
             steps.append(lambda: self._show_entropy(entropy, regions=regions, histogram=histogram))
+            # The marker layer is new GL state (a shader to compile): a turn of its own, before the view moves.
+            steps.append(lambda: self._place_marker(0) if self.regions else None)
             steps.append(lambda: self.goto_region(0) if self.regions else None)
         steps.append(lambda: self.prediction_shown.emit(name))
         if not staged:
@@ -365,6 +367,12 @@ class AssistSession(QObject):
         layer = self.uncertainty_layer or self._label_layer
         show_region(self.viewer, layer, region, tag={CASE_TAG: self.case}, name=f"{self.case} {MARKER_SUFFIX}")
         return region
+
+    def _place_marker(self, index: int) -> None:
+        layer = self.uncertainty_layer or self._label_layer
+        place_marker(
+            self.viewer, layer, self.regions[index], tag={CASE_TAG: self.case}, name=f"{self.case} {MARKER_SUFFIX}"
+        )
 
     # -- labels ---------------------------------------------------------------------
     def save_label(self, author: str | None) -> LabelVersion:
