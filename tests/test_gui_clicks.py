@@ -88,6 +88,11 @@ def test_the_docks_share_the_viewer_session_and_every_click_works(
     assert session.threshold == teacher.threshold.value() > threshold
     # On the box itself: a check box's centre lies past its text, where a click does nothing.
     qtbot.mouseClick(teacher.show_overlay, Qt.LeftButton, pos=QPoint(6, teacher.show_overlay.height() // 2))
+    # The Label dock's outline check box, clicked on its box: the labels become borders only.
+    qtbot.mouseClick(label.outline, Qt.LeftButton, pos=QPoint(6, label.outline.height() // 2))
+    assert label.outline.isChecked() and session.label_layer.contour > 0
+    qtbot.mouseClick(label.outline, Qt.LeftButton, pos=QPoint(6, label.outline.height() // 2))
+    assert session.label_layer.contour == 0
     assert not session.uncertainty_layer.visible
     teacher.opacity.setFocus()
     qtbot.keyClick(teacher.opacity, Qt.Key_PageDown)
