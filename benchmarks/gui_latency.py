@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-thread-baseline", action="store_true", help="skip the retrain-in-a-thread baseline")
     parser.add_argument("--diagnose", action="store_true", help="sample the GUI thread's stack during stalls")
     parser.add_argument("--phases", default="idle,predict,retrain,both,thread", help="which phases to run")
+    parser.add_argument(
+        "--no-gc-freeze", action="store_true", help="run without the docks' GC freeze (runtime/gc_pauses.py)"
+    )
     args = parser.parse_args(argv)
 
     import napari
@@ -186,11 +189,18 @@ def main(argv: list[str] | None = None) -> int:
             root, sample_path("CTChest4.nrrd"), sample_path("Segmentation.seg.nrrd"), cases=12, seed=0, labeled=4
         ) as project:
             register_model(project, shipped_model_path("ucmt"))
+    if args.no_gc_freeze:
+        import napari_ssl_seg.widgets.viewer_sessions as viewer_sessions
+
+        viewer_sessions.freeze_startup_objects = lambda: False
     viewer = napari.Viewer(title="gui latency", show=True)
     app = QApplication.instance()
     docks = dock_assistant(viewer, root)
     teacher, retrain = docks["Teacher"], docks["Retrain"]
     teacher.next_case()
+    import gc
+
+    print(f"GC freeze: {gc.get_freeze_count()} objects frozen", flush=True)
     probe = Probe()
     collections = GcTimer()
     sampler = StallSampler(probe) if args.diagnose else None

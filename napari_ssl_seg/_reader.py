@@ -116,6 +116,8 @@ def _read_in_background(viewer: Any, paths: list[str]) -> Any:
     from napari.qt.threading import create_worker
     from napari.utils.notifications import show_error
 
+    from napari_ssl_seg.widgets.background import start_worker
+
     keys = {source.resolve() for source, _slice in _sources(paths)}
     if keys and keys <= set(_in_flight):
         return _in_flight[next(iter(keys))]
@@ -144,5 +146,4 @@ def _read_in_background(viewer: Any, paths: list[str]) -> Any:
     worker.finished.connect(done)
     for key in keys:
         _in_flight[key] = worker
-    worker.start()
-    return worker
+    return start_worker(worker)

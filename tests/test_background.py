@@ -51,10 +51,10 @@ def test_errors_of_the_work_reach_the_caller() -> None:
 
 
 @pytest.mark.gui
-def test_waiting_workers_leave_pool_threads_for_qt_s_own_work(qtbot) -> None:
+def test_workers_run_in_the_plugin_s_pool_and_leave_qt_s_global_pool_as_it_was(qtbot) -> None:
     from qtpy.QtCore import QRunnable, QThreadPool
 
-    from napari_ssl_seg.widgets.background import run_in_background
+    from napari_ssl_seg.widgets.background import plugin_thread_pool, run_in_background
 
     class Job(QRunnable):
         def __init__(self, done: threading.Event) -> None:
@@ -69,12 +69,13 @@ def test_waiting_workers_leave_pool_threads_for_qt_s_own_work(qtbot) -> None:
     pool.setMaxThreadCount(2)  # a 2-core machine's default
     release = threading.Event()
     try:
-        workers = [run_in_background(lambda progress: release.wait(60), description="waiting") for _ in range(2)]
-        qtbot.waitUntil(lambda: pool.activeThreadCount() >= 2, timeout=10_000)
+        workers = [run_in_background(lambda progress: release.wait(60), description="waiting") for _ in range(3)]
+        qtbot.waitUntil(lambda: plugin_thread_pool().activeThreadCount() >= 3, timeout=10_000)
+        assert pool.maxThreadCount() == 2 and pool.activeThreadCount() == 0
         # Qt's own pool work (a QImage conversion the GUI thread waits on) must still get a thread.
         done = threading.Event()
         pool.start(Job(done))
-        assert done.wait(10), "Qt's pool work queued behind two waiting workers"
+        assert done.wait(10), "Qt's pool work queued behind waiting workers"
     finally:
         release.set()
         for worker in workers:

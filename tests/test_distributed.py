@@ -9,6 +9,7 @@ loop's teacher broadcast the ranks' teachers drift apart and the test fails.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,17 +23,23 @@ import torch
 from monai.losses import DiceCELoss
 
 from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext
+from napari_ssl_seg.methods.settings import MethodSettings
 from napari_ssl_seg.networks.checkpoint import build_network
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
 
 
+@dataclasses.dataclass(frozen=True)
+class TinyEMASettings(MethodSettings):
+    decay: float = 0.9
+
+
 class TinyEMA(SemiSupervisedMethod):
     """A minimal mean teacher: Dice+CE on labeled, MSE to a noisy-input EMA teacher on all patches."""
 
     name: ClassVar[str] = "mt"
-    defaults: ClassVar[Mapping[str, Any]] = {"decay": 0.9}
+    Settings: ClassVar[type[MethodSettings]] = TinyEMASettings
     disagreement_network: ClassVar[str | None] = "student"
     inference_network: ClassVar[str] = "teacher"
     instance: ClassVar[TinyEMA | None] = None
@@ -59,7 +66,7 @@ class TinyEMA(SemiSupervisedMethod):
 
     @torch.no_grad()
     def update_teachers(self, ctx: StepContext) -> None:
-        decay = min(1 - 1 / (ctx.iteration + 1), float(self.settings["decay"]))
+        decay = min(1 - 1 / (ctx.iteration + 1), self.settings.decay)
         student = self.unwrapped("student").state_dict()
         for key, value in self.networks["teacher"].state_dict().items():
             if value.is_floating_point():

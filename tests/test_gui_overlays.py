@@ -9,7 +9,7 @@ from helpers import unlabeled_case
 from napari_ssl_seg.widgets.assistant import dock_assistant
 from napari_ssl_seg.widgets.overlays import LARGE_CLASS_ALPHA, SMALL_CLASS_ALPHA, class_fill_alpha
 from napari_ssl_seg.widgets.region_view import MIN_FIELD_OF_VIEW_MM, field_of_view
-from napari_ssl_seg.widgets.session import session_for
+from napari_ssl_seg.widgets.viewer_sessions import session_for
 
 pytestmark = pytest.mark.gui
 

@@ -112,3 +112,66 @@ def test_no_test_module_imports_another():
         if module.split(".")[-1].startswith("test_")
     ]
     assert offenders == []
+
+
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = list(path.relative_to(package.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_names(path: Path) -> list[str]:
+    """Every module an import statement may mean: ``from a.b import c`` gives ``a.b.c``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.extend(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+    return found
+
+
+def module_cycles(package: Path = PACKAGE) -> list[list[str]]:
+    """Import cycles between modules, function-local imports included (a local import only hides one)."""
+    modules = {module_name(path, package): path for path in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for imported in imported_names(path):
+            # "from pkg import mod, thing" names a submodule or a member: take the longest module.
+            target = imported
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                graph[name].add(target)
+    cycles, done = [], set()
+    for start in sorted(graph):
+        stack, on_path = [(start, iter(sorted(graph[start])))], [start]
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                on_path.pop()
+                done.add(node)
+            elif child in on_path:
+                cycle = on_path[on_path.index(child) :]
+                first = cycle.index(min(cycle))
+                cycle = cycle[first:] + cycle[:first]
+                if cycle not in cycles:
+                    cycles.append(cycle)
+            elif child not in done:
+                stack.append((child, iter(sorted(graph[child]))))
+                on_path.append(child)
+    return cycles
+
+
+def test_no_module_imports_form_a_cycle():
+    assert module_cycles() == []
+
+
+def test_the_cycle_check_finds_a_cycle_through_a_local_import(tmp_path):
+    copy = tmp_path / "napari_ssl_seg"
+    (copy / "io").mkdir(parents=True)
+    (copy / "io" / "__init__.py").write_text("", encoding="utf-8")
+    (copy / "io" / "read.py").write_text("from napari_ssl_seg.io.dicom import read_series\n", encoding="utf-8")
+    (copy / "io" / "dicom.py").write_text("def f():\n    from napari_ssl_seg.io import read\n", encoding="utf-8")
+    assert module_cycles(copy) == [["napari_ssl_seg.io.dicom", "napari_ssl_seg.io.read"]]

@@ -5,12 +5,15 @@ Tiny networks (V-Net base width 4, depth 3) and 16x32x32 patches keep the file t
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.methods.base import Batch, SemiSupervisedMethod, StepContext
 from napari_ssl_seg.methods.cps import CrossPseudoSupervision
 from napari_ssl_seg.methods.ema import ema_coefficient, ema_update
@@ -23,6 +26,7 @@ from napari_ssl_seg.methods.ugcemt import UGCEMT, StudentWithCrossAttention, unc
 from napari_ssl_seg.methods.umix import block_grid, plan_umix, umix
 from napari_ssl_seg.networks.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 from napari_ssl_seg.networks.vnet import VNet
+from napari_ssl_seg.training import apply_overrides, preset
 
 NETWORK = {"name": "vnet", "base_width": 4, "depth": 3, "num_classes": 3}
 METHODS: list[type[SemiSupervisedMethod]] = [
@@ -261,7 +265,7 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 @pytest.mark.parametrize("method_class", METHODS, ids=lambda cls: cls.name)
 def test_two_iterations_follow_the_loop_contract(method_class: type[SemiSupervisedMethod], tmp_path) -> None:
     method = method_class(NETWORK)
-    assert set(method.describe()["settings"]) == set(method_class.defaults)
+    assert set(method.describe()["settings"]) == set(method_class.Settings.names())
     teachers = TEACHERS[method.name]
     parameters = [p for name in method.trainable() for p in method.networks[name].parameters()]
     optimizer = torch.optim.SGD(parameters, lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -313,3 +317,39 @@ def test_two_iterations_follow_the_loop_contract(method_class: type[SemiSupervis
 def test_unknown_setting_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown setting"):
         MeanTeacher(NETWORK, {"consistancy": 0.1})
+
+
+def test_settings_are_typed_frozen_and_checked_where_built() -> None:
+    teacher = MeanTeacher(NETWORK, {"consistency": 1, "ema_decay": 0.9})
+    assert teacher.settings.consistency == 1.0 and isinstance(teacher.settings.consistency, float)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        teacher.settings.consistency = 0.5  # type: ignore[misc]
+    for bad, message in (
+        ({"consistency": "0.1"}, "'consistency' must be a number"),
+        ({"consistency": True}, "'consistency' must be a number"),
+        ({"noise_std": -0.1}, "'noise_std' must be a finite number >= 0"),
+        ({"ema_decay": 1.5}, "'ema_decay' must be in"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            MeanTeacher(NETWORK, bad)
+
+
+def test_settings_round_trip_through_the_model_card_json() -> None:
+    method = UCMT(NETWORK, {"umix_k": 3.0, "supervised_loss": "dice_ce"})
+    assert method.settings.umix_k == 3 and isinstance(method.settings.umix_k, int)
+    card_settings = json.loads(json.dumps(method.describe()["settings"]))
+    assert UCMT(NETWORK, card_settings).settings == method.settings
+    with pytest.raises(ValueError, match="supervised_loss"):
+        UCMT(NETWORK, {"supervised_loss": "focal"})
+
+
+def test_config_refuses_bad_method_settings_before_training() -> None:
+    config = apply_overrides(preset("quick"), ["method=ugcemt", "settings.mc_samples=4"])
+    assert config.method_settings == {"mc_samples": 4}
+    for override, message in (
+        ("settings.mc_samples=0", "mc_samples' must be at least 1"),
+        ("settings.mc_sample=4", "unknown setting"),
+        ("settings.ca_key_channels=x", "ca_key_channels' must be a whole number"),
+    ):
+        with pytest.raises(InputError, match=message):
+            apply_overrides(preset("quick"), ["method=ugcemt", override])

@@ -270,7 +270,7 @@ def paper_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_two_iterations_in_the_loop_then_predict(name: str, paper_project: Path, tmp_path: Path) -> None:
     assert name in available_methods()
     method = build_method(name, tiny_config().network_config(3))
-    assert set(method.describe()["settings"]) == set(type(method).defaults)
+    assert set(method.describe()["settings"]) == set(type(method).Settings.names())
     settings = {"aux_blocks": [1, 1]} if name == "curecl" else {"resnet_blocks": [1, 1]} if name == "ccedual" else {}
     config = tiny_config(
         method=name, iterations=2, validate_every=2, checkpoint_every=2, log_every=1, method_settings=settings

@@ -18,7 +18,7 @@ from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.networks.checkpoint import ModelCard
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.training.job import validation_dice
+from napari_ssl_seg.training.promote import validation_dice
 
 SHAPE = (4, 8, 8)
 

@@ -16,6 +16,7 @@ from napari_ssl_seg.networks import load_checkpoint
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model, model_versions
 from napari_ssl_seg.training import job as job_module
+from napari_ssl_seg.training import promote as promote_module
 from napari_ssl_seg.training.job import RetrainEvent, RetrainJob
 from napari_ssl_seg.training.runlog import read_log
 from napari_ssl_seg.training.state import resume_paths
@@ -50,7 +51,7 @@ def _follow(job: RetrainJob, until: Callable[[list[RetrainEvent]], bool] | None 
 
 def _scored_by(job: RetrainJob, shift: float, measured: dict[str, float]) -> Callable[..., float]:
     """The real validation Dice, with the new teacher's moved by ``shift`` to force the decision."""
-    real = job_module.validation_dice
+    real = promote_module.validation_dice
 
     def scored(project: Project, checkpoint: Path | str, **kwargs: object) -> float:
         value = real(project, checkpoint, **kwargs)
@@ -88,7 +89,7 @@ def test_retrain_runs_in_a_child_and_keeps_the_better_teacher(
     assert "case_02" not in training["label_versions"] and training["unlabeled_cases"] == ["case_02"]
 
     measured: dict[str, float] = {}
-    monkeypatch.setattr(job_module, "validation_dice", _scored_by(job, -1.0, measured))
+    monkeypatch.setattr(promote_module, "validation_dice", _scored_by(job, -1.0, measured))
     outcome = job.finish(project_root)
     assert 0.0 <= measured["old"] <= 1.0 and 0.0 <= measured["new"] <= 1.0
     assert outcome.old_dice == measured["old"] and outcome.new_dice == pytest.approx(measured["new"] - 1.0)
@@ -152,7 +153,7 @@ def test_retrain_command_prints_the_outcome(
         def start(cls, *args: object, **kwargs: object) -> RetrainJob:
             job = RetrainJob.start(*args, **kwargs)
             started.append(job)
-            monkeypatch.setattr(job_module, "validation_dice", _scored_by(job, +1.0, measured))
+            monkeypatch.setattr(promote_module, "validation_dice", _scored_by(job, +1.0, measured))
             return job
 
     monkeypatch.setattr(job_module, "RetrainJob", Recorded)

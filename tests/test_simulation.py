@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from napari_ssl_seg.active import simulation as simulation_module
 from napari_ssl_seg.active.simulation import FixedOrder, SimulationSettings, simulate
 from napari_ssl_seg.cli import main
 from napari_ssl_seg.errors import InputError
@@ -129,12 +130,11 @@ def test_a_fine_tune_that_validates_worse_leaves_the_previous_teacher_in_place(
     """The one-click retrain's rule: round 1's model validates worse, so round 1 keeps (and is
     scored by) round 0's teacher, and round 2 fine-tunes round 0's teacher, not round 1's model.
     Round 2's model ties with round 0's teacher, and a tie promotes."""
-    from napari_ssl_seg.training import job
 
     def validation_by_round(project: Project, checkpoint: Path, **_: Any) -> float:
         return 0.3 if Path(checkpoint).parent.name == "round01" else 0.5
 
-    monkeypatch.setattr(job, "validation_dice", validation_by_round)
+    monkeypatch.setattr(simulation_module, "validation_dice", validation_by_round)
     settings = SimulationSettings(
         strategy=FixedOrder(("case_03", "case_02")), rounds=2, initial=["case_00", "case_01"], device="cpu"
     )

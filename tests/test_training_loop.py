@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -17,14 +17,15 @@ from safetensors.torch import load_file
 from napari_ssl_seg.cli.train import add_train_parser
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.methods.registry import available_methods, build_method, method_class
-from napari_ssl_seg.methods.supervised import SupervisedMethod
+from napari_ssl_seg.methods.settings import MethodSettings, SAMSettings
+from napari_ssl_seg.methods.supervised import SupervisedMethod, SupervisedSettings
 from napari_ssl_seg.networks import build_network, load_checkpoint
 from napari_ssl_seg.training import TrainConfig, apply_overrides, preset
 from napari_ssl_seg.training.data import CaseData, TwoStreamSampler
 from napari_ssl_seg.training.loop import train
+from napari_ssl_seg.training.run_start import copy_init_weights
 from napari_ssl_seg.training.runlog import read_log
-from napari_ssl_seg.training.sam import sam_ascent
-from napari_ssl_seg.training.setup import copy_init_weights
+from napari_ssl_seg.training.sharpness_aware import sam_ascent
 from napari_ssl_seg.training.state import resume_paths
 
 SHAPE = (10, 22, 26)  # (z, y, x): larger than the tests' patch, a few patches per case
@@ -44,10 +45,14 @@ def test_presets_and_overrides() -> None:
     quick = preset("quick")
     assert quick.patch_size[0] <= 20 and quick.validate() is quick  # fits the cohort's thinnest case
     changed = apply_overrides(
-        quick, ["lr=0.05", "patch_size=8,32,32", "amp=false", "seed=7", "settings.ema_decay=0.999", "settings.k=two"]
+        quick,
+        [
+            *("lr=0.05", "patch_size=8,32,32", "amp=false", "seed=7"),
+            *("method=ucmt", "settings.ema_decay=0.999", "settings.supervised_loss=dice_ce"),
+        ],
     )
     assert (changed.lr, changed.patch_size, changed.amp, changed.seed) == (0.05, (8, 32, 32), False, 7)
-    assert changed.method_settings == {"ema_decay": 0.999, "k": "two"}
+    assert changed.method_settings == {"ema_decay": 0.999, "supervised_loss": "dice_ce"}
     assert quick.lr == 0.01 and preset("quick").method_settings == {}  # presets are never modified
     assert TrainConfig.from_dict(changed.to_dict()) == changed
     for bad, message in [
@@ -217,11 +222,16 @@ def test_sam_uses_the_global_gradient_norm() -> None:
     assert sam_ascent([c], rho=0.5).applied == [] and c.item() == 1.0
 
 
+@dataclasses.dataclass(frozen=True)
+class SamSupervisedSettings(SupervisedSettings, SAMSettings):
+    """Supervised's loss weights and SAM's radius."""
+
+
 class SamSupervised(SupervisedMethod):
     """The supervised method under SAM, to run the loop's SAM path."""
 
     optimizer: ClassVar[str] = "sam"
-    defaults: ClassVar[Mapping[str, Any]] = {**SupervisedMethod.defaults, "sam_rho": 0.05}
+    Settings: ClassVar[type[MethodSettings]] = SamSupervisedSettings
 
 
 def test_loop_runs_a_sam_method(tiny_project: Path, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import torch
 
 from napari_ssl_seg.methods.registry import build_method
 from napari_ssl_seg.networks.checkpoint import build_network
-from napari_ssl_seg.training.setup import copy_init_weights
+from napari_ssl_seg.training.run_start import copy_init_weights
 
 NETWORK = {"name": "vnet", "in_channels": 1, "num_classes": 3, "base_width": 4, "depth": 3, "dropout": 0.2}
 NETWORK["residual"] = True

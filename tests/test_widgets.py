@@ -15,7 +15,7 @@ from napari.utils.notifications import notification_manager
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import active_model
 from napari_ssl_seg.widgets.assistant import dock_assistant
-from napari_ssl_seg.widgets.session import session_for
+from napari_ssl_seg.widgets.viewer_sessions import session_for
 
 pytestmark = pytest.mark.gui
 

@@ -35,11 +35,16 @@ from typing import Any
 
 import numpy as np
 
+from napari_ssl_seg.active.ranking import candidate_cases, rank_project
 from napari_ssl_seg.active.simulated_project import GroundTruthSource, copy_project, read_source, reveal
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.evaluation.evaluate import evaluate_project
 from napari_ssl_seg.inference.scores import MODEL_STRATEGIES, STRATEGIES
+from napari_ssl_seg.methods.registry import method_class
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training.config import TrainConfig
+from napari_ssl_seg.training.loop import train
+from napari_ssl_seg.training.promote import is_better, validation_dice
 
 __all__ = ["PROMOTIONS", "FixedOrder", "RoundRecord", "SimulationResult", "SimulationSettings", "simulate"]
 
@@ -190,8 +195,6 @@ def _initial_cases(info: GroundTruthSource, settings: SimulationSettings, seed: 
 
 def _pick(project: Project, settings: SimulationSettings, teacher: Path) -> tuple[list[str], list[float | None]]:
     """The next ``budget`` cases of the strategy's queue, never a labeled, validation or test case."""
-    from napari_ssl_seg.active.ranking import candidate_cases, rank_project
-
     pool = candidate_cases(project)
     strategy = settings.strategy
     if isinstance(strategy, FixedOrder):
@@ -219,8 +222,6 @@ def _pick(project: Project, settings: SimulationSettings, teacher: Path) -> tupl
 def _train(
     project: Project, config: TrainConfig, out: Path, init: Path | None, device: str
 ) -> tuple[Path, float | None, float]:
-    from napari_ssl_seg.training.loop import train
-
     tick = time.perf_counter()
     result = train(project.root, config, out, init_model=init, device=device)
     seconds = time.perf_counter() - tick
@@ -238,8 +239,6 @@ class _Scores:
         self._known: dict[tuple[str, str], float] = {}
 
     def test(self, checkpoint: Path) -> float:
-        from napari_ssl_seg.evaluation.evaluate import evaluate_project
-
         key = (str(checkpoint), "test")
         if key not in self._known:
             evaluation = evaluate_project(self.project, checkpoint, split="test", device=self.device)
@@ -247,11 +246,9 @@ class _Scores:
         return self._known[key]
 
     def validation(self, checkpoint: Path) -> float:
-        from napari_ssl_seg.training import job
-
         key = (str(checkpoint), "validation")
         if key not in self._known:  # the very criterion the retrain's promotion uses
-            self._known[key] = job.validation_dice(self.project, checkpoint, device=self.device)
+            self._known[key] = validation_dice(self.project, checkpoint, device=self.device)
         return self._known[key]
 
 
@@ -271,8 +268,6 @@ def simulate(
     work = Path(work_dir)
     if work.exists() and (not work.is_dir() or any(work.iterdir())):
         raise InputError(f"work folder {work} already exists and is not empty; choose another --work")
-    from napari_ssl_seg.methods.registry import method_class
-
     method_class(config.method)  # unknown or unavailable method: fail before anything is copied
     with Project.open(project_root) as source:
         info = read_source(source)
@@ -306,8 +301,6 @@ def _session(
     *,
     done: int,
 ) -> None:
-    from napari_ssl_seg.training.promote import is_better
-
     total = len(settings.seeds) * (rounds + 1)
     seeded = dataclasses.replace(config, seed=seed, method_settings=dict(config.method_settings))
     labeled = _initial_cases(info, settings, seed)

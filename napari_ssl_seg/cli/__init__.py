@@ -26,7 +26,7 @@ from napari_ssl_seg.runtime.allocator import keep_freed_memory
 def command_demo(args: argparse.Namespace) -> int:
     from napari_ssl_seg.cli.demo import run_demo
 
-    return run_demo(args.out, gui=False if args.headless else None)
+    return run_demo(args.out, main, gui=False if args.headless else None)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,9 +13,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from napari_ssl_seg.cli import main as cli_main
 from napari_ssl_seg.sample_data import SAMPLES, sample_data_dir
 from napari_ssl_seg.shipped_models import shipped_model_path
 
@@ -25,14 +25,20 @@ DEMO_LABELED = 4
 DEMO_RETRAIN_ITERATIONS = 20
 
 
-def _step(title: str, argv: list[str]) -> None:
-    print(f"\n== {title}\n$ napari-ssl-seg {' '.join(argv)}", flush=True)
-    status = cli_main(argv)
-    if status != 0:
-        raise SystemExit(status)
+#: Runs one ``napari-ssl-seg`` command line in this process and returns its exit status.
+CommandRunner = Callable[[Sequence[str]], int]
 
 
-def run_demo(out: Path, *, gui: bool | None = None) -> int:
+def run_demo(out: Path, run_command: CommandRunner, *, gui: bool | None = None) -> int:
+    """Run the demo's steps through ``run_command`` (the CLI's ``main``, handed in by the ``demo``
+    command so this module needs nothing of the CLI package that imports it)."""
+
+    def _step(title: str, argv: list[str]) -> None:
+        print(f"\n== {title}\n$ napari-ssl-seg {' '.join(argv)}", flush=True)
+        status = run_command(argv)
+        if status != 0:
+            raise SystemExit(status)
+
     samples = sample_data_dir()
     out.mkdir(parents=True, exist_ok=True)
     # The demo's own projects are regenerated each run; nothing else in `out` is touched.

@@ -22,6 +22,11 @@ import numpy as np
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.evaluation.dice import case_dice
 from napari_ssl_seg.evaluation.metrics import ClassMetrics, case_metrics, summarise
+from napari_ssl_seg.evaluation.uncertainty_quality import (
+    error_detection_auroc,
+    expected_calibration_error,
+    spearman,
+)
 from napari_ssl_seg.evaluation.validation import scored_classes
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.inference.reference_volumes import reference_volumes
@@ -65,12 +70,6 @@ def _case_dice(metrics: dict[int, ClassMetrics]) -> float:
 def _uncertainty_report(
     pooled: dict[str, list[np.ndarray]], case_scores: dict[str, dict[str, float]], dice: dict[str, float]
 ) -> dict[str, Any]:
-    from napari_ssl_seg.evaluation.uncertainty_quality import (
-        error_detection_auroc,
-        expected_calibration_error,
-        spearman,
-    )
-
     entropy = np.concatenate(pooled["entropy"])
     error = np.concatenate(pooled["error"])
     confidence = np.concatenate(pooled["confidence"])

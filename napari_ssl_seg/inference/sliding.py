@@ -81,7 +81,13 @@ def _once(image: torch.Tensor, function: WindowFunction, plan: WindowPlan, progr
 
 
 def _fallback(plan: WindowPlan) -> WindowPlan | None:
-    """The next smaller configuration after an out-of-memory error, or None when none is left."""
+    """The next smaller configuration after an out-of-memory error, or None when none is left.
+
+    Written here rather than taken from MONAI's ``SlidingWindowInfererAdapt``: that inferer covers
+    only the second step (blending on the CPU), never fewer windows per batch, and its last resort
+    moves the whole computation to the CPU without telling the caller, where a user should learn
+    why a prediction got slow (``plan.notes``) or be told the way out.
+    """
     if plan.sw_batch_size > 1:
         smaller = max(plan.sw_batch_size // 2, 1)
         plan.notes.append(f"out of memory: retrying with {smaller} window(s) at a time instead of {plan.sw_batch_size}")

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_ssl_seg.errors import InputError
-from napari_ssl_seg.io.read import _itk_reason, check_declared_size, native_stderr_captured, volume_from_sitk
-from napari_ssl_seg.io.volume import Volume
+from napari_ssl_seg.io.sitk_files import itk_reason, native_stderr_captured, volume_from_sitk
+from napari_ssl_seg.io.volume import Volume, check_declared_size
 
 MODALITY_TAG = "0008|0060"
 POSITION_TAG = "0020|0032"
@@ -35,7 +35,7 @@ def _read_dicom_series(folder: Path, containing: Path | None = None) -> Volume:
     try:
         series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()
     except Exception as exc:
-        raise InputError(f"{folder.name}: cannot scan folder for DICOM ({_itk_reason(exc)})") from None
+        raise InputError(f"{folder.name}: cannot scan folder for DICOM ({itk_reason(exc)})") from None
     if not series_ids:
         raise InputError(f"{folder.name}: folder holds no DICOM series (and is not a supported file)")
     files_per_series = {
@@ -64,7 +64,7 @@ def _read_dicom_series(folder: Path, containing: Path | None = None) -> Volume:
         probe.ReadImageInformation()
         slice_size = probe.GetSize()[:2]
     except Exception as exc:
-        raise InputError(f"{folder.name}: DICOM series cannot be read ({_itk_reason(exc)})") from None
+        raise InputError(f"{folder.name}: DICOM series cannot be read ({itk_reason(exc)})") from None
     check_declared_size((*slice_size, len(files)), folder.name)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
@@ -72,7 +72,7 @@ def _read_dicom_series(folder: Path, containing: Path | None = None) -> Volume:
     try:
         image = reader.Execute()
     except Exception as exc:
-        raise InputError(f"{folder.name}: DICOM series cannot be read ({_itk_reason(exc)})") from None
+        raise InputError(f"{folder.name}: DICOM series cannot be read ({itk_reason(exc)})") from None
     _check_even_slices(reader, len(files), folder.name)
     modality = reader.GetMetaData(0, MODALITY_TAG).strip() if reader.HasMetaDataKey(0, MODALITY_TAG) else None
     volume = volume_from_sitk(image, folder.name, source_format="dicom", modality=modality or None)

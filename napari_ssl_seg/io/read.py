@@ -5,10 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
-import sys
-import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,15 +12,13 @@ from typing import Any
 import numpy as np
 
 from napari_ssl_seg.errors import InputError
-from napari_ssl_seg.io.volume import Volume, validate_volume
+from napari_ssl_seg.io.dicom import read_dicom_series
+from napari_ssl_seg.io.sitk_files import read_itk_file
+from napari_ssl_seg.io.volume import Volume, check_declared_size, squeeze_to_3d, validate_volume
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".seg.nrrd", ".nrrd", ".nhdr", ".mha", ".mhd")
 SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
-# A header claiming more voxels than this is broken (or hostile): refuse it before any library
-# allocates the buffer. 2**30 voxels is a 1024^3 volume, beyond any routine scanner output, and
-# refusing early keeps a corrupt size field from exhausting the memory of a shared machine.
-MAX_VOXELS = 2**30
 
 
 def file_suffix(path: Path | str) -> str:
@@ -64,8 +58,6 @@ def read_volume(path: Path | str) -> Volume:
             raise InputError(f"{path}: symbolic link is broken or loops back on itself")
         raise InputError(f"{path}: no such file or folder")
     if is_dir:
-        from napari_ssl_seg.io.dicom import read_dicom_series
-
         volume = read_dicom_series(path)
     else:
         suffix = file_suffix(path)
@@ -76,7 +68,7 @@ def read_volume(path: Path | str) -> Volume:
         if suffix in NIFTI_SUFFIXES:
             volume = _read_nifti(path)
         elif suffix in ITK_SUFFIXES:
-            volume = _read_with_simpleitk(path, suffix)
+            volume = read_itk_file(path, suffix)
         else:
             known = ", ".join(SUPPORTED_SUFFIXES)
             raise InputError(
@@ -85,34 +77,9 @@ def read_volume(path: Path | str) -> Volume:
     return validate_volume(volume, name=path.name)
 
 
-def squeeze_to_3d(array: np.ndarray, name: str) -> np.ndarray:
-    """Drop trailing singleton axes (common in NIfTI); refuse real 2D or 4D data."""
-    while array.ndim > 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim == 4:
-        raise InputError(
-            f"{name}: 4D volume with {array.shape[-1]} frames or channels is not supported; extract one 3D volume"
-        )
-    if array.ndim != 3:
-        raise InputError(f"{name}: expected a 3D volume, got {array.ndim}D with shape {tuple(array.shape)}")
-    return array
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
-
-
-def check_declared_size(shape: tuple[int, ...], name: str) -> None:
-    """Refuse a header whose sizes are negative or absurd, before anything is allocated."""
-    if any(int(n) < 0 for n in shape):
-        raise InputError(f"{name}: header declares a negative size {tuple(int(n) for n in shape)}")
-    count = int(np.prod([int(n) for n in shape], dtype=object))
-    if count > MAX_VOXELS:
-        raise InputError(
-            f"{name}: header declares {count:.3g} voxels {tuple(int(n) for n in shape)}, more than the "
-            f"{MAX_VOXELS:.3g} supported; the header is probably corrupt"
-        )
 
 
 @contextlib.contextmanager
@@ -168,127 +135,3 @@ def _read_nifti(path: Path) -> Volume:
         source_format="nifti",
         notes=tuple(f"{path.name}: header repaired on reading ({report})" for report in reports),
     )
-
-
-_native_stderr_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def native_stderr_captured() -> Iterator[list[str]]:
-    """Collect what C++ readers (ITK, MetaIO, GDCM, teem) print straight to file descriptor 2.
-
-    Those libraries write warnings such as "data not read completely" to the process's stderr,
-    which would break the CLI's one-line ``error:`` contract; the lines are returned instead, to
-    become part of the error message. The descriptor is process-wide, so one capture at a time:
-    a read on another thread meanwhile simply goes uncaptured.
-    """
-    lines: list[str] = []
-    if not _native_stderr_lock.acquire(blocking=False):
-        yield lines
-        return
-    try:
-        with tempfile.TemporaryFile() as sink:
-            try:
-                sys.stderr.flush()
-                saved = os.dup(2)
-            except (OSError, ValueError):  # no descriptor 2 (some GUI launchers): nothing to capture
-                yield lines
-                return
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield lines
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                sink.seek(0)
-                text = sink.read().decode("utf-8", errors="replace")
-                lines.extend(line.strip() for line in text.splitlines() if line.strip())
-    finally:
-        _native_stderr_lock.release()
-
-
-def _read_with_simpleitk(path: Path, suffix: str) -> Volume:
-    import SimpleITK as sitk
-
-    fmt = {".seg.nrrd": "NRRD", ".nrrd": "NRRD", ".nhdr": "NRRD"}.get(suffix, "MetaImage")
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    image = None
-    reason = ""
-    with native_stderr_captured() as printed:
-        try:
-            reader.ReadImageInformation()
-            check_declared_size(reader.GetSize(), path.name)
-            image = reader.Execute()
-        except InputError:
-            raise
-        except Exception as exc:  # SimpleITK reports every failure as RuntimeError with a long ITK trace
-            reason = _itk_reason(exc)
-    if image is None:
-        if printed and "Reason:" in reason:
-            reason = "; ".join(printed)[:200]  # ITK's errno "reason" is stale; MetaIO said what went wrong
-        raise InputError(f"{path.name}: not a readable {fmt} file ({reason})")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        if suffix == ".seg.nrrd":
-            raise InputError(f"{path.name}: segmentation with overlapping segments (several layers) is not supported")
-        raise InputError(
-            f"{path.name}: {image.GetNumberOfComponentsPerPixel()}-component (vector) images are not supported"
-        )
-    return volume_from_sitk(image, path.name, source_format="seg.nrrd" if suffix == ".seg.nrrd" else suffix.lstrip("."))
-
-
-_ITK_OBJECT = re.compile(r"^.*?ERROR:\s*(\w+\(0x[0-9a-fA-F]+\):\s*)?")
-
-
-def _itk_reason(exc: BaseException) -> str:
-    # ITK messages carry file/line noise; the last "Description:" line is the useful one, else
-    # the text from the last "ERROR:" on (it may span lines, e.g. a printed matrix).
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in reversed(lines):
-        if line.startswith("Description:"):
-            return line.removeprefix("Description:").strip()[:200]
-    starts = [index for index, line in enumerate(lines) if "ERROR:" in line]
-    if starts:
-        first = starts[-1]
-        return " ".join([_ITK_OBJECT.sub("", lines[first]), *lines[first + 1 :]])[:200]
-    return lines[-1][:200] if lines else type(exc).__name__
-
-
-def volume_from_sitk(image, name: str, *, source_format: str, modality: str | None = None) -> Volume:
-    dimension = image.GetDimension()
-    array = squeeze_to_3d(_sitk_array(image), name)
-    if dimension < 3:
-        raise InputError(f"{name}: expected a 3D volume, got {dimension}D with size {image.GetSize()}")
-    spacing = tuple(image.GetSpacing()[:3])
-    origin = tuple(image.GetOrigin()[:3])
-    full_direction = np.asarray(image.GetDirection(), dtype=float).reshape(dimension, dimension)
-    label_names = _slicer_segment_names(image) if source_format == "seg.nrrd" else None
-    return Volume(
-        array=array,
-        spacing=spacing[::-1],
-        origin=origin,
-        direction=full_direction[:3, :3],
-        source_format=source_format,
-        modality=modality,
-        label_names=label_names,
-    )
-
-
-def _sitk_array(image) -> np.ndarray:
-    import SimpleITK as sitk
-
-    # GetArrayFromImage returns index order reversed: (z, y, x) for 3D, as napari wants.
-    return sitk.GetArrayFromImage(image)
-
-
-def _slicer_segment_names(image) -> dict[int, str] | None:
-    """3D Slicer stores segment names and label values as ``SegmentN_*`` header fields."""
-    keys = set(image.GetMetaDataKeys())
-    names: dict[int, str] = {}
-    index = 0
-    while f"Segment{index}_Name" in keys:
-        value_key = f"Segment{index}_LabelValue"
-        value = int(image.GetMetaData(value_key)) if value_key in keys else index + 1
-        names[value] = image.GetMetaData(f"Segment{index}_Name")
-        index += 1
-    return names or None

@@ -163,3 +163,34 @@ def geometry_mismatch(a: Volume, b: Volume, *, rtol: float = 1e-4, atol_mm: floa
     if not np.allclose(a.direction_matrix, b.direction_matrix, atol=1e-4):
         return f"direction {a.direction} vs {b.direction}"
     return None
+
+
+# A header claiming more voxels than this is broken (or hostile): refuse it before any library
+# allocates the buffer. 2**30 voxels is a 1024^3 volume, beyond any routine scanner output, and
+# refusing early keeps a corrupt size field from exhausting the memory of a shared machine.
+MAX_VOXELS = 2**30
+
+
+def squeeze_to_3d(array: np.ndarray, name: str) -> np.ndarray:
+    """Drop trailing singleton axes (common in NIfTI); refuse real 2D or 4D data."""
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 4:
+        raise InputError(
+            f"{name}: 4D volume with {array.shape[-1]} frames or channels is not supported; extract one 3D volume"
+        )
+    if array.ndim != 3:
+        raise InputError(f"{name}: expected a 3D volume, got {array.ndim}D with shape {tuple(array.shape)}")
+    return array
+
+
+def check_declared_size(shape: tuple[int, ...], name: str) -> None:
+    """Refuse a header whose sizes are negative or absurd, before anything is allocated."""
+    if any(int(n) < 0 for n in shape):
+        raise InputError(f"{name}: header declares a negative size {tuple(int(n) for n in shape)}")
+    count = int(np.prod([int(n) for n in shape], dtype=object))
+    if count > MAX_VOXELS:
+        raise InputError(
+            f"{name}: header declares {count:.3g} voxels {tuple(int(n) for n in shape)}, more than the "
+            f"{MAX_VOXELS:.3g} supported; the header is probably corrupt"
+        )

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from napari_ssl_seg.methods.settings import MethodSettings, SAMSettings
 from napari_ssl_seg.networks.features import WithFeatures
 
 __all__ = ["Batch", "LossOutput", "SemiSupervisedMethod", "StepContext", "cache_matches", "gaussian_rampup"]
@@ -111,8 +112,9 @@ class SemiSupervisedMethod(ABC):
 
     Subclasses set the class attributes, build their networks in ``__init__`` (from the
     ``network`` config, a model card ``network`` entry, via :func:`napari_ssl_seg.networks.build_network`)
-    and implement :meth:`loss`. ``settings`` overrides the method's documented defaults
-    (:attr:`defaults`); unknown keys are an error so a typo never silently trains the wrong thing.
+    and implement :meth:`loss`. ``settings`` overrides the defaults of the method's
+    :attr:`Settings` dataclass; unknown keys and wrong types are an error, so a typo never
+    silently trains the wrong thing.
     """
 
     name: ClassVar[str]
@@ -130,16 +132,16 @@ class SemiSupervisedMethod(ABC):
     inference_alternatives: ClassVar[tuple[str, ...]] = ()
     #: False for methods that train on labeled data only: the loop then draws no unlabeled patches.
     uses_unlabeled: ClassVar[bool] = True
-    #: The method's settings and their defaults (paper values); documented in each subclass.
-    defaults: ClassVar[Mapping[str, Any]] = {}
+    #: The method's settings: a frozen dataclass whose defaults are the paper's values.
+    Settings: ClassVar[type[MethodSettings]] = MethodSettings
 
     def __init__(self, network: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> None:
-        unknown = set(settings or {}) - set(self.defaults)
-        if unknown:
-            known = ", ".join(sorted(self.defaults)) or "none"
-            names = ", ".join(sorted(unknown))
-            raise ValueError(f"unknown setting(s) for method {self.name!r}: {names} (known: {known})")
-        self.settings: dict[str, Any] = {**self.defaults, **(settings or {})}
+        try:
+            self.settings = self.Settings.from_mapping(settings)
+        except ValueError as exc:
+            raise ValueError(f"method {self.name!r}: {exc}") from None
+        if self.optimizer == "sam" and not isinstance(self.settings, SAMSettings):
+            raise TypeError(f"method {self.name!r} uses SAM: its Settings must derive from SAMSettings (sam_rho)")
         self.network_config: dict[str, Any] = dict(network)
         self.networks: nn.ModuleDict = nn.ModuleDict()
 
@@ -196,6 +198,13 @@ class SemiSupervisedMethod(ABC):
         module = self.unwrapped(name)
         return module.net if isinstance(module, WithFeatures) else module
 
+    @property
+    def sam_rho(self) -> float:
+        """The radius of SAM's ascent step, for methods whose :attr:`optimizer` is ``"sam"``."""
+        if not isinstance(self.settings, SAMSettings):
+            raise TypeError(f"method {self.name!r} does not use SAM")
+        return self.settings.sam_rho
+
     def describe(self) -> dict[str, Any]:
         """Method name and effective settings, for the model card and the log."""
-        return {"method": self.name, "settings": dict(self.settings)}
+        return {"method": self.name, "settings": self.settings.to_dict()}

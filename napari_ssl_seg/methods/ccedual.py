@@ -45,6 +45,7 @@ Decisions the paper leaves open:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -55,9 +56,9 @@ import torch.nn.functional as F
 from napari_ssl_seg.inference.mc_dropout import entropy
 from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext
 from napari_ssl_seg.methods.losses import dice_ce_loss
-from napari_ssl_seg.methods.mt import check_non_negative
 from napari_ssl_seg.methods.prototypes import networks_prototype_loss
 from napari_ssl_seg.methods.pseudo_labels import confident_pseudo_labels, masked_cross_entropy
+from napari_ssl_seg.methods.settings import MethodSettings, check_at_most, check_positive
 from napari_ssl_seg.networks.checkpoint import build_network
 from napari_ssl_seg.networks.features import WithFeatures
 from napari_ssl_seg.networks.resnet3d import RESNET34_BLOCKS, resnet_config_like
@@ -116,6 +117,29 @@ def kl_weighted_cross_entropy(
     return (torch.exp(-divergence) * ce).mean() + divergence.mean(), divergence
 
 
+@dataclasses.dataclass(frozen=True)
+class CCEDualSettings(MethodSettings):
+    """See :class:`CCEDual` for each setting's meaning and source."""
+
+    cr_weight: float = 0.5
+    cr_threshold: float = 0.6
+    cps_threshold: float = 0.6
+    entropy_percentile: float = 70.0
+    kl_temperature: float = 0.5
+    unsupervised: float = 0.1
+    contrastive: float = 0.1
+    temperature: float = 0.1
+    separation: float = 1.0
+    resnet_blocks: tuple[int, ...] = tuple(RESNET34_BLOCKS)
+
+    def check(self) -> None:
+        check_at_most("cr_threshold", self.cr_threshold, 1.0, inclusive=False)
+        check_at_most("cps_threshold", self.cps_threshold, 1.0, inclusive=False)
+        check_at_most("entropy_percentile", self.entropy_percentile, 100.0)
+        for name in ("entropy_percentile", "kl_temperature", "temperature"):
+            check_positive(name, getattr(self, name))
+
+
 class CCEDual(SemiSupervisedMethod):
     """Paper 004 (CCE dual network); see the module docstring.
 
@@ -128,31 +152,12 @@ class CCEDual(SemiSupervisedMethod):
     name: ClassVar[str] = "ccedual"
     inference_network: ClassVar[str] = "subnet_b"
     disagreement_network: ClassVar[str | None] = "subnet_a"
-    defaults: ClassVar[Mapping[str, Any]] = {
-        "cr_weight": 0.5,
-        "cr_threshold": 0.6,
-        "cps_threshold": 0.6,
-        "entropy_percentile": 70.0,
-        "kl_temperature": 0.5,
-        "unsupervised": 0.1,
-        "contrastive": 0.1,
-        "temperature": 0.1,
-        "separation": 1.0,
-        "resnet_blocks": list(RESNET34_BLOCKS),
-    }
+    Settings: ClassVar[type[MethodSettings]] = CCEDualSettings
+    settings: CCEDualSettings
 
     def __init__(self, network: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(network, settings)
-        check_non_negative(self.settings, "cr_weight", "unsupervised", "contrastive", "separation")
-        for key in ("cr_threshold", "cps_threshold"):
-            if not 0.0 <= float(self.settings[key]) < 1.0:
-                raise ValueError(f"{key} must be in [0, 1), got {self.settings[key]}")
-        if not 0.0 < float(self.settings["entropy_percentile"]) <= 100.0:
-            raise ValueError(f"entropy_percentile must be in (0, 100], got {self.settings['entropy_percentile']}")
-        for key in ("kl_temperature", "temperature"):
-            if not float(self.settings[key]) > 0:
-                raise ValueError(f"{key} must be positive, got {self.settings[key]}")
-        resnet = resnet_config_like(self.network_config, self.settings["resnet_blocks"])
+        resnet = resnet_config_like(self.network_config, self.settings.resnet_blocks)
         self.networks["subnet_a"] = WithFeatures(build_network(resnet))
         self.networks["subnet_b"] = WithFeatures(build_network(self.network_config))
 
@@ -171,22 +176,22 @@ class CCEDual(SemiSupervisedMethod):
         supervised = dice_ce_loss(logits_a[:labeled], target, dice_weight=1.0, ce_weight=1.0) + dice_ce_loss(
             logits_b[:labeled], target, dice_weight=1.0, ce_weight=1.0
         )
-        consistency = disagreement_consistency(prob_a[:labeled], prob_b[:labeled], float(self.settings["cr_threshold"]))
-        supervised = supervised + float(self.settings["cr_weight"]) * consistency
+        consistency = disagreement_consistency(prob_a[:labeled], prob_b[:labeled], self.settings.cr_threshold)
+        supervised = supervised + self.settings.cr_weight * consistency
 
         with torch.no_grad():
             entropy_a, entropy_b = entropy(prob_a), entropy(prob_b)
         logs: dict[str, float] = {}
         if batch.unlabeled_image.shape[0] > 0:
             u = slice(labeled, None)
-            pseudo_a, confident_a = confident_pseudo_labels(prob_a[u], float(self.settings["cps_threshold"]))
-            pseudo_b, confident_b = confident_pseudo_labels(prob_b[u], float(self.settings["cps_threshold"]))
+            pseudo_a, confident_a = confident_pseudo_labels(prob_a[u], self.settings.cps_threshold)
+            pseudo_b, confident_b = confident_pseudo_labels(prob_b[u], self.settings.cps_threshold)
             cps = masked_cross_entropy(logits_a[u], pseudo_b, confident_b) + masked_cross_entropy(
                 logits_b[u], pseudo_a, confident_a
             )
-            keep = entropy_filter_mask(entropy_a[u], entropy_b[u], float(self.settings["entropy_percentile"]))
+            keep = entropy_filter_mask(entropy_a[u], entropy_b[u], self.settings.entropy_percentile)
             efs = masked_cross_entropy(logits_a[u], pseudo_b, keep) + masked_cross_entropy(logits_b[u], pseudo_a, keep)
-            temperature = float(self.settings["kl_temperature"])
+            temperature = self.settings.kl_temperature
             ue_a, divergence = kl_weighted_cross_entropy(logits_a[u], logits_b[u], pseudo_b, temperature)
             ue_b, _ = kl_weighted_cross_entropy(logits_b[u], logits_a[u], pseudo_a, temperature)
             unsupervised = cps + efs + ue_a + ue_b
@@ -205,7 +210,7 @@ class CCEDual(SemiSupervisedMethod):
         # Prototype reliability: agreement and low entropy in both subnets (batch percentiles).
         with torch.no_grad():
             label_a, label_b = prob_a.argmax(dim=1), prob_b.argmax(dim=1)
-            percentile = float(self.settings["entropy_percentile"])
+            percentile = self.settings.entropy_percentile
             reliable = (
                 (label_a == label_b)
                 & (entropy_a < entropy_threshold(entropy_a, percentile))
@@ -216,11 +221,16 @@ class CCEDual(SemiSupervisedMethod):
             reliable[:labeled] &= label_a[:labeled] == target
         # The last (full-resolution) decoder level of each subnet only.
         contrastive = networks_prototype_loss(
-            [out_a.levels[-1:], out_b.levels[-1:]], classes, reliable, num_classes, self.settings
+            [out_a.levels[-1:], out_b.levels[-1:]],
+            classes,
+            reliable,
+            num_classes,
+            self.settings.temperature,
+            self.settings.separation,
         )
 
-        weight_u = ctx.rampup * float(self.settings["unsupervised"])
-        weight_c = ctx.rampup * float(self.settings["contrastive"])
+        weight_u = ctx.rampup * self.settings.unsupervised
+        weight_c = ctx.rampup * self.settings.contrastive
         loss = supervised + weight_u * unsupervised + weight_c * contrastive
         logs.update(
             {

@@ -18,6 +18,7 @@ Decisions the paper leaves open (or sets for 2D natural images):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -26,7 +27,7 @@ from torch import nn
 
 from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext
 from napari_ssl_seg.methods.losses import cross_entropy_loss, dice_ce_loss
-from napari_ssl_seg.methods.mt import check_non_negative
+from napari_ssl_seg.methods.settings import MethodSettings
 from napari_ssl_seg.networks.checkpoint import build_network
 
 __all__ = ["CrossPseudoSupervision", "initialise_weights"]
@@ -53,6 +54,13 @@ def initialise_weights(module: nn.Module, scheme: str) -> nn.Module:
     return module
 
 
+@dataclasses.dataclass(frozen=True)
+class CPSSettings(MethodSettings):
+    """``consistency``: the maximum weight of the pseudo-supervision term."""
+
+    consistency: float = 0.1
+
+
 class CrossPseudoSupervision(SemiSupervisedMethod):
     """CPS: networks ``net1`` and ``net2``, each supervised by the other's argmax on unlabeled data.
 
@@ -63,11 +71,11 @@ class CrossPseudoSupervision(SemiSupervisedMethod):
     inference_network: ClassVar[str] = "net1"
     disagreement_network: ClassVar[str | None] = "net2"
     inference_alternatives: ClassVar[tuple[str, ...]] = ("net2",)
-    defaults: ClassVar[Mapping[str, Any]] = {"consistency": 0.1}
+    Settings: ClassVar[type[MethodSettings]] = CPSSettings
+    settings: CPSSettings
 
     def __init__(self, network: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(network, settings)
-        check_non_negative(self.settings, "consistency")
         self.networks["net1"] = initialise_weights(build_network(self.network_config), "kaiming")
         self.networks["net2"] = initialise_weights(build_network(self.network_config), "kaiming")
 
@@ -82,7 +90,7 @@ class CrossPseudoSupervision(SemiSupervisedMethod):
         supervised = dice_ce_loss(logits_1[:labeled], batch.labeled_target) + dice_ce_loss(
             logits_2[:labeled], batch.labeled_target
         )
-        weight = ctx.rampup * float(self.settings["consistency"])
+        weight = ctx.rampup * self.settings.consistency
         if batch.unlabeled_image.shape[0] > 0:
             unlabeled_1, unlabeled_2 = logits_1[labeled:], logits_2[labeled:]
             pseudo_1 = unlabeled_1.detach().argmax(dim=1)

@@ -44,7 +44,8 @@ Decisions the paper leaves open:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -52,9 +53,9 @@ import torch.nn.functional as F
 
 from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext
 from napari_ssl_seg.methods.losses import dice_ce_loss
-from napari_ssl_seg.methods.mt import check_non_negative
 from napari_ssl_seg.methods.prototypes import networks_prototype_loss
 from napari_ssl_seg.methods.pseudo_labels import confident_pseudo_labels, masked_cross_entropy, masked_dice_loss
+from napari_ssl_seg.methods.settings import MethodSettings, check_at_most, check_positive
 from napari_ssl_seg.networks.checkpoint import build_network
 from napari_ssl_seg.networks.features import WithFeatures
 from napari_ssl_seg.networks.resnet3d import RESNET34_BLOCKS, resnet_config_like
@@ -79,9 +80,27 @@ def xor_regulariser(
     return loss, float(xor.float().mean())
 
 
-def auxiliary_network_config(network: Mapping[str, Any], blocks: list[int], threshold: float) -> dict[str, Any]:
+def auxiliary_network_config(network: Mapping[str, Any], blocks: Sequence[int], threshold: float) -> dict[str, Any]:
     """The auxiliary ResNet's model-card entry, sized like the V-Net config ``network``."""
     return {**resnet_config_like(network, blocks, "resnet3d_multicure"), "uncertainty_threshold": float(threshold)}
+
+
+@dataclasses.dataclass(frozen=True)
+class CURECLSettings(MethodSettings):
+    """See :class:`CURECL` for each setting's meaning and source."""
+
+    confidence: float = 0.7
+    unsupervised: float = 1.0
+    lambda_reg: float = 1.0
+    contrastive: float = 0.1
+    temperature: float = 0.1
+    separation: float = 1.0
+    aux_blocks: tuple[int, ...] = tuple(RESNET34_BLOCKS)
+
+    def check(self) -> None:
+        check_positive("confidence", self.confidence)
+        check_at_most("confidence", self.confidence, 1.0, inclusive=False)
+        check_positive("temperature", self.temperature)
 
 
 class CURECL(SemiSupervisedMethod):
@@ -95,27 +114,13 @@ class CURECL(SemiSupervisedMethod):
     name: ClassVar[str] = "curecl"
     inference_network: ClassVar[str] = "predictive"
     disagreement_network: ClassVar[str | None] = "auxiliary"
-    defaults: ClassVar[Mapping[str, Any]] = {
-        "confidence": 0.7,
-        "unsupervised": 1.0,
-        "lambda_reg": 1.0,
-        "contrastive": 0.1,
-        "temperature": 0.1,
-        "separation": 1.0,
-        "aux_blocks": list(RESNET34_BLOCKS),
-    }
+    Settings: ClassVar[type[MethodSettings]] = CURECLSettings
+    settings: CURECLSettings
 
     def __init__(self, network: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(network, settings)
-        check_non_negative(self.settings, "unsupervised", "lambda_reg", "contrastive", "separation")
-        if not 0.0 < float(self.settings["confidence"]) < 1.0:
-            raise ValueError(f"confidence must be in (0, 1), got {self.settings['confidence']}")
-        if not float(self.settings["temperature"]) > 0:
-            raise ValueError(f"temperature must be positive, got {self.settings['temperature']}")
         self.networks["predictive"] = WithFeatures(build_network(self.network_config))
-        auxiliary = auxiliary_network_config(
-            self.network_config, list(self.settings["aux_blocks"]), float(self.settings["confidence"])
-        )
+        auxiliary = auxiliary_network_config(self.network_config, self.settings.aux_blocks, self.settings.confidence)
         self.networks["auxiliary"] = WithFeatures(build_network(auxiliary))
 
     def trainable(self) -> list[str]:
@@ -124,7 +129,7 @@ class CURECL(SemiSupervisedMethod):
     def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
         labeled = batch.labeled_count
         images = batch.all_images
-        threshold = float(self.settings["confidence"])
+        threshold = self.settings.confidence
         predictive = self.networks["predictive"](images, features=True)
         probabilities = torch.softmax(predictive.logits.detach().float(), dim=1)
         pseudo, confident = confident_pseudo_labels(probabilities, threshold)
@@ -144,7 +149,7 @@ class CURECL(SemiSupervisedMethod):
             unsupervised = (
                 masked_cross_entropy(logits_u, pseudo_u, mask_u)
                 + masked_dice_loss(logits_u, pseudo_u, mask_u)
-                + float(self.settings["lambda_reg"]) * regulariser
+                + self.settings.lambda_reg * regulariser
             )
             logs.update({"xor_regulariser": float(regulariser.detach()), "xor_fraction": xor_fraction})
         else:
@@ -156,10 +161,15 @@ class CURECL(SemiSupervisedMethod):
         reliable = confident.clone()
         reliable[:labeled] &= pseudo[:labeled] == target
         contrastive = networks_prototype_loss(
-            [predictive.levels, auxiliary.levels], classes, reliable, num_classes, self.settings
+            [predictive.levels, auxiliary.levels],
+            classes,
+            reliable,
+            num_classes,
+            self.settings.temperature,
+            self.settings.separation,
         )
-        weight_u = float(self.settings["unsupervised"])
-        weight_c = ctx.rampup * float(self.settings["contrastive"])
+        weight_u = self.settings.unsupervised
+        weight_c = ctx.rampup * self.settings.contrastive
         loss = supervised + weight_u * unsupervised + weight_c * contrastive
         logs.update(
             {

@@ -21,6 +21,7 @@ Decisions the paper leaves open:
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -30,17 +31,23 @@ from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod,
 from napari_ssl_seg.methods.ema import ema_update, freeze
 from napari_ssl_seg.methods.losses import dice_ce_loss, softmax_mse
 from napari_ssl_seg.methods.perturbations import mean_teacher_noise
+from napari_ssl_seg.methods.settings import MethodSettings, check_at_most
 from napari_ssl_seg.networks.checkpoint import build_network
 
-__all__ = ["MeanTeacher", "check_non_negative"]
+__all__ = ["MeanTeacher", "MeanTeacherSettings"]
 
 
-def check_non_negative(settings: Mapping[str, Any], *names: str) -> None:
-    """Raise ``ValueError`` unless every named setting is a number >= 0."""
-    for name in names:
-        value = settings[name]
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"setting {name!r} must be a number >= 0, got {value!r}")
+@dataclasses.dataclass(frozen=True)
+class MeanTeacherSettings(MethodSettings):
+    """The consistency weight, the teacher's EMA decay and the teacher-input noise."""
+
+    consistency: float = 0.1
+    ema_decay: float = 0.99
+    noise_std: float = 0.1
+    noise_clip: float = 0.2
+
+    def check(self) -> None:
+        check_at_most("ema_decay", self.ema_decay, 1.0)
 
 
 class MeanTeacher(SemiSupervisedMethod):
@@ -57,16 +64,11 @@ class MeanTeacher(SemiSupervisedMethod):
     inference_network: ClassVar[str] = "teacher"
     disagreement_network: ClassVar[str | None] = "student"
     inference_alternatives: ClassVar[tuple[str, ...]] = ("student",)
-    defaults: ClassVar[Mapping[str, Any]] = {
-        "consistency": 0.1,
-        "ema_decay": 0.99,
-        "noise_std": 0.1,
-        "noise_clip": 0.2,
-    }
+    Settings: ClassVar[type[MethodSettings]] = MeanTeacherSettings
+    settings: MeanTeacherSettings
 
     def __init__(self, network: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(network, settings)
-        check_non_negative(self.settings, "consistency", "ema_decay", "noise_std", "noise_clip")
         student = build_network(self.network_config)
         # The teacher starts as a copy; the first EMA update (a = 0) would make it one anyway.
         self.networks["student"] = student
@@ -76,7 +78,7 @@ class MeanTeacher(SemiSupervisedMethod):
         return ["student"]
 
     def _teacher_input(self, images: torch.Tensor) -> torch.Tensor:
-        return mean_teacher_noise(images, self.settings["noise_std"], self.settings["noise_clip"])
+        return mean_teacher_noise(images, self.settings.noise_std, self.settings.noise_clip)
 
     def _consistency(
         self, student_logits: torch.Tensor, teacher_input: torch.Tensor, ctx: StepContext
@@ -89,7 +91,7 @@ class MeanTeacher(SemiSupervisedMethod):
         labeled = batch.labeled_count
         logits = self.networks["student"](batch.all_images)
         supervised = dice_ce_loss(logits[:labeled], batch.labeled_target)
-        weight = ctx.rampup * float(self.settings["consistency"])
+        weight = ctx.rampup * self.settings.consistency
         logs: dict[str, float] = {}
         if batch.unlabeled_image.shape[0] > 0:
             teacher_input = self._teacher_input(batch.unlabeled_image)
@@ -108,7 +110,7 @@ class MeanTeacher(SemiSupervisedMethod):
 
     def update_teachers(self, ctx: StepContext) -> None:
         step = ctx.iteration * self.steps_per_iteration + ctx.step
-        ema_update(self.unwrapped("teacher"), self.unwrapped("student"), step, float(self.settings["ema_decay"]))
+        ema_update(self.unwrapped("teacher"), self.unwrapped("student"), step, self.settings.ema_decay)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -24,8 +24,7 @@ lives in the methods; this module is the shared loss:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -104,15 +103,15 @@ def networks_prototype_loss(
     labels: torch.Tensor,
     reliable: torch.Tensor,
     num_classes: int,
-    settings: Mapping[str, Any],
+    temperature: float,
+    separation_weight: float,
 ) -> torch.Tensor:
     """Sum over networks of the mean over each network's feature levels of :func:`prototype_contrastive_loss`.
 
     ``networks_levels`` holds, per network, its feature maps (any resolutions; ``labels`` and
-    ``reliable`` are resampled to each). ``settings`` is the method's: papers 003 and 004 both
-    expose ``temperature`` and ``separation`` (the separation weight) under those names.
+    ``reliable`` are resampled to each). Papers 003 and 004 both expose ``temperature`` and
+    ``separation`` (``separation_weight``) as settings under those names.
     """
-    temperature, separation_weight = float(settings["temperature"]), float(settings["separation"])
     if not networks_levels or not all(networks_levels):
         raise ValueError("networks_prototype_loss needs at least one feature level per network")
     per_network = []

@@ -11,22 +11,33 @@ per-patch Dice of an absent class turns every stray voxel into a full-size penal
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from monai.losses import DiceCELoss
 
 from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext
+from napari_ssl_seg.methods.settings import MethodSettings
 from napari_ssl_seg.networks.checkpoint import build_network
 
-__all__ = ["SupervisedMethod"]
+__all__ = ["SupervisedMethod", "SupervisedSettings"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisedSettings(MethodSettings):
+    """The weights of the Dice and the cross-entropy terms."""
+
+    lambda_dice: float = 1.0
+    lambda_ce: float = 1.0
 
 
 class SupervisedMethod(SemiSupervisedMethod):
     """One network ``model``; settings ``lambda_dice`` and ``lambda_ce`` weight the two loss terms."""
 
     name: ClassVar[str] = "supervised"
-    defaults: ClassVar[Mapping[str, Any]] = {"lambda_dice": 1.0, "lambda_ce": 1.0}
+    Settings: ClassVar[type[MethodSettings]] = SupervisedSettings
+    settings: SupervisedSettings
     #: Read by the training loop: this method never looks at unlabeled patches.
     uses_unlabeled: ClassVar[bool] = False
 
@@ -38,8 +49,8 @@ class SupervisedMethod(SemiSupervisedMethod):
             to_onehot_y=True,
             softmax=True,
             batch=True,
-            lambda_dice=float(self.settings["lambda_dice"]),
-            lambda_ce=float(self.settings["lambda_ce"]),
+            lambda_dice=self.settings.lambda_dice,
+            lambda_ce=self.settings.lambda_ce,
         )
 
     def trainable(self) -> list[str]:

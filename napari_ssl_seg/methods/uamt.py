@@ -22,8 +22,8 @@ Decisions the paper leaves open:
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -31,7 +31,8 @@ import torch
 from napari_ssl_seg.inference.mc_dropout import entropy, mc_dropout_moments
 from napari_ssl_seg.methods.base import StepContext, gaussian_rampup
 from napari_ssl_seg.methods.losses import masked_softmax_mse
-from napari_ssl_seg.methods.mt import MeanTeacher
+from napari_ssl_seg.methods.mt import MeanTeacher, MeanTeacherSettings
+from napari_ssl_seg.methods.settings import MethodSettings, check_mc_samples
 
 __all__ = ["UncertaintyAwareMeanTeacher", "uamt_threshold"]
 
@@ -46,6 +47,19 @@ def uamt_threshold(
     return (start + (end - start) * ramp) * math.log(num_classes)
 
 
+@dataclasses.dataclass(frozen=True)
+class UAMTSettings(MeanTeacherSettings):
+    """Mean Teacher's settings, the MC-dropout passes and the entropy threshold's ramp."""
+
+    mc_samples: int = 8
+    threshold_start: float = 0.75
+    threshold_end: float = 1.0
+
+    def check(self) -> None:
+        super().check()
+        check_mc_samples(self.mc_samples)
+
+
 class UncertaintyAwareMeanTeacher(MeanTeacher):
     """UA-MT: Mean Teacher whose consistency counts only voxels the teacher is certain about.
 
@@ -58,17 +72,8 @@ class UncertaintyAwareMeanTeacher(MeanTeacher):
     """
 
     name: ClassVar[str] = "uamt"
-    defaults: ClassVar[Mapping[str, Any]] = {
-        **MeanTeacher.defaults,
-        "mc_samples": 8,
-        "threshold_start": 0.75,
-        "threshold_end": 1.0,
-    }
-
-    def __init__(self, network: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> None:
-        super().__init__(network, settings)
-        if int(self.settings["mc_samples"]) < 1:
-            raise ValueError(f"mc_samples must be at least 1, got {self.settings['mc_samples']}")
+    Settings: ClassVar[type[MethodSettings]] = UAMTSettings
+    settings: UAMTSettings
 
     def _consistency(
         self, student_logits: torch.Tensor, teacher_input: torch.Tensor, ctx: StepContext
@@ -76,14 +81,14 @@ class UncertaintyAwareMeanTeacher(MeanTeacher):
         teacher = self.networks["teacher"]
         with torch.no_grad():
             teacher_probabilities = torch.softmax(teacher(teacher_input).float(), dim=1)
-            mean, _ = mc_dropout_moments(teacher, teacher_input, int(self.settings["mc_samples"]))
+            mean, _ = mc_dropout_moments(teacher, teacher_input, self.settings.mc_samples)
             uncertainty = entropy(mean)
             threshold = uamt_threshold(
                 ctx.iteration,
                 ctx.max_iterations,
                 teacher_probabilities.shape[1],
-                float(self.settings["threshold_start"]),
-                float(self.settings["threshold_end"]),
+                self.settings.threshold_start,
+                self.settings.threshold_end,
             )
             mask = uncertainty < threshold
         consistency = masked_softmax_mse(student_logits, teacher_probabilities, mask)

@@ -65,6 +65,7 @@ What the paper leaves open or the released 3D code does differently, and the cho
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -75,14 +76,36 @@ from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod,
 from napari_ssl_seg.methods.cps import initialise_weights
 from napari_ssl_seg.methods.ema import ema_update, freeze
 from napari_ssl_seg.methods.losses import dice_ce_loss, dice_loss
-from napari_ssl_seg.methods.mt import check_non_negative
 from napari_ssl_seg.methods.perturbations import random_gaussian_blur
+from napari_ssl_seg.methods.settings import MethodSettings, check_at_most
 from napari_ssl_seg.methods.umix import umix
 from napari_ssl_seg.networks.checkpoint import build_network
 
-__all__ = ["UCMT"]
+__all__ = ["UCMT", "UCMTSettings"]
 
 _SUPERVISED_LOSSES = {"dice": dice_loss, "dice_ce": dice_ce_loss}
+
+
+@dataclasses.dataclass(frozen=True)
+class UCMTSettings(MethodSettings):
+    """See :class:`UCMT` for each setting's meaning and source."""
+
+    consistency: float = 0.1
+    ema_decay: float = 0.999
+    student1_weight: float = 0.5
+    blur_sigma_min: float = 0.1
+    blur_sigma_max: float = 2.0
+    blur_prob: float = 0.8
+    umix_k: int = 2
+    umix_blocks: int = 8
+    supervised_loss: str = "dice"
+
+    def check(self) -> None:
+        if self.supervised_loss not in _SUPERVISED_LOSSES:
+            known = ", ".join(_SUPERVISED_LOSSES)
+            raise ValueError(f"setting 'supervised_loss' must be one of {known}, got {self.supervised_loss!r}")
+        for name in ("ema_decay", "student1_weight", "blur_prob"):
+            check_at_most(name, getattr(self, name), 1.0)
 
 
 class UCMT(SemiSupervisedMethod):
@@ -114,26 +137,11 @@ class UCMT(SemiSupervisedMethod):
     inference_network: ClassVar[str] = "teacher"
     disagreement_network: ClassVar[str | None] = "student1"
     inference_alternatives: ClassVar[tuple[str, ...]] = ("student1", "student2")
-    defaults: ClassVar[Mapping[str, Any]] = {
-        "consistency": 0.1,
-        "ema_decay": 0.999,
-        "student1_weight": 0.5,
-        "blur_sigma_min": 0.1,
-        "blur_sigma_max": 2.0,
-        "blur_prob": 0.8,
-        "umix_k": 2,
-        "umix_blocks": 8,
-        "supervised_loss": "dice",
-    }
+    Settings: ClassVar[type[MethodSettings]] = UCMTSettings
+    settings: UCMTSettings
 
     def __init__(self, network: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(network, settings)
-        check_non_negative(self.settings, *(name for name in self.defaults if name != "supervised_loss"))
-        if self.settings["supervised_loss"] not in _SUPERVISED_LOSSES:
-            known = ", ".join(_SUPERVISED_LOSSES)
-            raise ValueError(f"supervised_loss must be one of {known}, got {self.settings['supervised_loss']!r}")
-        if not 0.0 <= float(self.settings["student1_weight"]) <= 1.0:
-            raise ValueError(f"student1_weight must be in [0, 1], got {self.settings['student1_weight']}")
         student1 = initialise_weights(build_network(self.network_config), "kaiming")
         student2 = initialise_weights(build_network(self.network_config), "xavier")
         self.networks["student1"] = student1
@@ -147,8 +155,8 @@ class UCMT(SemiSupervisedMethod):
 
     # -- pieces --------------------------------------------------------------
     def _view(self, images: torch.Tensor) -> torch.Tensor:
-        sigma_range = (float(self.settings["blur_sigma_min"]), float(self.settings["blur_sigma_max"]))
-        return random_gaussian_blur(images, sigma_range, float(self.settings["blur_prob"]))
+        sigma_range = (self.settings.blur_sigma_min, self.settings.blur_sigma_max)
+        return random_gaussian_blur(images, sigma_range, self.settings.blur_prob)
 
     def _teacher_probabilities(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -170,7 +178,7 @@ class UCMT(SemiSupervisedMethod):
             # Labeled rows carry their labels, unlabeled rows the teacher's pseudo-labels.
             targets = torch.cat([labels, teacher_probabilities[labeled:].argmax(dim=1)], dim=0)
             mixed_images, mixed_targets = umix(
-                [images, targets], u1, u2, int(self.settings["umix_k"]), int(self.settings["umix_blocks"])
+                [images, targets], u1, u2, self.settings.umix_k, self.settings.umix_blocks
             )
         return {
             "iteration": iteration,
@@ -212,11 +220,11 @@ class UCMT(SemiSupervisedMethod):
 
         logits_1 = self.networks["student1"](self._view(images))
         logits_2 = self.networks["student2"](self._view(images))
-        supervise = _SUPERVISED_LOSSES[self.settings["supervised_loss"]]
+        supervise = _SUPERVISED_LOSSES[self.settings.supervised_loss]
         supervised = (
             supervise(logits_1[:labeled], targets[:labeled]) + supervise(logits_2[:labeled], targets[:labeled])
         ) / 2
-        weight = ctx.rampup * float(self.settings["consistency"])
+        weight = ctx.rampup * self.settings.consistency
         if images.shape[0] > labeled:
             unlabeled_1, unlabeled_2 = logits_1[labeled:], logits_2[labeled:]
             teacher_pseudo = targets[labeled:]
@@ -250,13 +258,13 @@ class UCMT(SemiSupervisedMethod):
         return LossOutput(loss, logs)
 
     def update_teachers(self, ctx: StepContext) -> None:
-        w = float(self.settings["student1_weight"])
+        w = self.settings.student1_weight
         step = ctx.iteration * self.steps_per_iteration + ctx.step
         ema_update(
             self.unwrapped("teacher"),
             [self.unwrapped("student1"), self.unwrapped("student2")],
             step,
-            float(self.settings["ema_decay"]),
+            self.settings.ema_decay,
             weights=[w, 1.0 - w],
         )
 

@@ -56,6 +56,7 @@ No code was published; every interpretation is listed here (METHODS.md, "UG-CEMT
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -66,14 +67,14 @@ from napari_ssl_seg.inference.mc_dropout import entropy, mc_dropout_moments
 from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext, cache_matches
 from napari_ssl_seg.methods.ema import ema_update, freeze
 from napari_ssl_seg.methods.losses import dice_ce_loss, weighted_softmax_mse
-from napari_ssl_seg.methods.mt import check_non_negative
 from napari_ssl_seg.methods.perturbations import mean_teacher_noise
+from napari_ssl_seg.methods.settings import MethodSettings, SAMSettings, check_at_most, check_mc_samples
 from napari_ssl_seg.methods.umix import umix
 from napari_ssl_seg.networks.checkpoint import build_network
 from napari_ssl_seg.networks.cross_attention import CrossAttention3d
 from napari_ssl_seg.networks.vnet import VNet, VNetFeatures
 
-__all__ = ["UGCEMT", "StudentWithCrossAttention", "uncertainty_weight"]
+__all__ = ["UGCEMT", "StudentWithCrossAttention", "UGCEMTSettings", "uncertainty_weight"]
 
 
 def uncertainty_weight(mean_probabilities: torch.Tensor) -> torch.Tensor:
@@ -98,6 +99,24 @@ class StudentWithCrossAttention(nn.Module):
         return self.vnet.decode(features.with_bottleneck(student_bottleneck)), attended_teacher
 
 
+@dataclasses.dataclass(frozen=True)
+class UGCEMTSettings(SAMSettings):
+    """See :class:`UGCEMT` for each setting's meaning and source."""
+
+    consistency: float = 0.1
+    ema_decay: float = 0.99
+    mc_samples: int = 8
+    noise_std: float = 0.1
+    noise_clip: float = 0.2
+    umix_k: int = 2
+    umix_blocks: int = 8
+    ca_key_channels: int | None = None
+
+    def check(self) -> None:
+        check_at_most("ema_decay", self.ema_decay, 1.0)
+        check_mc_samples(self.mc_samples)
+
+
 class UGCEMT(SemiSupervisedMethod):
     """UG-CEMT; see the module docstring for every interpretation.
 
@@ -116,32 +135,15 @@ class UGCEMT(SemiSupervisedMethod):
     inference_network: ClassVar[str] = "teacher"
     disagreement_network: ClassVar[str | None] = "student"
     inference_alternatives: ClassVar[tuple[str, ...]] = ("student",)
-    defaults: ClassVar[Mapping[str, Any]] = {
-        "consistency": 0.1,
-        "ema_decay": 0.99,
-        "mc_samples": 8,
-        "noise_std": 0.1,
-        "noise_clip": 0.2,
-        "sam_rho": 0.05,
-        "umix_k": 2,
-        "umix_blocks": 8,
-        "ca_key_channels": None,
-    }
+    Settings: ClassVar[type[MethodSettings]] = UGCEMTSettings
+    settings: UGCEMTSettings
 
     def __init__(self, network: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(network, settings)
-        check_non_negative(
-            self.settings, "consistency", "ema_decay", "noise_std", "noise_clip", "sam_rho", "umix_k", "umix_blocks"
-        )
-        if int(self.settings["mc_samples"]) < 1:
-            raise ValueError(f"mc_samples must be at least 1, got {self.settings['mc_samples']}")
         # The paper removes the short residual; an explicit config value still wins (ablations).
         self.network_config.setdefault("residual", False)
         vnet = build_network(self.network_config)
-        key_channels = self.settings["ca_key_channels"]
-        self.networks["student"] = StudentWithCrossAttention(
-            vnet, int(key_channels) if key_channels is not None else None
-        )
+        self.networks["student"] = StudentWithCrossAttention(vnet, self.settings.ca_key_channels)
         self.networks["teacher"] = freeze(copy.deepcopy(vnet))
         self._teacher_cache: dict[str, Any] | None = None
         self._mix_cache: dict[str, Any] | None = None
@@ -163,9 +165,9 @@ class UGCEMT(SemiSupervisedMethod):
             return cache
         teacher = self.networks["teacher"]
         with torch.no_grad():
-            noisy = mean_teacher_noise(images, float(self.settings["noise_std"]), float(self.settings["noise_clip"]))
+            noisy = mean_teacher_noise(images, self.settings.noise_std, self.settings.noise_clip)
             features = teacher.encode(noisy)
-            mean, _ = mc_dropout_moments(teacher, noisy, int(self.settings["mc_samples"]))
+            mean, _ = mc_dropout_moments(teacher, noisy, self.settings.mc_samples)
             uncertainty = entropy(mean)
         self._teacher_cache = {
             "key": key,
@@ -204,8 +206,8 @@ class UGCEMT(SemiSupervisedMethod):
                 [images, torch.cat([labels, placeholder], dim=0)],
                 uncertainty,
                 u2,
-                int(self.settings["umix_k"]),
-                int(self.settings["umix_blocks"]),
+                self.settings.umix_k,
+                self.settings.umix_blocks,
             )
         return {
             "iteration": iteration,
@@ -239,7 +241,7 @@ class UGCEMT(SemiSupervisedMethod):
 
         logits, teacher_probabilities, side = self._forward(images, ctx)
         supervised = dice_ce_loss(logits[:labeled], labels)
-        weight = ctx.rampup * float(self.settings["consistency"])
+        weight = ctx.rampup * self.settings.consistency
         if images.shape[0] > labeled:
             consistency = weighted_softmax_mse(
                 logits[labeled:], teacher_probabilities[labeled:], side["weight"][labeled:]
@@ -267,7 +269,7 @@ class UGCEMT(SemiSupervisedMethod):
         step = ctx.iteration * self.steps_per_iteration + ctx.step
         student = self.unwrapped("student")
         assert isinstance(student, StudentWithCrossAttention)
-        ema_update(self.unwrapped("teacher"), student.vnet, step, float(self.settings["ema_decay"]))
+        ema_update(self.unwrapped("teacher"), student.vnet, step, self.settings.ema_decay)
 
     def export(self) -> dict[str, nn.Module]:
         """Plain V-Nets: the teacher as ``model``, the student V-Net (without CA) as ``student``."""

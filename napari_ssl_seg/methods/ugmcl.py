@@ -32,6 +32,7 @@ Decisions the paper leaves open:
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -42,14 +43,14 @@ from napari_ssl_seg.inference.mc_dropout import entropy, mc_dropout_moments
 from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext
 from napari_ssl_seg.methods.ema import ema_update, freeze
 from napari_ssl_seg.methods.losses import dice_ce_loss, masked_softmax_mse
-from napari_ssl_seg.methods.mt import check_non_negative
 from napari_ssl_seg.methods.perturbations import mean_teacher_noise
 from napari_ssl_seg.methods.sdf import sdf_targets, sdf_to_probability
+from napari_ssl_seg.methods.settings import MethodSettings, check_at_most, check_mc_samples
 from napari_ssl_seg.methods.uamt import uamt_threshold
 from napari_ssl_seg.networks.checkpoint import build_network
 from napari_ssl_seg.networks.vnet import VNet
 
-__all__ = ["UGMCL", "DualTaskVNet", "masked_mse"]
+__all__ = ["UGMCL", "DualTaskVNet", "UGMCLSettings", "masked_mse"]
 
 _EPS = 1e-16
 
@@ -88,6 +89,28 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     return (weight * difference).sum() / (difference.shape[1] * weight.sum() + _EPS)
 
 
+@dataclasses.dataclass(frozen=True)
+class UGMCLSettings(MethodSettings):
+    """See :class:`UGMCL` for each setting's meaning and source."""
+
+    consistency: float = 0.1
+    cross_task: float = 0.1
+    beta: float = 0.75
+    sdf_weight: float = 1.0
+    sdf_k: float = 1500.0
+    ema_decay: float = 0.99
+    mc_samples: int = 8
+    threshold_start: float = 0.75
+    threshold_end: float = 1.0
+    noise_std: float = 0.1
+    noise_clip: float = 0.2
+
+    def check(self) -> None:
+        check_at_most("beta", self.beta, 1.0)
+        check_at_most("ema_decay", self.ema_decay, 1.0)
+        check_mc_samples(self.mc_samples)
+
+
 class UGMCL(SemiSupervisedMethod):
     """UG-MCL; see the module docstring.
 
@@ -101,28 +124,11 @@ class UGMCL(SemiSupervisedMethod):
     inference_network: ClassVar[str] = "teacher"
     disagreement_network: ClassVar[str | None] = "student"
     inference_alternatives: ClassVar[tuple[str, ...]] = ("student",)
-    defaults: ClassVar[Mapping[str, Any]] = {
-        "consistency": 0.1,
-        "cross_task": 0.1,
-        "beta": 0.75,
-        "sdf_weight": 1.0,
-        "sdf_k": 1500.0,
-        "ema_decay": 0.99,
-        "mc_samples": 8,
-        "threshold_start": 0.75,
-        "threshold_end": 1.0,
-        "noise_std": 0.1,
-        "noise_clip": 0.2,
-    }
+    Settings: ClassVar[type[MethodSettings]] = UGMCLSettings
+    settings: UGMCLSettings
 
     def __init__(self, network: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(network, settings)
-        check_non_negative(self.settings, "consistency", "cross_task", "sdf_weight", "sdf_k", "ema_decay")
-        check_non_negative(self.settings, "noise_std", "noise_clip")
-        if not 0.0 <= float(self.settings["beta"]) <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {self.settings['beta']}")
-        if int(self.settings["mc_samples"]) < 1:
-            raise ValueError(f"mc_samples must be at least 1, got {self.settings['mc_samples']}")
         student = DualTaskVNet(build_network(self.network_config))
         self.networks["student"] = student
         self.networks["teacher"] = freeze(copy.deepcopy(student))
@@ -138,30 +144,30 @@ class UGMCL(SemiSupervisedMethod):
         sdf_label = sdf_targets(batch.labeled_target, num_classes)
         segmentation = dice_ce_loss(logits[:labeled], batch.labeled_target, dice_weight=1.0, ce_weight=1.0)
         sdf_loss = torch.mean((sdf[:labeled].float() - sdf_label) ** 2)
-        supervised = segmentation + float(self.settings["sdf_weight"]) * sdf_loss
+        supervised = segmentation + self.settings.sdf_weight * sdf_loss
 
         teacher = self.unwrapped("teacher")
-        noisy = mean_teacher_noise(images, self.settings["noise_std"], self.settings["noise_clip"])
+        noisy = mean_teacher_noise(images, self.settings.noise_std, self.settings.noise_clip)
         with torch.no_grad():
             teacher_logits, teacher_sdf = teacher(noisy, dual=True)
-            mean, _ = mc_dropout_moments(teacher.vnet, noisy, int(self.settings["mc_samples"]))
+            mean, _ = mc_dropout_moments(teacher.vnet, noisy, self.settings.mc_samples)
             threshold = uamt_threshold(
                 ctx.iteration,
                 ctx.max_iterations,
                 num_classes,
-                float(self.settings["threshold_start"]),
-                float(self.settings["threshold_end"]),
+                self.settings.threshold_start,
+                self.settings.threshold_end,
             )
             mask = entropy(mean) < threshold
-        beta = float(self.settings["beta"])
+        beta = self.settings.beta
         intra = beta * masked_softmax_mse(logits, torch.softmax(teacher_logits.float(), dim=1), mask) + (
             1.0 - beta
         ) * masked_mse(sdf, teacher_sdf, mask)
         foreground = torch.softmax(logits.float(), dim=1)[:, 1:]
-        cross = torch.mean((foreground - sdf_to_probability(sdf, float(self.settings["sdf_k"]))) ** 2)
+        cross = torch.mean((foreground - sdf_to_probability(sdf, self.settings.sdf_k)) ** 2)
 
-        weight_intra = ctx.rampup * float(self.settings["consistency"])
-        weight_cross = ctx.rampup * float(self.settings["cross_task"])
+        weight_intra = ctx.rampup * self.settings.consistency
+        weight_cross = ctx.rampup * self.settings.cross_task
         loss = supervised + weight_intra * intra + weight_cross * cross
         logs = {
             "supervised": float(segmentation.detach()),
@@ -176,7 +182,7 @@ class UGMCL(SemiSupervisedMethod):
 
     def update_teachers(self, ctx: StepContext) -> None:
         step = ctx.iteration * self.steps_per_iteration + ctx.step
-        ema_update(self.unwrapped("teacher"), self.unwrapped("student"), step, float(self.settings["ema_decay"]))
+        ema_update(self.unwrapped("teacher"), self.unwrapped("student"), step, self.settings.ema_decay)
 
     def export(self) -> dict[str, nn.Module]:
         """Plain V-Nets: the teacher's as ``model``, the student's as ``student`` (no SDF heads)."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.methods.registry import method_class
 
 __all__ = ["PRESETS", "TrainConfig", "apply_overrides", "preset"]
 
@@ -23,11 +24,11 @@ class TrainConfig:
     """Everything the training loop needs besides the project and the output folder.
 
     ``patch_size`` is (z, y, x) and must be divisible by ``2 ** (depth - 1)`` (the V-Net halves it
-    ``depth - 1`` times). ``seed`` None means the project's seed. ``method_settings`` go to the
-    method unchanged (it rejects unknown keys). ``overlap`` is the sliding-window overlap used for
-    validation; its default is the predictor's, so the loop's validation predicts as the promotion,
-    ``evaluate`` and the GUI do. ``intensity`` None means: the ``--init`` model's, else chosen from the first labeled
-    training case.
+    ``depth - 1`` times). ``seed`` None means the project's seed. ``method_settings`` become
+    the method's typed settings and are checked here (unknown keys and wrong types are refused).
+    ``overlap`` is the sliding-window overlap used for validation; its default is the predictor's, so
+    the loop's validation predicts as the promotion, ``evaluate`` and the GUI do. ``intensity``
+    None means: the ``--init`` model's, else chosen from the first labeled training case.
     """
 
     method: str = "supervised"
@@ -108,6 +109,10 @@ class TrainConfig:
         if self.inference_selection not in ("method", "validation"):
             choice = self.inference_selection
             raise InputError(f"setting inference_selection must be method or validation, got {choice!r}")
+        try:
+            method_class(self.method).Settings.from_mapping(self.method_settings)
+        except ValueError as exc:
+            raise InputError(f"method {self.method!r}: {exc}") from None
         if len(self.patch_size) != 3 or min(self.patch_size) < 1:
             raise InputError(f"setting patch_size must be three positive integers (z,y,x), got {self.patch_size}")
         divisor = 2 ** (self.depth - 1)

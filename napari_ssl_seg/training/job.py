@@ -29,15 +29,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.methods.registry import method_class
 from napari_ssl_seg.store.models import ModelVersion, active_model, model_version
 from napari_ssl_seg.store.project import Project
+from napari_ssl_seg.training.config import apply_overrides, preset
+from napari_ssl_seg.training.data import take_snapshot
+from napari_ssl_seg.training.promote import RetrainOutcome, promote_if_better
 
-__all__ = ["STATES", "RetrainEvent", "RetrainJob", "RetrainOutcome", "default_retrain_dir", "validation_dice"]
+__all__ = ["STATES", "RetrainEvent", "RetrainJob", "default_retrain_dir"]
 
 STATES = ("running", "completed", "cancelled", "failed")
 # (stage, done, total): stage is "old" or "new", the teacher being scored in finish().
@@ -72,35 +76,6 @@ class RetrainEvent:
         """The validation Dice of a "validation" event."""
         value = self.values.get("dice")
         return float(value) if isinstance(value, int | float) else None
-
-
-@dataclass(frozen=True)
-class RetrainOutcome:
-    """What a finished retrain changed in the registry (nothing unless ``state`` is "completed")."""
-
-    state: str
-    out_dir: Path
-    old_version: str | None
-    new_version: str | None
-    old_dice: float | None
-    new_dice: float | None
-    promoted: bool
-    active_version: str | None
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "out_dir": str(self.out_dir)}
-
-
-def validation_dice(
-    project: Project, checkpoint: Path | str, *, device: str = "auto", progress: Callable | None = None
-) -> float:
-    """Mean Dice of a model over every (validation case, class): the promotion criterion."""
-    from napari_ssl_seg.evaluation.evaluate import evaluate_project
-
-    evaluation = evaluate_project(project, checkpoint, split="validation", device=device, progress=progress)
-    value = evaluation.summary["overall"]["dice_mean"]
-    return 0.0 if value is None else float(value)
 
 
 def default_retrain_dir(project_root: Path | str) -> Path:
@@ -176,10 +151,6 @@ class RetrainJob:
         Raises :class:`InputError` for anything the child would refuse at once (no active model,
         unknown method or setting, no labeled training or validation case).
         """
-        from napari_ssl_seg.methods.registry import method_class
-        from napari_ssl_seg.training.config import apply_overrides, preset
-        from napari_ssl_seg.training.data import take_snapshot
-
         root = Path(project_root)
         with Project.open(root) as project:
             active = active_model(project)
@@ -382,8 +353,6 @@ class RetrainJob:
             old = active_model(project)
             old_name = old.name if old is not None else None
             return RetrainOutcome(self._state, self.out_dir, old_name, None, None, None, False, old_name, self._error)
-
-        from napari_ssl_seg.training.promote import promote_if_better
 
         return promote_if_better(
             project, self.out_dir, parent=self.parent_version, device=self.device, progress=progress

@@ -46,9 +46,9 @@ from napari_ssl_seg.training.distributed import (
 )
 from napari_ssl_seg.training.export import deployed_card, exported_networks, run_model_card
 from napari_ssl_seg.training.optim import build_optimizer, build_scheduler, clip_gradients, unique_parameters
+from napari_ssl_seg.training.run_start import copy_init_weights, resume_info, run_info, seed_everything
 from napari_ssl_seg.training.runlog import RunLog
-from napari_ssl_seg.training.sam import sam_ascent
-from napari_ssl_seg.training.setup import copy_init_weights, resume_info, run_info, seed_everything
+from napari_ssl_seg.training.sharpness_aware import sam_ascent
 from napari_ssl_seg.training.state import load_resume_state, resume_paths, save_resume_state
 
 __all__ = ["TrainResult", "train"]
@@ -195,7 +195,7 @@ class _Run:
             raise InputError(f"training diverged: loss is {value} at iteration {ctx.iteration} (try a lower lr)")
         self.scaler.scale(loss).backward()
         if self.method.optimizer == "sam":
-            perturbation = sam_ascent(self.params, float(self.method.settings["sam_rho"]))
+            perturbation = sam_ascent(self.params, self.method.sam_rho)
             self.optimizer.zero_grad(set_to_none=True)
             second, _ = self._loss(batch, ctx)
             self.scaler.scale(second).backward()

@@ -13,14 +13,43 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from napari_ssl_seg.evaluation.evaluate import evaluate_project
 from napari_ssl_seg.runtime.allocator import keep_freed_memory
 from napari_ssl_seg.store.models import activate_model, active_model, register_model
 from napari_ssl_seg.store.project import Project
-from napari_ssl_seg.training import job as _job
 
-__all__ = ["is_better", "main", "promote_if_better"]
+__all__ = ["RetrainOutcome", "is_better", "main", "promote_if_better", "validation_dice"]
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """What a finished retrain changed in the registry (nothing unless ``state`` is "completed")."""
+
+    state: str
+    out_dir: Path
+    old_version: str | None
+    new_version: str | None
+    old_dice: float | None
+    new_dice: float | None
+    promoted: bool
+    active_version: str | None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "out_dir": str(self.out_dir)}
+
+
+def validation_dice(
+    project: Project, checkpoint: Path | str, *, device: str = "auto", progress: Callable | None = None
+) -> float:
+    """Mean Dice of a model over every (validation case, class): the promotion criterion."""
+    evaluation = evaluate_project(project, checkpoint, split="validation", device=device, progress=progress)
+    value = evaluation.summary["overall"]["dice_mean"]
+    return 0.0 if value is None else float(value)
 
 
 def is_better(new_dice: float, old_dice: float | None) -> bool:
@@ -36,7 +65,7 @@ def promote_if_better(
     parent: str | None,
     device: str = "auto",
     progress: Callable[[str, int, int], None] | None = None,
-) -> _job.RetrainOutcome:
+) -> RetrainOutcome:
     """Register ``out_dir``'s model (parent ``parent``) and activate it if its Dice >= the active one's."""
     old = active_model(project)
     old_name = old.name if old is not None else None
@@ -48,15 +77,15 @@ def promote_if_better(
     old_dice = None
     # Looked up on the module at call time, so tests can replace the criterion.
     if old is not None:
-        old_dice = _job.validation_dice(project, old.checkpoint(project), device=device, progress=stage("old"))
-    new_dice = _job.validation_dice(project, checkpoint, device=device, progress=stage("new"))
+        old_dice = validation_dice(project, old.checkpoint(project), device=device, progress=stage("old"))
+    new_dice = validation_dice(project, checkpoint, device=device, progress=stage("new"))
     version = register_model(project, checkpoint, parent=parent, activate=False)
     promoted = is_better(new_dice, old_dice)
     if promoted and not version.is_active:  # with no old teacher, registering activated it already
         version = activate_model(project, version.id)
     now = active_model(project)
     now_name = now.name if now is not None else None
-    return _job.RetrainOutcome("completed", out_dir, old_name, version.name, old_dice, new_dice, promoted, now_name)
+    return RetrainOutcome("completed", out_dir, old_name, version.name, old_dice, new_dice, promoted, now_name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

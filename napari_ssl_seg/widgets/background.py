@@ -3,6 +3,9 @@
 napari's thread workers deliver results on the GUI thread; progress callbacks from the core run
 on the worker thread, so they go through :class:`Relay`, a QObject living on the GUI thread whose
 queued signal hands each update back to it.
+
+The plugin's workers run in a thread pool of its own (:func:`start_worker`), never in Qt's global
+pool, which napari and every other plugin share and Qt itself uses for GUI-thread work.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, QThreadPool, QTimer, Signal, Slot
+from qtpy.QtWidgets import QApplication
 
 from napari_ssl_seg.errors import InputError, ProjectError
 
@@ -26,9 +30,10 @@ __all__ = [
     "Relay",
     "in_background_priority",
     "in_event_loop_turns",
-    "leave_pool_threads_for_qt",
+    "plugin_thread_pool",
     "report_errors",
     "run_in_background",
+    "start_worker",
 ]
 
 #: How much lower (POSIX nice) background work runs than the GUI thread.
@@ -56,20 +61,43 @@ class Relay(QObject):
         self._handler(value)
 
 
-def leave_pool_threads_for_qt(spare: int = 2) -> None:
-    """Grow Qt's global thread pool so a worker about to start still leaves ``spare`` threads free.
+#: Threads of the plugin's pool. Its workers mostly wait (on a niced compute thread, a child
+#: process, a file read), which costs no CPU, so the pool is sized by how many may wait at once.
+PLUGIN_POOL_THREADS = 8
 
-    napari's workers run in that pool, whose size defaults to the number of cores, and Qt runs
-    some of its own GUI-thread work there too: QImage conversion splits each image over pool
+_pool: QThreadPool | None = None
+_running: set[Any] = set()  # started workers, kept alive until they finish
+
+
+def plugin_thread_pool() -> QThreadPool:
+    """The plugin's own thread pool, owned by the QApplication (which waits for it on exit).
+
+    napari's ``worker.start()`` uses Qt's global pool, whose size defaults to the number of cores,
+    and Qt runs some of its own GUI-thread work there: QImage conversion splits each image over pool
     threads and waits for them (napari's activity spinner converts a frame every few tens of ms).
-    With a prediction and a plot waiting in the only two pool threads of a 2-core machine, ``py-spy
-    dump`` found the GUI thread blocked 1.0-1.8 s in that wait. Waiting workers cost no CPU, so a
-    larger pool costs nothing but a thread stack each.
+    With a prediction and a plot waiting in the only two global pool threads of a 2-core machine,
+    ``py-spy dump`` found the GUI thread blocked 1.0-1.8 s in that wait. Growing the global pool
+    fixed it but changed state every other plugin shares; a pool of our own leaves it as it was.
     """
-    pool = QThreadPool.globalInstance()
-    needed = pool.activeThreadCount() + 1 + spare
-    if pool.maxThreadCount() < needed:
-        pool.setMaxThreadCount(needed)
+    global _pool
+    if _pool is None:
+        _pool = QThreadPool(QApplication.instance())
+        _pool.setMaxThreadCount(PLUGIN_POOL_THREADS)
+        _pool.destroyed.connect(_forget_pool)
+    return _pool
+
+
+def _forget_pool(*_: Any) -> None:
+    global _pool
+    _pool = None
+
+
+def start_worker(worker: Any) -> Any:
+    """Start a napari/superqt worker made with ``_start_thread=False`` in :func:`plugin_thread_pool`."""
+    _running.add(worker)
+    worker.finished.connect(lambda: _running.discard(worker))
+    plugin_thread_pool().start(worker)
+    return worker
 
 
 def in_event_loop_turns(
@@ -187,9 +215,7 @@ def run_in_background(
 
     worker.returned.connect(finished_ok)
     worker.errored.connect(failed)
-    leave_pool_threads_for_qt()
-    worker.start()
-    return worker
+    return start_worker(worker)
 
 
 def report_errors(action: Callable[..., Any], *, arguments: int = 0) -> Callable[..., Any]:

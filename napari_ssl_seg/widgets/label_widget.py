@@ -33,7 +33,8 @@ from napari_ssl_seg.io import Volume, read_volume
 from napari_ssl_seg.layers import volume_from_layer
 from napari_ssl_seg.store.project import default_author
 from napari_ssl_seg.widgets.background import report_errors
-from napari_ssl_seg.widgets.session import AssistSession, session_for
+from napari_ssl_seg.widgets.session import AssistSession
+from napari_ssl_seg.widgets.viewer_sessions import session_for
 
 __all__ = ["LabelWidget"]
 
@@ -46,7 +47,7 @@ class LabelWidget(QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.session: AssistSession = session_for(napari_viewer)
+        self.session: AssistSession = session_for(napari_viewer, self)
         self.author = QLineEdit(default_author())
         self.state = QLabel("no case open")
         self.save_button = QPushButton("Save label version")

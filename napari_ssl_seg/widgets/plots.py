@@ -20,7 +20,7 @@ from qtpy.QtWidgets import QLabel, QSizePolicy
 
 from napari_ssl_seg.plotting import DPI, render
 from napari_ssl_seg.runtime.plot_server import RendererUnavailable, shared_renderer
-from napari_ssl_seg.widgets.background import leave_pool_threads_for_qt
+from napari_ssl_seg.widgets.background import start_worker
 
 __all__ = ["EntropyHistogram", "TrainingCurves", "draw_in_child"]
 
@@ -71,8 +71,7 @@ class ThreadedPlot(QLabel):
         worker.returned.connect(self._show)
         worker.finished.connect(self._finished)
         self._worker = worker
-        leave_pool_threads_for_qt()
-        worker.start()
+        start_worker(worker)
 
     def _show(self, result: tuple[bytes, int, int]) -> None:
         data, width, height = result

@@ -25,7 +25,8 @@ from qtpy.QtWidgets import (
 from napari_ssl_seg.inference.scores import STRATEGIES
 from napari_ssl_seg.store.splits import set_split
 from napari_ssl_seg.widgets.background import report_errors, run_in_background
-from napari_ssl_seg.widgets.session import AssistSession, session_for
+from napari_ssl_seg.widgets.session import AssistSession
+from napari_ssl_seg.widgets.viewer_sessions import session_for
 
 __all__ = ["ProjectWidget"]
 
@@ -48,7 +49,7 @@ class ProjectWidget(QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.session: AssistSession = session_for(napari_viewer)
+        self.session: AssistSession = session_for(napari_viewer, self)
         self.path_edit = QLineEdit()
         self.path_edit.setPlaceholderText("project folder")
         self.open_button = QPushButton("Open…")

@@ -8,7 +8,8 @@ from napari.utils.notifications import show_info
 from qtpy.QtWidgets import QLabel, QListWidget, QPushButton, QVBoxLayout, QWidget
 
 from napari_ssl_seg.widgets.background import report_errors
-from napari_ssl_seg.widgets.session import AssistSession, session_for
+from napari_ssl_seg.widgets.session import AssistSession
+from napari_ssl_seg.widgets.viewer_sessions import session_for
 
 __all__ = ["RegionsWidget"]
 
@@ -19,7 +20,7 @@ class RegionsWidget(QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.session: AssistSession = session_for(napari_viewer)
+        self.session: AssistSession = session_for(napari_viewer, self)
         self.summary = QLabel("open a predicted case to see its uncertain regions")
         self.summary.setWordWrap(True)
         self.region_list = QListWidget()

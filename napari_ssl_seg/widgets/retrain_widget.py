@@ -37,10 +37,12 @@ from napari_ssl_seg.runtime.child_process import ChildCommand
 from napari_ssl_seg.store.splits import assign_validation
 from napari_ssl_seg.training.budget import estimate_gui_run_seconds, format_duration
 from napari_ssl_seg.training.config import preset
-from napari_ssl_seg.training.job import RetrainJob, RetrainOutcome
+from napari_ssl_seg.training.job import RetrainJob
+from napari_ssl_seg.training.promote import RetrainOutcome
 from napari_ssl_seg.widgets.background import in_event_loop_turns, report_errors
 from napari_ssl_seg.widgets.plots import TrainingCurves
-from napari_ssl_seg.widgets.session import AssistSession, session_for
+from napari_ssl_seg.widgets.session import AssistSession
+from napari_ssl_seg.widgets.viewer_sessions import session_for
 
 __all__ = ["RetrainWidget", "logged_loss"]
 
@@ -62,7 +64,7 @@ class RetrainWidget(QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.session: AssistSession = session_for(napari_viewer)
+        self.session: AssistSession = session_for(napari_viewer, self)
         self.job: RetrainJob | None = None
         self.outcome: Any = None
         self.finishing: Any = None

@@ -25,7 +25,6 @@ from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.scores import DEFAULT_STRATEGY
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.layers import volume_to_layer_data
-from napari_ssl_seg.runtime.gc_pauses import freeze_startup_objects
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model
 from napari_ssl_seg.store.names import inside
@@ -35,40 +34,11 @@ from napari_ssl_seg.widgets.background import in_event_loop_turns
 from napari_ssl_seg.widgets.overlays import UNCERTAINTY_BLENDING, style_label_layer, uncertainty_colormap
 from napari_ssl_seg.widgets.region_view import MARKER_SUFFIX, find_uncertain_regions, place_marker, show_region
 
-__all__ = ["AssistSession", "session_for"]
+__all__ = ["CASE_TAG", "AssistSession"]
 
-
-_sessions: dict[int, AssistSession] = {}
 
 #: Layer-metadata key marking the layers of the open case (removed together when it closes).
 CASE_TAG = "napari_ssl_seg_case"
-
-
-def _unwrapped(viewer: Any) -> Any:
-    """The viewer behind napari's ``PublicOnlyProxy``.
-
-    napari hands each dock opened from the Plugins menu a proxy of its own around the one viewer,
-    so neither ``id`` nor ``is`` of what a dock receives names the viewer: unwrapped, every dock of
-    a viewer finds the same session, whatever order they are opened in.
-    """
-    inner = getattr(viewer, "__wrapped__", None)
-    while inner is not None and inner is not viewer:
-        viewer, inner = inner, getattr(inner, "__wrapped__", None)
-    return viewer
-
-
-def session_for(viewer: Any) -> AssistSession:
-    """The one session of ``viewer`` (made on first use), shared by every dock widget."""
-    viewer = _unwrapped(viewer)
-    session = _sessions.get(id(viewer))
-    if session is None or session.viewer is not viewer:
-        # The first dock of the process: napari, torch and the core are imported by now.
-        freeze_startup_objects()
-        session = _sessions[id(viewer)] = AssistSession(viewer)
-        from napari_ssl_seg.widgets.shortcuts import install_shortcuts
-
-        install_shortcuts(viewer, session)
-    return session
 
 
 class AssistSession(QObject):

@@ -37,7 +37,8 @@ from napari_ssl_seg.store.models import activate_model, model_versions, register
 from napari_ssl_seg.widgets.background import report_errors, run_in_background
 from napari_ssl_seg.widgets.plots import EntropyHistogram
 from napari_ssl_seg.widgets.region_view import find_uncertain_regions
-from napari_ssl_seg.widgets.session import AssistSession, session_for
+from napari_ssl_seg.widgets.session import AssistSession
+from napari_ssl_seg.widgets.viewer_sessions import session_for
 
 __all__ = ["TeacherWidget", "predict_for_display"]
 
@@ -71,7 +72,7 @@ class TeacherWidget(QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.session: AssistSession = session_for(napari_viewer)
+        self.session: AssistSession = session_for(napari_viewer, self)
         self.worker: Any = None
         self.model_label = QLabel("no teacher")
         self.model_label.setWordWrap(True)
