@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_ssl_seg.inference.scores import structure_volumes
+from napari_ssl_seg.inference.case_scores import structure_volumes
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.store.scores import prediction_paths, read_cached, read_cached_volumes, save_prediction
+from napari_ssl_seg.store.ranking_cache import prediction_paths, read_cached, read_cached_volumes, save_prediction
 
 
 def predicted_label(shape: tuple[int, int, int], seed: int) -> np.ndarray:

@@ -14,11 +14,11 @@ from helpers import ranking_cohort, ranking_teacher
 
 from napari_ssl_seg.active import ranking
 from napari_ssl_seg.cli import main
+from napari_ssl_seg.inference.case_scores import missing_volume, model_scores
 from napari_ssl_seg.inference.reference_volumes import reference_volumes
-from napari_ssl_seg.inference.scores import missing_volume, model_scores
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import active_model
-from napari_ssl_seg.store.scores import prediction_paths, read_cached, read_prediction, save_prediction, scores
+from napari_ssl_seg.store.ranking_cache import prediction_paths, read_cached, read_prediction, save_prediction, scores
 
 # The rank tests' 6-case cohort (1 labeled training case), built once for this module too.
 

@@ -14,12 +14,13 @@ import pytest
 from conftest import SAMPLE_DIR
 from helpers import ranking_cohort, ranking_teacher
 
+from napari_ssl_seg.active.strategies import least_recent_score, random_score
 from napari_ssl_seg.cli import main
-from napari_ssl_seg.inference.scores import least_recent_score, model_scores, random_score
+from napari_ssl_seg.inference.case_scores import model_scores
 from napari_ssl_seg.io import geometry_mismatch, read_volume
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import activate_model, active_model, model_versions, register_model
-from napari_ssl_seg.store.scores import read_prediction, scores
+from napari_ssl_seg.store.ranking_cache import read_prediction, scores
 
 
 @pytest.fixture(scope="module")

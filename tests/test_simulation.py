@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_config
 from safetensors.torch import load_file
 
 from napari_ssl_seg.active import simulation as simulation_module
@@ -25,22 +26,25 @@ from napari_ssl_seg.training.loop import train
 SHAPE = (10, 22, 26)
 # case_00..04 train, case_05 validation, case_06 test.
 SPLITS = ["train"] * 5 + ["validation", "test"]
-TINY_SETTINGS = {
+# helpers.tiny_config, with every schedule shortened to the simulation's two iterations per round.
+SIMULATION_CHANGES = {
     "iterations": 2,
-    "batch_labeled": 1,
-    "batch_unlabeled": 1,
-    "patch_size": (8, 16, 16),
-    "base_width": 4,
-    "depth": 3,
-    "dropout": 0.2,
     "lr_step": 2,
     "rampup_iterations": 2,
     "checkpoint_every": 2,
     "validate_every": 2,
     "log_every": 1,
 }
+
+
+def sim_config(**changes: Any) -> TrainConfig:
+    return tiny_config(**{**SIMULATION_CHANGES, **changes})
+
+
 CLI_SETTINGS = [
-    f"--set={key}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for key, v in TINY_SETTINGS.items()
+    f"--set={key}={','.join(map(str, value)) if isinstance(value, list | tuple) else value}"
+    for key, value in sim_config().to_dict().items()
+    if key in (*SIMULATION_CHANGES, "batch_labeled", "batch_unlabeled", "patch_size", "base_width", "depth", "dropout")
 ]
 
 
@@ -66,10 +70,6 @@ def make_project(root: Path, labeled: Iterable[str]) -> Path:
             project.save_reference_label(name, label)
     project.close()
     return root
-
-
-def tiny_config(**changes: Any) -> TrainConfig:
-    return TrainConfig.from_dict({**TrainConfig(method="supervised").to_dict(), **TINY_SETTINGS, **changes})
 
 
 def project_state(root: Path) -> tuple[Any, ...]:
@@ -101,16 +101,16 @@ def test_fixed_order_reproduces_the_training_it_wraps(source: Path, tmp_path: Pa
         device="cpu",
         promotion="always",
     )
-    result = simulate(source, tmp_path / "work", tiny_config(), settings)
+    result = simulate(source, tmp_path / "work", sim_config(), settings)
     assert [(r.round, r.labeled, r.picked) for r in result.records] == [(0, 2, []), (1, 3, ["case_03"])]
     assert all(r.promoted and r.teacher == r.model for r in result.records)
     assert project_state(source) == before  # the user's project is only read
 
     # Round 0 is a plain run on the initial labels; round 1 fine-tunes it once case_03 is labeled.
-    direct0 = train(source, tiny_config(seed=3), tmp_path / "direct0", device="cpu")
+    direct0 = train(source, sim_config(seed=3), tmp_path / "direct0", device="cpu")
     assert same_weights(direct0.model_path, Path(result.records[0].model))
     grown = make_project(tmp_path / "grown", labeled=["case_00", "case_01", "case_03"])
-    direct1 = train(grown, tiny_config(seed=3), tmp_path / "direct1", init_model=direct0.model_path, device="cpu")
+    direct1 = train(grown, sim_config(seed=3), tmp_path / "direct1", init_model=direct0.model_path, device="cpu")
     assert same_weights(direct1.model_path, Path(result.records[1].model))
     with Project.open(grown) as project:
         dice = evaluate_project(project, direct1.model_path, device="cpu").summary["overall"]["dice_mean"]
@@ -138,7 +138,7 @@ def test_a_fine_tune_that_validates_worse_leaves_the_previous_teacher_in_place(
     settings = SimulationSettings(
         strategy=FixedOrder(("case_03", "case_02")), rounds=2, initial=["case_00", "case_01"], device="cpu"
     )
-    result = simulate(source, tmp_path / "work", tiny_config(), settings)
+    result = simulate(source, tmp_path / "work", sim_config(), settings)
     first, second, third = result.records
     assert (first.promoted, second.promoted, third.promoted) == (True, False, True)
     assert second.teacher == first.model != second.model
@@ -156,7 +156,7 @@ def test_strategy_picks_each_pool_case_once_and_never_validation_or_test(
     source: Path, tmp_path: Path, strategy: str
 ) -> None:
     settings = SimulationSettings(strategy=strategy, samples=2, seeds=(0, 1), device="cpu")
-    result = simulate(source, tmp_path / "work", tiny_config(iterations=1), settings)
+    result = simulate(source, tmp_path / "work", sim_config(iterations=1), settings)
     for seed in (0, 1):
         records = [r for r in result.records if r.seed == seed]
         picked = [name for r in records for name in r.picked]
@@ -174,7 +174,7 @@ def test_strategy_picks_each_pool_case_once_and_never_validation_or_test(
 def test_fixed_order_skips_validation_test_and_repeated_cases(source: Path, tmp_path: Path) -> None:
     order = FixedOrder(("case_06", "case_05", "case_00", "case_04", "case_04", "case_02"))
     settings = SimulationSettings(strategy=order, rounds=2, initial=["case_00", "case_01"], device="cpu")
-    result = simulate(source, tmp_path / "work", tiny_config(iterations=1), settings)
+    result = simulate(source, tmp_path / "work", sim_config(iterations=1), settings)
     assert [r.picked for r in result.records] == [[], ["case_04"], ["case_02"]]
 
 
@@ -191,7 +191,7 @@ def test_bad_settings_fail_before_any_work(source: Path, tmp_path: Path) -> None
         SimulationSettings(promotion="sometimes", device="cpu"),
     ):
         with pytest.raises(InputError):
-            simulate(source, work, tiny_config(), settings)
+            simulate(source, work, sim_config(), settings)
     assert not work.exists()
 
 

@@ -166,7 +166,7 @@ def test_bad_project_folder_is_a_notification_not_a_crash(make_napari_viewer, tm
 
 
 def test_an_unreadable_cached_prediction_opens_the_case_with_a_warning(make_napari_viewer, project_root):
-    from napari_ssl_seg.store.scores import prediction_paths
+    from napari_ssl_seg.store.ranking_cache import prediction_paths
 
     viewer = make_napari_viewer()
     dock_assistant(viewer, project_root)

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.inference.case_scores import model_scores, structure_volumes, volume_shortfall
 from napari_ssl_seg.inference.fit import fit_warnings
 from napari_ssl_seg.inference.predictor import VOXEL_ORDER_NOTE, Prediction, Predictor
 from napari_ssl_seg.inference.reference_volumes import reference_volumes
-from napari_ssl_seg.inference.scores import model_scores, structure_volumes, volume_shortfall
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model
-from napari_ssl_seg.store.scores import save_prediction, save_scores
+from napari_ssl_seg.store.ranking_cache import save_prediction, save_scores
 
 __all__ = ["CasePrediction", "predict_case", "store_case_prediction"]
 

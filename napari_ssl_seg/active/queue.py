@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from napari_ssl_seg.inference.scores import MODEL_FREE_STRATEGIES
+from napari_ssl_seg.active.strategies import MODEL_FREE_STRATEGIES
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import active_model
-from napari_ssl_seg.store.scores import prediction_paths, scores
+from napari_ssl_seg.store.ranking_cache import prediction_paths, scores
 
 __all__ = ["CaseRow", "case_table", "next_case"]
 

@@ -14,22 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_ssl_seg.active.case_prediction import store_case_prediction
-from napari_ssl_seg.errors import InputError
-from napari_ssl_seg.inference.predictor import Predictor
-from napari_ssl_seg.inference.reference_volumes import reference_volumes
-from napari_ssl_seg.inference.scores import (
+from napari_ssl_seg.active.strategies import (
     DEFAULT_STRATEGY,
     MODEL_FREE_STRATEGIES,
-    MODEL_STRATEGIES,
     STRATEGIES,
     least_recent_score,
     random_score,
-    structure_volumes,
-    volume_shortfall,
 )
+from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.inference.case_scores import MODEL_STRATEGIES, structure_volumes, volume_shortfall
+from napari_ssl_seg.inference.predictor import Predictor
+from napari_ssl_seg.inference.reference_volumes import reference_volumes
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model, register_model
-from napari_ssl_seg.store.scores import (
+from napari_ssl_seg.store.ranking_cache import (
     prediction_paths,
     read_cached,
     read_cached_volumes,

@@ -37,9 +37,10 @@ import numpy as np
 
 from napari_ssl_seg.active.ranking import candidate_cases, rank_project
 from napari_ssl_seg.active.simulated_project import GroundTruthSource, copy_project, read_source, reveal
+from napari_ssl_seg.active.strategies import STRATEGIES
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.evaluation.evaluate import evaluate_project
-from napari_ssl_seg.inference.scores import MODEL_STRATEGIES, STRATEGIES
+from napari_ssl_seg.inference.case_scores import MODEL_STRATEGIES
 from napari_ssl_seg.methods.registry import method_class
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training.config import TrainConfig

@@ -21,8 +21,8 @@ def _window_progress(description: str):
 
 
 def command_predict(args: argparse.Namespace) -> int:
+    from napari_ssl_seg.inference.case_scores import model_scores
     from napari_ssl_seg.inference.predictor import Predictor
-    from napari_ssl_seg.inference.scores import model_scores
     from napari_ssl_seg.io import read_volume, write_volume
     from napari_ssl_seg.io.read import case_stem
 
@@ -146,7 +146,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_inference_parsers(commands: argparse._SubParsersAction) -> None:
-    from napari_ssl_seg.inference.scores import DEFAULT_STRATEGY, STRATEGIES
+    from napari_ssl_seg.active.strategies import DEFAULT_STRATEGY, STRATEGIES
 
     predict = commands.add_parser("predict", help="segment a volume and write its label and uncertainty maps")
     predict.add_argument("image", type=Path, help="NIfTI, NRRD, MHA file or DICOM folder")

@@ -20,8 +20,8 @@ __all__ = ["add_simulate_parser", "command_simulate", "default_work_dir"]
 def add_simulate_parser(commands: Any) -> argparse.ArgumentParser:
     """Add the ``simulate`` sub-command to an ``add_subparsers()`` object; return its parser."""
     from napari_ssl_seg.active.simulation import PROMOTIONS
+    from napari_ssl_seg.active.strategies import DEFAULT_STRATEGY, STRATEGIES
     from napari_ssl_seg.inference import UNCERTAINTY_KINDS
-    from napari_ssl_seg.inference.scores import DEFAULT_STRATEGY, STRATEGIES
 
     parser = commands.add_parser(
         "simulate",

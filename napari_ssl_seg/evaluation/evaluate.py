@@ -28,9 +28,9 @@ from napari_ssl_seg.evaluation.uncertainty_quality import (
     spearman,
 )
 from napari_ssl_seg.evaluation.validation import scored_classes
+from napari_ssl_seg.inference.case_scores import model_scores
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.inference.reference_volumes import reference_volumes
-from napari_ssl_seg.inference.scores import model_scores
 from napari_ssl_seg.store import Project
 
 __all__ = ["Evaluation", "evaluate_project"]

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from napari_ssl_seg.inference.scores import structure_volumes
+from napari_ssl_seg.inference.case_scores import structure_volumes
 from napari_ssl_seg.store import Project
 
 __all__ = ["REFERENCE_SPLITS", "reference_volumes"]

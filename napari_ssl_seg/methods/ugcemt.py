@@ -67,8 +67,9 @@ from napari_ssl_seg.inference.mc_dropout import entropy, mc_dropout_moments
 from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext, cache_matches
 from napari_ssl_seg.methods.ema import ema_update, freeze
 from napari_ssl_seg.methods.losses import dice_ce_loss, weighted_softmax_mse
+from napari_ssl_seg.methods.mt import MeanTeacherSettings
 from napari_ssl_seg.methods.perturbations import mean_teacher_noise
-from napari_ssl_seg.methods.settings import MethodSettings, SAMSettings, check_at_most, check_mc_samples
+from napari_ssl_seg.methods.settings import MethodSettings, SAMSettings, check_mc_samples
 from napari_ssl_seg.methods.umix import umix
 from napari_ssl_seg.networks.checkpoint import build_network
 from napari_ssl_seg.networks.cross_attention import CrossAttention3d
@@ -100,20 +101,17 @@ class StudentWithCrossAttention(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class UGCEMTSettings(SAMSettings):
-    """See :class:`UGCEMT` for each setting's meaning and source."""
+class UGCEMTSettings(MeanTeacherSettings, SAMSettings):
+    """Mean Teacher's settings, SAM's radius, the MC-dropout passes, UMIX and the cross-attention's
+    key width; see :class:`UGCEMT` for each one's source."""
 
-    consistency: float = 0.1
-    ema_decay: float = 0.99
     mc_samples: int = 8
-    noise_std: float = 0.1
-    noise_clip: float = 0.2
     umix_k: int = 2
     umix_blocks: int = 8
     ca_key_channels: int | None = None
 
     def check(self) -> None:
-        check_at_most("ema_decay", self.ema_decay, 1.0)
+        super().check()
         check_mc_samples(self.mc_samples)
 
 

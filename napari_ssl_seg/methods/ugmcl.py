@@ -45,8 +45,8 @@ from napari_ssl_seg.methods.ema import ema_update, freeze
 from napari_ssl_seg.methods.losses import dice_ce_loss, masked_softmax_mse
 from napari_ssl_seg.methods.perturbations import mean_teacher_noise
 from napari_ssl_seg.methods.sdf import sdf_targets, sdf_to_probability
-from napari_ssl_seg.methods.settings import MethodSettings, check_at_most, check_mc_samples
-from napari_ssl_seg.methods.uamt import uamt_threshold
+from napari_ssl_seg.methods.settings import MethodSettings, check_at_most
+from napari_ssl_seg.methods.uamt import UAMTSettings, uamt_threshold
 from napari_ssl_seg.networks.checkpoint import build_network
 from napari_ssl_seg.networks.vnet import VNet
 
@@ -90,25 +90,18 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
 
 
 @dataclasses.dataclass(frozen=True)
-class UGMCLSettings(MethodSettings):
-    """See :class:`UGMCL` for each setting's meaning and source."""
+class UGMCLSettings(UAMTSettings):
+    """UA-MT's settings (UG-MCL's teacher side is UA-MT's), the cross-task weight, the mix ``beta``
+    and the signed-distance head's weight and sharpness; see :class:`UGMCL`."""
 
-    consistency: float = 0.1
     cross_task: float = 0.1
     beta: float = 0.75
     sdf_weight: float = 1.0
     sdf_k: float = 1500.0
-    ema_decay: float = 0.99
-    mc_samples: int = 8
-    threshold_start: float = 0.75
-    threshold_end: float = 1.0
-    noise_std: float = 0.1
-    noise_clip: float = 0.2
 
     def check(self) -> None:
+        super().check()
         check_at_most("beta", self.beta, 1.0)
-        check_at_most("ema_decay", self.ema_decay, 1.0)
-        check_mc_samples(self.mc_samples)
 
 
 class UGMCL(SemiSupervisedMethod):

@@ -20,13 +20,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import threading
 from typing import IO, Any
 
-from napari_ssl_seg.runtime.child_process import NICENESS
+from napari_ssl_seg.runtime.child_process import start_python_module
 
 __all__ = ["PlotRenderer", "PlotRendererError", "RendererUnavailable", "serve", "shared_renderer"]
 
@@ -48,15 +47,13 @@ class PlotRenderer:
 
     def _started(self) -> subprocess.Popen:
         if self._process is None or self._process.poll() is not None:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "napari_ssl_seg.runtime.plot_server"],
+            self._process = start_python_module(
+                "napari_ssl_seg.runtime.plot_server",
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
-                env={**os.environ, "MPLBACKEND": "Agg"},
+                environment={"MPLBACKEND": "Agg"},
             )
-            with contextlib.suppress(OSError, AttributeError):
-                os.setpriority(os.PRIO_PROCESS, self._process.pid, NICENESS)
         return self._process
 
     def _exchange(self, request: bytes) -> tuple[bytes, int, int]:

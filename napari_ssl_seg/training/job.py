@@ -25,7 +25,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ from typing import Any
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.methods.registry import method_class
+from napari_ssl_seg.runtime.child_process import last_error_line, start_python_module
 from napari_ssl_seg.store.models import ModelVersion, active_model, model_version
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.config import apply_overrides, preset
@@ -166,26 +166,22 @@ class RetrainJob:
         total = apply_overrides(preset(config), extra).iterations
         out = Path(out_dir) if out_dir is not None else default_retrain_dir(root)
         out.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "napari_ssl_seg.cli", "train", str(root), f"--method={method}"]
-        argv += [f"--config={config}", f"--out={out}", f"--device={device}"]
-        argv += [] if init_path is None else [f"--init={init_path}"]
-        argv += [] if iterations is None else [f"--iterations={iterations}"]
-        argv += [f"--set={item}" for item in overrides]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        # The child must import this very package, even when it runs from a source tree.
-        package_parent = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-        # A session (process group) of its own: a Ctrl-C in the terminal reaches only us, and we then
-        # cancel gracefully; cancel() signals the child alone.
-        nt = os.name == "nt"
-        kwargs: dict[str, Any] = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if nt else {}
-        kwargs.setdefault("start_new_session", not nt)
+        args = ["train", str(root), f"--method={method}", f"--config={config}", f"--out={out}", f"--device={device}"]
+        args += [] if init_path is None else [f"--init={init_path}"]
+        args += [] if iterations is None else [f"--iterations={iterations}"]
+        args += [f"--set={item}" for item in overrides]
+        # A session of its own: a Ctrl-C in the terminal reaches only us, and we then cancel
+        # gracefully; cancel() signals the child alone.
         with open(out / "process.stdout.log", "wb") as stdout, open(out / "process.stderr.log", "wb") as stderr:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, **kwargs)
-        if niceness and hasattr(os, "setpriority"):
-            # Done at once, before the child's interpreter starts its compute threads (they inherit it).
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, process.pid, niceness)
+            process = start_python_module(
+                "napari_ssl_seg.cli",
+                args,
+                stdout=stdout,
+                stderr=stderr,
+                environment={"PYTHONUNBUFFERED": "1"},
+                niceness=niceness,
+                own_session=True,
+            )
         parent = init_version or (active.name if active is not None else None)
         return cls(process, out, method, total, project_root=root, parent_version=parent, device=device)
 
@@ -313,10 +309,8 @@ class RetrainJob:
                 text = handle.read().decode("utf-8", errors="replace")
         except OSError:
             return None
-        # tqdm redraws with carriage returns: split on both line ends.
-        lines = [line.strip() for line in re.split(r"[\r\n]+", text)]
-        errors = [line for line in lines if line.startswith("error:")]
-        return errors[-1].removeprefix("error:").strip()[:500] if errors else None
+        line = last_error_line(text)
+        return None if line is None else line[:500]
 
     def _failure(self, code: int) -> str:
         line = self._last_error_line()

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_ssl_seg.inference.scores import STRATEGIES
+from napari_ssl_seg.active.strategies import STRATEGIES
 from napari_ssl_seg.store.splits import set_split
 from napari_ssl_seg.widgets.background import report_errors, run_in_background
 from napari_ssl_seg.widgets.session import AssistSession

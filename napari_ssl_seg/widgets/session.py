@@ -21,15 +21,15 @@ from qtpy.QtCore import QObject, Signal
 from napari_ssl_seg.active.effort import EditClock
 from napari_ssl_seg.active.queue import CaseRow, case_table, next_case
 from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, entropy_histogram
+from napari_ssl_seg.active.strategies import DEFAULT_STRATEGY
 from napari_ssl_seg.errors import InputError
-from napari_ssl_seg.inference.scores import DEFAULT_STRATEGY
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.layers import volume_to_layer_data
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model
 from napari_ssl_seg.store.names import inside
+from napari_ssl_seg.store.ranking_cache import prediction_paths, read_cached
 from napari_ssl_seg.store.records import LabelVersion
-from napari_ssl_seg.store.scores import prediction_paths, read_cached
 from napari_ssl_seg.widgets.background import in_event_loop_turns
 from napari_ssl_seg.widgets.overlays import UNCERTAINTY_BLENDING, style_label_layer, uncertainty_colormap
 from napari_ssl_seg.widgets.region_view import MARKER_SUFFIX, find_uncertain_regions, place_marker, show_region

@@ -1,4 +1,4 @@
-"""Case scores: one number per case that orders the labeling queue, most uncertain first.
+"""Case scores from a prediction: one number per case that orders the labeling queue, most uncertain first.
 
 Model-based scores read a case's entropy map (nats) and predicted label map:
 
@@ -18,41 +18,27 @@ Model-based scores read a case's entropy map (nats) and predicted label map:
   weak teacher's worst errors are exactly those, and they show as missing volume. Computed only
   where reference volumes exist (a project with labeled cases).
 
-Model-free baselines, for comparison in the active-learning simulation:
-
-* ``random``: a fixed pseudo-random number per (project seed, case), so a "random" queue is
-  reproducible and independent of the order cases were imported.
-* ``least_recent``: seconds since the case was last labeled (or imported, if never labeled), so
-  the case nobody has looked at for longest comes first.
+The model-free baselines and the strategy names the queue offers are in
+:mod:`napari_ssl_seg.active.strategies`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 
 import numpy as np
 
 __all__ = [
     "BOUNDARY_BAND_MM",
-    "DEFAULT_STRATEGY",
-    "MODEL_FREE_STRATEGIES",
     "MODEL_STRATEGIES",
-    "STRATEGIES",
-    "least_recent_score",
     "missing_volume",
     "model_scores",
-    "random_score",
     "structure_volumes",
     "volume_shortfall",
 ]
 
 MODEL_STRATEGIES = ("boundary_entropy", "top1_entropy", "uncertain_fraction", "missing_volume")
-MODEL_FREE_STRATEGIES = ("random", "least_recent")
-STRATEGIES = MODEL_STRATEGIES + MODEL_FREE_STRATEGIES
-DEFAULT_STRATEGY = "boundary_entropy"
 BOUNDARY_BAND_MM = 4.0
 TOP_FRACTION = 0.01
 
@@ -137,17 +123,3 @@ def volume_shortfall(volumes: Mapping[int, float], reference_volumes: Mapping[in
 def missing_volume(label: np.ndarray, spacing: Sequence[float], reference_volumes: Mapping[int, float]) -> float:
     """Mean over the reference's structures of ``max(0, 1 - predicted mm^3 / expected mm^3)``, in [0, 1]."""
     return volume_shortfall(structure_volumes(label, spacing), reference_volumes)
-
-
-def random_score(seed: int, case_name: str) -> float:
-    """A reproducible number in [0, 1) for (seed, case); independent of import order."""
-    digest = hashlib.sha256(f"{seed}:{case_name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def least_recent_score(last_touched: str, now: datetime | None = None) -> float:
-    """Seconds since ``last_touched`` (an ISO-8601 UTC time): larger means longer untouched."""
-    then = datetime.fromisoformat(last_touched.replace("Z", "+00:00"))
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=UTC)
-    return max(((now or datetime.now(UTC)) - then).total_seconds(), 0.0)
