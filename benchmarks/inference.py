@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from napari_ssl_seg.inference.mc_dropout import dropout_sampling
+from napari_ssl_seg.inference.naive_mc_dropout import obvious_mc_dropout
 from napari_ssl_seg.inference.predictor import Predictor
-from napari_ssl_seg.inference.reference import obvious_mc_dropout
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.networks import ModelCard, VNet
 from napari_ssl_seg.runtime.allocator import keep_freed_memory

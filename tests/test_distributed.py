@@ -85,22 +85,13 @@ def _digest(module: torch.nn.Module, *, buffers: bool = True) -> str:
 
 
 def _worker(project: str, out: str, hashes: str) -> None:
-    from napari_ssl_seg.training.config import TrainConfig
+    sys.path.insert(0, str(HERE.parent))  # run by torchrun as a script: the tests' helpers
+    from helpers import tiny_config
+
     from napari_ssl_seg.training.loop import train
 
-    config = TrainConfig(
-        method="__main__:TinyEMA",
-        iterations=4,
-        batch_labeled=1,
-        batch_unlabeled=1,
-        patch_size=(8, 16, 16),
-        base_width=4,
-        depth=3,
-        dropout=0.2,
-        rampup_iterations=4,
-        checkpoint_every=100,
-        validate_every=4,
-        log_every=2,
+    config = tiny_config(
+        method="__main__:TinyEMA", iterations=4, rampup_iterations=4, checkpoint_every=100, validate_every=4
     )
     result = train(project, config, out, device="cpu")
     method = TinyEMA.instance

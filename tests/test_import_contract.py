@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "napari_ssl_seg"
 
 #: Bottom to top: a module may import its own layer's modules and those of the layers below.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"errors", "method_names", "intensity", "__init__"}),
+    frozenset({"errors", "method_names", "intensity", "progress", "__init__"}),
     frozenset({"io", "runtime", "plotting", "sample_data", "shipped_models"}),
     frozenset({"networks"}),
     frozenset({"store"}),

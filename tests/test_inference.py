@@ -12,8 +12,8 @@ from torch import nn
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.mc_dropout import dropout_sampling, mc_dropout_moments
+from napari_ssl_seg.inference.naive_mc_dropout import obvious_mc_dropout
 from napari_ssl_seg.inference.predictor import Predictor
-from napari_ssl_seg.inference.reference import obvious_mc_dropout
 from napari_ssl_seg.inference.sliding import WindowPlan, count_windows, run_sliding_window
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.networks import ModelCard, VNet

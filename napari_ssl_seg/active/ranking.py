@@ -9,7 +9,6 @@ data a teacher is judged on into its training.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.case_scores import MODEL_STRATEGIES, structure_volumes, volume_shortfall
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.inference.reference_volumes import reference_volumes
+from napari_ssl_seg.progress import CaseProgress
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model, register_model
 from napari_ssl_seg.store.ranking_cache import (
@@ -37,8 +37,6 @@ from napari_ssl_seg.store.ranking_cache import (
 )
 
 __all__ = ["RankResult", "candidate_cases", "rank_project"]
-
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -123,7 +121,7 @@ def rank_project(
     samples: int = 8,
     uncertainty: str | None = None,
     force: bool = False,
-    progress: Progress | None = None,
+    progress: CaseProgress | None = None,
 ) -> RankResult:
     """Score every unlabeled case and return the queue for ``strategy``, most uncertain first."""
     if strategy not in STRATEGIES:

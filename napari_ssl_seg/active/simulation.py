@@ -28,7 +28,7 @@ import dataclasses
 import json
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.evaluation.evaluate import evaluate_project
 from napari_ssl_seg.inference.case_scores import MODEL_STRATEGIES
 from napari_ssl_seg.methods.registry import method_class
+from napari_ssl_seg.progress import CaseProgress
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.loop import train
@@ -49,7 +50,6 @@ from napari_ssl_seg.training.promote import is_better, validation_dice
 
 __all__ = ["PROMOTIONS", "FixedOrder", "RoundRecord", "SimulationResult", "SimulationSettings", "simulate"]
 
-Progress = Callable[[int, int, str], None]
 PROMOTIONS = ("validation", "always")
 
 
@@ -259,7 +259,7 @@ def simulate(
     config: TrainConfig,
     settings: SimulationSettings,
     *,
-    progress: Progress | None = None,
+    progress: CaseProgress | None = None,
 ) -> SimulationResult:
     """Run one simulated labeling session per seed in ``work_dir`` (new or empty); see the module doc.
 
@@ -298,7 +298,7 @@ def _session(
     seed: int,
     rounds: int,
     result: SimulationResult,
-    progress: Progress | None,
+    progress: CaseProgress | None,
     *,
     done: int,
 ) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 from napari_ssl_seg.cohort.generator import generate_cohort
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io import geometry_mismatch, read_volume
+from napari_ssl_seg.progress import CaseProgress
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.store.importer import Progress, assign_splits
+from napari_ssl_seg.store.importer import assign_splits
 
 MAX_CASES = 1000
 
@@ -22,7 +23,7 @@ def build_cohort_project(
     cases: int,
     seed: int,
     labeled: int | None = None,
-    progress: Progress | None = None,
+    progress: CaseProgress | None = None,
 ) -> Project:
     """Generate ``cases`` deformed copies of a labeled base volume into a new project at ``out``.
 

@@ -12,7 +12,6 @@ each case's latest label version. Uncertainty (``with_uncertainty``):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,11 @@ from napari_ssl_seg.evaluation.validation import scored_classes
 from napari_ssl_seg.inference.case_scores import model_scores
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.inference.reference_volumes import reference_volumes
+from napari_ssl_seg.progress import CaseProgress
 from napari_ssl_seg.store import Project
 
 __all__ = ["Evaluation", "evaluate_project"]
 
-Progress = Callable[[int, int, str], None]
 SPLITS = ("train", "validation", "test")
 # Voxels pooled for the voxel-level AUROC/ECE: enough for three-digit precision, bounded memory.
 _VOXELS_PER_CASE = 200_000
@@ -108,7 +107,7 @@ def evaluate_project(
     device: str = "auto",
     with_uncertainty: bool = False,
     samples: int = 8,
-    progress: Progress | None = None,
+    progress: CaseProgress | None = None,
 ) -> Evaluation:
     """Predict every labeled case of ``split`` and score it against its latest label version."""
     if split not in SPLITS:

@@ -9,7 +9,7 @@ windows (prediction and uncertainty share one window loop) -> back to the source
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,10 +29,10 @@ from napari_ssl_seg.io import Volume
 from napari_ssl_seg.io.orientation import reorientation
 from napari_ssl_seg.io.volume import validate_volume
 from napari_ssl_seg.networks import ModelCard, load_checkpoint
+from napari_ssl_seg.progress import StepProgress
 
 __all__ = ["Prediction", "Predictor"]
 
-Progress = Callable[[int, int], None]
 # Post-processing works on slabs of this many slices so the float32 temporaries of a CT-sized
 # volume (one per class) never exist for the whole volume at once.
 _SLAB = 16
@@ -174,7 +174,7 @@ class Predictor:
         samples: int = 8,
         bald: bool = False,
         resample: bool = True,
-        progress: Progress | None = None,
+        progress: StepProgress | None = None,
         name: str = "image",
         keep_confidence: bool = False,
     ) -> Prediction:

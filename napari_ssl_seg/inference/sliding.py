@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -12,10 +12,9 @@ from monai.inferers import sliding_window_inference
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.window_functions import WindowFunction
+from napari_ssl_seg.progress import StepProgress
 
 __all__ = ["WindowPlan", "count_windows", "run_sliding_window"]
-
-Progress = Callable[[int, int], None]
 
 
 def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
@@ -51,7 +50,7 @@ def _autocast(plan: WindowPlan):
     return nullcontext()
 
 
-def _once(image: torch.Tensor, function: WindowFunction, plan: WindowPlan, progress: Progress | None):
+def _once(image: torch.Tensor, function: WindowFunction, plan: WindowPlan, progress: StepProgress | None):
     total = count_windows(image.shape[2:], plan.roi, plan.overlap)
     done = 0
 
@@ -106,7 +105,7 @@ def run_sliding_window(
     function: WindowFunction,
     plan: WindowPlan,
     *,
-    progress: Progress | None = None,
+    progress: StepProgress | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Blend ``function`` over ``image`` (1, C, z, y, x); on out-of-memory shrink and retry.
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io import Volume, geometry_mismatch, is_supported_path, read_volume
 from napari_ssl_seg.io.read import case_stem
+from napari_ssl_seg.progress import CaseProgress
 from napari_ssl_seg.store.names import safe_case_name
 from napari_ssl_seg.store.project import Project, _as_label_array
 
@@ -26,8 +26,6 @@ from napari_ssl_seg.store.project import Project, _as_label_array
 # brain1_image.nrrd <-> brain1_label.nrrd, la_003_0000.nii.gz <-> la_003.nii.gz.
 _IMAGE_TAG = re.compile(r"([_-](image|img|ct|mr|mri|0000))$", re.IGNORECASE)
 _LABEL_TAG = re.compile(r"([_-](label|labels|seg|segmentation|mask|gt))$", re.IGNORECASE)
-
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
@@ -182,7 +180,7 @@ def assign_splits(names: list[str], seed: int, *, validation: float = 0.2, test:
 
 
 def import_into_new_project(
-    root: Path, images: Path, labels: Path | None = None, *, seed: int = 0, progress: Progress | None = None
+    root: Path, images: Path, labels: Path | None = None, *, seed: int = 0, progress: CaseProgress | None = None
 ) -> Project:
     """Create a project at ``root`` from an image folder (and labels folder), or a Decathlon folder."""
     planned = plan_import(images, labels)
@@ -200,7 +198,7 @@ def import_into_new_project(
 
 
 def _fill_project(
-    project: Project, planned: list[PlannedCase], splits: dict[str, str], progress: Progress | None
+    project: Project, planned: list[PlannedCase], splits: dict[str, str], progress: CaseProgress | None
 ) -> None:
     names = next(
         (case.label.label_names for case in planned if case.label is not None and case.label.label_names), None
