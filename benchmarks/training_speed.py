@@ -13,10 +13,12 @@ own run object, split into:
 
 The **compute bound** is what the method's networks cost at the least: each trainable network's
 forward and backward pass over the whole batch (labeled and unlabeled patches), and one forward
-pass without gradients of each other network (a teacher) over the unlabeled patches, per optimiser
-step, each timed alone in this run on the same shapes (UG-CEMT's student as its V-Net alone). ``iteration / bound`` says how much of an
-iteration is above what the networks need; MC-dropout passes of a teacher, per-batch targets and
-data work are what that excess is made of.
+pass without gradients of each other network (a teacher) over the unlabeled patches; twice the
+trainable part for SAM (its ascent step); and for MC-dropout methods, T decoder passes of the
+teacher on features encoded once (what the inference engine's encode-once split costs); all per
+optimiser step, each timed alone in this run on the same shapes (UG-CEMT's student as its V-Net).
+``iteration / bound`` says how much of an iteration is above what the networks need: per-batch
+targets, repeated encodings and data work are what an excess is made of.
 
 The phases are timed by replaying the loop's ``step`` in its parts (zero_grad, loss, backward,
 optimiser step), because the loop itself only keeps a per-iteration total.
@@ -65,6 +67,19 @@ def _pass_seconds(network: torch.nn.Module, images: torch.Tensor, *, backward: b
             with torch.no_grad():
                 network(images)
         times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def _decoder_seconds(network: torch.nn.Module, images: torch.Tensor, *, repeats: int) -> float:
+    """One MC-dropout sample's own cost: the decoder and classifier on features encoded once."""
+    network.eval()
+    with torch.no_grad():
+        features = network.encode(images)
+        times = []
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            network.classify(network.decode_features(features))
+            times.append(time.perf_counter() - start)
     return statistics.median(times[1:])
 
 
@@ -150,6 +165,13 @@ def measure(project: Path, method: str, config_name: str, iterations: int, warmu
             bound += _pass_seconds(network, every, backward=True, repeats=3)
         elif unlabeled_images.shape[0] > 0:
             bound += _pass_seconds(network, unlabeled_images, backward=False, repeats=3)
+    if strategy.optimizer == "sam":
+        bound *= 2  # SAM's ascent step: a second forward and backward of the trainable networks
+    samples = int(getattr(strategy.settings, "mc_samples", 0))
+    teacher = strategy.unwrapped("teacher") if "teacher" in strategy.networks else None
+    teacher = getattr(teacher, "vnet", teacher)  # UG-MCL's dual-task teacher: MC dropout runs its V-Net
+    if samples and teacher is not None and unlabeled_images.shape[0] > 0:
+        bound += samples * _decoder_seconds(teacher, unlabeled_images, repeats=3)
     bound *= strategy.steps_per_iteration
     medians = {name: statistics.median(values) for name, values in phases.items()}
     iteration_seconds = sum(medians.values())
