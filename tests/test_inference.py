@@ -54,7 +54,9 @@ class SplitNetwork(nn.Module):
 def test_entropy_is_zero_where_passes_agree_and_ln_c_where_they_split_evenly(num_classes: int) -> None:
     network = SplitNetwork(num_classes).eval()
     x = torch.zeros(1, 1, 2, 3, 8)
-    mean, expected = mc_dropout_moments(network, x, samples=4 * num_classes, with_expected_entropy=True)
+    # All passes in one call: the toy network tells them apart by their row in the stacked batch.
+    samples = 4 * num_classes
+    mean, expected = mc_dropout_moments(network, x, samples=samples, chunk=samples, with_expected_entropy=True)
     from napari_ssl_seg.inference.mc_dropout import entropy, mutual_information
 
     h = entropy(mean)
@@ -262,3 +264,14 @@ def test_half_precision_blending_matches_float32() -> None:
     torch.manual_seed(0)
     mc = predictor.predict(volume, samples=4)
     assert mc.uncertainty is not None and np.isfinite(mc.uncertainty.array.astype(np.float32)).all()
+
+
+def test_mc_passes_run_one_at_a_time_on_the_cpu_and_stacked_on_cuda() -> None:
+    from napari_ssl_seg.inference.mc_dropout import default_chunk
+
+    assert default_chunk(torch.device("cpu"), 8) == 1
+    assert default_chunk(torch.device("cuda"), 8) == 8
+    network = SplitNetwork(2).eval()
+    x = torch.zeros(1, 1, 2, 3, 8)
+    one_at_a_time, _ = mc_dropout_moments(network, x, samples=8)  # each pass is row 0: votes class 0
+    assert torch.allclose(one_at_a_time[0, 0, ..., 4:], torch.ones(()), atol=1e-5)

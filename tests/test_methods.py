@@ -353,3 +353,29 @@ def test_config_refuses_bad_method_settings_before_training() -> None:
     ):
         with pytest.raises(InputError, match=message):
             apply_overrides(preset("quick"), ["method=ugcemt", override])
+
+
+@pytest.mark.parametrize("name", ["uamt", "ugmcl"])
+def test_teachers_encode_once_and_give_the_targets_of_separate_passes(name: str) -> None:
+    """The teacher's deterministic pass and its MC-dropout passes share one encoding: the mean
+    probabilities and the masked consistency are those of a full pass plus T passes encoding anew."""
+    from napari_ssl_seg.inference.mc_dropout import mc_dropout_moments
+    from napari_ssl_seg.methods.registry import build_method
+
+    network = {**NETWORK, "dropout": 0.3}
+    method = build_method(name, network)
+    method.train()
+    teacher = method.unwrapped("teacher")
+    vnet = getattr(teacher, "vnet", teacher)
+    images = torch.randn(2, 1, 16, 32, 32)
+    with torch.no_grad():
+        torch.manual_seed(5)
+        separate_logits = teacher(images) if name == "uamt" else teacher(images, dual=True)[0]
+        separate_mean, _ = mc_dropout_moments(vnet, images, 4)
+        torch.manual_seed(5)
+        features = vnet.encode(images)
+        shared_logits = vnet.decode(features) if name == "uamt" else teacher.decode(features, dual=True)[0]
+        shared_mean, _ = mc_dropout_moments(vnet, images, 4, features=features)
+    assert torch.equal(separate_logits, shared_logits)
+    assert torch.equal(separate_mean, shared_mean)
+    assert not torch.allclose(shared_mean, torch.softmax(shared_logits, dim=1))  # the passes did sample

@@ -118,7 +118,7 @@ class Predictor:
         if not 0.0 <= overlap < 1.0:
             raise InputError(f"overlap must be in [0, 1), got {overlap}")
         self.overlap = overlap
-        self.mc_chunk = mc_chunk if mc_chunk is not None else (None if self.device.type == "cuda" else 1)
+        self.mc_chunk = mc_chunk  # None: mc_dropout.default_chunk for the device
         self.num_classes = int(card.network.get("num_classes", 2))
         self.in_channels = int(card.network.get("in_channels", 1))
         self.half_blending = half_blending

@@ -80,8 +80,10 @@ class UncertaintyAwareMeanTeacher(MeanTeacher):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         teacher = self.networks["teacher"]
         with torch.no_grad():
-            teacher_probabilities = torch.softmax(teacher(teacher_input).float(), dim=1)
-            mean, _ = mc_dropout_moments(teacher, teacher_input, self.settings.mc_samples)
+            # The deterministic pass and the MC passes share one encoding (no dropout in the encoder).
+            features = teacher.encode(teacher_input)
+            teacher_probabilities = torch.softmax(teacher.decode(features).float(), dim=1)
+            mean, _ = mc_dropout_moments(teacher, teacher_input, self.settings.mc_samples, features=features)
             uncertainty = entropy(mean)
             threshold = uamt_threshold(
                 ctx.iteration,

@@ -165,7 +165,7 @@ class UGCEMT(SemiSupervisedMethod):
         with torch.no_grad():
             noisy = mean_teacher_noise(images, self.settings.noise_std, self.settings.noise_clip)
             features = teacher.encode(noisy)
-            mean, _ = mc_dropout_moments(teacher, noisy, self.settings.mc_samples)
+            mean, _ = mc_dropout_moments(teacher, noisy, self.settings.mc_samples, features=features)
             uncertainty = entropy(mean)
         self._teacher_cache = {
             "key": key,

@@ -73,7 +73,11 @@ class DualTaskVNet(nn.Module):
         return dict(self.vnet.config)
 
     def forward(self, x: torch.Tensor, dual: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        decoded = self.vnet.final_dropout(self.vnet.decode_features(self.vnet.encode(x)))
+        return self.decode(self.vnet.encode(x), dual)
+
+    def decode(self, features: Any, dual: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` from the V-Net's encoding (which MC dropout of the teacher reuses)."""
+        decoded = self.vnet.final_dropout(self.vnet.decode_features(features))
         logits = self.vnet.classifier(decoded)
         if not dual:
             return logits
@@ -142,8 +146,9 @@ class UGMCL(SemiSupervisedMethod):
         teacher = self.unwrapped("teacher")
         noisy = mean_teacher_noise(images, self.settings.noise_std, self.settings.noise_clip)
         with torch.no_grad():
-            teacher_logits, teacher_sdf = teacher(noisy, dual=True)
-            mean, _ = mc_dropout_moments(teacher.vnet, noisy, self.settings.mc_samples)
+            features = teacher.vnet.encode(noisy)
+            teacher_logits, teacher_sdf = teacher.decode(features, dual=True)
+            mean, _ = mc_dropout_moments(teacher.vnet, noisy, self.settings.mc_samples, features=features)
             threshold = uamt_threshold(
                 ctx.iteration,
                 ctx.max_iterations,
