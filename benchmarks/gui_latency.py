@@ -20,6 +20,7 @@ Target (issue 5): the maximum stall stays under 200 ms in every product phase.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import tempfile
@@ -198,8 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     docks = dock_assistant(viewer, root)
     teacher, retrain = docks["Teacher"], docks["Retrain"]
     teacher.next_case()
-    import gc
-
     print(f"GC freeze: {gc.get_freeze_count()} objects frozen", flush=True)
     probe = Probe()
     collections = GcTimer()

@@ -91,6 +91,7 @@ def measure(project: Path, method: str, config_name: str, iterations: int, warmu
     from napari_ssl_seg.training.distributed import init_distributed
     from napari_ssl_seg.training.loop import _Run
     from napari_ssl_seg.training.run_start import run_info
+    from napari_ssl_seg.training.sharpness_aware import sam_ascent
 
     total = warmup + iterations
     config = apply_overrides(preset(config_name), [f"method={method}", f"iterations={total}"])
@@ -130,8 +131,6 @@ def measure(project: Path, method: str, config_name: str, iterations: int, warmu
             forward += seconds
             backward += _seconds(lambda loss=loss: run.scaler.scale(loss).backward())[0]
             if strategy.optimizer == "sam":
-                from napari_ssl_seg.training.sharpness_aware import sam_ascent
-
                 start = time.perf_counter()
                 perturbation = sam_ascent(run.params, strategy.sam_rho)
                 run.optimizer.zero_grad(set_to_none=True)
