@@ -6,7 +6,9 @@ A model must see at inference exactly the intensities it saw in training, so bot
 * ``{"kind": "ct_window", "window": [low, high]}``: Hounsfield units clipped to the window and
   mapped linearly to [0, 1] (CT: absolute units carry meaning, so no per-case statistics).
 * ``{"kind": "zscore"}``: zero mean and unit variance over the whole volume (MRI: arbitrary units
-  that differ between scanners and sessions).
+  that differ between scanners and sessions). With ``"mask": "nonzero"`` the statistics come from
+  the non-zero voxels only and the zero background stays 0 (nnU-Net's choice for skull-stripped
+  MRI, where the background would otherwise dominate the mean).
 
 Both are MONAI intensity transforms; this module only chooses and validates them.
 """
@@ -34,7 +36,10 @@ def validate_intensity(spec: Mapping[str, Any]) -> dict[str, Any]:
         raise InputError("model card 'intensity' must be an object with a 'kind'")
     kind = spec.get("kind")
     if kind == "zscore":
-        return {"kind": "zscore"}
+        mask = spec.get("mask")
+        if mask not in (None, "nonzero"):
+            raise InputError(f"intensity zscore mask must be 'nonzero' or absent, got {mask!r}")
+        return {"kind": "zscore"} if mask is None else {"kind": "zscore", "mask": mask}
     if kind == "ct_window":
         window = spec.get("window", DEFAULT_CT_WINDOW)
         try:
@@ -59,14 +64,18 @@ def choose_intensity(modality: str | None, array: np.ndarray) -> dict[str, Any]:
     return {"kind": "zscore"}
 
 
-def _zscore_statistics(data: np.ndarray, slab: int) -> tuple[float, float]:
+def _zscore_statistics(data: np.ndarray, slab: int, *, nonzero: bool = False) -> tuple[float, float]:
     """Mean and (population) standard deviation in float64, slab by slab: no full-size temporary."""
     total = squares = 0.0
+    count = 0
     for start in range(0, data.shape[0], slab):
         part = data[start : start + slab].astype(np.float64)
+        if nonzero:
+            part = part[part != 0]
         total += float(part.sum())
         squares += float(np.square(part).sum())
-    count = max(data.size, 1)
+        count += part.size
+    count = max(count, 1)
     mean = total / count
     return mean, float(np.sqrt(max(squares / count - mean * mean, 0.0)))
 
@@ -86,11 +95,16 @@ def normalise_intensity(
         low, high = spec["window"]
         transform = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True, dtype=np.float32)
     else:
-        mean, std = _zscore_statistics(data, slab) if data.ndim else (0.0, 1.0)
+        nonzero = spec.get("mask") == "nonzero"
+        mean, std = _zscore_statistics(data, slab, nonzero=nonzero) if data.ndim else (0.0, 1.0)
         transform = NormalizeIntensity(subtrahend=mean, divisor=std if std > 0 else 1.0, dtype=np.float32)
     if data.ndim == 0:
         return np.asarray(transform(data.astype(np.float32)), dtype=dtype)
     for start in range(0, data.shape[0], slab):
-        part = transform(data[start : start + slab].astype(np.float32))
-        out[start : start + slab] = np.asarray(part.numpy() if hasattr(part, "numpy") else part)
+        source = data[start : start + slab]
+        part = transform(source.astype(np.float32))
+        part = np.asarray(part.numpy() if hasattr(part, "numpy") else part)
+        if spec.get("mask") == "nonzero":
+            part = np.where(source != 0, part, 0.0)
+        out[start : start + slab] = part
     return out

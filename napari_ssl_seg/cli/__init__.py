@@ -1,7 +1,7 @@
 """The ``napari-ssl-seg`` command line: thin wrappers around the core, one module per command group.
 
 ``volume`` (info), ``project`` (init, make-cohort, status), ``inference`` (predict, rank, evaluate),
-``train``, ``retrain``, ``simulate`` and ``demo``; ``support`` holds what they share.
+``plan``, ``train``, ``retrain``, ``simulate`` and ``demo``; ``support`` holds what they share.
 
 Every command reports unusable input as one ``error:`` line on stderr and
 exits with status 2; ``--debug`` shows the traceback instead.
@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_ssl_seg.cli.inference import add_inference_parsers
 
     add_inference_parsers(commands)
+    from napari_ssl_seg.cli.plan import add_plan_parser
+
+    add_plan_parser(commands)
     from napari_ssl_seg.cli.train import add_train_parser
 
     add_train_parser(commands)

@@ -40,8 +40,12 @@ def add_simulate_parser(commands: Any) -> argparse.ArgumentParser:
     add_training_arguments(
         parser,
         set_help="override a training setting, as for `train --set`; repeatable",
-        config_help="training preset: quick (CPU, from scratch), finetune (from a teacher, with --init), paper (GPU)",
-        iterations_help="training iterations per round (default: the preset's)",
+        config_help=(
+            "plan (default: from the project's data), or a training preset: quick (CPU, from scratch), "
+            "finetune (from a teacher, with --init), paper (GPU)"
+        ),
+        iterations_help="training iterations per round (default: the plan's or the preset's)",
+        budget_flag="--train-minutes",
     )
     parser.add_argument("--init", type=Path, help="teacher that round 0 fine-tunes from (default: train from scratch)")
     parser.add_argument(
@@ -77,7 +81,7 @@ def command_simulate(args: argparse.Namespace) -> int:
         raise InputError(f"--seeds must be at least 1, got {args.seeds}")
     if args.init is not None and not args.init.is_file():
         raise InputError(f"--init model {args.init} does not exist")
-    config = training_config(args)
+    config = training_config(args, args.project)
     settings = SimulationSettings(
         strategy=args.strategy,
         budget=args.budget,

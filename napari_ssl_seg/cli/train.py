@@ -37,29 +37,49 @@ def add_training_arguments(
     parser: argparse.ArgumentParser,
     *,
     set_help: str,
-    config_help: str = "preset: quick (CPU, minutes), paper (GPU, the papers') or finetune (from a teacher)",
+    config_help: str = (
+        "plan (default: made from the project's data for the device, see `napari-ssl-seg plan`), or a preset: "
+        "quick (CPU, minutes), paper (GPU, the papers') or finetune (from a teacher)"
+    ),
     iterations_help: str = "override the preset's iteration count",
-    default_config: str | None = "quick",
+    default_config: str | None = "plan",
+    budget_flag: str = "--budget",
 ) -> None:
-    """Add ``--config``, ``--iterations``, ``--set`` (collected in ``args.overrides``) and ``--device``.
+    """Add ``--config``, ``--budget``, ``--iterations``, ``--set`` (in ``args.overrides``) and ``--device``.
 
     Shared by ``train``, ``retrain`` and ``simulate`` so the three pick a training config and a
-    device alike; :func:`training_config` applies the first three.
+    device alike; :func:`training_config` applies them.
     """
     parser.add_argument("--config", default=default_config, help=config_help)
+    parser.add_argument(
+        budget_flag,
+        dest="plan_minutes",
+        type=float,
+        metavar="MINUTES",
+        help="with --config plan: as many iterations as fit this many minutes",
+    )
     parser.add_argument("--iterations", type=int, help=iterations_help)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 
 
-def training_config(args: argparse.Namespace) -> TrainConfig:
-    """The ``--config`` preset with ``--method``, every ``--set`` and then ``--iterations`` applied."""
+def training_config(args: argparse.Namespace, project: Path | None = None) -> TrainConfig:
+    """The ``--config`` preset (or ``project``'s plan) with ``--method``, each ``--set``, then ``--iterations``."""
     from napari_ssl_seg.training.config import apply_overrides, preset
 
     overrides = [f"method={args.method}", *args.overrides]
     if args.iterations is not None:
         overrides.append(f"iterations={args.iterations}")
-    return apply_overrides(preset(args.config), overrides)
+    if args.config != "plan":
+        if getattr(args, "plan_minutes", None) is not None:
+            raise InputError("a training budget in minutes needs --config plan (a preset has its own iteration count)")
+        return apply_overrides(preset(args.config), overrides)
+    from napari_ssl_seg.training.plan import BUDGETS, plan_project, planned_config
+
+    if project is None:
+        raise InputError("--config plan needs a project to plan from")
+    plan, _ = plan_project(project, device=args.device, minutes=getattr(args, "plan_minutes", None), method=args.method)
+    return apply_overrides(planned_config(plan, preset(BUDGETS[plan.budget].preset)), overrides)
 
 
 def add_train_parser(commands: Any) -> argparse.ArgumentParser:
@@ -140,7 +160,7 @@ def command_train(args: argparse.Namespace) -> int:
     if not args.project.is_dir():
         raise InputError(f"project {args.project} does not exist")
     method_class(args.method)  # unknown or unavailable method: fail before anything is read
-    config = training_config(args)
+    config = training_config(args, args.project)
     if args.resume and args.out is None:
         raise InputError("--resume needs --out: the run folder to continue")
     out = args.out or default_out_dir(args.project, args.method)

@@ -37,7 +37,7 @@ __all__ = ["Prediction", "Predictor"]
 # volume (one per class) never exist for the whole volume at once.
 _SLAB = 16
 # Resample only when the spacing differs by more than this fraction: interpolation blurs.
-_SPACING_TOLERANCE = 0.01
+SPACING_TOLERANCE = 0.01
 _HALF_BLENDING_ELEMENTS = 2**26
 VOXEL_ORDER_NOTE = (
     "the model card records no orientation (a card from before orientations were recorded): the network sees"
@@ -152,7 +152,7 @@ class Predictor:
         if self.in_channels != 1:
             raise InputError(f"model expects {self.in_channels} input channels; only single-channel volumes work")
         target = self.card.spacing
-        resampled = resample and target is not None and not np.allclose(volume.spacing, target, rtol=_SPACING_TOLERANCE)
+        resampled = resample and target is not None and not np.allclose(volume.spacing, target, rtol=SPACING_TOLERANCE)
         shape = volume.shape
         if resampled:
             shape = tuple(

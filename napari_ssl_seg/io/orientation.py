@@ -98,6 +98,14 @@ class Reorientation:
             moved[int(target_axis)] = xyz[source_axis]
         return tuple(float(v) for v in moved[::-1])  # type: ignore[return-value]
 
+    def target_shape(self) -> tuple[int, int, int]:
+        """The source shape as the target's axes carry it (without touching an array)."""
+        xyz = self.shape[::-1]
+        moved = [0, 0, 0]
+        for source_axis, (target_axis, _flip) in enumerate(self._forward):
+            moved[int(target_axis)] = int(xyz[source_axis])
+        return (moved[2], moved[1], moved[0])
+
     def volume_to_target(self, volume: Volume) -> Volume:
         """The whole volume in the target orientation, with the geometry that keeps every voxel in place."""
         if self.is_identity:

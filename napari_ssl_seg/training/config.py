@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,11 @@ class TrainConfig:
     overlap: float = 0.25
     method_settings: dict[str, Any] = field(default_factory=dict)
     intensity: dict[str, Any] | None = None
+    # The (z, y, x) spacing in mm every case is resampled to for training and prediction; None: the
+    # median spacing of the labeled training cases. The plan (training/plan.py) sets it from the data.
+    target_spacing: tuple[float, float, float] | None = None
+    # The plan this config was made from (``--config plan``), with its reasons: recorded in the card.
+    plan: dict[str, Any] | None = None
     # "auto": no left-right flips or in-plane rot90 when a class name says left or right (a flipped
     # left lung still labeled "left lung" teaches the network to ignore the side); "on" / "off" force it.
     lateral_augmentation: str = "auto"
@@ -113,6 +119,12 @@ class TrainConfig:
             method_class(self.method).Settings.from_mapping(self.method_settings)
         except ValueError as exc:
             raise InputError(f"method {self.method!r}: {exc}") from None
+        if self.target_spacing is not None and (
+            len(self.target_spacing) != 3 or not all(math.isfinite(v) and v > 0 for v in self.target_spacing)
+        ):
+            raise InputError(
+                f"setting target_spacing must be three positive numbers (z,y,x), got {self.target_spacing}"
+            )
         if len(self.patch_size) != 3 or min(self.patch_size) < 1:
             raise InputError(f"setting patch_size must be three positive integers (z,y,x), got {self.patch_size}")
         divisor = 2 ** (self.depth - 1)
@@ -138,6 +150,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["patch_size"] = list(self.patch_size)
+        data["target_spacing"] = None if self.target_spacing is None else list(self.target_spacing)
         return data
 
     @classmethod
@@ -150,6 +163,8 @@ class TrainConfig:
         values = dict(data)
         if "patch_size" in values:
             values["patch_size"] = tuple(int(v) for v in values["patch_size"])
+        if values.get("target_spacing") is not None:
+            values["target_spacing"] = tuple(float(v) for v in values["target_spacing"])
         return cls(**values).validate()
 
 
@@ -219,6 +234,11 @@ def _parse_value(name: str, text: str, current: Any, annotation: str) -> Any:
             if len(parts) != 3:
                 raise ValueError("expected three integers z,y,x")
             return tuple(parts)
+        if name == "target_spacing":
+            spacing = [float(v) for v in text.replace("x", ",").split(",") if v.strip()]
+            if len(spacing) != 3:
+                raise ValueError("expected three numbers z,y,x in mm")
+            return tuple(spacing)
         if annotation.startswith("bool"):
             if text.lower() in _TRUE:
                 return True
@@ -259,6 +279,8 @@ def apply_overrides(config: TrainConfig, overrides: Iterable[str]) -> TrainConfi
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     values = config.to_dict()
     values["patch_size"] = tuple(values["patch_size"])
+    if values["target_spacing"] is not None:
+        values["target_spacing"] = tuple(values["target_spacing"])
     values["method_settings"] = dict(values["method_settings"])
     for item in overrides:
         key, sep, text = item.partition("=")

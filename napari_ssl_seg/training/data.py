@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.transforms import (
     Compose,
     RandCropByLabelClassesd,
@@ -40,6 +41,7 @@ from monai.transforms import (
 )
 
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.inference.predictor import SPACING_TOLERANCE
 from napari_ssl_seg.intensity import choose_intensity, normalise_intensity, validate_intensity
 from napari_ssl_seg.io.orientation import CANONICAL, reorientation
 from napari_ssl_seg.store.project import Project
@@ -148,13 +150,16 @@ def load_cases(
     *,
     pad_to: Sequence[int] | None = None,
     orientation: str | None = CANONICAL,
+    spacing: Sequence[float] | None = None,
 ) -> list[CaseData]:
-    """Read, reorient and normalise cases; ``versions`` maps a case to its label version (None: image only).
+    """Read, reorient, normalise and resample cases; ``versions`` maps a case to its label version (None: image only).
 
     Every case is reoriented to ``orientation`` (None: kept in its voxel order, for runs that
     continue a teacher whose card records none), so the network sees one anatomy whatever order
-    each file stores. With ``pad_to`` a case smaller than the patch is padded once here rather
-    than per sample.
+    each file stores. With ``spacing`` (z, y, x mm) a case whose spacing differs is resampled to
+    it, as the predictor resamples what it is given to the card's spacing: the network trains on
+    the voxel size it will predict on. With ``pad_to`` a case smaller than the patch is padded once
+    here rather than per sample.
     """
     cases = []
     for name, version in versions.items():
@@ -167,11 +172,29 @@ def load_cases(
             if label.shape != volume.shape:
                 raise InputError(f"case {name!r}: label shape {label.shape} differs from image shape {volume.shape}")
             label = turn.to_target(label.astype(np.uint8 if label.max(initial=0) < 256 else np.int64))
+        case_spacing = turn.target_spacing(volume.spacing)
+        if spacing is not None and not np.allclose(case_spacing, spacing, rtol=SPACING_TOLERANCE):
+            image, label = resample_case(image, label, case_spacing, spacing)
+            case_spacing = tuple(float(v) for v in spacing)
         if pad_to is not None:
             image = _pad_to(image, pad_to, float(image.min()))
             label = None if label is None else _pad_to(label, pad_to, 0)
-        cases.append(CaseData(name, image, label, turn.target_spacing(volume.spacing)))
+        cases.append(CaseData(name, image, label, case_spacing))
     return cases
+
+
+def resample_case(
+    image: np.ndarray, label: np.ndarray | None, spacing: Sequence[float], target: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``image`` (trilinear, as the predictor resamples) and ``label`` (nearest) from ``spacing`` to ``target``."""
+    shape = tuple(max(1, round(n * s / t)) for n, s, t in zip(image.shape, spacing, target, strict=True))
+    resized = F.interpolate(torch.from_numpy(image)[None, None], size=shape, mode="trilinear", align_corners=False)
+    image = resized[0, 0].numpy()
+    if label is not None:
+        dtype = label.dtype
+        moved = F.interpolate(torch.from_numpy(label.astype(np.float32))[None, None], size=shape, mode="nearest-exact")
+        label = moved[0, 0].numpy().astype(dtype)
+    return np.ascontiguousarray(image), label
 
 
 #: The name a class gets when its label map names none (a NIfTI label file, for one).

@@ -39,6 +39,7 @@ from napari_ssl_seg.store.models import ModelVersion, active_model, model_versio
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.config import apply_overrides, preset
 from napari_ssl_seg.training.data import take_snapshot
+from napari_ssl_seg.training.plan import BUDGETS, budget_for_device
 from napari_ssl_seg.training.promote import RetrainOutcome, promote_if_better
 
 __all__ = ["STATES", "RetrainEvent", "RetrainJob", "default_retrain_dir"]
@@ -146,7 +147,7 @@ class RetrainJob:
 
         ``method`` None: the active model's method. ``init_model``: "active" (fine-tune the active
         teacher), a registered version name, a checkpoint path, or None (from scratch).
-        ``config`` None: ``finetune`` when starting from a teacher, ``quick`` from scratch.
+        ``config`` None: ``finetune`` when starting from a teacher, ``plan`` (training/plan.py) from scratch.
         ``niceness`` lowers the child's CPU priority (POSIX) so the viewer stays responsive.
         Raises :class:`InputError` for anything the child would refuse at once (no active model,
         unknown method or setting, no labeled training or validation case).
@@ -161,9 +162,11 @@ class RetrainJob:
                 method = active.method
             take_snapshot(project)  # the child would refuse the same way, only seconds later
         method_class(method)
-        config = config or ("finetune" if init_path is not None else "quick")
+        config = config or ("finetune" if init_path is not None else "plan")
         extra = [f"method={method}", *overrides] + ([] if iterations is None else [f"iterations={iterations}"])
-        total = apply_overrides(preset(config), extra).iterations
+        # The child makes the plan (it reads cases); its iteration count is its budget's own.
+        base = preset(BUDGETS[budget_for_device(device)].preset if config == "plan" else config)
+        total = apply_overrides(base, extra).iterations
         out = Path(out_dir) if out_dir is not None else default_retrain_dir(root)
         out.mkdir(parents=True, exist_ok=True)
         args = ["train", str(root), f"--method={method}", f"--config={config}", f"--out={out}", f"--device={device}"]

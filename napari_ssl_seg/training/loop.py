@@ -117,19 +117,12 @@ class _Run:
         self.scheduler = build_scheduler(self.optimizer, config)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         uses_unlabeled = bool(getattr(self.method, "uses_unlabeled", True))
-        labeled = load_cases(
-            self.project,
-            self.snapshot.labeled,
-            self.info["intensity"],
-            pad_to=config.patch_size,
-            orientation=self.orientation,
-        )
+        grid = {"pad_to": config.patch_size, "orientation": self.orientation, "spacing": self.info["spacing"]}
+        labeled = load_cases(self.project, self.snapshot.labeled, self.info["intensity"], **grid)
         unlabeled = []
         if uses_unlabeled and config.batch_unlabeled:
             names = dict.fromkeys(self.snapshot.unlabeled)
-            unlabeled = load_cases(
-                self.project, names, self.info["intensity"], pad_to=config.patch_size, orientation=self.orientation
-            )
+            unlabeled = load_cases(self.project, names, self.info["intensity"], **grid)
         lateral = config.lateral_augmentation == "on" or (
             config.lateral_augmentation == "auto" and not has_lateral_classes(self.info["classes"])
         )

@@ -27,6 +27,13 @@ __all__ = ["RESUMABLE_CHANGES", "copy_init_weights", "resume_info", "run_info", 
 
 # Settings that may change when a run is resumed (extending it, or checking it more often).
 RESUMABLE_CHANGES = frozenset({"iterations", "checkpoint_every", "validate_every", "log_every"})
+#: What ``--init`` takes from the init model's card rather than from the user's config.
+INIT_MODEL_KEYS = frozenset({"base_width", "depth", "dropout", "residual", "patch_size", "target_spacing"})
+#: What ``--config plan`` sets (training/plan.py), and the plan itself.
+PLANNED_KEYS = frozenset(
+    {"target_spacing", "patch_size", "depth", "base_width", "batch_labeled", "batch_unlabeled", "iterations"}
+    | {"rampup_iterations", "lr_step", "foreground_oversampling", "intensity", "lateral_augmentation", "plan"}
+)
 
 
 def seed_everything(seed: int, *streams: int) -> None:
@@ -66,6 +73,10 @@ def run_info(
         for key in ("base_width", "depth", "dropout", "residual"):
             if key in init_card.network:
                 setattr(config, key, init_card.network[key])
+        # ... and it keeps predicting on the patch and the voxel size it learnt on (its plan's).
+        config.patch_size = tuple(init_card.patch_size)
+        if init_card.spacing is not None:
+            config.target_spacing = tuple(init_card.spacing)
         config.validate()
     intensity = resolve_intensity(project, snapshot, config.intensity or (init_card.intensity if init_card else None))
     num_classes = max([*snapshot.classes, 1]) + 1
@@ -81,15 +92,19 @@ def run_info(
     classes = {0: "background", **{i: snapshot.classes.get(i, f"class {i}") for i in range(1, num_classes)}}
     # A run continuing a teacher keeps the orientation its network saw (None: voxel order, an old card).
     orientation = init_card.orientation if init_card is not None else CANONICAL
-    records = [project.case(name) for name in snapshot.labeled]
-    spacings = [reorientation(r.direction, r.shape, orientation).target_spacing(r.spacing) for r in records]
+    if config.target_spacing is not None:
+        spacing = [float(v) for v in config.target_spacing]
+    else:
+        records = [project.case(name) for name in snapshot.labeled]
+        spacings = [reorientation(r.direction, r.shape, orientation).target_spacing(r.spacing) for r in records]
+        spacing = [float(v) for v in np.median(np.asarray(spacings), axis=0)]
     return {
         "config": config.to_dict(),
         "snapshot": snapshot.to_dict(),
         "intensity": intensity,
         "network": network,
         "classes": {str(k): v for k, v in classes.items()},
-        "spacing": [float(v) for v in np.median(np.asarray(spacings), axis=0)],
+        "spacing": spacing,
         "orientation": orientation,
         "seed": project.seed if config.seed is None else int(config.seed),
         "command": command,
@@ -110,13 +125,16 @@ def resume_info(out_dir: Path, config: TrainConfig) -> dict[str, Any]:
     saved = TrainConfig.from_dict(state["run"]["config"]).to_dict()
     wanted = config.to_dict()
     # With --init the saved config took the init model's architecture; those keys are not the user's.
-    ignore = RESUMABLE_CHANGES | ({"base_width", "depth", "dropout", "residual"} if state["run"]["parent"] else set())
+    ignore = RESUMABLE_CHANGES | (INIT_MODEL_KEYS if state["run"]["parent"] else set())
+    if saved.get("plan") is not None and wanted.get("plan") is not None:
+        # A plan made again from a project labeled since: the run continues on the plan it began with.
+        ignore |= PLANNED_KEYS
     differs = sorted(key for key in wanted if key not in ignore and wanted[key] != saved[key])
     if differs:
         raise InputError(
             f"cannot resume with changed setting(s) {', '.join(differs)}; "
             f"only {', '.join(sorted(RESUMABLE_CHANGES))} may change"
         )
-    for key in RESUMABLE_CHANGES:
+    for key in RESUMABLE_CHANGES - ({"iterations"} if ignore & PLANNED_KEYS else set()):
         saved[key] = wanted[key]
     return {**state["run"], "config": saved, "_state": state}

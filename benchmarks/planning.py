@@ -1,0 +1,160 @@
+"""Does the data's plan beat the fixed ``quick`` preset on scans unlike the chest it was tuned on?
+
+Run: .venv/bin/python benchmarks/planning.py [--cohorts chest,chest1mm,brain] [--recipes plan,quick] [--cases 12]
+     [--labeled 3] [--seed 3] [--method supervised] [--out build/planning]
+
+Each cohort is ``make-cohort`` from one bundled real volume (``--cases`` cases, ``--labeled`` labeled training cases,
+the others unlabeled, 2 validation and 2 test cases for 12):
+
+- ``chest``: the bundled chest CT and its 7-class 3D Slicer segmentation at its native 3.05 x 3.05 x 10 mm;
+- ``chest1mm``: the same base resampled to 1 mm isotropic first (image trilinear, label nearest), as a thin-slice CT;
+- ``brain``: the bundled brain MRI (pyradiomics ``brain1``, 0.78 x 0.78 x 6.5 mm) with its lesion mask.
+
+Then every recipe trains ``--method`` from scratch on it, each run once, one after the other:
+
+- ``plan``: ``--config plan``, the plan made from the cohort's fingerprint for this machine's CPU
+  (training/plan.py; ``napari-ssl-seg plan`` prints it);
+- ``quick``: the fixed preset (patch 16x64x64 at the labeled cases' median spacing, width 8, depth 4, a CT window
+  of [-1000, 1000] HU or a whole-image z-score).
+
+The exported (best-validation) model of each run is evaluated on the test split: per-class Dice, mean Dice,
+HD95 and training minutes are printed as one table and written to ``--out/results.json``. Runs already
+in ``--out`` are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from napari_ssl_seg.cohort.cohort_project import build_cohort_project
+from napari_ssl_seg.evaluation.evaluate import evaluate_project
+from napari_ssl_seg.io import read_volume, write_volume
+from napari_ssl_seg.io.sitk_files import volume_from_sitk
+from napari_ssl_seg.runtime.allocator import keep_freed_memory
+from napari_ssl_seg.store import Project
+from napari_ssl_seg.training.config import apply_overrides, preset
+from napari_ssl_seg.training.loop import train
+from napari_ssl_seg.training.plan import BUDGETS, plan_project, planned_config
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+COHORTS: dict[str, tuple[str, str, float | None]] = {
+    "chest": ("CTChest4.nrrd", "Segmentation.seg.nrrd", None),
+    "chest1mm": ("CTChest4.nrrd", "Segmentation.seg.nrrd", 1.0),
+    "brain": ("brain1_image.nrrd", "brain1_label.nrrd", None),
+}
+
+
+def _resampled(path: Path, spacing_mm: float, out: Path, *, label: bool) -> Path:
+    """``path`` resampled to isotropic ``spacing_mm`` (SimpleITK), written to ``out``; class names kept."""
+    source = read_volume(path)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(source.array))
+    image.SetSpacing(tuple(float(v) for v in source.spacing[::-1]))
+    image.SetOrigin(tuple(float(v) for v in source.origin))
+    image.SetDirection(tuple(float(v) for v in np.asarray(source.direction).ravel()))
+    size = [max(1, round(n * s / spacing_mm)) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
+    interpolator = sitk.sitkNearestNeighbor if label else sitk.sitkLinear
+    moved = sitk.Resample(
+        image, size, sitk.Transform(), interpolator, image.GetOrigin(), (spacing_mm,) * 3, image.GetDirection()
+    )
+    volume = dataclasses.replace(
+        volume_from_sitk(moved, path.name, source_format="nifti"), label_names=source.label_names
+    )
+    return write_volume(volume, out)
+
+
+def cohort(name: str, args: argparse.Namespace) -> Path:
+    root = args.out / name / "project"
+    if (root / "project.sqlite").is_file():
+        return root
+    image, label, spacing = COHORTS[name]
+    base, base_label = SAMPLE / image, SAMPLE / label
+    if spacing is not None:
+        (args.out / name).mkdir(parents=True, exist_ok=True)
+        base = _resampled(base, spacing, args.out / name / "base_image.nii.gz", label=False)
+        base_label = _resampled(base_label, spacing, args.out / name / "base_label.nii.gz", label=True)
+    project = build_cohort_project(root, base, base_label, cases=args.cases, seed=args.seed, labeled=args.labeled)
+    names = read_volume(SAMPLE / label).label_names
+    if names:
+        project.set_setting("label_names", json.dumps({str(k): v for k, v in sorted(names.items())}))
+    project.close()
+    return root
+
+
+def recipe_config(project: Path, recipe: str, args: argparse.Namespace) -> Any:
+    overrides = [f"method={args.method}", *args.set]
+    if recipe == "plan":
+        plan, _ = plan_project(project, device=args.device)
+        return apply_overrides(planned_config(plan, preset(BUDGETS[plan.budget].preset)), overrides)
+    return apply_overrides(preset(recipe), overrides)
+
+
+def run_one(project: Path, recipe: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    result_path = out / "result.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    config = recipe_config(project, recipe, args)
+    start = time.perf_counter()
+    train(project, config, out, device=args.device)
+    minutes = (time.perf_counter() - start) / 60
+    with Project.open(project) as opened:
+        evaluation = evaluate_project(opened, out / "model.safetensors", device=args.device)
+    card = json.loads((out / "model.json").read_text())
+    summary = evaluation.summary
+    per_class = {
+        evaluation.class_names.get(int(k), k): round(float(v["dice_mean"]), 3) for k, v in summary["classes"].items()
+    }
+    result = {
+        "recipe": recipe,
+        "spacing": card["spacing"],
+        "patch_size": card["patch_size"],
+        "intensity": card["intensity"],
+        "iterations": config.iterations,
+        "minutes": round(minutes, 1),
+        "test_dice": round(float(summary["overall"]["dice_mean"]), 3),
+        "test_hd95_mm": summary["overall"]["hd95_mm_mean"],
+        "per_class_dice": per_class,
+        "best_validation_dice": card["metrics"]["validation_dice"],
+    }
+    result_path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cohorts", default="chest,chest1mm,brain")
+    parser.add_argument("--recipes", default="plan,quick")
+    parser.add_argument("--cases", type=int, default=12)
+    parser.add_argument("--labeled", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--method", default="supervised")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="applied to every recipe")
+    parser.add_argument("--out", type=Path, default=Path("build/planning"))
+    args = parser.parse_args()
+    keep_freed_memory()
+    results: dict[str, dict[str, Any]] = {}
+    for name in args.cohorts.split(","):
+        project = cohort(name, args)
+        for recipe in args.recipes.split(","):
+            results[f"{name}/{recipe}"] = run_one(project, recipe, args, args.out / name / recipe)
+            print(json.dumps({f"{name}/{recipe}": results[f"{name}/{recipe}"]}), flush=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n{'cohort/recipe':<20} {'spacing mm':<18} {'patch':<12} {'min':>5} {'Dice':>6} {'HD95':>6}  per class")
+    for key, r in results.items():
+        spacing = "x".join(f"{v:.2g}" for v in r["spacing"])
+        patch = "x".join(map(str, r["patch_size"]))
+        hd = "n/a" if r["test_hd95_mm"] is None else f"{r['test_hd95_mm']:.1f}"
+        classes = ", ".join(f"{k} {v:.2f}" for k, v in r["per_class_dice"].items())
+        print(f"{key:<20} {spacing:<18} {patch:<12} {r['minutes']:>5} {r['test_dice']:>6.3f} {hd:>6}  {classes}")
+
+
+if __name__ == "__main__":
+    main()

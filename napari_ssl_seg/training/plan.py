@@ -1,0 +1,327 @@
+"""A training plan made from a project's fingerprint: spacing, patch, network, intensity, augmentation.
+
+The rules are nnU-Net's, scaled to a compute budget (:class:`ComputeBudget`):
+
+* **Target spacing**: the median spacing; for anisotropic data (one axis over 3x the finest) the
+  coarse axis takes the 10th percentile of its spacings. Then, when the median image at that
+  spacing holds more than ``context_ratio`` patches' worth of voxels, the spacing is coarsened
+  (finest axes first, as nnU-Net's low-resolution stage does) until it holds no more: a patch must
+  see enough of the anatomy to tell the structures (and the sides) apart. The CPU budget's ratio is
+  the one of the ``quick`` recipe on the chest cohort it was measured to converge on.
+* **Patch**: the median image shape at the target spacing, rounded up to what the network's
+  pooling divides, then shrunk along the axis that covers the largest share of the image until it
+  fits the budget's voxel count.
+* **Network**: the budget's width; its depth, less where the median image is too thin for it.
+* **Intensity**: CT clipped to the dataset's foreground percentiles 0.5 and 99.5 (and mapped
+  to [0, 1]); anything else a per-image z-score, over the non-zero voxels when the images have a
+  zero background (nnU-Net: when cropping to the non-zero region would drop a quarter of the image).
+* **Augmentation**: no left-right flips or rot90 when a class names a side, or has no name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.store.project import Project
+from napari_ssl_seg.training.budget import MEASURED_ITERATIONS_PER_SECOND
+from napari_ssl_seg.training.config import TrainConfig
+from napari_ssl_seg.training.data import has_lateral_classes
+from napari_ssl_seg.training.fingerprint import DatasetFingerprint, fingerprint_project
+
+__all__ = [
+    "BUDGETS",
+    "PLAN_SETTING",
+    "ComputeBudget",
+    "TrainingPlan",
+    "budget_for_device",
+    "make_plan",
+    "plan_project",
+    "planned_config",
+]
+
+#: nnU-Net: an axis is the coarse one when its spacing is over 3x the finest.
+ANISOTROPY_RATIO = 3.0
+#: Images whose non-zero voxels are fewer than this share get a z-score over the non-zero voxels.
+NONZERO_MASK_FRACTION = 0.75
+#: A class under this share of the voxels is small, under the mid one mid-sized (for reports).
+SMALL_CLASS_FRACTION = 0.005
+LARGE_CLASS_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class ComputeBudget:
+    """What one device affords per iteration, from a recipe measured on it."""
+
+    name: str
+    preset: str
+    patch_voxels: int
+    depth: int
+    base_width: int
+    batch_labeled: int
+    batch_unlabeled: int
+    iterations: int
+    #: The median image may hold at most this many patches' voxels before the spacing coarsens.
+    context_ratio: float
+    #: The patch voxels at which MEASURED_ITERATIONS_PER_SECOND were measured (None: not measured).
+    measured_patch_voxels: int | None
+
+
+BUDGETS: dict[str, ComputeBudget] = {
+    # The quick preset (16x64x64, width 8, depth 4, 4000 iterations): benchmarks/convergence.py
+    # measured it to converge on the chest cohort, whose median image is 4.4 of its patches.
+    "cpu": ComputeBudget("cpu", "quick", 16 * 64 * 64, 4, 8, 2, 2, 4000, 4.5, 16 * 64 * 64),
+    # The papers' recipe (80x112x112, width 16, depth 5, 6000 iterations); nnU-Net's low-resolution
+    # stage starts when the median image exceeds 4 patches.
+    "gpu": ComputeBudget("gpu", "paper", 80 * 112 * 112, 5, 16, 2, 2, 6000, 4.0, None),
+}
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """The settings a run takes from the data, each with the reason it was chosen."""
+
+    budget: str
+    target_spacing: tuple[float, float, float]
+    patch_size: tuple[int, int, int]
+    depth: int
+    base_width: int
+    batch_labeled: int
+    batch_unlabeled: int
+    iterations: int
+    foreground_oversampling: float
+    intensity: dict[str, Any]
+    lateral_augmentation: str
+    class_sizes: dict[str, str] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+    def overrides(self) -> dict[str, Any]:
+        """The :class:`TrainConfig` fields the plan sets."""
+        return {
+            "target_spacing": self.target_spacing,
+            "patch_size": self.patch_size,
+            "depth": self.depth,
+            "base_width": self.base_width,
+            "batch_labeled": self.batch_labeled,
+            "batch_unlabeled": self.batch_unlabeled,
+            "iterations": self.iterations,
+            "rampup_iterations": self.iterations,
+            "lr_step": round(self.iterations * 0.8),
+            "foreground_oversampling": self.foreground_oversampling,
+            "intensity": dict(self.intensity),
+            "lateral_augmentation": self.lateral_augmentation,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["target_spacing"] = list(self.target_spacing)
+        data["patch_size"] = list(self.patch_size)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingPlan:
+        values = dict(data)
+        values["target_spacing"] = tuple(float(v) for v in values["target_spacing"])
+        values["patch_size"] = tuple(int(v) for v in values["patch_size"])
+        return cls(**values)
+
+
+def _fmt(values: Any, digits: int = 2) -> str:
+    texts = (f"{float(v):.{digits}f}" for v in values)
+    return " x ".join(text.rstrip("0").rstrip(".") if "." in text else text for text in texts)
+
+
+def _target_spacing(fingerprint: DatasetFingerprint, budget: ComputeBudget, reasons: list[str]) -> np.ndarray:
+    spacings = fingerprint.spacings
+    target = np.median(spacings, axis=0)
+    reasons.append(f"median spacing {_fmt(target)} mm (z, y, x) over {len(spacings)} cases")
+    coarse = int(np.argmax(target))
+    if target[coarse] > ANISOTROPY_RATIO * target.min():
+        target[coarse] = np.percentile(spacings[:, coarse], 10)
+        reasons.append(
+            f"anisotropic (axis {'zyx'[coarse]} over {ANISOTROPY_RATIO:g}x the finest): that axis takes the "
+            f"10th percentile of its spacings, {target[coarse]:.2f} mm"
+        )
+    extent = np.asarray(fingerprint.median_extent_mm)
+    limit = budget.context_ratio * budget.patch_voxels
+    start = target.copy()
+    while np.prod(extent / target) > limit:
+        fine = target < target.max() / 1.01
+        target[fine if fine.any() else slice(None)] *= 1.01
+    if not np.allclose(start, target):
+        reasons.append(
+            f"coarsened to {_fmt(target)} mm: at {_fmt(start)} mm the median image ({_fmt(extent, 0)} mm) "
+            f"holds {np.prod(extent / start) / budget.patch_voxels:.0f} patches of the {budget.name} budget, "
+            f"at most {budget.context_ratio:g} let a patch see enough of it"
+        )
+    return target
+
+
+def _patch_and_depth(
+    fingerprint: DatasetFingerprint, target: np.ndarray, budget: ComputeBudget, reasons: list[str]
+) -> tuple[tuple[int, int, int], int]:
+    shape = np.asarray(fingerprint.median_extent_mm) / target
+    depth = budget.depth
+    # Each pooling halves every axis: the thinnest axis of the median image bounds the depth.
+    while depth > 2 and shape.min() < 2 ** (depth - 1) * 2:
+        depth -= 1
+    if depth != budget.depth:
+        reasons.append(f"depth {depth} instead of {budget.depth}: the median image is {shape.min():.0f} voxels thin")
+    divisor = 2 ** (depth - 1)
+    patch = np.maximum(np.ceil(shape / divisor) * divisor, divisor).astype(int)
+    while np.prod(patch) > budget.patch_voxels:
+        # Take one pooling step off the axis whose loss leaves the patch covering the largest
+        # share of the image along its worst-covered axis (then: the most voxels). A thin axis of
+        # three steps loses a third at once, so it shrinks only once the others have given way.
+        best: tuple[float, float] | None = None
+        for axis in np.flatnonzero(patch > divisor):
+            trial = patch.copy()
+            trial[axis] -= divisor
+            key = (float(np.min(np.minimum(trial / shape, 1.0))), float(np.prod(trial)))
+            if best is None or key > best:
+                best, chosen = key, trial
+        patch = chosen
+    # The last step may have taken more than needed: give it back where it fits, worst-covered axis first.
+    ceiling = np.maximum(np.ceil(shape / divisor) * divisor, divisor)
+    while True:
+        fits = [
+            a
+            for a in range(3)
+            if patch[a] < ceiling[a] and np.prod(patch) // patch[a] * (patch[a] + divisor) <= budget.patch_voxels
+        ]
+        if not fits:
+            break
+        patch[min(fits, key=lambda a: patch[a] / shape[a])] += divisor
+    reasons.append(
+        f"patch {_fmt(patch, 0)} voxels ({_fmt(patch * target, 0)} mm) of a median image of {_fmt(shape, 0)} "
+        f"voxels at the target spacing; at most {budget.patch_voxels} voxels ({budget.name} budget)"
+    )
+    return (int(patch[0]), int(patch[1]), int(patch[2])), depth
+
+
+def _intensity(fingerprint: DatasetFingerprint, reasons: list[str]) -> dict[str, Any]:
+    stats = fingerprint.foreground_intensity
+    if fingerprint.is_ct:
+        low, high = round(stats["percentile_00_5"], 1), round(stats["percentile_99_5"], 1)
+        if not low < high:
+            high = low + 1.0
+        reasons.append(
+            f"CT: clipped to the foreground's percentiles 0.5 and 99.5 over {len(fingerprint.sampled_cases)} "
+            f"labeled cases, [{low:g}, {high:g}] HU"
+        )
+        return {"kind": "ct_window", "window": [low, high]}
+    if fingerprint.nonzero_fraction < NONZERO_MASK_FRACTION:
+        reasons.append(
+            f"{fingerprint.modality}: z-score per image over its non-zero voxels (only "
+            f"{fingerprint.nonzero_fraction:.0%} of the voxels are non-zero)"
+        )
+        return {"kind": "zscore", "mask": "nonzero"}
+    reasons.append(f"{fingerprint.modality}: z-score per image (arbitrary units differ between scans)")
+    return {"kind": "zscore"}
+
+
+def _class_sizes(fingerprint: DatasetFingerprint) -> dict[str, str]:
+    sizes = {}
+    for size in fingerprint.classes:
+        kind = "large" if size.voxel_fraction >= LARGE_CLASS_FRACTION else "mid"
+        kind = "small" if size.voxel_fraction < SMALL_CLASS_FRACTION else kind
+        sizes[str(size.label)] = kind
+    return sizes
+
+
+def _iterations(budget: ComputeBudget, patch: tuple[int, int, int], minutes: float | None, method: str) -> int:
+    if minutes is None:
+        return budget.iterations
+    rate = MEASURED_ITERATIONS_PER_SECOND.get(method, MEASURED_ITERATIONS_PER_SECOND["supervised"])
+    # Measured at the quick patch on the CPU; an iteration's cost grows with the patch's voxels.
+    reference = budget.measured_patch_voxels or budget.patch_voxels
+    rate *= reference / math.prod(patch)
+    return max(100, int(round(minutes * 60 * rate, -2)))
+
+
+def make_plan(
+    fingerprint: DatasetFingerprint,
+    *,
+    budget: str = "cpu",
+    minutes: float | None = None,
+    method: str = "supervised",
+) -> TrainingPlan:
+    """The plan for ``fingerprint`` under a named :data:`BUDGETS` entry; deterministic for a fingerprint.
+
+    ``minutes`` sets the iteration count from the measured rate of ``method`` (on the CPU budget
+    the 2-core development machine's); None keeps the budget's own count.
+    """
+    chosen = BUDGETS[budget]
+    reasons: list[str] = []
+    target = _target_spacing(fingerprint, chosen, reasons)
+    patch, depth = _patch_and_depth(fingerprint, target, chosen, reasons)
+    intensity = _intensity(fingerprint, reasons)
+    names = {size.label: size.name for size in fingerprint.classes}
+    lateral = "off" if has_lateral_classes({0: "background", **names}) else "on"
+    reasons.append(
+        "no left-right flips or rot90: a class names a side or has no name"
+        if lateral == "off"
+        else "left-right flips and rot90 in augmentation: no class names a side"
+    )
+    iterations = _iterations(chosen, patch, minutes, method)
+    if minutes is not None:
+        reasons.append(f"{iterations} iterations fit {minutes:g} min of {method} at the measured rate")
+    return TrainingPlan(
+        budget=chosen.name,
+        target_spacing=(float(round(target[0], 4)), float(round(target[1], 4)), float(round(target[2], 4))),
+        patch_size=patch,
+        depth=depth,
+        base_width=chosen.base_width,
+        batch_labeled=chosen.batch_labeled,
+        batch_unlabeled=chosen.batch_unlabeled,
+        iterations=iterations,
+        # nnU-Net's third of the patches centred on foreground: small classes are seen at all.
+        foreground_oversampling=0.33,
+        intensity=intensity,
+        lateral_augmentation=lateral,
+        class_sizes=_class_sizes(fingerprint),
+        reasons=reasons,
+    )
+
+
+#: The project setting the latest plan is stored under, with the fingerprint it came from.
+PLAN_SETTING = "plan"
+
+
+def budget_for_device(device: str | None) -> str:
+    """The budget of the device ``--device`` names: ``gpu`` for CUDA, else ``cpu``."""
+    from napari_ssl_seg.inference.device import select_device
+
+    return "gpu" if select_device(device).type == "cuda" else "cpu"
+
+
+def plan_project(
+    project_root: Path | str,
+    *,
+    device: str | None = "auto",
+    minutes: float | None = None,
+    method: str = "supervised",
+) -> tuple[TrainingPlan, DatasetFingerprint]:
+    """Fingerprint and plan a project, and store both in it (the ``plan`` setting)."""
+    if minutes is not None and not minutes > 0:
+        raise InputError(f"--budget must be a positive number of minutes, got {minutes}")
+    with Project.open(project_root) as project:
+        fingerprint = fingerprint_project(project)
+        plan = make_plan(fingerprint, budget=budget_for_device(device), minutes=minutes, method=method)
+        record = {"plan": plan.to_dict(), "fingerprint": fingerprint.to_dict()}
+        project.set_setting(PLAN_SETTING, json.dumps(record))
+    return plan, fingerprint
+
+
+def planned_config(plan: TrainingPlan, base: TrainConfig) -> TrainConfig:
+    """``base`` with every setting the plan makes, and the plan itself recorded."""
+    values = {**plan.overrides(), "plan": plan.to_dict()}
+    return dataclasses.replace(base, **values).validate()
