@@ -135,6 +135,6 @@ def resume_info(out_dir: Path, config: TrainConfig) -> dict[str, Any]:
             f"cannot resume with changed setting(s) {', '.join(differs)}; "
             f"only {', '.join(sorted(RESUMABLE_CHANGES))} may change"
         )
-    for key in RESUMABLE_CHANGES - ({"iterations"} if ignore & PLANNED_KEYS else set()):
+    for key in RESUMABLE_CHANGES:
         saved[key] = wanted[key]
     return {**state["run"], "config": saved, "_state": state}
