@@ -118,16 +118,30 @@ def _case_sample(project: Project, name: str, version: int) -> dict[str, Any]:
     if label.shape != image.shape:
         raise InputError(f"case {name!r}: label shape {label.shape} differs from image shape {image.shape}")
     values = np.asarray(image.array)
-    foreground = values[label > 0]
-    foreground = foreground[np.isfinite(foreground)]
+    # Slab by slab: no full-size int64 temporary (bincount widens its input), and no sort (np.unique would).
+    top = int(label.max(initial=0))
+    counts = np.zeros(top + 1, dtype=np.int64)
+    for start in range(0, label.shape[0], 16):
+        counts += np.bincount(label[start : start + 16].ravel(), minlength=top + 1)
+    foreground_voxels = int(counts[1:].sum())
     # The seed is the case's name, so a plan never depends on the order cases were sampled in.
     rng = np.random.default_rng(zlib.crc32(name.encode("utf-8")))
-    if foreground.size > SAMPLES_PER_CASE:
-        foreground = rng.choice(foreground, SAMPLES_PER_CASE, replace=False)
-    classes, counts = np.unique(label[label > 0], return_counts=True)
+    flat_label, flat_values = label.reshape(-1), values.reshape(-1)
+    share = foreground_voxels / max(label.size, 1)
+    if foreground_voxels > SAMPLES_PER_CASE and share > 0.01:
+        # Uniform voxels, kept where they are foreground: a uniform foreground sample without
+        # listing the foreground's indices (hundreds of MB for a full-size CT).
+        candidates = rng.integers(0, label.size, size=int(SAMPLES_PER_CASE / share * 1.5) + 64)
+        picked = candidates[flat_label[candidates] > 0][:SAMPLES_PER_CASE]
+    else:
+        picked = np.flatnonzero(flat_label)
+        if picked.size > SAMPLES_PER_CASE:
+            picked = rng.choice(picked, SAMPLES_PER_CASE, replace=False)
+    foreground = flat_values[picked].astype(np.float64)
+    foreground = foreground[np.isfinite(foreground)]
     return {
-        "intensities": [float(f"{v:.5g}") for v in foreground.astype(np.float64)],
-        "class_voxels": {str(int(c)): int(n) for c, n in zip(classes, counts, strict=True)},
+        "intensities": [float(f"{v:.5g}") for v in foreground],
+        "class_voxels": {str(c): int(n) for c, n in enumerate(counts) if c and n},
         "voxels": int(label.size),
         "voxel_ml": float(np.prod(image.spacing)) / 1000.0,
         "nonzero_fraction": float(np.count_nonzero(values) / max(values.size, 1)),
