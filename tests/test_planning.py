@@ -245,3 +245,33 @@ def test_an_old_card_without_a_plan_still_predicts(tmp_path: Path) -> None:
     image = Volume(array=np.random.default_rng(0).normal(size=(20, 40, 40)).astype(np.float32), spacing=(3, 1, 1))
     prediction = predictor.predict(image, uncertainty="none")
     assert prediction.label.array.shape == (20, 40, 40)
+
+
+def test_the_plan_does_not_depend_on_the_voxel_order_the_files_store(tmp_path: Path) -> None:
+    spacings = [(5.0, 1.0, 0.8), (3.0, 1.0, 0.8), (4.0, 1.0, 0.8)]
+    stored = _project(tmp_path / "as_is", spacings=spacings, shape=(12, 40, 36))
+    transposed = Project.create(tmp_path / "transposed", seed=1, name="constructed")
+    with Project.open(stored) as source:
+        transposed.set_setting("label_names", source.setting("label_names"))
+        for case in source.cases():
+            image, label = source.read_image(case.name), source.read_label(case.name).array
+            # The same scan with its z and x storage axes swapped: the direction says so.
+            swap = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=float) @ np.asarray(image.direction)
+            moved = Volume(
+                array=np.ascontiguousarray(image.array.transpose(2, 1, 0)),
+                spacing=image.spacing[::-1],
+                origin=image.origin,
+                direction=swap,
+                modality=image.modality,
+            )
+            transposed.add_case(case.name, moved, split=case.split)
+            transposed.save_label(case.name, np.ascontiguousarray(label.transpose(2, 1, 0)), author="test")
+    transposed.close()
+    with Project.open(stored) as a, Project.open(tmp_path / "transposed") as b:
+        first, second = fingerprint_project(a), fingerprint_project(b)
+    assert [c.shape for c in first.cases] == [c.shape for c in second.cases]
+    # NIfTI stores spacing in float32: equal to its precision.
+    assert np.allclose(first.spacings, second.spacings, rtol=1e-6)
+    plan_a, plan_b = make_plan(first), make_plan(second)
+    assert plan_a.patch_size == plan_b.patch_size and plan_a.intensity == plan_b.intensity
+    assert plan_a.target_spacing == pytest.approx(plan_b.target_spacing, rel=1e-4)
