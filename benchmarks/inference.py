@@ -3,6 +3,9 @@
 Run: .venv/bin/python benchmarks/inference.py [--sizes small,ct] [--obvious small|all|none] [--device auto]
      [--amp on|off|both] [--samples 8]
 
+``--amp both`` runs every size in float32 (standard layout, the reference) and then as the device's
+mixed precision runs it (bfloat16 and channels-last on a CPU with native bfloat16, float16 on CUDA).
+
 For the papers' V-Net (base width 16, 2 classes, patch z,y,x = 80,112,112, overlap 0.25, Gaussian
 blending) on a 96x160x160 volume ("small") and a 300x512x512 CT-sized one ("ct"), all in one process:
 seconds for a plain prediction, for prediction + T-pass MC-dropout entropy with this project's engine
@@ -16,7 +19,6 @@ does); the ratios to the plain prediction; the compute bound of the engine measu
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import threading
@@ -32,6 +34,7 @@ from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.networks import ModelCard, VNet
 from napari_ssl_seg.runtime.allocator import keep_freed_memory
+from napari_ssl_seg.runtime.precision import Execution
 
 SIZES = {"small": (96, 160, 160), "ct": (300, 512, 512)}
 PATCH = (80, 112, 112)
@@ -80,7 +83,7 @@ def measure(run: Callable[[], object], device: torch.device) -> tuple[float, flo
     return seconds, memory.peak / 1e9
 
 
-def compute_bound(network: VNet, device: torch.device, samples: int, amp: bool, repeats: int = 7) -> float:
+def compute_bound(network: VNet, execution: Execution, samples: int, repeats: int = 7) -> float:
     """(t_encoder + T t_sampled_decoder) / (t_encoder + t_decoder) for one window, medians of ``repeats``.
 
     The decoder (the stochastic part) is timed once with the network in eval mode, as a plain pass
@@ -88,8 +91,9 @@ def compute_bound(network: VNet, device: torch.device, samples: int, amp: bool, 
     drawing its masks); the bound uses the eval decoder below the fraction and the sampling one
     above it, i.e. a perfect engine: the encoder once, T single sampled decoder passes, nothing else.
     """
-    x = torch.randn(1, 1, *PATCH, device=device)
-    context = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+    device = execution.device
+    execution.prepare_module(network)
+    x = execution.prepare_input(torch.randn(1, 1, *PATCH, device=device))
 
     def timed(run: Callable[[], object]) -> float:
         times = []
@@ -103,7 +107,7 @@ def compute_bound(network: VNet, device: torch.device, samples: int, amp: bool, 
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    with torch.no_grad(), context:
+    with torch.no_grad(), execution.autocast():
         network(x)  # warm-up
         features = network.encode(x)
         t_enc = timed(lambda: network.encode(x))
@@ -144,7 +148,12 @@ def main() -> None:
     )
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", choices=("on", "off", "both"), default="both", help="CUDA only")
+    parser.add_argument(
+        "--amp",
+        choices=("on", "off", "both"),
+        default="both",
+        help="mixed precision (runtime/precision.py): on, off (float32) or both side by side",
+    )
     parser.add_argument(
         "--malloc",
         choices=("keep", "default"),
@@ -155,26 +164,30 @@ def main() -> None:
     kept = keep_freed_memory() if args.malloc == "keep" else False
     predictor = papers_vnet_predictor(args.device)
     device = predictor.device
-    amp_modes = [False] if device.type != "cuda" else {"on": [True], "off": [False], "both": [False, True]}[args.amp]
+    amp_modes = {"on": [True], "off": [False], "both": [False, True]}[args.amp]
     print(
         f"device {device} ({torch.get_num_threads()} CPU threads, freed memory kept: {kept}); "
         f"V-Net base 16, patch {PATCH}, T={args.samples}"
     )
-    header = f"{'volume':<12} {'amp':<4} {'run':<34} {'seconds':>9} {'ratio':>7} {'bound':>7} {'peak RSS GB':>12}"
+    header = (
+        f"{'volume':<12} {'execution':<26} {'run':<34} {'seconds':>9} {'ratio':>7} {'bound':>7} {'peak RSS GB':>12}"
+    )
     print(header)
     print("-" * len(header))
     T = args.samples
     # Warm-up on one window in every mode: the first call pays for kernel selection and allocator growth,
     # which would otherwise inflate whichever run comes first (the plain one, the ratios' denominator).
     warm = synthetic_ct(PATCH)
-    for kind in ("none", "mc_dropout", "fast"):
-        predictor.predict(warm, uncertainty=kind, samples=T)
+    for amp in amp_modes:
+        predictor.amp = amp
+        for kind in ("none", "mc_dropout", "fast"):
+            predictor.predict(warm, uncertainty=kind, samples=T)
     for size in args.sizes.split(","):
         volume = synthetic_ct(SIZES[size])
         label = "x".join(map(str, SIZES[size]))
         for amp in amp_modes:
             predictor.amp = amp
-            bound = compute_bound(predictor.networks["model"], device, T, amp)
+            bound = compute_bound(predictor.networks["model"], predictor.execution, T)
             runs: list[tuple[str, Callable[[], object], str]] = [
                 ("plain prediction", lambda v=volume: predictor.predict(v, uncertainty="none"), ""),
                 (f"+ MC dropout T={T} (this engine)", lambda v=volume: predictor.predict(v, samples=T), f"{bound:.2f}"),
@@ -198,7 +211,7 @@ def main() -> None:
                 plain_seconds = plain_seconds or seconds
                 ratio = seconds / plain_seconds
                 print(
-                    f"{label:<12} {'on' if amp else 'off':<4} {name:<34} {seconds:9.2f} {ratio:7.2f} "
+                    f"{label:<12} {predictor.execution.label:<26} {name:<34} {seconds:9.2f} {ratio:7.2f} "
                     f"{shown_bound:>7} {peak:12.2f}",
                     flush=True,
                 )

@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from napari_ssl_seg.runtime.precision import Execution
+
 ALL_METHODS = ("supervised", "mt", "uamt", "cps", "ucmt", "ugcemt", "ugmcl", "curecl", "ccedual")
 
 
@@ -55,25 +57,29 @@ def _scalar(output: Any) -> torch.Tensor:
     return sum(_scalar(item) for item in tensors)
 
 
-def _pass_seconds(network: torch.nn.Module, images: torch.Tensor, *, backward: bool, repeats: int) -> float:
+def _pass_seconds(
+    network: torch.nn.Module, images: torch.Tensor, execution: Execution, *, backward: bool, repeats: int
+) -> float:
     network.train(backward)
     times = []
     for _ in range(repeats + 1):  # the first pass warms up allocators and kernels
         network.zero_grad(set_to_none=True)
         start = time.perf_counter()
         if backward:
-            _scalar(network(images)).backward()
+            with execution.autocast():
+                scalar = _scalar(network(images))
+            scalar.backward()
         else:
-            with torch.no_grad():
+            with torch.no_grad(), execution.autocast():
                 network(images)
         times.append(time.perf_counter() - start)
     return statistics.median(times[1:])
 
 
-def _decoder_seconds(network: torch.nn.Module, images: torch.Tensor, *, repeats: int) -> float:
+def _decoder_seconds(network: torch.nn.Module, images: torch.Tensor, execution: Execution, *, repeats: int) -> float:
     """One MC-dropout sample's own cost: the decoder and classifier on features encoded once."""
     network.eval()
-    with torch.no_grad():
+    with torch.no_grad(), execution.autocast():
         features = network.encode(images)
         times = []
         for _ in range(repeats + 1):
@@ -83,9 +89,11 @@ def _decoder_seconds(network: torch.nn.Module, images: torch.Tensor, *, repeats:
     return statistics.median(times[1:])
 
 
-def measure(project: Path, method: str, config_name: str, iterations: int, warmup: int, work: Path) -> dict[str, Any]:
+def measure(
+    project: Path, method: str, config_name: str, iterations: int, warmup: int, work: Path, amp: bool = True
+) -> dict[str, Any]:
     from napari_ssl_seg.inference.device import select_device
-    from napari_ssl_seg.methods.base import Batch, StepContext, gaussian_rampup
+    from napari_ssl_seg.methods.base import StepContext, gaussian_rampup
     from napari_ssl_seg.store import Project
     from napari_ssl_seg.training.config import apply_overrides, preset
     from napari_ssl_seg.training.distributed import init_distributed
@@ -94,7 +102,7 @@ def measure(project: Path, method: str, config_name: str, iterations: int, warmu
     from napari_ssl_seg.training.sharpness_aware import sam_ascent
 
     total = warmup + iterations
-    config = apply_overrides(preset(config_name), [f"method={method}", f"iterations={total}"])
+    config = apply_overrides(preset(config_name), [f"method={method}", f"iterations={total}", f"amp={amp}"])
     device = select_device("auto")
     (work / method).mkdir(parents=True, exist_ok=True)
     with Project.open(project) as opened:
@@ -119,7 +127,7 @@ def measure(project: Path, method: str, config_name: str, iterations: int, warmu
     for iteration in range(total):
         data, (images, targets, unlabeled) = _seconds(lambda iteration=iteration: run.sampler.batch(iteration))
         moved, batch = _seconds(
-            lambda: Batch(images.to(device), targets.to(device), unlabeled.to(device))  # noqa: B023
+            lambda: run.device_batch(images, targets, unlabeled)  # noqa: B023
         )
         forward = backward = update = 0.0
         for step in range(strategy.steps_per_iteration):
@@ -154,6 +162,7 @@ def measure(project: Path, method: str, config_name: str, iterations: int, warmu
 
     labeled, unlabeled_images = batch.labeled_image, batch.unlabeled_image
     every = torch.cat([labeled, unlabeled_images]) if strategy.uses_unlabeled else labeled
+    every = run.execution.prepare_input(every)
     bound = 0.0
     for name in strategy.networks:
         network = strategy.unwrapped(name)
@@ -161,20 +170,26 @@ def measure(project: Path, method: str, config_name: str, iterations: int, warmu
         # cross-attention block is a small part of the pass).
         network = getattr(network, "vnet", network) if name == "student" and strategy.name == "ugcemt" else network
         if name in strategy.trainable():
-            bound += _pass_seconds(network, every, backward=True, repeats=3)
+            bound += _pass_seconds(network, every, run.execution, backward=True, repeats=3)
         elif unlabeled_images.shape[0] > 0:
-            bound += _pass_seconds(network, unlabeled_images, backward=False, repeats=3)
+            bound += _pass_seconds(network, unlabeled_images, run.execution, backward=False, repeats=3)
     if strategy.optimizer == "sam":
         bound *= 2  # SAM's ascent step: a second forward and backward of the trainable networks
     samples = int(getattr(strategy.settings, "mc_samples", 0))
     teacher = strategy.unwrapped("teacher") if "teacher" in strategy.networks else None
     teacher = getattr(teacher, "vnet", teacher)  # UG-MCL's dual-task teacher: MC dropout runs its V-Net
     if samples and teacher is not None and unlabeled_images.shape[0] > 0:
-        bound += samples * _decoder_seconds(teacher, unlabeled_images, repeats=3)
+        bound += samples * _decoder_seconds(teacher, unlabeled_images, run.execution, repeats=3)
     bound *= strategy.steps_per_iteration
     medians = {name: statistics.median(values) for name, values in phases.items()}
     iteration_seconds = sum(medians.values())
-    return {"method": method, **medians, "iteration": iteration_seconds, "bound": bound}
+    return {
+        "method": method,
+        **medians,
+        "iteration": iteration_seconds,
+        "bound": bound,
+        "execution": run.execution.label,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=6, help="timed iterations per method")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     parser.add_argument("--work", type=Path, help="folder for the cohort and the runs (default: temporary)")
+    parser.add_argument(
+        "--amp",
+        default="on",
+        choices=("on", "off", "both"),
+        help="mixed precision (runtime/precision.py); both: side by side",
+    )
     args = parser.parse_args(argv)
 
     from napari_ssl_seg.cohort.cohort_project import build_cohort_project
@@ -198,17 +219,26 @@ def main(argv: list[str] | None = None) -> int:
         ):
             pass
     print(f"config {args.config}, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
-    header = f"{'method':<11} {'data':>7} {'forward':>8} {'backward':>9} {'update':>7} {'iter s':>7} {'it/s':>6}"
-    print(f"{header} {'bound s':>8} {'iter/bound':>10}", flush=True)
+    header = f"{'method':<11} {'execution':<26} {'data':>7} {'forward':>8} {'backward':>9} {'update':>7}"
+    print(f"{header} {'iter s':>7} {'it/s':>6} {'bound s':>8} {'iter/bound':>10}", flush=True)
+    modes = {"on": (True,), "off": (False,), "both": (False, True)}[args.amp]
     for method in methods:
-        row = measure(project, method, args.config, args.iterations, args.warmup, work / f"runs_{args.config}")
-        print(
-            f"{row['method']:<11} {row['data']:7.3f} {row['forward']:8.3f} {row['backward']:9.3f} {row['update']:7.3f}"
-            f" {row['iteration']:7.3f} {1 / row['iteration']:6.2f} {row['bound']:8.3f}"
-            f" {row['iteration'] / row['bound']:10.2f}",
-            flush=True,
-        )
+        for amp in modes:
+            row = measure(
+                project, method, args.config, args.iterations, args.warmup, work / f"runs_{args.config}_{amp}", amp
+            )
+            _print_row(row)
     return 0
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    print(
+        f"{row['method']:<11} {row['execution']:<26} {row['data']:7.3f} {row['forward']:8.3f}"
+        f" {row['backward']:9.3f} {row['update']:7.3f}"
+        f" {row['iteration']:7.3f} {1 / row['iteration']:6.2f} {row['bound']:8.3f}"
+        f" {row['iteration'] / row['bound']:10.2f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

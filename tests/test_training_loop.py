@@ -162,13 +162,13 @@ def _final_state(out: Path) -> dict[str, torch.Tensor]:
     return {key: value for key, value in tensors.items() if key.startswith(("net.", "optimizer."))}
 
 
-def test_exact_resume_matches_an_uninterrupted_run(tiny_project: Path, tmp_path: Path) -> None:
-    config = tiny_config(iterations=4, checkpoint_every=100, validate_every=3)
+@pytest.mark.parametrize("amp", [False, True])  # True: bfloat16 and channels-last where the CPU has them
+def test_exact_resume_matches_an_uninterrupted_run(tiny_project: Path, tmp_path: Path, amp: bool) -> None:
+    config = tiny_config(iterations=4, checkpoint_every=100, validate_every=3, amp=amp)
     train(tiny_project, config, tmp_path / "split", device="cpu")
-    resumed = train(
-        tiny_project, tiny_config(iterations=8, validate_every=3), tmp_path / "split", device="cpu", resume=True
-    )
-    straight = train(tiny_project, tiny_config(iterations=8, validate_every=3), tmp_path / "straight", device="cpu")
+    longer = tiny_config(iterations=8, validate_every=3, amp=amp)
+    resumed = train(tiny_project, longer, tmp_path / "split", device="cpu", resume=True)
+    straight = train(tiny_project, longer, tmp_path / "straight", device="cpu")
     assert resumed.iterations == straight.iterations == 8
     a, b = _final_state(tmp_path / "split"), _final_state(tmp_path / "straight")
     assert set(a) == set(b) and any(key.startswith("optimizer.") for key in a)

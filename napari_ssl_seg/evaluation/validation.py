@@ -46,10 +46,15 @@ def validate_network(
     *,
     device: torch.device,
     overlap: float,
+    amp: bool = True,
 ) -> tuple[float, dict[str, float]]:
-    """Mean case Dice over ``cases`` and per case, of ``network`` deployed as ``card`` describes it."""
+    """Mean case Dice over ``cases`` and per case, of ``network`` deployed as ``card`` describes it.
+
+    ``amp`` as for :class:`Predictor`: the training loop passes its own, so validation leaves the
+    live network's weights in the layout training uses.
+    """
     was_training = network.training
-    predictor = Predictor({"model": network}, card, device=device, overlap=overlap)
+    predictor = Predictor({"model": network}, card, device=device, overlap=overlap, amp=amp)
     classes = scored_classes(card)
     per_case: dict[str, float] = {}
     try:

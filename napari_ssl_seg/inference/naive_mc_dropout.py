@@ -13,7 +13,7 @@ import torch
 
 from napari_ssl_seg.inference.mc_dropout import dropout_sampling, entropy
 from napari_ssl_seg.inference.predictor import Predictor
-from napari_ssl_seg.inference.sliding import WindowPlan, run_sliding_window
+from napari_ssl_seg.inference.sliding import run_sliding_window
 from napari_ssl_seg.inference.window_functions import window_function
 from napari_ssl_seg.io import Volume
 
@@ -25,14 +25,7 @@ def obvious_mc_dropout(predictor: Predictor, volume: Volume, samples: int) -> tu
     image, _ = predictor.prepare(volume, resample=False)
     plain = window_function("none", predictor.networks)
 
-    def plan() -> WindowPlan:
-        return WindowPlan(
-            roi=tuple(predictor.card.patch_size),
-            overlap=predictor.overlap,
-            sw_batch_size=predictor.sw_batch_size,
-            device=predictor.device,
-            amp=predictor.amp,
-        )
+    plan = predictor.window_plan
 
     (probabilities,) = run_sliding_window(image, plain, plan())
     label = probabilities[0].argmax(dim=0).cpu().numpy()

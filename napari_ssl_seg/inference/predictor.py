@@ -30,6 +30,7 @@ from napari_ssl_seg.io.orientation import reorientation
 from napari_ssl_seg.io.volume import validate_volume
 from napari_ssl_seg.networks import ModelCard, load_checkpoint
 from napari_ssl_seg.progress import StepProgress
+from napari_ssl_seg.runtime.precision import Execution, execution_for
 
 __all__ = ["Prediction", "Predictor"]
 
@@ -85,7 +86,9 @@ class Predictor:
         networks: ``{"model": teacher, "student": ...}`` as :func:`load_checkpoint` returns.
         card: the model card (patch size, intensity normalisation, spacing, classes).
         device: ``"auto"`` (CUDA, then MPS, then CPU) or an explicit device.
-        amp: mixed precision; default on for CUDA, never elsewhere.
+        amp: mixed precision where the device has it (float16 on CUDA, bfloat16 on a CPU with
+            native bfloat16, with channels-last: :mod:`napari_ssl_seg.runtime.precision`);
+            default on. False: float32 in the standard layout, the reference.
         sw_batch_size: windows per network call; default 4 on CUDA, 1 on CPU.
         overlap: sliding-window overlap fraction.
         half_blending: blend windows (and hold the normalised input) in float16, halving the memory
@@ -113,7 +116,7 @@ class Predictor:
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.card = card
         self.networks = {name: module.to(self.device).eval() for name, module in networks.items()}
-        self.amp = self.device.type == "cuda" if amp is None else bool(amp) and self.device.type == "cuda"
+        self.amp = True if amp is None else bool(amp)
         self.sw_batch_size = sw_batch_size or (4 if self.device.type == "cuda" else 1)
         if not 0.0 <= overlap < 1.0:
             raise InputError(f"overlap must be in [0, 1), got {overlap}")
@@ -140,6 +143,24 @@ class Predictor:
         return "disagreement" if self.has_student else "none"
 
     # -- the pipeline --------------------------------------------------------------------------
+    @property
+    def execution(self) -> Execution:
+        """Precision and layout of the network calls, as ``amp`` asks for on this device."""
+        return execution_for(self.device, mixed_precision=self.amp)
+
+    def window_plan(self) -> WindowPlan:
+        """How the windows run; the networks are put in the layout it asks for."""
+        execution = self.execution
+        for network in self.networks.values():
+            execution.prepare_module(network)
+        return WindowPlan(
+            roi=tuple(self.card.patch_size),
+            overlap=self.overlap,
+            sw_batch_size=self.sw_batch_size,
+            device=self.device,
+            execution=execution,
+        )
+
     def blending_dtype(self, shape: tuple[int, ...]) -> torch.dtype:
         """float16 for volume-sized buffers when asked or when the volume is CT-sized, else float32."""
         half = self.half_blending
@@ -197,13 +218,7 @@ class Predictor:
         orientation = reorientation(volume.direction, volume.shape, self.card.orientation)
         image, source_shape = self.prepare(orientation.volume_to_target(volume), resample)
         function = window_function(kind, self.networks, samples=samples, chunk=self.mc_chunk, bald=bald)
-        plan = WindowPlan(
-            roi=tuple(self.card.patch_size),
-            overlap=self.overlap,
-            sw_batch_size=self.sw_batch_size,
-            device=self.device,
-            amp=self.amp,
-        )
+        plan = self.window_plan()
         outputs = run_sliding_window(image, function, plan, progress=progress)
         del image
         if source_shape is not None:

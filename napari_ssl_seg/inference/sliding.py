@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -13,6 +12,7 @@ from monai.inferers import sliding_window_inference
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.window_functions import WindowFunction
 from napari_ssl_seg.progress import StepProgress
+from napari_ssl_seg.runtime.precision import Execution
 
 __all__ = ["WindowPlan", "count_windows", "run_sliding_window"]
 
@@ -40,26 +40,23 @@ class WindowPlan:
     sw_batch_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     output_device: torch.device | None = None
-    amp: bool = False
+    # Precision and layout of the network calls (runtime/precision.py); None: float32, as stored.
+    execution: Execution | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def _autocast(plan: WindowPlan):
-    if plan.amp and plan.device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    return nullcontext()
 
 
 def _once(image: torch.Tensor, function: WindowFunction, plan: WindowPlan, progress: StepProgress | None):
     total = count_windows(image.shape[2:], plan.roi, plan.overlap)
     done = 0
 
+    execution = plan.execution or Execution(plan.device)
+
     def counted(windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         nonlocal done
-        with _autocast(plan):
+        with execution.autocast():
             # The network always sees float32 windows; outputs take the blending buffers' dtype,
             # which MONAI derives from the input's (float16 for CT-sized volumes, see Predictor).
-            outputs = tuple(o.to(image.dtype) for o in function(windows.float()))
+            outputs = tuple(o.to(image.dtype) for o in function(execution.prepare_input(windows.float())))
         done = min(done + windows.shape[0], total)
         if progress is not None:
             progress(done, total)

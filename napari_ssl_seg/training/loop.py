@@ -2,9 +2,10 @@
 
 Per iteration: draw a (labeled, unlabeled) batch; for each of the method's optimiser steps, build
 the :class:`StepContext` (Gaussian ramp-up of the config), compute the method's loss, back-propagate
-(AMP on CUDA), take an SGD or SAM step, and let the method update its teachers; then step the
-learning-rate schedule. Every ``validate_every`` iterations (and at the end) the inference network
-(with ``inference_selection=validation``, each of the method's candidate networks) is scored on the
+(precision and layout as :mod:`napari_ssl_seg.runtime.precision` chooses for the device), take
+an SGD or SAM step, and let the method update its teachers; then step the learning-rate schedule.
+Every ``validate_every`` iterations (and at the end) the inference network (with
+``inference_selection=validation``, each of the method's candidate networks) is scored on the
 validation split, the best one exported as ``<out>/model.safetensors`` + ``model.json``
 (:mod:`.export`); every ``checkpoint_every`` iterations (at the end and on cancel) the full state is
 saved for exact resume. ``<out>`` also gets ``log.jsonl`` and ``tensorboard/``.
@@ -29,6 +30,7 @@ from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.methods.base import Batch, StepContext, gaussian_rampup
 from napari_ssl_seg.methods.registry import build_method
 from napari_ssl_seg.networks.checkpoint import checkpoint_paths, save_checkpoint
+from napari_ssl_seg.runtime.precision import execution_for
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.data import (
@@ -85,7 +87,7 @@ class _Run:
         self.train_seconds = 0.0
         # Runs recorded before orientations were (resumed from their folder) saw voxel order.
         self.orientation: str | None = info.get("orientation")
-        self.amp = bool(config.amp and self.device.type == "cuda")
+        self.execution = execution_for(self.device, mixed_precision=config.amp)
         self.best: dict[str, Any] = {"dice": None, "iteration": None, "per_case": {}}
 
     # -- setup ---------------------------------------------------------------
@@ -102,7 +104,7 @@ class _Run:
                 raise InputError(f"--init model fits none of method {config.method!r}'s networks")
             self.notes.append(f"initialised from the --init model: {', '.join(copied)}")
         for module in self.method.networks.values():
-            module.to(self.device)
+            self.execution.prepare_module(module)
         trainable = self.method.trainable()
         self.teachers = [name for name in self.method.networks if name not in trainable]
         for name in self.teachers:
@@ -115,7 +117,7 @@ class _Run:
         self.params: list[nn.Parameter] = unique_parameters(self.method.networks[name] for name in trainable)
         self.optimizer = build_optimizer(self.params, config)
         self.scheduler = build_scheduler(self.optimizer, config)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.execution.needs_grad_scaler)
         uses_unlabeled = bool(getattr(self.method, "uses_unlabeled", True))
         grid = {"pad_to": config.patch_size, "orientation": self.orientation, "spacing": self.info["spacing"]}
         labeled = load_cases(self.project, self.snapshot.labeled, self.info["intensity"], **grid)
@@ -175,8 +177,13 @@ class _Run:
                 self.log.write("note", self.start, {"message": note})
 
     # -- one optimiser step ----------------------------------------------------
+    def device_batch(self, images: torch.Tensor, targets: torch.Tensor, unlabeled: torch.Tensor) -> Batch:
+        """The sampled patches on the device, images in the layout the networks use."""
+        prepare = self.execution.prepare_input
+        return Batch(prepare(images.to(self.device)), targets.to(self.device), prepare(unlabeled.to(self.device)))
+
     def _loss(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with self.execution.autocast():
             output = self.method.loss(batch, ctx)
         return output.loss, output.logs
 
@@ -184,7 +191,7 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         loss, logs = self._loss(batch, ctx)
         value = float(loss.detach())
-        if not np.isfinite(value) and not self.amp:
+        if not np.isfinite(value) and not self.scaler.is_enabled():  # a scaled fp16 loss may overflow once
             raise InputError(f"training diverged: loss is {value} at iteration {ctx.iteration} (try a lower lr)")
         self.scaler.scale(loss).backward()
         if self.method.optimizer == "sam":
@@ -208,7 +215,9 @@ class _Run:
             candidates = {method.inference_network: method.unwrapped(method.inference_network)}
         deployed = deployed_card(method, self.info, self.config)  # as the promotion will predict with it
         scores = {
-            name: validate_network(network, self.validation, deployed, device=self.device, overlap=self.config.overlap)
+            name: validate_network(
+                network, self.validation, deployed, device=self.device, overlap=self.config.overlap, amp=self.config.amp
+            )
             for name, network in candidates.items()
         }
         # max() keeps the first of equal scores, and the method's own network comes first.
@@ -267,7 +276,7 @@ class _Run:
                 break
             started = time.perf_counter()
             images, targets, unlabeled = self.sampler.batch(iteration)
-            batch = Batch(images.to(self.device), targets.to(self.device), unlabeled.to(self.device))
+            batch = self.device_batch(images, targets, unlabeled)
             logs: dict[str, float] = {}
             for step in range(method.steps_per_iteration):
                 rampup = gaussian_rampup(iteration, config.rampup_iterations)

@@ -1,0 +1,132 @@
+"""How networks run on a device: the autocast precision and the memory layout, chosen in one place.
+
+Training and prediction ask :func:`execution_for` and get the same answer for the same device:
+
+* **CUDA**: float16 autocast with a gradient scaler (the papers' recipe), standard layout.
+* **CPU with native bfloat16** (AVX512-BF16 or AMX): bfloat16 autocast, channels-last 3D.
+  On the 2-core development CPU (AVX512-BF16) one ``quick`` V-Net training step (batch 4,
+  16x64x64) took 168 ms in float32, 93 ms under bfloat16 autocast, 104 ms channels-last and 78 ms
+  with both; a paper V-Net window (80x112x112) predicted in 733 ms and 163 ms. Weights, optimiser
+  state, losses and softmax stay float32 (autocast only lowers convolutions and matrix products),
+  and bfloat16 keeps float32's exponent range, so no gradient scaler is needed.
+* **CPU without it**: float32, channels-last (oneDNN's 3D convolutions are faster in that layout
+  whatever the precision; emulated bfloat16 would be slower than float32).
+* **Apple MPS**: float32, standard layout (nothing measured there).
+
+``mixed_precision=False`` (``--set amp=false``, ``Predictor(amp=False)``) keeps float32 everywhere,
+layout included: the reference an accuracy comparison needs.
+
+One guard comes with CPU bfloat16: oneDNN's bfloat16 3-D convolution (torch 2.13 on AVX512-BF16)
+returns wrong *weight gradients* when its input is exactly two voxels deep, off by up to 1e36 and
+sometimes inf or NaN, for 3x3x3 kernels with padding and 8 to 128 channels; depths 1 and 3 to 10
+agree with float32 to 0.5%. The ``quick`` V-Net's bottleneck is 2x8x8, so without the guard its
+deepest weights take garbage steps. :func:`guard_thin_convolutions` runs exactly those calls in
+float32 (a bottleneck this small is a sliver of the compute); ``tests/test_precision.py`` fails
+without the guard.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["Execution", "cpu_has_native_bf16", "execution_for", "guard_thin_convolutions"]
+
+# The input depth at which oneDNN's bfloat16 conv3d weight gradient is wrong (module docstring).
+_FAULTY_DEPTH = 2
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX tiles)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The precision and layout networks use on ``device``; see the module docstring."""
+
+    device: torch.device
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        """float16's narrow exponent range needs loss scaling; bfloat16 and float32 do not."""
+        return self.autocast_dtype == torch.float16
+
+    @property
+    def label(self) -> str:
+        """A short name for logs and benchmark tables: ``bfloat16, channels-last``."""
+        precision = "float32" if self.autocast_dtype is None else str(self.autocast_dtype).removeprefix("torch.")
+        return f"{precision}{', channels-last' if self.channels_last else ''}"
+
+    def autocast(self) -> AbstractContextManager[object]:
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def prepare_module(self, module: nn.Module) -> nn.Module:
+        """``module`` moved to the device, its 5-D weights in the chosen layout (in place)."""
+        layout = torch.channels_last_3d if self.channels_last else torch.contiguous_format
+        module.to(self.device).to(memory_format=layout)
+        if self.device.type == "cpu" and self.autocast_dtype == torch.bfloat16:
+            guard_thin_convolutions(module)
+        return module
+
+    def prepare_input(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A 5-D batch in the chosen layout (other tensors, such as label maps, unchanged)."""
+        if self.channels_last and tensor.ndim == 5:
+            return tensor.contiguous(memory_format=torch.channels_last_3d)
+        return tensor
+
+
+def execution_for(device: torch.device, *, mixed_precision: bool = True) -> Execution:
+    """How networks run on ``device``; ``mixed_precision=False`` is plain float32 in the standard layout."""
+    if not mixed_precision:
+        return Execution(device)
+    if device.type == "cuda":
+        return Execution(device, torch.float16)
+    if device.type == "cpu":
+        return Execution(device, torch.bfloat16 if cpu_has_native_bf16() else None, channels_last=True)
+    return Execution(device)
+
+
+def _enter_float32(module: nn.Module, args: tuple[object, ...]) -> tuple[object, ...] | None:
+    image = args[0]
+    guard = None
+    if (
+        isinstance(image, torch.Tensor)
+        and image.ndim == 5
+        and image.shape[2] == _FAULTY_DEPTH
+        and image.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+    ):
+        guard = torch.autocast("cpu", enabled=False)
+        guard.__enter__()
+    module._float32_guards.append(guard)  # type: ignore[operator]
+    return None if guard is None else (image.float(), *args[1:])
+
+
+def _leave_float32(module: nn.Module, args: tuple[object, ...], output: object) -> None:
+    guard = module._float32_guards.pop()  # type: ignore[operator]
+    if guard is not None:
+        guard.__exit__(None, None, None)
+
+
+def guard_thin_convolutions(module: nn.Module) -> nn.Module:
+    """Run every ``Conv3d`` of ``module`` in float32 when its input is two voxels deep (in place).
+
+    Forward hooks rather than a wrapper module, so state dicts and checkpoints are unchanged; the
+    closing hook runs even when the forward raises (``always_call``), so autocast is never left
+    off. Idempotent.
+    """
+    for conv in module.modules():
+        if isinstance(conv, nn.Conv3d) and not hasattr(conv, "_float32_guards"):
+            conv._float32_guards = []  # a stack: the same module may be called re-entrantly
+            conv.register_forward_pre_hook(_enter_float32)
+            conv.register_forward_hook(_leave_float32, always_call=True)
+    return module
