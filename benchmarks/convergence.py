@@ -12,6 +12,8 @@ other on this machine's cores. The recipes (``--set`` overrides on the ``quick``
 - ``nnunet``: nnU-Net v2's SGD lr 0.01, momentum 0.99, Nesterov, poly decay (exponent 0.9), grad norm clipped at 12;
 - ``adamw``: AdamW lr 0.001 with the poly decay;
 - ``paper-fg``: ``paper`` with a third of the labeled patches centred on a foreground class (nnU-Net's oversampling);
+- ``paper-fg-float32``: ``paper-fg`` in float32 and the standard layout (``amp=false``), the reference for the
+  mixed precision every other recipe runs in where the device has it (``runtime/precision.py``);
 - ``finetune``: lr 0.001 with 30 warm-up iterations, the poly decay and no consistency ramp-up, for runs
   warm-started by ``--init MODEL`` (a supervised teacher), whose folders and curves are named ``METHOD-RECIPE-warm``.
 
@@ -43,6 +45,7 @@ RECIPES: dict[str, list[str]] = {
     "nnunet": ["momentum=0.99", "nesterov=true", "schedule=poly", "grad_clip=12"],
     "adamw": ["optimizer=adamw", "lr=0.001", "schedule=poly"],
     "paper-fg": ["foreground_oversampling=0.33"],
+    "paper-fg-float32": ["foreground_oversampling=0.33", "amp=false"],
     # From a trained teacher (--init): the retrain's fine-tuning schedule, over the whole budget.
     "finetune": ["lr=0.001", "schedule=poly", "warmup_iterations=30", "rampup_iterations=0"],
 }
@@ -127,7 +130,7 @@ def main() -> None:
     cohort = cohort_project(args.out / "cohort", args.cases, args.cohort_seed, args.labeled)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     columns = {"best val": 9, "at min": 7, "last val": 9, "minutes": 8, "it/s": 6, "test": 6}
-    header = f"{'method':<11} {'recipe':<7} " + " ".join(f"{name:>{width}}" for name, width in columns.items())
+    header = f"{'method':<11} {'recipe':<16} " + " ".join(f"{name:>{width}}" for name, width in columns.items())
     print(header)
     print("-" * len(header))
     for method in args.methods.split(","):
@@ -138,7 +141,7 @@ def main() -> None:
             best, last = run["best"], run["last"]
             rate = "n/a" if run["it_per_s"] is None else f"{run['it_per_s']:.2f}"
             print(
-                f"{method:<11} {name:<7} {best['dice']:9.3f} {best['seconds'] / 60:7.1f} {last['dice']:9.3f} "
+                f"{method:<11} {name:<16} {best['dice']:9.3f} {best['seconds'] / 60:7.1f} {last['dice']:9.3f} "
                 f"{last['seconds'] / 60:8.1f} {rate:>6} {run['test_dice']:6.3f}",
                 flush=True,
             )
