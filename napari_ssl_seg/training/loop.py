@@ -48,6 +48,7 @@ from napari_ssl_seg.training.distributed import (
 )
 from napari_ssl_seg.training.export import deployed_card, exported_networks, run_model_card
 from napari_ssl_seg.training.optim import build_optimizer, build_scheduler, clip_gradients, unique_parameters
+from napari_ssl_seg.training.prefetch import BatchPrefetcher
 from napari_ssl_seg.training.run_start import copy_init_weights, resume_info, run_info, seed_everything
 from napari_ssl_seg.training.runlog import RunLog
 from napari_ssl_seg.training.sharpness_aware import sam_ascent
@@ -179,8 +180,9 @@ class _Run:
     # -- one optimiser step ----------------------------------------------------
     def device_batch(self, images: torch.Tensor, targets: torch.Tensor, unlabeled: torch.Tensor) -> Batch:
         """The sampled patches on the device, images in the layout the networks use."""
-        prepare = self.execution.prepare_input
-        return Batch(prepare(images.to(self.device)), targets.to(self.device), prepare(unlabeled.to(self.device)))
+        # Asynchronous on CUDA when the prefetcher pinned the batch; a no-op on the CPU.
+        images, targets, unlabeled = (t.to(self.device, non_blocking=True) for t in (images, targets, unlabeled))
+        return Batch(self.execution.prepare_input(images), targets, self.execution.prepare_input(unlabeled))
 
     def _loss(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
         with self.execution.autocast():
@@ -263,56 +265,56 @@ class _Run:
             info={"iteration": iteration, "best": self.best, "run": {**self.info, "config": self.config.to_dict()}},
         )
 
-    # -- the loop ------------------------------------------------------------------
     def run(self) -> TrainResult:
         config, method = self.config, self.method
         method.train(True)
         iteration, status = self.start, "completed"
         sums: dict[str, float] = {}
         count, tick = 0, time.perf_counter()
-        while iteration < config.iterations:
-            if self.dist.any_true(bool(self.should_stop and self.should_stop())):
-                status = "cancelled"
-                break
-            started = time.perf_counter()
-            images, targets, unlabeled = self.sampler.batch(iteration)
-            batch = self.device_batch(images, targets, unlabeled)
-            logs: dict[str, float] = {}
-            for step in range(method.steps_per_iteration):
-                rampup = gaussian_rampup(iteration, config.rampup_iterations)
-                ctx = StepContext(iteration, config.iterations, rampup, step, self.num_classes)
-                step_logs = self.step(batch, ctx)
-                prefix = f"step{step}/" if method.steps_per_iteration > 1 else ""
-                logs.update({prefix + key: value for key, value in step_logs.items()})
-                method.update_teachers(ctx)
-                for name in self.teachers:
-                    broadcast_module(method.networks[name], self.dist)
-            logs["lr"] = self.optimizer.param_groups[0]["lr"]
-            logs["rampup"] = rampup
-            self.scheduler.step()
-            iteration += 1
-            self.train_seconds += time.perf_counter() - started
-            for key, value in logs.items():
-                sums[key] = sums.get(key, 0.0) + value
-            count += 1
-            if self.progress is not None and self.dist.is_main:
-                self.progress(iteration, config.iterations, logs)
-            if self.log is not None and (iteration % config.log_every == 0 or iteration == config.iterations):
-                elapsed = time.perf_counter() - tick
-                means = {key: value / count for key, value in sums.items()}
-                self.log.write("train", iteration, {**means, "it_per_s": count / max(elapsed, 1e-9)})
-                sums, count, tick = {}, 0, time.perf_counter()
-            last = iteration == config.iterations
-            validate = iteration % config.validate_every == 0 or last
-            save = iteration % config.checkpoint_every == 0 or last
-            if validate and self.dist.is_main:
-                self.validate(iteration)
-                method.train(True)
-            if save and self.dist.is_main:
-                self.checkpoint(iteration)
-            if validate or save:
-                # The other ranks wait here rather than inside the next collective, which could time out.
-                self.dist.barrier()
+        pin = self.device.type == "cuda"
+        with BatchPrefetcher(self.sampler.batch, stop=config.iterations, pin_memory=pin) as prefetcher:
+            while iteration < config.iterations:
+                if self.dist.any_true(bool(self.should_stop and self.should_stop())):
+                    status = "cancelled"
+                    break
+                started = time.perf_counter()
+                batch = self.device_batch(*prefetcher.get(iteration))
+                logs: dict[str, float] = {}
+                for step in range(method.steps_per_iteration):
+                    rampup = gaussian_rampup(iteration, config.rampup_iterations)
+                    ctx = StepContext(iteration, config.iterations, rampup, step, self.num_classes)
+                    step_logs = self.step(batch, ctx)
+                    prefix = f"step{step}/" if method.steps_per_iteration > 1 else ""
+                    logs.update({prefix + key: value for key, value in step_logs.items()})
+                    method.update_teachers(ctx)
+                    for name in self.teachers:
+                        broadcast_module(method.networks[name], self.dist)
+                logs["lr"] = self.optimizer.param_groups[0]["lr"]
+                logs["rampup"] = rampup
+                self.scheduler.step()
+                iteration += 1
+                self.train_seconds += time.perf_counter() - started
+                for key, value in logs.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                count += 1
+                if self.progress is not None and self.dist.is_main:
+                    self.progress(iteration, config.iterations, logs)
+                if self.log is not None and (iteration % config.log_every == 0 or iteration == config.iterations):
+                    elapsed = time.perf_counter() - tick
+                    means = {key: value / count for key, value in sums.items()}
+                    self.log.write("train", iteration, {**means, "it_per_s": count / max(elapsed, 1e-9)})
+                    sums, count, tick = {}, 0, time.perf_counter()
+                last = iteration == config.iterations
+                validate = iteration % config.validate_every == 0 or last
+                save = iteration % config.checkpoint_every == 0 or last
+                if validate and self.dist.is_main:
+                    self.validate(iteration)
+                    method.train(True)
+                if save and self.dist.is_main:
+                    self.checkpoint(iteration)
+                if validate or save:
+                    # The other ranks wait here rather than inside the next collective, which could time out.
+                    self.dist.barrier()
         if status == "cancelled" and self.dist.is_main:
             self.checkpoint(iteration)
             self.log.write("cancelled", iteration, {})
