@@ -30,7 +30,7 @@ def command_predict(args: argparse.Namespace) -> int:
         raise InputError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}")
     volume = read_volume(args.image)
     print_notes(volume.notes)
-    predictor = Predictor.from_checkpoint(args.model, device=args.device)
+    predictor = Predictor.from_checkpoint(args.model, device=args.device, amp=not args.float32)
     prediction = predictor.predict(
         volume,
         uncertainty=args.uncertainty,
@@ -154,6 +154,11 @@ def add_inference_parsers(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--out", type=Path, required=True, help="output folder")
     predict.add_argument("--bald", action="store_true", help="also write the mutual-information (BALD) map")
     predict.add_argument("--format", default=".nii.gz", help="output format: .nii.gz (default), .nrrd or .mha")
+    predict.add_argument(
+        "--float32",
+        action="store_true",
+        help="run the network in float32 (default: the device's mixed precision, bfloat16 on CPUs that have it)",
+    )
     _add_model_options(predict)
     predict.set_defaults(handler=command_predict)
 

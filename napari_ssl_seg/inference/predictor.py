@@ -64,6 +64,8 @@ class Prediction:
     device: str
     num_classes: int
     notes: list[str] = field(default_factory=list)
+    #: How the network ran: "float32", "bfloat16, channels-last", "float16" (runtime/precision.py).
+    precision: str = "float32"
     #: Probability of the predicted class (float16), kept only when asked (calibration reports).
     confidence: np.ndarray | None = None
 
@@ -73,6 +75,7 @@ class Prediction:
             "samples": self.samples,
             "seconds": round(self.seconds, 3),
             "device": self.device,
+            "precision": self.precision,
             "shape": list(self.label.shape),
             "classes_found": sorted(int(v) for v in np.unique(self.label.array)),
             "notes": list(self.notes),
@@ -239,6 +242,7 @@ class Predictor:
             device=str(self.device),
             num_classes=self.num_classes,
             notes=plan.notes,
+            precision=plan.execution.label if plan.execution is not None else "float32",
             confidence=confidence,
         )
 
