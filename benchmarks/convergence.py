@@ -15,7 +15,8 @@ other on this machine's cores. The recipes (``--set`` overrides on the ``quick``
 - ``paper-fg-float32``: ``paper-fg`` in float32 and the standard layout (``amp=false``), the reference for the
   mixed precision every other recipe runs in where the device has it (``runtime/precision.py``);
 - ``finetune``: lr 0.001 with 30 warm-up iterations, the poly decay and no consistency ramp-up, for runs
-  warm-started by ``--init MODEL`` (a supervised teacher), whose folders and curves are named ``METHOD-RECIPE-warm``.
+  warm-started by ``--init MODEL`` (a supervised teacher), whose folders and curves are named ``METHOD-RECIPE-warm``;
+  ``finetune-float32`` is the same in float32.
 
 Written to ``--out``: ``curves.json`` (every validation: iteration, training seconds, Dice) and
 ``convergence.png`` (validation Dice against training minutes, one panel per method). Printed: per run the best
@@ -48,6 +49,7 @@ RECIPES: dict[str, list[str]] = {
     "paper-fg-float32": ["foreground_oversampling=0.33", "amp=false"],
     # From a trained teacher (--init): the retrain's fine-tuning schedule, over the whole budget.
     "finetune": ["lr=0.001", "schedule=poly", "warmup_iterations=30", "rampup_iterations=0"],
+    "finetune-float32": ["lr=0.001", "schedule=poly", "warmup_iterations=30", "rampup_iterations=0", "amp=false"],
 }
 
 
