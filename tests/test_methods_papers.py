@@ -90,6 +90,9 @@ def test_sdf_empty_and_full_masks_and_inverse_transform() -> None:
     labels[0, 0:3, 0:3, 0:3] = 2
     maps = sdf_targets(torch.from_numpy(labels), num_classes=3)
     assert maps.shape == (2, 2, 12, 14, 16) and maps.dtype == torch.float32
+    for n in range(2):  # the maps, drawn on several threads, land in (sample, class) order
+        for c in (1, 2):
+            assert np.array_equal(maps[n, c - 1].numpy(), mask_sdf(labels[n] == c))
     assert float(maps.min()) >= -1.0 and float(maps.max()) <= 1.0
     probability = sdf_to_probability(maps, k=1500.0)
     for c in (1, 2):

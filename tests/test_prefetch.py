@@ -58,6 +58,17 @@ def test_a_failing_draw_is_raised_by_the_get_of_its_iteration() -> None:
         assert prefetcher.get(7) == 70  # past stop: drawn on demand
 
 
-def test_depth_must_be_positive() -> None:
+def test_depth_zero_draws_on_the_calling_thread() -> None:
+    import threading
+
+    threads = []
+
+    def draw(iteration: int) -> int:
+        threads.append(threading.current_thread())
+        return iteration
+
+    with BatchPrefetcher(draw, stop=3, depth=0) as prefetcher:
+        assert [prefetcher.get(i) for i in range(3)] == [0, 1, 2]
+    assert threads == [threading.current_thread()] * 3
     with pytest.raises(ValueError, match="depth"):
-        BatchPrefetcher(lambda iteration: iteration, stop=3, depth=0)
+        BatchPrefetcher(draw, stop=3, depth=-1)

@@ -72,7 +72,13 @@ def _has_split(network: nn.Module) -> bool:
 
 def _repeat_batch(tensor: torch.Tensor, times: int) -> torch.Tensor:
     # Sample-major: [x_0..x_N-1, x_0..x_N-1, ...], so row k*N + n is sample k of item n.
-    return tensor.repeat(times, *([1] * (tensor.ndim - 1)))
+    if times == 1:
+        return tensor  # the CPU's one pass per call: no copy of every full-resolution skip
+    repeated = tensor.repeat(times, *([1] * (tensor.ndim - 1)))
+    if tensor.ndim == 5 and not tensor.is_contiguous() and tensor.is_contiguous(memory_format=torch.channels_last_3d):
+        # repeat() returns the standard layout; the decoder would convert every skip back, per pass.
+        repeated = repeated.contiguous(memory_format=torch.channels_last_3d)
+    return repeated
 
 
 def default_chunk(device: torch.device, samples: int) -> int:

@@ -21,9 +21,15 @@ Decisions the paper leaves open:
 
 Cost: SciPy's exact transform runs on the CPU, about 0.7 s per 112x112x80 sample and foreground
 class on one core (measured), so at the paper's recipe it is a noticeable part of a GPU iteration.
+The maps of a batch are independent and SciPy releases the GIL while it computes them, so
+:func:`sdf_targets` spreads them over torch's intra-op thread count: on the 2-core development CPU
+the 14 maps of a ``quick`` UG-MCL batch (2 patches of 16x64x64, 7 classes) took 0.23 s on one
+thread and 0.13 s on two.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -60,10 +66,15 @@ def sdf_targets(target: torch.Tensor, num_classes: int) -> torch.Tensor:
     if target.ndim != 4:
         raise ValueError(f"sdf_targets expects class ids (N, z, y, x), got shape {tuple(target.shape)}")
     labels = target.detach().to("cpu").numpy()
-    maps = np.stack(
-        [np.stack([mask_sdf(labels[n] == c) for c in range(1, num_classes)]) for n in range(labels.shape[0])]
-    )
-    return torch.from_numpy(maps).to(target.device)
+    masks = [labels[n] == c for n in range(labels.shape[0]) for c in range(1, num_classes)]
+    workers = max(1, min(len(masks), torch.get_num_threads()))
+    if workers == 1:
+        maps = [mask_sdf(mask) for mask in masks]
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sdf") as pool:
+            maps = list(pool.map(mask_sdf, masks))
+    stacked = np.stack(maps).reshape(labels.shape[0], num_classes - 1, *labels.shape[1:])
+    return torch.from_numpy(stacked).to(target.device)
 
 
 def sdf_to_probability(sdf: torch.Tensor, k: float = 1500.0) -> torch.Tensor:

@@ -271,14 +271,14 @@ class _Run:
         iteration, status = self.start, "completed"
         sums: dict[str, float] = {}
         count, tick = 0, time.perf_counter()
-        pin = self.device.type == "cuda"
-        with BatchPrefetcher(self.sampler.batch, stop=config.iterations, pin_memory=pin) as prefetcher:
+        cuda = self.device.type == "cuda"  # where drawing ahead pays (training/prefetch.py)
+        with BatchPrefetcher(self.sampler.batch, stop=config.iterations, depth=2 * cuda, pin_memory=cuda) as ahead:
             while iteration < config.iterations:
                 if self.dist.any_true(bool(self.should_stop and self.should_stop())):
                     status = "cancelled"
                     break
                 started = time.perf_counter()
-                batch = self.device_batch(*prefetcher.get(iteration))
+                batch = self.device_batch(*ahead.get(iteration))
                 logs: dict[str, float] = {}
                 for step in range(method.steps_per_iteration):
                     rampup = gaussian_rampup(iteration, config.rampup_iterations)

@@ -9,6 +9,12 @@ already in memory as arrays (worker processes would copy or share them), croppin
 patch costs milliseconds, and NumPy, SciPy and MONAI's transforms release the GIL for their array
 work. What matters on a GPU is that the device never waits for the host: batches are pinned in
 the thread, so the copy to the device can be asynchronous.
+
+On a CPU that trains with all its cores the thread does not pay: torch's intra-op threads and the
+drawing thread compete for the same cores. Measured on the 2-core development CPU
+(``benchmarks/speed_against.py --baseline 23190e3``, the same tree without the thread, two rounds):
+supervised 0.70x and 0.83x, UCMT 0.80x. So the loop draws ahead on CUDA only (``depth=0`` draws on
+the calling thread, as a plain call would).
 """
 
 from __future__ import annotations
@@ -35,27 +41,28 @@ def _pinned(item: object) -> object:
 class BatchPrefetcher(Generic[Item]):
     """``get(i)`` returns ``draw(i)``, drawn ``depth`` iterations ahead in one background thread.
 
-    ``stop``: the first iteration never drawn (the run's last + 1). ``pin_memory``: page-lock the
-    drawn tensors for asynchronous copies to a CUDA device. An exception in ``draw`` is raised by
-    the ``get`` of its iteration. Use as a context manager, or call :meth:`close`.
+    ``depth=0``: no thread, every batch drawn by ``get`` itself. ``stop``: the first iteration
+    never drawn ahead (the run's last + 1). ``pin_memory``: page-lock the drawn tensors for
+    asynchronous copies to a CUDA device. An exception in ``draw`` is raised by the ``get`` of its
+    iteration. Use as a context manager, or call :meth:`close`.
     """
 
     def __init__(self, draw: Callable[[int], Item], *, stop: int, depth: int = 2, pin_memory: bool = False) -> None:
-        if depth < 1:
-            raise ValueError(f"depth must be at least 1, got {depth}")
+        if depth < 0:
+            raise ValueError(f"depth must not be negative, got {depth}")
         self._draw = draw
         self._stop = int(stop)
         self._depth = depth
         self._pin_memory = pin_memory
         self._pending: dict[int, Future[Item]] = {}
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-prefetch")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-prefetch") if depth else None
 
     def _drawn(self, iteration: int) -> Item:
         item = self._draw(iteration)
         return _pinned(item) if self._pin_memory else item  # type: ignore[return-value]
 
     def _schedule(self, iteration: int) -> None:
-        if iteration < self._stop and iteration not in self._pending:
+        if self._executor is not None and iteration < self._stop and iteration not in self._pending:
             self._pending[iteration] = self._executor.submit(self._drawn, iteration)
 
     def get(self, iteration: int) -> Item:
@@ -66,15 +73,16 @@ class BatchPrefetcher(Generic[Item]):
         future = self._pending.pop(iteration, None)
         for ahead in range(iteration + 1, iteration + 1 + self._depth):
             self._schedule(ahead)
-        if future is None:  # past stop: drawn here, as a plain call would
-            return self._draw(iteration)
+        if future is None:  # no thread, or past stop: drawn here, as a plain call would
+            return self._drawn(iteration)
         return future.result()
 
     def close(self) -> None:
         for future in self._pending.values():
             future.cancel()
         self._pending.clear()
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
 
     def __enter__(self) -> BatchPrefetcher[Item]:
         return self
