@@ -100,9 +100,13 @@ class MaskBankDropout(nn.modules.dropout._DropoutNd):
         return x * rows[:, :, None, None, None] * 2.0
 
 
-def test_fast_engine_equals_obvious_method_for_the_same_dropout_masks() -> None:
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("chunk", [1, 3])  # 1: the CPU's one pass per call, on the features as they are
+def test_fast_engine_equals_obvious_method_for_the_same_dropout_masks(chunk: int, channels_last: bool) -> None:
     torch.manual_seed(1)
     network = VNet(base_width=4, depth=3, num_classes=3).eval()
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    network.to(memory_format=layout)
     samples = 8
     generator = torch.Generator().manual_seed(7)
     banks = {
@@ -111,14 +115,14 @@ def test_fast_engine_equals_obvious_method_for_the_same_dropout_masks() -> None:
         ),
         "final_dropout": torch.bernoulli(torch.full((samples, network.base_width), 0.5), generator=generator),
     }
-    x = torch.randn(1, 1, 16, 32, 32)
+    x = torch.randn(1, 1, 16, 32, 32).contiguous(memory_format=layout)
 
     def install() -> None:
         for name, bank in banks.items():
             setattr(network, name, MaskBankDropout(bank))
 
     install()
-    fast, _ = mc_dropout_moments(network, x, samples, chunk=3)
+    fast, _ = mc_dropout_moments(network, x, samples, chunk=chunk)
     install()
     with torch.no_grad(), dropout_sampling(network):
         obvious = torch.stack([torch.softmax(network(x), dim=1) for _ in range(samples)]).mean(dim=0)
@@ -126,7 +130,7 @@ def test_fast_engine_equals_obvious_method_for_the_same_dropout_masks() -> None:
     # And the masks matter: a different bank gives a different mean.
     banks["final_dropout"] = 1 - banks["final_dropout"]
     install()
-    other, _ = mc_dropout_moments(network, x, samples, chunk=3)
+    other, _ = mc_dropout_moments(network, x, samples, chunk=chunk)
     assert not torch.allclose(fast, other, atol=1e-3)
 
 
