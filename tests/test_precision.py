@@ -104,3 +104,28 @@ def test_a_channels_last_network_saves_and_predicts_as_the_standard_layout(tmp_p
     loaded, _ = load_checkpoint(tmp_path / "model.safetensors")
     with torch.no_grad():
         assert torch.allclose(loaded["model"].eval()(images), expected, atol=1e-5)
+
+
+def test_a_predictor_sets_its_networks_layout_when_amp_changes() -> None:
+    from napari_ssl_seg.inference.predictor import Predictor
+    from napari_ssl_seg.io import Volume
+
+    torch.manual_seed(2)
+    network = VNet(1, 2, base_width=4, depth=3, dropout=0.0)
+    card = ModelCard(
+        method="supervised",
+        network=network.config,
+        patch_size=(8, 16, 16),
+        intensity={"kind": "zscore"},
+        classes={0: "background", 1: "foreground"},
+    )
+    predictor = Predictor({"model": network}, card, device="cpu")
+    volume = Volume(array=torch.randn(8, 16, 16).numpy(), spacing=(1.0, 1.0, 1.0))
+    for amp in (True, False, True):
+        predictor.amp = amp
+        prediction = predictor.predict(volume, uncertainty="none")
+        assert prediction.precision == execution_for(torch.device("cpu"), mixed_precision=amp).label
+        channels_last = execution_for(torch.device("cpu"), mixed_precision=amp).channels_last
+        weight = network.encoder[1].convs[0].conv.weight  # 3x3x3, 8 channels: the two layouts differ
+        assert weight.is_contiguous(memory_format=torch.channels_last_3d) == channels_last
+        assert weight.is_contiguous() != channels_last

@@ -128,6 +128,7 @@ class Predictor:
         self.num_classes = int(card.network.get("num_classes", 2))
         self.in_channels = int(card.network.get("in_channels", 1))
         self.half_blending = half_blending
+        self._prepared_for: Execution | None = None  # the execution the networks' layout was last set for
 
     @classmethod
     def from_checkpoint(cls, path: Path | str, **kwargs: object) -> Predictor:
@@ -152,10 +153,12 @@ class Predictor:
         return execution_for(self.device, mixed_precision=self.amp)
 
     def window_plan(self) -> WindowPlan:
-        """How the windows run; the networks are put in the layout it asks for."""
+        """How the windows run; the networks are put in the layout it asks for (once per change of ``amp``)."""
         execution = self.execution
-        for network in self.networks.values():
-            execution.prepare_module(network)
+        if execution != self._prepared_for:
+            for network in self.networks.values():
+                execution.prepare_module(network)
+            self._prepared_for = execution
         return WindowPlan(
             roi=tuple(self.card.patch_size),
             overlap=self.overlap,
@@ -242,7 +245,7 @@ class Predictor:
             device=str(self.device),
             num_classes=self.num_classes,
             notes=plan.notes,
-            precision=plan.execution.label if plan.execution is not None else "float32",
+            precision=self.execution.label,
             confidence=confidence,
         )
 
