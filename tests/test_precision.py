@@ -15,6 +15,16 @@ from napari_ssl_seg.runtime.precision import Execution, cpu_has_native_bf16, exe
 CPU_BF16 = Execution(torch.device("cpu"), torch.bfloat16, channels_last=True)
 
 
+def _card(network: VNet) -> ModelCard:
+    return ModelCard(
+        method="supervised",
+        network=network.config,
+        patch_size=(8, 16, 16),
+        intensity={"kind": "zscore"},
+        classes={0: "background", 1: "foreground"},
+    )
+
+
 def _gradients(network: nn.Module, images: torch.Tensor, target: torch.Tensor, execution: Execution) -> dict:
     network = execution.prepare_module(network)
     network.zero_grad(set_to_none=True)
@@ -93,13 +103,7 @@ def test_a_channels_last_network_saves_and_predicts_as_the_standard_layout(tmp_p
     with torch.no_grad():
         expected = network(images)
     CPU_BF16.prepare_module(network)
-    card = ModelCard(
-        method="supervised",
-        network=network.config,
-        patch_size=(8, 16, 16),
-        intensity={"kind": "zscore"},
-        classes={0: "background", 1: "foreground"},
-    )
+    card = _card(network)
     save_checkpoint(tmp_path / "model", {"model": network}, card)
     loaded, _ = load_checkpoint(tmp_path / "model.safetensors")
     with torch.no_grad():
@@ -112,13 +116,7 @@ def test_a_predictor_sets_its_networks_layout_when_amp_changes() -> None:
 
     torch.manual_seed(2)
     network = VNet(1, 2, base_width=4, depth=3, dropout=0.0)
-    card = ModelCard(
-        method="supervised",
-        network=network.config,
-        patch_size=(8, 16, 16),
-        intensity={"kind": "zscore"},
-        classes={0: "background", 1: "foreground"},
-    )
+    card = _card(network)
     predictor = Predictor({"model": network}, card, device="cpu")
     volume = Volume(array=torch.randn(8, 16, 16).numpy(), spacing=(1.0, 1.0, 1.0))
     for amp in (True, False, True):
