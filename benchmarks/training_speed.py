@@ -6,7 +6,8 @@ For every method, on the same generated CT cohort (4 labeled, 8 unlabeled cases)
 config, one process times ``--iterations`` iterations (after ``--warmup``) of the training loop's
 own run object, split into:
 
-* data: drawing, cropping and augmenting the patch batch (``TwoStreamSampler.batch``) and moving it;
+* data: drawing, cropping and augmenting the patch batch (``TwoStreamSampler.batch``), the targets the method
+  derives from it on the CPU (``data_targets``: UG-MCL's signed distance maps) and moving it;
 * forward: the method's loss for the batch (every network pass it makes, MC dropout included);
 * backward: back-propagation of that loss (SAM's second forward and backward count here too);
 * update: the optimiser step and the method's teacher update (EMA).
@@ -125,10 +126,8 @@ def measure(
     strategy.train(True)
     phases: dict[str, list[float]] = {"data": [], "forward": [], "backward": [], "update": []}
     for iteration in range(total):
-        data, (images, targets, unlabeled) = _seconds(lambda iteration=iteration: run.sampler.batch(iteration))
-        moved, batch = _seconds(
-            lambda: run.device_batch(images, targets, unlabeled)  # noqa: B023
-        )
+        data, drawn = _seconds(lambda iteration=iteration: run.draw(iteration))  # with the method's data targets
+        moved, batch = _seconds(lambda: run.device_batch(*drawn))  # noqa: B023
         forward = backward = update = 0.0
         for step in range(strategy.steps_per_iteration):
             ctx = StepContext(

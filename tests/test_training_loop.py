@@ -219,7 +219,14 @@ def test_sam_uses_the_global_gradient_norm() -> None:
     assert torch.allclose(a.detach(), torch.tensor([3.3])) and torch.allclose(b.detach(), torch.tensor([4.4]))
     c = torch.nn.Parameter(torch.tensor([1.0]))
     c.grad = torch.tensor([float("nan")])
-    assert sam_ascent([c], rho=0.5).applied == [] and c.item() == 1.0
+    perturbation = sam_ascent([c], rho=0.5)  # a non-finite norm: the weights do not move
+    assert c.item() == 1.0
+    perturbation.restore()
+    assert c.item() == 1.0
+    d = torch.nn.Parameter(torch.tensor([2.0]))
+    d.grad = torch.tensor([0.0])  # a zero norm: no step, and no 0 / 0
+    sam_ascent([d], rho=0.5)
+    assert d.item() == 2.0
 
 
 @dataclasses.dataclass(frozen=True)

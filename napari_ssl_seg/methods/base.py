@@ -20,6 +20,7 @@ through :meth:`SemiSupervisedMethod.unwrapped`.
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -32,7 +33,17 @@ from torch import nn
 from napari_ssl_seg.methods.settings import MethodSettings, SAMSettings
 from napari_ssl_seg.networks.features import WithFeatures
 
-__all__ = ["Batch", "LossOutput", "SemiSupervisedMethod", "StepContext", "cache_matches", "gaussian_rampup"]
+__all__ = [
+    "Batch",
+    "LossOutput",
+    "SemiSupervisedMethod",
+    "StepContext",
+    "TensorToken",
+    "cache_matches",
+    "gaussian_rampup",
+    "same_tensor",
+    "tensor_token",
+]
 
 
 @dataclass
@@ -46,10 +57,16 @@ class Batch:
     labeled_image: torch.Tensor
     labeled_target: torch.Tensor
     unlabeled_image: torch.Tensor
+    #: What the method's :meth:`SemiSupervisedMethod.data_targets` made of this batch in the data stage.
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def all_images(self) -> torch.Tensor:
-        """Labeled then unlabeled images in one tensor (the order methods index by)."""
+        """Labeled then unlabeled images in one tensor (the order methods index by).
+
+        Concatenated once per batch: every call of one iteration (both steps, SAM's second pass)
+        gets the same tensor, which is what lets per-iteration caches recognise it by identity.
+        """
         return torch.cat([self.labeled_image, self.unlabeled_image], dim=0)
 
     @property
@@ -57,17 +74,33 @@ class Batch:
         return int(self.labeled_image.shape[0])
 
 
+TensorToken = tuple[torch.Tensor, int]
+
+
+def tensor_token(tensor: torch.Tensor) -> TensorToken:
+    """A reference to ``tensor`` and its in-place version counter, for :func:`same_tensor`."""
+    return tensor, tensor._version
+
+
+def same_tensor(token: TensorToken | None, tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is the very tensor ``token`` was made from, unmodified since.
+
+    Identity, not content: comparing contents (``torch.equal``) makes the host wait for the device,
+    a synchronisation per step on CUDA. The token holds the tensor, so its id cannot be reused.
+    """
+    return token is not None and token[0] is tensor and token[1] == tensor._version
+
+
 def cache_matches(cache: Mapping[str, Any] | None, batch: Batch, ctx: StepContext) -> bool:
     """Whether a per-iteration cache (keys ``iteration``, ``labeled``, ``source``) was made from ``batch``.
 
     Two-step methods compute maps in step 0 and reuse them in step 1; SAM calls a step's loss twice.
-    Comparing the images themselves (not only the iteration) keeps a stale cache from ever being used.
+    ``source`` is the :func:`tensor_token` of the ``batch.all_images`` the cache was made from, so a
+    cache from another batch (even of equal contents) is never used.
     """
     if cache is None or cache["iteration"] != ctx.iteration or cache["labeled"] != batch.labeled_count:
         return False
-    images = batch.all_images
-    source = cache["source"]
-    return images.shape == source.shape and bool(torch.equal(images, source))
+    return same_tensor(cache["source"], batch.all_images)
 
 
 def gaussian_rampup(iteration: int, length: int) -> float:
@@ -101,10 +134,15 @@ class StepContext:
 
 @dataclass
 class LossOutput:
-    """The scalar loss to minimise and the named parts worth logging (floats)."""
+    """The scalar loss to minimise and the named parts worth logging.
+
+    Log values are numbers or 0-d tensors; a method returns tensors as they are (detached), never
+    ``float(t)``: the loop turns them into numbers only when it writes a log record, so a CUDA step
+    does not wait for the device to finish just to be logged.
+    """
 
     loss: torch.Tensor
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, float | torch.Tensor] = field(default_factory=dict)
 
 
 class SemiSupervisedMethod(ABC):
@@ -153,6 +191,16 @@ class SemiSupervisedMethod(ABC):
     @abstractmethod
     def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
         """The loss for ``batch`` at ``ctx``; called in train mode, gradients enabled."""
+
+    def data_targets(self, labeled_target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Targets derived from the labels on the CPU, in the loop's data stage; they reach
+        :meth:`loss` as ``batch.extras``. Default: none.
+
+        For work that needs the labels on the host (SciPy distance transforms): done here, it never
+        makes a training step wait for the device, and where the loop draws batches ahead (CUDA) it
+        runs beside the device's work. ``labeled_target`` is (B_l, z, y, x) class ids on the CPU.
+        """
+        return {}
 
     def update_teachers(self, ctx: StepContext) -> None:  # noqa: B027 (optional hook)
         """After each optimiser step: EMA teachers and the like. Default: nothing."""

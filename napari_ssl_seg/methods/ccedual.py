@@ -181,7 +181,7 @@ class CCEDual(SemiSupervisedMethod):
 
         with torch.no_grad():
             entropy_a, entropy_b = entropy(prob_a), entropy(prob_b)
-        logs: dict[str, float] = {}
+        logs: dict[str, float | torch.Tensor] = {}
         if batch.unlabeled_image.shape[0] > 0:
             u = slice(labeled, None)
             pseudo_a, confident_a = confident_pseudo_labels(prob_a[u], self.settings.cps_threshold)
@@ -197,11 +197,11 @@ class CCEDual(SemiSupervisedMethod):
             unsupervised = cps + efs + ue_a + ue_b
             logs.update(
                 {
-                    "cps": float(cps.detach()),
-                    "efs": float(efs.detach()),
-                    "kl_weighted": float((ue_a + ue_b).detach()),
-                    "kl_divergence": float(divergence.detach().mean()),
-                    "efs_kept_fraction": float(keep.float().mean()),
+                    "cps": cps.detach(),
+                    "efs": efs.detach(),
+                    "kl_weighted": (ue_a + ue_b).detach(),
+                    "kl_divergence": divergence.detach().mean(),
+                    "efs_kept_fraction": keep.float().mean(),
                 }
             )
         else:
@@ -234,12 +234,12 @@ class CCEDual(SemiSupervisedMethod):
         loss = supervised + weight_u * unsupervised + weight_c * contrastive
         logs.update(
             {
-                "supervised": float(supervised.detach()),
-                "consistency_regularisation": float(consistency.detach()),
-                "unsupervised": float(unsupervised.detach()),
-                "contrastive": float(contrastive.detach()),
+                "supervised": supervised.detach(),
+                "consistency_regularisation": consistency.detach(),
+                "unsupervised": unsupervised.detach(),
+                "contrastive": contrastive.detach(),
                 "consistency_weight": weight_u,
-                "reliable_fraction": float(reliable.float().mean()),
+                "reliable_fraction": reliable.float().mean(),
             }
         )
         return LossOutput(loss, logs)

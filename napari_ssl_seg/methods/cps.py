@@ -100,8 +100,8 @@ class CrossPseudoSupervision(SemiSupervisedMethod):
             pseudo = logits_1.new_zeros(())
         loss = supervised + weight * pseudo
         logs = {
-            "supervised": float(supervised.detach()),
-            "cps": float(pseudo.detach()),
+            "supervised": supervised.detach(),
+            "cps": pseudo.detach(),
             "consistency_weight": weight,
         }
         return LossOutput(loss, logs)

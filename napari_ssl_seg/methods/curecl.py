@@ -77,7 +77,7 @@ def xor_regulariser(
     distance = (probabilities - one_hot).abs()
     selected = xor.to(distance.dtype).unsqueeze(1)
     loss = (selected * distance).sum() / (distance.shape[1] * selected.sum()).clamp_min(1.0)
-    return loss, float(xor.float().mean())
+    return loss, xor.float().mean()
 
 
 def auxiliary_network_config(network: Mapping[str, Any], blocks: Sequence[int], threshold: float) -> dict[str, Any]:
@@ -142,7 +142,7 @@ class CURECL(SemiSupervisedMethod):
             auxiliary.logits[:labeled], target, dice_weight=1.0, ce_weight=1.0
         )
 
-        logs: dict[str, float] = {}
+        logs: dict[str, float | torch.Tensor] = {}
         if batch.unlabeled_image.shape[0] > 0:
             logits_u, pseudo_u, mask_u = auxiliary.logits[labeled:], pseudo[labeled:], confident[labeled:]
             regulariser, xor_fraction = xor_regulariser(logits_u, pseudo_u, mask_u)
@@ -151,7 +151,7 @@ class CURECL(SemiSupervisedMethod):
                 + masked_dice_loss(logits_u, pseudo_u, mask_u)
                 + self.settings.lambda_reg * regulariser
             )
-            logs.update({"xor_regulariser": float(regulariser.detach()), "xor_fraction": xor_fraction})
+            logs.update({"xor_regulariser": regulariser.detach(), "xor_fraction": xor_fraction})
         else:
             unsupervised = auxiliary.logits.new_zeros((), dtype=torch.float32)
 
@@ -173,11 +173,11 @@ class CURECL(SemiSupervisedMethod):
         loss = supervised + weight_u * unsupervised + weight_c * contrastive
         logs.update(
             {
-                "supervised": float(supervised.detach()),
-                "unsupervised": float(unsupervised.detach()),
-                "contrastive": float(contrastive.detach()),
+                "supervised": supervised.detach(),
+                "unsupervised": unsupervised.detach(),
+                "contrastive": contrastive.detach(),
                 "contrastive_weight": weight_c,
-                "confident_fraction": float(confident.float().mean()),
+                "confident_fraction": confident.float().mean(),
             }
         )
         return LossOutput(loss, logs)

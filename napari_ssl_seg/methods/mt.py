@@ -92,7 +92,7 @@ class MeanTeacher(SemiSupervisedMethod):
         logits = self.networks["student"](batch.all_images)
         supervised = dice_ce_loss(logits[:labeled], batch.labeled_target)
         weight = ctx.rampup * self.settings.consistency
-        logs: dict[str, float] = {}
+        logs: dict[str, float | torch.Tensor] = {}
         if batch.unlabeled_image.shape[0] > 0:
             teacher_input = self._teacher_input(batch.unlabeled_image)
             consistency, logs = self._consistency(logits[labeled:], teacher_input, ctx)
@@ -101,8 +101,8 @@ class MeanTeacher(SemiSupervisedMethod):
         loss = supervised + weight * consistency
         logs.update(
             {
-                "supervised": float(supervised.detach()),
-                "consistency": float(consistency.detach()),
+                "supervised": supervised.detach(),
+                "consistency": consistency.detach(),
                 "consistency_weight": weight,
             }
         )

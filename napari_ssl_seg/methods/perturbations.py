@@ -27,10 +27,11 @@ def mean_teacher_noise(x: torch.Tensor, std: float = 0.1, clip: float = 0.2) -> 
     return x + noise
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
     """Isotropic Gaussian blur of a (N, C, *spatial) tensor with ``sigma`` in voxels."""
     spatial = x.ndim - 2
-    kernel = gaussian_1d(torch.tensor(float(sigma)), truncated=4.0, approx="erf").to(x.device, x.dtype)
+    sigma = torch.as_tensor(sigma, dtype=torch.float32)
+    kernel = gaussian_1d(sigma, truncated=4.0, approx="erf").to(x.device, x.dtype)
     return separable_filtering(x, [kernel] * spatial, mode="replicate")
 
 
@@ -46,8 +47,8 @@ def random_gaussian_blur(
     apply = torch.rand(x.shape[0]) < prob
     sigmas = low + (high - low) * torch.rand(x.shape[0])
     # Samples differ in sigma, so each is filtered on its own (batches here hold a few samples).
-    views = [
-        gaussian_blur(x[index : index + 1], float(sigmas[index])) if bool(apply[index]) else x[index : index + 1]
-        for index in range(x.shape[0])
-    ]
-    return torch.cat(views, dim=0) if views else x.clone()
+    # Every sample is blurred and where() keeps the drawn ones: a branch on `apply` would read it,
+    # and the blur of a patch costs far less than a network pass.
+    keep = apply.to(x.device).view(-1, *([1] * (x.ndim - 1)))
+    views = [gaussian_blur(x[index : index + 1], sigmas[index]) for index in range(x.shape[0])]
+    return torch.where(keep, torch.cat(views, dim=0), x) if views else x.clone()

@@ -29,19 +29,23 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+_ABSENT_LOGIT = -1.0e4
+
 __all__ = ["class_prototypes", "networks_prototype_loss", "prototype_contrastive_loss", "resize_nearest"]
 
 
 def class_prototypes(
-    features: torch.Tensor, labels: torch.Tensor, num_classes: int
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean feature per class: features (M, D), labels (M,) -> (prototypes (K, D), present (K,) bool).
 
-    Rows of absent classes are zero.
+    ``weights`` (M,) selects the rows that count (a bool mask, or 0/1); rows of absent classes are zero.
     """
     if features.ndim != 2 or labels.shape != features.shape[:1]:
         raise ValueError(f"features {tuple(features.shape)} and labels {tuple(labels.shape)} do not match")
     one_hot = F.one_hot(labels.long(), num_classes).to(features.dtype)  # (M, K)
+    if weights is not None:
+        one_hot = one_hot * weights.to(features.dtype).unsqueeze(1)
     counts = one_hot.sum(dim=0)
     sums = one_hot.t() @ features
     prototypes = sums / counts.clamp_min(1.0).unsqueeze(1)
@@ -56,7 +60,7 @@ def prototype_contrastive_loss(
     *,
     temperature: float = 0.1,
     separation_weight: float = 1.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Pull + separation loss of one feature map; see the module docstring.
 
     ``features`` (N, D, z, y, x); ``labels`` (N, z, y, x) class ids; ``reliable`` (N, z, y, x) bool.
@@ -67,27 +71,30 @@ def prototype_contrastive_loss(
     if reliable.shape != labels.shape:
         raise ValueError(f"reliable mask {tuple(reliable.shape)} and labels {tuple(labels.shape)} differ")
     flat = features.float().movedim(1, -1).reshape(-1, features.shape[1])
-    labels, reliable = labels.reshape(-1), reliable.reshape(-1).bool()
-    zero = flat.sum() * 0.0
-    prototypes, present = class_prototypes(flat[reliable], labels[reliable], num_classes)
-    logs = {"reliable_fraction": float(reliable.float().mean()), "prototypes": float(present.sum())}
-    if int(present.sum()) < 2:
-        return zero, {**logs, "pull": 0.0, "separation": 0.0}
-    # Re-index classes to the present prototypes so absent ones never appear in a softmax.
-    index = torch.full((num_classes,), -1, dtype=torch.long, device=labels.device)
-    index[present] = torch.arange(int(present.sum()), device=labels.device)
-    normalised = F.normalize(prototypes[present], dim=1)
-    uncertain = ~reliable & present[labels]
-    if bool(uncertain.any()):
-        similarity = F.normalize(flat[uncertain], dim=1) @ normalised.detach().t()
-        pull = F.cross_entropy(similarity / temperature, index[labels[uncertain]])
-    else:
-        pull = zero
+    labels, reliable = labels.reshape(-1).long(), reliable.reshape(-1).bool()
+    # Masks and weights instead of boolean indexing (flat[reliable]) and `if present.sum() < 2`:
+    # data-dependent shapes and branches make the host wait for the device on every step. The
+    # sums below equal the indexed form; with fewer than two prototypes both terms are exactly 0.
+    prototypes, present = class_prototypes(flat, labels, num_classes, weights=reliable)
+    normalised = F.normalize(prototypes, dim=1)  # rows of absent classes stay 0
+    uncertain = (~reliable & present[labels]).float()
+    # Absent prototypes get a logit no cosine reaches, so the softmax is over the present ones only;
+    # finite rather than -inf, so voxels left out by `uncertain` carry no NaN into the backward pass.
+    similarity = (F.normalize(flat, dim=1) @ normalised.detach().t()) / temperature
+    similarity = similarity.masked_fill(~present, _ABSENT_LOGIT)
+    per_voxel = F.cross_entropy(similarity, labels, reduction="none")
+    pull = (per_voxel * uncertain).sum() / uncertain.sum().clamp_min(1.0)
+    pairs = present[:, None] & present[None, :] & ~torch.eye(num_classes, dtype=torch.bool, device=present.device)
     pairwise = normalised @ normalised.t()
-    off_diagonal = ~torch.eye(pairwise.shape[0], dtype=torch.bool, device=pairwise.device)
-    separation = pairwise[off_diagonal].mean()
+    separation = (pairwise * pairs).sum() / pairs.sum().clamp_min(1)
     loss = pull + separation_weight * separation
-    return loss, {**logs, "pull": float(pull.detach()), "separation": float(separation.detach())}
+    logs = {
+        "reliable_fraction": reliable.float().mean(),
+        "prototypes": present.sum().float(),
+        "pull": pull.detach(),
+        "separation": separation.detach(),
+    }
+    return loss, logs
 
 
 def resize_nearest(tensor: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -59,4 +59,4 @@ class SupervisedMethod(SemiSupervisedMethod):
     def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
         logits = self.networks["model"](batch.labeled_image)
         loss = self.criterion(logits.float(), batch.labeled_target[:, None])
-        return LossOutput(loss, {"supervised": float(loss.detach())})
+        return LossOutput(loss, {"supervised": loss.detach()})

@@ -94,7 +94,7 @@ class UncertaintyAwareMeanTeacher(MeanTeacher):
             )
             mask = uncertainty < threshold
         consistency = masked_softmax_mse(student_logits, teacher_probabilities, mask)
-        return consistency, {"threshold": threshold, "mask_fraction": float(mask.float().mean())}
+        return consistency, {"threshold": threshold, "mask_fraction": mask.float().mean()}
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -72,7 +72,14 @@ from typing import Any, ClassVar
 import torch
 
 from napari_ssl_seg.inference.mc_dropout import entropy
-from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext, cache_matches
+from napari_ssl_seg.methods.base import (
+    Batch,
+    LossOutput,
+    SemiSupervisedMethod,
+    StepContext,
+    cache_matches,
+    tensor_token,
+)
 from napari_ssl_seg.methods.cps import initialise_weights
 from napari_ssl_seg.methods.ema import ema_update, freeze
 from napari_ssl_seg.methods.losses import dice_ce_loss, dice_loss
@@ -182,7 +189,7 @@ class UCMT(SemiSupervisedMethod):
             )
         return {
             "iteration": iteration,
-            "source": images.detach(),
+            "source": tensor_token(images),
             "images": mixed_images,
             "targets": mixed_targets,
             "labeled": labeled,
@@ -196,7 +203,7 @@ class UCMT(SemiSupervisedMethod):
     # -- the interface ---------------------------------------------------------
     def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
         labeled = batch.labeled_count
-        logs: dict[str, float] = {}
+        logs: dict[str, float | torch.Tensor] = {}
         if ctx.step == 0:
             images = batch.all_images
             teacher_probabilities = self._teacher_probabilities(images)
@@ -249,9 +256,9 @@ class UCMT(SemiSupervisedMethod):
             )
         logs.update(
             {
-                "supervised": float(supervised.detach()),
-                "cps": float(cps.detach()),
-                "mts": float(mts.detach()),
+                "supervised": supervised.detach(),
+                "cps": cps.detach(),
+                "mts": mts.detach(),
                 "consistency_weight": weight,
             }
         )

@@ -64,7 +64,15 @@ import torch
 from torch import nn
 
 from napari_ssl_seg.inference.mc_dropout import entropy, mc_dropout_moments
-from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod, StepContext, cache_matches
+from napari_ssl_seg.methods.base import (
+    Batch,
+    LossOutput,
+    SemiSupervisedMethod,
+    StepContext,
+    cache_matches,
+    same_tensor,
+    tensor_token,
+)
 from napari_ssl_seg.methods.ema import ema_update, freeze
 from napari_ssl_seg.methods.losses import dice_ce_loss, weighted_softmax_mse
 from napari_ssl_seg.methods.mt import MeanTeacherSettings
@@ -154,12 +162,7 @@ class UGCEMT(SemiSupervisedMethod):
         """Noised input, teacher encoding and MC uncertainty; reused by SAM's second call."""
         cache = self._teacher_cache
         key = (ctx.iteration, ctx.step)
-        if (
-            cache is not None
-            and cache["key"] == key
-            and cache["images"].shape == images.shape
-            and bool(torch.equal(cache["images"], images))
-        ):
+        if cache is not None and cache["key"] == key and same_tensor(cache["images"], images):
             return cache
         teacher = self.networks["teacher"]
         with torch.no_grad():
@@ -169,7 +172,7 @@ class UGCEMT(SemiSupervisedMethod):
             uncertainty = entropy(mean)
         self._teacher_cache = {
             "key": key,
-            "images": images.detach(),
+            "images": tensor_token(images),
             "features": features,
             "uncertainty": uncertainty,
             "weight": torch.exp(-uncertainty),
@@ -209,7 +212,7 @@ class UGCEMT(SemiSupervisedMethod):
             )
         return {
             "iteration": iteration,
-            "source": images.detach(),
+            "source": tensor_token(images),
             "images": mixed_images,
             "labels": mixed_labels[:labeled],
             "labeled": labeled,
@@ -221,7 +224,7 @@ class UGCEMT(SemiSupervisedMethod):
     # -- the interface -----------------------------------------------------------
     def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
         labeled = batch.labeled_count
-        logs: dict[str, float] = {}
+        logs: dict[str, float | torch.Tensor] = {}
         if ctx.step == 0:
             images, labels = batch.all_images, batch.labeled_target
         else:
@@ -255,10 +258,10 @@ class UGCEMT(SemiSupervisedMethod):
             )
         logs.update(
             {
-                "supervised": float(supervised.detach()),
-                "consistency": float(consistency.detach()),
+                "supervised": supervised.detach(),
+                "consistency": consistency.detach(),
                 "consistency_weight": weight,
-                "mean_certainty_weight": float(side["weight"].mean()),
+                "mean_certainty_weight": side["weight"].detach().mean(),
             }
         )
         return LossOutput(loss, logs)

@@ -133,12 +133,18 @@ class UGMCL(SemiSupervisedMethod):
     def trainable(self) -> list[str]:
         return ["student"]
 
+    def data_targets(self, labeled_target: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"sdf": sdf_targets(labeled_target, int(self.network_config["num_classes"]))}
+
     def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
         labeled = batch.labeled_count
         images = batch.all_images
         logits, sdf = self.networks["student"](images, dual=True)
         num_classes = logits.shape[1]
-        sdf_label = sdf_targets(batch.labeled_target, num_classes)
+        # The loop computes the SDF targets in its data stage; a batch built by hand has none yet.
+        sdf_label = batch.extras.get("sdf")
+        if sdf_label is None:
+            sdf_label = sdf_targets(batch.labeled_target, num_classes)
         segmentation = dice_ce_loss(logits[:labeled], batch.labeled_target, dice_weight=1.0, ce_weight=1.0)
         sdf_loss = torch.mean((sdf[:labeled].float() - sdf_label) ** 2)
         supervised = segmentation + self.settings.sdf_weight * sdf_loss
@@ -168,13 +174,13 @@ class UGMCL(SemiSupervisedMethod):
         weight_cross = ctx.rampup * self.settings.cross_task
         loss = supervised + weight_intra * intra + weight_cross * cross
         logs = {
-            "supervised": float(segmentation.detach()),
-            "sdf": float(sdf_loss.detach()),
-            "intra_task": float(intra.detach()),
-            "cross_task": float(cross.detach()),
+            "supervised": segmentation.detach(),
+            "sdf": sdf_loss.detach(),
+            "intra_task": intra.detach(),
+            "cross_task": cross.detach(),
             "consistency_weight": weight_intra,
             "threshold": threshold,
-            "mask_fraction": float(mask.float().mean()),
+            "mask_fraction": mask.float().mean(),
         }
         return LossOutput(loss, logs)
 

@@ -47,6 +47,7 @@ from napari_ssl_seg.training.distributed import (
     wrap_for_ddp,
 )
 from napari_ssl_seg.training.export import deployed_card, exported_networks, run_model_card
+from napari_ssl_seg.training.log_sums import LogSums
 from napari_ssl_seg.training.optim import build_optimizer, build_scheduler, clip_gradients, unique_parameters
 from napari_ssl_seg.training.prefetch import BatchPrefetcher
 from napari_ssl_seg.training.run_start import copy_init_weights, resume_info, run_info, seed_everything
@@ -147,14 +148,11 @@ class _Run:
         )
         if uses_unlabeled and config.batch_unlabeled and not self.snapshot.unlabeled:
             self.notes.append("no unlabeled training case: the unlabeled stream samples the labeled images")
-        self.validation = []
-        if self.dist.is_main:
-            self.validation = [
-                ValidationCase(
-                    name, self.project.read_image(name), np.asarray(self.project.read_label(name, version).array)
-                )
-                for name, version in self.snapshot.validation.items()
-            ]
+        validation = self.snapshot.validation.items() if self.dist.is_main else {}.items()  # rank 0 validates
+        self.validation = [
+            ValidationCase(name, self.project.read_image(name), np.asarray(self.project.read_label(name, v).array))
+            for name, v in validation
+        ]
         self.start = 0
         if self.resume_state is not None:
             state = load_resume_state(
@@ -173,28 +171,29 @@ class _Run:
         self.log = (
             RunLog(self.out_dir, resume_from=self.start if self.resume_state else None) if self.dist.is_main else None
         )
-        if self.log is not None:
-            for note in self.notes:
-                self.log.write("note", self.start, {"message": note})
+        for note in self.notes if self.log is not None else ():
+            self.log.write("note", self.start, {"message": note})
 
-    # -- one optimiser step ----------------------------------------------------
-    def device_batch(self, images: torch.Tensor, targets: torch.Tensor, unlabeled: torch.Tensor) -> Batch:
-        """The sampled patches on the device, images in the layout the networks use."""
-        # Asynchronous on CUDA when the prefetcher pinned the batch; a no-op on the CPU.
+    def draw(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The data stage: the sampled patches and the targets the method derives from them on the CPU."""
+        images, targets, unlabeled = self.sampler.batch(iteration)
+        return images, targets, unlabeled, self.method.data_targets(targets)
+
+    def device_batch(self, images: torch.Tensor, targets: torch.Tensor, unlabeled: torch.Tensor, extras: Any) -> Batch:
+        """The drawn batch on the device (asynchronous if the prefetcher pinned it), images in the networks' layout."""
         images, targets, unlabeled = (t.to(self.device, non_blocking=True) for t in (images, targets, unlabeled))
-        return Batch(self.execution.prepare_input(images), targets, self.execution.prepare_input(unlabeled))
+        extras = {key: value.to(self.device, non_blocking=True) for key, value in extras.items()}
+        return Batch(self.execution.prepare_input(images), targets, self.execution.prepare_input(unlabeled), extras)
 
-    def _loss(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
         with self.execution.autocast():
             output = self.method.loss(batch, ctx)
         return output.loss, output.logs
 
-    def step(self, batch: Batch, ctx: StepContext) -> dict[str, float]:
+    def step(self, batch: Batch, ctx: StepContext) -> dict[str, float | torch.Tensor]:
+        """One optimiser step; its logs stay tensors (training/log_sums.py): nothing here waits for the device."""
         self.optimizer.zero_grad(set_to_none=True)
         loss, logs = self._loss(batch, ctx)
-        value = float(loss.detach())
-        if not np.isfinite(value) and not self.scaler.is_enabled():  # a scaled fp16 loss may overflow once
-            raise InputError(f"training diverged: loss is {value} at iteration {ctx.iteration} (try a lower lr)")
         self.scaler.scale(loss).backward()
         if self.method.optimizer == "sam":
             perturbation = sam_ascent(self.params, self.method.sam_rho)
@@ -206,7 +205,7 @@ class _Run:
             clip_gradients(self.params, self.optimizer, self.scaler, self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {"loss": value, **{key: float(v) for key, v in logs.items()}}
+        return {"loss": loss.detach(), **logs}
 
     # -- validation, export, checkpoint ----------------------------------------------
     def validate(self, iteration: int) -> None:
@@ -269,17 +268,16 @@ class _Run:
         config, method = self.config, self.method
         method.train(True)
         iteration, status = self.start, "completed"
-        sums: dict[str, float] = {}
-        count, tick = 0, time.perf_counter()
+        sums = LogSums()
         cuda = self.device.type == "cuda"  # where drawing ahead pays (training/prefetch.py)
-        with BatchPrefetcher(self.sampler.batch, stop=config.iterations, depth=2 * cuda, pin_memory=cuda) as ahead:
+        with BatchPrefetcher(self.draw, stop=config.iterations, depth=2 * cuda, pin_memory=cuda) as ahead:
             while iteration < config.iterations:
                 if self.dist.any_true(bool(self.should_stop and self.should_stop())):
                     status = "cancelled"
                     break
                 started = time.perf_counter()
                 batch = self.device_batch(*ahead.get(iteration))
-                logs: dict[str, float] = {}
+                logs: dict[str, float | torch.Tensor] = {}
                 for step in range(method.steps_per_iteration):
                     rampup = gaussian_rampup(iteration, config.rampup_iterations)
                     ctx = StepContext(iteration, config.iterations, rampup, step, self.num_classes)
@@ -294,19 +292,20 @@ class _Run:
                 self.scheduler.step()
                 iteration += 1
                 self.train_seconds += time.perf_counter() - started
-                for key, value in logs.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                count += 1
-                if self.progress is not None and self.dist.is_main:
-                    self.progress(iteration, config.iterations, logs)
-                if self.log is not None and (iteration % config.log_every == 0 or iteration == config.iterations):
-                    elapsed = time.perf_counter() - tick
-                    means = {key: value / count for key, value in sums.items()}
-                    self.log.write("train", iteration, {**means, "it_per_s": count / max(elapsed, 1e-9)})
-                    sums, count, tick = {}, 0, time.perf_counter()
+                sums.add(logs)
                 last = iteration == config.iterations
+                log = iteration % config.log_every == 0 or last
                 validate = iteration % config.validate_every == 0 or last
                 save = iteration % config.checkpoint_every == 0 or last
+                # A scaled float16 loss may overflow once (the scaler then skips that step): its check.
+                check = not self.scaler.is_enabled()
+                means = sums.means(iteration, check_losses=check) if log or validate or save else {}
+                if self.progress is not None and self.dist.is_main:
+                    self.progress(iteration, config.iterations, means)
+                if log:
+                    if self.log is not None:
+                        self.log.write("train", iteration, {**means, "it_per_s": sums.rate})
+                    sums.reset()
                 if validate and self.dist.is_main:
                     self.validate(iteration)
                     method.train(True)
@@ -348,7 +347,8 @@ def train(
     """Train ``config.method`` on the project at ``project_root``, writing into ``out_dir``.
 
     ``init_model``: a deployed checkpoint whose ``model`` weights start every matching network
-    (fine-tuning). ``progress(iteration, total, logs)`` is called after every iteration;
+    (fine-tuning). ``progress(iteration, total, logs)`` is called after every iteration (``logs``: the
+    means since the last log record at log, validation and checkpoint points, else empty);
     ``should_stop()`` before every iteration (true: checkpoint and return "cancelled").
     ``resume``: continue the run in ``out_dir`` from its last checkpoint; only the settings in
     ``RESUMABLE_CHANGES`` may differ (raising ``iterations`` extends a finished run).

@@ -67,7 +67,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> to
 
 def clip_gradients(
     parameters: Sequence[nn.Parameter], optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, limit: float
-) -> float:
-    """Clip the total gradient norm at ``limit`` (on unscaled gradients); returns the norm before clipping."""
+) -> torch.Tensor:
+    """Clip the total gradient norm at ``limit`` (on unscaled gradients); returns the norm before clipping.
+
+    The norm stays a tensor: reading it would make every step wait for the device.
+    """
     scaler.unscale_(optimizer)
-    return float(torch.nn.utils.clip_grad_norm_(parameters, limit))
+    return torch.nn.utils.clip_grad_norm_(parameters, limit)

@@ -35,6 +35,8 @@ def _pinned(item: object) -> object:
         return item.pin_memory()
     if isinstance(item, tuple):
         return tuple(_pinned(part) for part in item)
+    if isinstance(item, dict):
+        return {key: _pinned(value) for key, value in item.items()}
     return item
 
 

@@ -43,11 +43,14 @@ def sam_ascent(parameters: Iterable[torch.nn.Parameter], rho: float) -> SamPertu
     if not with_grad or rho == 0:
         return SamPerturbation([])
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.float()) for p in with_grad]))
-    if not bool(torch.isfinite(norm)) or float(norm) == 0.0:
-        return SamPerturbation([])
-    scale = rho / (norm + 1e-12)
+    # Decided on the device (torch.where), not by `if float(norm) == 0`: a branch on the norm would
+    # make every SAM step wait for the device. A zero or non-finite norm moves by exactly 0 (where()
+    # does not carry the NaN of inf * 0), and restore() puts back the same weights either way.
+    usable = torch.isfinite(norm) & (norm > 0)
+    scale = torch.where(usable, rho / (norm + 1e-12), torch.zeros_like(norm))
     applied = []
     for parameter in with_grad:
         applied.append((parameter, parameter.detach().clone()))
-        parameter.add_(parameter.grad.to(parameter.dtype) * scale.to(parameter.dtype))
+        step = parameter.grad.to(parameter.dtype) * scale.to(parameter.dtype)
+        parameter.add_(torch.where(usable, step, torch.zeros_like(step)))
     return SamPerturbation(applied)
