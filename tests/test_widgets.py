@@ -285,3 +285,35 @@ def test_import_a_folder_through_the_project_dock(make_napari_viewer, qtbot, tmp
     qtbot.waitUntil(lambda: session_for(viewer).project is not None, timeout=120_000)
     assert not worker.is_running or qtbot.waitUntil(lambda: not worker.is_running) is None
     assert docks["Project"].table.rowCount() == 2
+
+
+def test_correcting_a_prediction_records_the_effort_and_the_project_dock_shows_it(make_napari_viewer, project_root):
+    viewer = make_napari_viewer()
+    docks = dock_assistant(viewer, project_root)
+    session = session_for(viewer)
+    case = unlabeled_case(project_root)
+    session.open_case(case)
+    shape = session.label_layer.data.shape
+    predicted = np.zeros(shape, dtype=np.uint8)
+    predicted[1:3, 4:14, 4:14] = 1  # 200 voxels
+    with Project.open(project_root) as project:
+        teacher = active_model(project)
+        volume = project.read_image(case).with_array(predicted, label_names=None)
+    session.show_prediction(case, volume, None)
+    layer = session.label_layer
+    corrected = np.asarray(layer.data).copy()
+    corrected[1, 4:14, 4:9] = 0  # 50 false voxels erased
+    corrected[3, 4:14, 4:7] = 1  # 30 missed voxels painted
+    layer.data = corrected
+    first = docks["Label"].save()
+    assert first.started_from == teacher.name
+    assert first.changed_voxels == 80 and first.foreground_voxels == 180
+    corrected[3, 4:14, 7] = 1  # a second pass: 10 more, counted against version 1
+    layer.data = corrected
+    second = docks["Label"].save()
+    assert second.started_from is None and second.changed_voxels == 10 and second.foreground_voxels == 190
+    table = docks["Project"].table
+    docks["Project"].refresh()
+    row = next(r for r in range(table.rowCount()) if table.item(r, 0).text() == case)
+    column = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())].index("corrected")
+    assert table.item(row, column).text() == f"{100 * 90 / 190:.1f}%"

@@ -11,6 +11,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from napari_ssl_seg.active.strategies import MODEL_FREE_STRATEGIES
+from napari_ssl_seg.evaluation.correction import case_correction_ratio
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import active_model
 from napari_ssl_seg.store.ranking_cache import prediction_paths, scores
@@ -28,6 +29,9 @@ class CaseRow:
     score: float | None
     author: str | None
     labeled_at: str | None
+    #: Voxels corrected since the teacher's prediction per voxel labeling from scratch paints
+    #: (evaluation/correction.py); None for a case not labeled from a prediction.
+    correction: float | None = None
 
     @property
     def queued(self) -> bool:
@@ -42,6 +46,9 @@ def case_table(project: Project, strategy: str, *, in_training: Collection[str] 
         stored = scores(project, None, strategy)
     else:
         stored = scores(project, model.id, strategy) if model is not None else {}
+    versions: dict[str, list] = {}
+    for version in project.label_versions():  # one query for the whole table
+        versions.setdefault(version.case_name, []).append(version)
     rows = []
     for case in project.cases():
         if case.name in in_training:
@@ -60,6 +67,7 @@ def case_table(project: Project, strategy: str, *, in_training: Collection[str] 
                 score=stored.get(case.name),
                 author=case.latest_label_author,
                 labeled_at=case.latest_label_time,
+                correction=case_correction_ratio(versions.get(case.name, [])),
             )
         )
 

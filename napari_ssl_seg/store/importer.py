@@ -19,8 +19,9 @@ from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io import Volume, geometry_mismatch, is_supported_path, read_volume
 from napari_ssl_seg.io.read import case_stem
 from napari_ssl_seg.progress import CaseProgress
+from napari_ssl_seg.store.label_arrays import as_label_array
 from napari_ssl_seg.store.names import safe_case_name
-from napari_ssl_seg.store.project import Project, _as_label_array
+from napari_ssl_seg.store.project import Project
 
 # Suffixes that name the same case in image and label folders:
 # brain1_image.nrrd <-> brain1_label.nrrd, la_003_0000.nii.gz <-> la_003.nii.gz.
@@ -120,7 +121,7 @@ def _listed(root: Path, relative: str) -> Path:
 
 def _check_label_values(label: Volume, path: Path, declared: dict[int, str] | None) -> None:
     """Refuse what a project cannot store (negative, above 65535) or the dataset does not declare."""
-    _as_label_array(label.array, path.name)
+    as_label_array(label.array, path.name)
     if declared:
         present = {int(value) for value in np.unique(label.array)}
         undeclared = sorted(present - set(declared) - {0})

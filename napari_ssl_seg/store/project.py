@@ -18,6 +18,7 @@ from napari_ssl_seg.errors import InputError, ProjectError
 from napari_ssl_seg.io import Volume, geometry_mismatch, read_volume, write_volume
 from napari_ssl_seg.io.atomic import atomic_output, sha256_file
 from napari_ssl_seg.io.read import file_suffix
+from napari_ssl_seg.store.label_arrays import as_label_array, changed_voxels
 from napari_ssl_seg.store.names import inside, safe_case_name
 from napari_ssl_seg.store.records import CaseRecord, LabelVersion, case_from_row
 from napari_ssl_seg.store.schema import migrate
@@ -125,7 +126,7 @@ class Project:
 
     def save_reference_label(self, name: str, label: np.ndarray) -> Path:
         """Keep a withheld ground truth (simulation, evaluation) outside the label history."""
-        placed = self.case_geometry(name, _as_label_array(label, name))
+        placed = self.case_geometry(name, as_label_array(label, name))
         folder = self.root / "reference"
         folder.mkdir(exist_ok=True)
         return write_volume(placed, inside(self.root, f"reference/{name}{LABEL_SUFFIX}"), overwrite=False)
@@ -240,8 +241,13 @@ class Project:
         author: str | None = None,
         kind: str = "annotation",
         edit_seconds: float | None = None,
+        started_from: tuple[str, np.ndarray] | None = None,
     ) -> LabelVersion:
         """Save a new label version of case ``name``; earlier versions are never touched.
+
+        ``started_from``: (model version name, its predicted label map) when the annotator began
+        from a teacher's prediction rather than an earlier version: the first version's changed
+        voxels then count against that prediction (the correction effort).
 
         Order of events: the label file is published atomically under a name
         no other version uses, then the row is committed. A crash before the
@@ -250,12 +256,12 @@ class Project:
         if kind not in LABEL_KINDS:
             raise ProjectError(f"unknown label kind {kind!r}")
         array = label.array if isinstance(label, Volume) else np.asarray(label)
-        placed = self.case_geometry(name, _as_label_array(array, name))
+        placed = self.case_geometry(name, as_label_array(array, name))
         if isinstance(label, Volume) and (mismatch := geometry_mismatch(label, placed)):
             raise InputError(f"label geometry does not match case {name!r}: {mismatch}")
         published: list[Path] = []
         try:
-            version_id = self._insert_label(name, placed, published, author, kind, edit_seconds)
+            version_id = self._insert_label(name, placed, published, author, kind, edit_seconds, started_from)
         except BaseException:
             # Not committed (disk full, read-only database, ...): remove the file no row refers to.
             for path in published:
@@ -271,6 +277,7 @@ class Project:
         author: str | None,
         kind: str,
         edit_seconds: float | None,
+        started_from: tuple[str, np.ndarray] | None,
     ) -> int:
         with self.transaction() as connection:
             case_id = connection.execute("SELECT id FROM cases WHERE name = ?", (name,)).fetchone()[0]
@@ -279,7 +286,14 @@ class Project:
                 (case_id,),
             ).fetchone()
             version = parent[1] + 1 if parent else 1
-            changed = self._changed_voxels(parent[2], placed.array) if parent else None
+            # The edit counts against the previous version, or the prediction the first one began from.
+            source = None if parent or started_from is None else started_from[0]
+            before: np.ndarray | None
+            if parent:
+                before = read_volume(inside(self.root, parent[2])).array
+            else:
+                before = None if started_from is None else started_from[1]
+            changed = None if before is None else changed_voxels(before, placed.array, name)
             folder = inside(self.root, f"labels/{name}")
             folder.mkdir(parents=True, exist_ok=True)
             # The random token keeps a file orphaned by a crash from ever being reused.
@@ -289,7 +303,8 @@ class Project:
             digest = sha256_file(path)
             cursor = connection.execute(
                 "INSERT INTO label_versions (case_id, version, path, sha256, author, kind, parent_id, created_at,"
-                " edit_seconds, changed_voxels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " edit_seconds, changed_voxels, started_from, foreground_voxels)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     case_id,
                     version,
@@ -301,6 +316,8 @@ class Project:
                     utc_now(),
                     edit_seconds,
                     changed,
+                    source,
+                    int(np.count_nonzero(placed.array)),
                 ),
             )
             version_id = cursor.lastrowid
@@ -308,13 +325,10 @@ class Project:
             raise RuntimeError("SQLite returned no row id for the saved label version")
         return int(version_id)
 
-    def _changed_voxels(self, parent_path: str, array: np.ndarray) -> int:
-        previous = read_volume(inside(self.root, parent_path)).array
-        return int(np.count_nonzero(previous != array))
-
     _LABEL_COLUMNS = (
         "SELECT l.id, c.name, l.version, l.path, l.sha256, l.author, l.kind, l.parent_id, l.created_at,"
-        " l.edit_seconds, l.changed_voxels FROM label_versions l JOIN cases c ON c.id = l.case_id"
+        " l.edit_seconds, l.changed_voxels, l.started_from, l.foreground_voxels"
+        " FROM label_versions l JOIN cases c ON c.id = l.case_id"
     )
 
     def label_versions(self, name: str | None = None) -> list[LabelVersion]:
@@ -375,16 +389,3 @@ def _connect(database: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         raise ProjectError(f"{database}: project database cannot be opened ({exc})") from None
     return connection
-
-
-def _as_label_array(array: np.ndarray, name: str) -> np.ndarray:
-    if array.ndim != 3:
-        raise InputError(f"label for {name!r} must be 3D, got shape {tuple(array.shape)}")
-    is_integer = np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_
-    if not is_integer and not (np.all(np.isfinite(array)) and np.all(np.equal(np.mod(array, 1), 0))):
-        raise InputError(f"label for {name!r} has non-integer values")
-    if array.size and array.min() < 0:
-        raise InputError(f"label for {name!r} has negative values")
-    if array.size and array.max() > 65535:
-        raise InputError(f"label for {name!r} has values above 65535")
-    return array.astype(np.uint8 if array.max() < 256 else np.uint16)

@@ -39,6 +39,10 @@ class LabelVersion:
     created_at: str
     edit_seconds: float | None
     changed_voxels: int | None
+    #: The teacher (model version name) whose prediction the annotator began from, else None.
+    started_from: str | None = None
+    #: The version's non-background voxels: what labeling it from scratch would paint.
+    foreground_voxels: int | None = None
 
 
 def case_from_row(row: tuple) -> CaseRecord:

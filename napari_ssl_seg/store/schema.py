@@ -79,6 +79,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX scores_key ON scores (case_id, COALESCE(model_id, 0), strategy);
     CREATE INDEX label_versions_case ON label_versions (case_id, version);
     """,
+    # 1 -> 2: annotation effort in voxels. started_from names the teacher whose prediction the
+    # annotator began from (changed_voxels then counts against that prediction, as it counts against
+    # the parent version otherwise); foreground_voxels is what labeling from scratch paints.
+    """
+    ALTER TABLE label_versions ADD COLUMN started_from TEXT;
+    ALTER TABLE label_versions ADD COLUMN foreground_voxels INTEGER;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

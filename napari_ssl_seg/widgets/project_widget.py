@@ -30,7 +30,11 @@ from napari_ssl_seg.widgets.viewer_sessions import session_for
 
 __all__ = ["ProjectWidget"]
 
-COLUMNS = ("case", "split", "status", "score", "last author", "labeled at")
+COLUMNS = ("case", "split", "status", "score", "corrected", "last author", "labeled at")
+CORRECTED_TIP = (
+    "voxels the annotators changed from the teacher's prediction, as a share of the voxels labeling the case "
+    "from scratch would paint"
+)
 
 
 def _import_project(root: str, images: str, labels: str | None, progress: Any) -> Path:
@@ -68,6 +72,7 @@ class ProjectWidget(QWidget):
         self.summary.setWordWrap(True)  # else its width sets the dock's minimum
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.horizontalHeaderItem(COLUMNS.index("corrected")).setToolTip(CORRECTED_TIP)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.verticalHeader().setVisible(False)
@@ -188,14 +193,16 @@ class ProjectWidget(QWidget):
         self.table.setRowCount(len(rows))
         for index, row in enumerate(rows):
             score = "" if row.score is None else f"{row.score:.4f}"
-            cells = (row.name, row.split, row.status, score, row.author or "", (row.labeled_at or "")[:19])
+            corrected = "" if row.correction is None else f"{100 * row.correction:.1f}%"
+            labeled_at = (row.labeled_at or "")[:19]
+            cells = (row.name, row.split, row.status, score, corrected, row.author or "", labeled_at)
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if row.name == self.session.case:
                     font = item.font()
                     font.setBold(True)
                     item.setFont(font)
-                if column == 3:
+                if COLUMNS[column] in ("score", "corrected"):
                     item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
                 self.table.setItem(index, column, item)
         self._show_split_action()

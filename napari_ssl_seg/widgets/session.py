@@ -73,6 +73,9 @@ class AssistSession(QObject):
         self.label_contours = False
         self._entropy: Volume | None = None
         self._label_layer: Any = None
+        #: (teacher, its predicted labels) while the label layer holds an unsaved prediction: the
+        #: first save records the voxels corrected from it (the annotation effort).
+        self._started_from: tuple[str, np.ndarray] | None = None
         self._classes_of: tuple[str | None, int] = (None, 2)
 
     @property
@@ -146,6 +149,7 @@ class AssistSession(QObject):
                     viewer.layers.remove(layer)
         self.case = None
         self._label_layer = None
+        self._started_from = None
         self._entropy = None
         self.histogram = None
         self.regions = []
@@ -173,13 +177,16 @@ class AssistSession(QObject):
         viewer.add_image(data, **kwargs)
         model = self.active_model()
         label_path, entropy_path = prediction_paths(project, model.name, name) if model else (None, None)
+        predicted_by = None
         if record.is_labeled:
             label = project.read_label(name)  # the annotator's work: the cached prediction is not read
         else:
             label = self._read_cache(name, label_path)
             if label is None:
                 label = image.with_array(np.zeros(image.shape, dtype=np.uint8), label_names=None)
-        self._show_label(label)
+            elif model is not None:
+                predicted_by = model.name
+        self._show_label(label, predicted_by=predicted_by)
         entropy = self._read_cache(name, entropy_path)
         if entropy is not None:
             self._show_entropy(entropy)
@@ -220,7 +227,8 @@ class AssistSession(QObject):
             return  # the annotator moved on while the network ran
         steps: list[Callable[[], None]] = []
         if self.project is not None and not self.project.case(name).is_labeled:
-            steps.append(lambda: self._show_label(label))
+            model = self.active_model()
+            steps.append(lambda: self._show_label(label, predicted_by=model.name if model else "unregistered"))
         if entropy is not None:
             steps.append(lambda: self._show_entropy(entropy, regions=regions, histogram=histogram))
             # The marker layer is new GL state (a shader to compile): a turn of its own, before the view moves.
@@ -235,9 +243,11 @@ class AssistSession(QObject):
         # Another case may open between two steps: then the rest is dropped.
         in_event_loop_turns(steps, still_wanted=lambda: self.case == name)
 
-    def _show_label(self, label: Volume) -> None:
+    def _show_label(self, label: Volume, *, predicted_by: str | None = None) -> None:
         viewer = self.viewer
         array = np.asarray(label.array).astype(np.uint8, copy=True)
+        # A copy: the layer's own array is painted in place.
+        self._started_from = None if predicted_by is None else (predicted_by, array.copy())
         existing = self._label_layer
         if existing is not None and existing in viewer.layers:
             if existing.data.shape == array.shape:
@@ -351,7 +361,10 @@ class AssistSession(QObject):
             raise InputError("open a case before saving a label")
         array = np.asarray(self._label_layer.data)
         seconds = self.clock.seconds if self.clock.dirty else None
-        version = project.save_label(self.case, array, author=author or None, edit_seconds=seconds)
+        version = project.save_label(
+            self.case, array, author=author or None, edit_seconds=seconds, started_from=self._started_from
+        )
+        self._started_from = None  # later saves count against this version
         self.clock.reset()
         self.labels_saved.emit(self.case)
         show_info(f"saved {self.case} label version {version.version}")
@@ -364,6 +377,7 @@ class AssistSession(QObject):
             raise InputError("open a case first")
         old = project.read_label(self.case, version)
         saved = project.save_label(self.case, old.array, author=author or None)
+        self._started_from = None
         self._label_layer.data = np.asarray(old.array).astype(np.uint8, copy=True)
         self.clock.reset()
         self.labels_saved.emit(self.case)
