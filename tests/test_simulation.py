@@ -18,6 +18,7 @@ from napari_ssl_seg.active.simulation import FixedOrder, SimulationSettings, sim
 from napari_ssl_seg.cli import main
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.evaluation.evaluate import _uncertainty_report, evaluate_project
+from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training import TrainConfig
@@ -118,6 +119,16 @@ def test_fixed_order_reproduces_the_training_it_wraps(source: Path, tmp_path: Pa
     # The session's seed, not the config's (None: the project's seed 5), is what every round trains with.
     cards = [json.loads(Path(r.model).with_suffix(".json").read_text()) for r in result.records]
     assert [card["training"]["seed"] for card in cards] == [3, 3]
+    # The simulated annotator corrected round 0's teacher's prediction of case_03: its effort is the
+    # voxels where that prediction and the ground truth differ, against the ground truth's foreground.
+    with Project.open(source) as project:
+        image, truth = project.read_image("case_03"), project.read_reference_label("case_03").array
+    predicted = Predictor.from_checkpoint(result.records[0].model, device="cpu").predict(image, uncertainty="none")
+    first, second = result.records
+    assert first.corrected_voxels == [] and first.correction_ratio is None
+    assert second.corrected_voxels == [int(np.count_nonzero(predicted.label.array != truth))]
+    assert second.scratch_voxels == [int(np.count_nonzero(truth))]
+    assert result.curve()[1]["correction_mean"] == pytest.approx(second.corrected_voxels[0] / second.scratch_voxels[0])
 
 
 def card(model: str) -> dict[str, Any]:

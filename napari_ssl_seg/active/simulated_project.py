@@ -3,14 +3,17 @@ in which every training case starts unlabeled, and the simulated annotator who r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.names import inside
 from napari_ssl_seg.store.project import LABEL_SUFFIX
+from napari_ssl_seg.store.records import LabelVersion
 
 __all__ = ["AUTHOR", "GroundTruthSource", "copy_project", "read_source", "reveal"]
 
@@ -75,7 +78,22 @@ def copy_project(source: Project, info: GroundTruthSource, target: Path, seed: i
     return copy
 
 
-def reveal(project: Project, names: Sequence[str]) -> None:
-    """The simulated annotator: the case's ground truth becomes its label."""
-    for name in names:
-        project.save_label(name, project.read_reference_label(name).array, author=AUTHOR, kind="simulation")
+def reveal(
+    project: Project, names: Sequence[str], predictions: Mapping[str, tuple[str, np.ndarray]] | None = None
+) -> list[LabelVersion]:
+    """The simulated annotator: the case's ground truth becomes its label.
+
+    ``predictions``: (teacher, predicted labels) per case the annotator corrected rather than
+    drew: the saved version then records the voxels corrected, as a real annotator's save does.
+    """
+    predictions = predictions or {}
+    return [
+        project.save_label(
+            name,
+            project.read_reference_label(name).array,
+            author=AUTHOR,
+            kind="simulation",
+            started_from=predictions.get(name),
+        )
+        for name in names
+    ]

@@ -41,9 +41,12 @@ from napari_ssl_seg.active.strategies import STRATEGIES
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.evaluation.evaluate import evaluate_project
 from napari_ssl_seg.inference.case_scores import MODEL_STRATEGIES
+from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.methods.registry import method_class
 from napari_ssl_seg.progress import CaseProgress
 from napari_ssl_seg.store import Project
+from napari_ssl_seg.store.models import register_model
+from napari_ssl_seg.store.ranking_cache import read_prediction
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.loop import train
 from napari_ssl_seg.training.promote import is_better, validation_dice
@@ -109,9 +112,19 @@ class RoundRecord:
     rank_seconds: float
     promoted: bool
     teacher: str
+    #: Per picked case: the voxels the annotator corrected in the ranking teacher's prediction,
+    #: and the foreground voxels labeling it from scratch paints (evaluation/correction.py).
+    corrected_voxels: list[int] = field(default_factory=list)
+    scratch_voxels: list[int] = field(default_factory=list)
+
+    @property
+    def correction_ratio(self) -> float | None:
+        """The round's corrected voxels per voxel labeling the picked cases from scratch paints."""
+        scratch = sum(self.scratch_voxels)
+        return sum(self.corrected_voxels) / scratch if scratch else None
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "correction_ratio": self.correction_ratio}
 
 
 @dataclass
@@ -123,19 +136,25 @@ class SimulationResult:
     records: list[RoundRecord] = field(default_factory=list)
 
     def curve(self) -> list[dict[str, Any]]:
-        """Test Dice per number of labeled cases: mean, standard deviation and count over seeds."""
-        by_count: dict[int, list[float]] = {}
+        """Per number of labeled cases, over seeds: test Dice (mean, standard deviation, count) and
+        the mean correction ratio of the cases labeled to get there (None for the initial round)."""
+        by_count: dict[int, list[RoundRecord]] = {}
         for record in self.records:
-            by_count.setdefault(record.labeled, []).append(record.test_dice)
-        return [
-            {
-                "labeled": count,
-                "dice_mean": statistics.fmean(values),
-                "dice_std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "seeds": len(values),
-            }
-            for count, values in sorted(by_count.items())
-        ]
+            by_count.setdefault(record.labeled, []).append(record)
+        points = []
+        for count, records in sorted(by_count.items()):
+            values = [record.test_dice for record in records]
+            ratios = [r.correction_ratio for r in records if r.correction_ratio is not None]
+            points.append(
+                {
+                    "labeled": count,
+                    "dice_mean": statistics.fmean(values),
+                    "dice_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "seeds": len(values),
+                    "correction_mean": statistics.fmean(ratios) if ratios else None,
+                }
+            )
+        return points
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -218,6 +237,27 @@ def _pick(project: Project, settings: SimulationSettings, teacher: Path) -> tupl
         )
     chosen = queue[: settings.budget]
     return [name for name, _ in chosen], [score for _, score in chosen]
+
+
+def _teacher_predictions(
+    project: Project, teacher: Path | None, names: list[str], device: str
+) -> dict[str, tuple[str, np.ndarray]]:
+    """The teacher's label map of each picked case, the one the annotator would correct: the
+    ranking's cached prediction, else a plain one (model-free strategies rank without a network)."""
+    if teacher is None:
+        return {}
+    version = register_model(project, teacher)
+    predictor: Predictor | None = None
+    maps = {}
+    for name in names:
+        cached = read_prediction(project, version.name, name)
+        if cached is None:
+            predictor = predictor or Predictor.from_checkpoint(version.checkpoint(project), device=device)
+            label = predictor.predict(project.read_image(name), uncertainty="none", name=name).label
+        else:
+            label = cached[0]
+        maps[name] = (version.name, np.asarray(label.array))
+    return maps
 
 
 def _train(
@@ -315,11 +355,17 @@ def _session(
         picked: list[str] = []
         picked_scores: list[float | None] = []
         tick = time.perf_counter()
+        corrected: list[int] = []
+        scratch: list[int] = []
         if round_index > 0:
             picked, picked_scores = _pick(project, settings, teacher)
-            reveal(project, picked)
+            rank_seconds = time.perf_counter() - tick
+            saved = reveal(project, picked, _teacher_predictions(project, teacher, picked, settings.device))
+            corrected = [version.changed_voxels or 0 for version in saved]
+            scratch = [version.foreground_voxels or 0 for version in saved]
             labeled = sorted([*labeled, *picked])
-        rank_seconds = time.perf_counter() - tick
+        else:
+            rank_seconds = time.perf_counter() - tick
         model, validation, seconds = _train(project, seeded, runs / f"round{round_index:02d}", teacher, settings.device)
         promoted = (
             teacher is None
@@ -343,6 +389,8 @@ def _session(
                 rank_seconds=round(rank_seconds, 2),
                 promoted=promoted,
                 teacher=str(teacher),
+                corrected_voxels=corrected,
+                scratch_voxels=scratch,
             )
         )
         # Rewritten every round: an interrupted session keeps what it measured.
