@@ -208,6 +208,15 @@ def main() -> None:
             f"{row['strategy']:<20} {row['random_cases']:>3} {row['random_dice']:>12.4f} "
             f"{needed:>8} {ratio:>7} {chosen:>12}"
         )
+    print("\nannotation effort: voxels corrected in the ranking teacher's prediction / voxels painted from scratch")
+    print(f"{'labeled':<8} " + " ".join(f"{s:>22}" for s in strategies))
+    for count in counts:
+        cells = []
+        for strategy in strategies:
+            point = next((p for p in results[strategy]["curve"] if p["labeled"] == count), None)
+            ratio = None if point is None else point.get("correction_mean")
+            cells.append("-" if ratio is None else f"{100 * ratio:.1f}%")
+        print(f"{count:<8} " + " ".join(f"{c:>22}" for c in cells))
     print(f"\nplot {args.png}\njson {json_path}")
 
 

@@ -105,7 +105,10 @@ def command_simulate(args: argparse.Namespace) -> int:
         picked = ", ".join(record.picked) or "(initial: " + ", ".join(record.labeled_cases) + ")"
         teacher = "new" if record.promoted else "kept"
         print(f"{record.seed:<5} {record.round:<6} {record.labeled:<8} {record.test_dice:<10.4f} {teacher:<9} {picked}")
-    print(f"\n{'labeled':<8} {'mean Dice':<10} {'std':<8} seeds")
+    print(f"\n{'labeled':<8} {'mean Dice':<10} {'std':<8} {'seeds':<6} corrected (voxels changed / from scratch)")
     for point in result.curve():
-        print(f"{point['labeled']:<8} {point['dice_mean']:<10.4f} {point['dice_std']:<8.4f} {point['seeds']}")
+        ratio = point["correction_mean"]
+        corrected = "-" if ratio is None else f"{100 * ratio:.1f}%"
+        dice = f"{point['dice_mean']:<10.4f} {point['dice_std']:<8.4f}"
+        print(f"{point['labeled']:<8} {dice} {point['seeds']:<6} {corrected}")
     return 0
