@@ -18,7 +18,7 @@ import torch
 from monai.networks.layers.convutils import gaussian_1d
 from monai.networks.layers.simplelayers import separable_filtering
 
-__all__ = ["gaussian_blur", "mean_teacher_noise", "random_gaussian_blur"]
+__all__ = ["gaussian_blur", "host_values", "mean_teacher_noise", "random_gaussian_blur"]
 
 
 def mean_teacher_noise(x: torch.Tensor, std: float = 0.1, clip: float = 0.2) -> torch.Tensor:
@@ -27,11 +27,10 @@ def mean_teacher_noise(x: torch.Tensor, std: float = 0.1, clip: float = 0.2) -> 
     return x + noise
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Isotropic Gaussian blur of a (N, C, *spatial) tensor with ``sigma`` in voxels."""
     spatial = x.ndim - 2
-    sigma = torch.as_tensor(sigma, dtype=torch.float32)
-    kernel = gaussian_1d(sigma, truncated=4.0, approx="erf").to(x.device, x.dtype)
+    kernel = gaussian_1d(torch.tensor(float(sigma)), truncated=4.0, approx="erf").to(x.device, x.dtype)
     return separable_filtering(x, [kernel] * spatial, mode="replicate")
 
 
@@ -44,11 +43,22 @@ def random_gaussian_blur(
     low, high = sigma_range
     if not 0.0 < low <= high:
         raise ValueError(f"sigma range must satisfy 0 < low <= high, got {sigma_range}")
-    apply = torch.rand(x.shape[0]) < prob
-    sigmas = low + (high - low) * torch.rand(x.shape[0])
+    apply = host_values(torch.rand(x.shape[0]) < prob)
+    sigmas = host_values(low + (high - low) * torch.rand(x.shape[0]))
     # Samples differ in sigma, so each is filtered on its own (batches here hold a few samples).
-    # Every sample is blurred and where() keeps the drawn ones: a branch on `apply` would read it,
-    # and the blur of a patch costs far less than a network pass.
-    keep = apply.to(x.device).view(-1, *([1] * (x.ndim - 1)))
-    views = [gaussian_blur(x[index : index + 1], sigmas[index]) for index in range(x.shape[0])]
-    return torch.where(keep, torch.cat(views, dim=0), x) if views else x.clone()
+    views = [
+        gaussian_blur(x[index : index + 1], sigmas[index]) if apply[index] else x[index : index + 1]
+        for index in range(x.shape[0])
+    ]
+    return torch.cat(views, dim=0) if views else x.clone()
+
+
+def host_values(drawn: torch.Tensor) -> list:
+    """The values of random numbers drawn on the host, as Python numbers.
+
+    Reading a CPU tensor waits for no device, so branching on these is free on any device; the
+    check keeps a device tensor from ever being read here.
+    """
+    if drawn.device.type != "cpu":
+        raise ValueError("host_values reads host tensors only")
+    return drawn.tolist()
