@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(
             ["git", "-C", str(HERE), "worktree", "add", "--detach", str(baseline), args.baseline], check=True
         )
+    else:  # a worktree kept from a run against another commit must not be measured as this baseline
+        subprocess.run(["git", "-C", str(baseline), "checkout", "--quiet", "--detach", args.baseline], check=True)
     revision = subprocess.run(
         ["git", "-C", str(baseline), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
