@@ -114,7 +114,13 @@ def test_the_docks_share_the_viewer_session_and_every_click_works(
         assert [v.version for v in versions] == [1, 2, 3]
         restored = opened.read_label(unlabeled[0]).array
         assert np.array_equal(restored, opened.read_label(unlabeled[0], 1).array)
+        # The first save corrected the teacher's prediction: its effort counts against that prediction.
+        assert versions[0].started_from == teacher.session.active_model().name
+        assert versions[0].changed_voxels >= 1 and versions[0].foreground_voxels >= 1
+        assert versions[1].started_from is None
     assert project.table.item(row_of(project.table, unlabeled[0]), 2).text() == "labeled"
+    corrected = [project.table.horizontalHeaderItem(c).text() for c in range(project.table.columnCount())]
+    assert project.table.item(row_of(project.table, unlabeled[0]), corrected.index("corrected")).text().endswith("%")
 
     # Roll back to the (only) teacher, then the next case.
     click(qtbot, teacher.activate_button)

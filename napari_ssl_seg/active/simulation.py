@@ -359,13 +359,12 @@ def _session(
         scratch: list[int] = []
         if round_index > 0:
             picked, picked_scores = _pick(project, settings, teacher)
-            rank_seconds = time.perf_counter() - tick
+        rank_seconds = time.perf_counter() - tick
+        if picked:
             saved = reveal(project, picked, _teacher_predictions(project, teacher, picked, settings.device))
             corrected = [version.changed_voxels or 0 for version in saved]
             scratch = [version.foreground_voxels or 0 for version in saved]
             labeled = sorted([*labeled, *picked])
-        else:
-            rank_seconds = time.perf_counter() - tick
         model, validation, seconds = _train(project, seeded, runs / f"round{round_index:02d}", teacher, settings.device)
         promoted = (
             teacher is None
