@@ -8,7 +8,13 @@ the others unlabeled, 2 validation and 2 test cases for 12):
 
 - ``chest``: the bundled chest CT and its 7-class 3D Slicer segmentation at its native 3.05 x 3.05 x 10 mm;
 - ``chest1mm``: the same base resampled to 1 mm isotropic first (image trilinear, label nearest), as a thin-slice CT;
-- ``brain``: the bundled brain MRI (pyradiomics ``brain1``, 0.78 x 0.78 x 6.5 mm) with its lesion mask.
+- ``brain``: the bundled brain MRI (pyradiomics ``brain1``, 0.78 x 0.78 x 6.5 mm) with its lesion mask;
+- ``mni1mm``: a 1 mm isotropic T1 brain MRI with four lateral classes (left and right grey matter, left and right
+  white matter), not bundled: the ICBM 2009a symmetric template as nilearn ships it (``--mni DIR``: the
+  ``nilearn/datasets/data`` folder of ``pip download --no-deps nilearn==0.14.1``, unzipped). Its classes are
+  the grey and white matter probability maps over 0.5, split at the mid-sagittal plane (MNI x = 0, left of it
+  left, right of it right, the plane itself background). The template is symmetric: only a voxel's place
+  tells its side. It is the average of 152 people's scans, not one patient's.
 
 Then every recipe trains ``--method`` from scratch on it, each run once, one after the other:
 
@@ -50,6 +56,30 @@ COHORTS: dict[str, tuple[str, str, float | None]] = {
     "chest1mm": ("CTChest4.nrrd", "Segmentation.seg.nrrd", 1.0),
     "brain": ("brain1_image.nrrd", "brain1_label.nrrd", None),
 }
+MNI_T1 = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+MNI_CLASSES = {1: "left grey matter", 2: "right grey matter", 3: "left white matter", 4: "right white matter"}
+
+
+def mni_base(folder: Path, out: Path) -> tuple[Path, Path]:
+    """The ICBM 2009a T1 template and its four lateral classes (see the module docstring), written to ``out``."""
+    import nibabel as nib
+
+    if not (folder / MNI_T1).is_file():
+        raise SystemExit(f"--mni {folder}: no {MNI_T1} there (see the module docstring for how to get it)")
+    t1 = nib.load(folder / MNI_T1)
+    grey = np.asarray(nib.load(folder / MNI_T1.replace("_t1_", "_gm_")).dataobj, dtype=np.float32) / 255
+    white = np.asarray(nib.load(folder / MNI_T1.replace("_t1_", "_wm_")).dataobj, dtype=np.float32) / 255
+    x_mm = nib.affines.apply_affine(t1.affine, np.stack(np.indices(t1.shape), -1))[..., 0]
+    tissue = np.where((grey >= 0.5) & (grey >= white), 1, np.where((white >= 0.5) & (white > grey), 3, 0))
+    # RAS world: x < 0 is the patient's left.
+    side = np.where(x_mm < 0, 0, np.where(x_mm > 0, 1, -1))
+    label = np.where((tissue > 0) & (side >= 0), tissue + side, 0).astype(np.uint8)
+    out.mkdir(parents=True, exist_ok=True)
+    image_path = out / "base_image.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(t1.dataobj, dtype=np.int16), t1.affine), image_path)
+    label_path = out / "base_label.nii.gz"
+    nib.save(nib.Nifti1Image(label, t1.affine), label_path)
+    return image_path, label_path
 
 
 def _resampled(path: Path, spacing_mm: float, out: Path, *, label: bool) -> Path:
@@ -73,6 +103,14 @@ def _resampled(path: Path, spacing_mm: float, out: Path, *, label: bool) -> Path
 def cohort(name: str, args: argparse.Namespace) -> Path:
     root = args.out / name / "project"
     if (root / "project.sqlite").is_file():
+        return root
+    if name == "mni1mm":
+        if args.mni is None:
+            raise SystemExit("the mni1mm cohort needs --mni DIR (see the module docstring)")
+        base, base_label = mni_base(args.mni, args.out / name)
+        project = build_cohort_project(root, base, base_label, cases=args.cases, seed=args.seed, labeled=args.labeled)
+        project.set_setting("label_names", json.dumps({str(k): v for k, v in MNI_CLASSES.items()}))
+        project.close()
         return root
     image, label, spacing = COHORTS[name]
     base, base_label = SAMPLE / image, SAMPLE / label
@@ -138,15 +176,18 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="applied to every recipe")
     parser.add_argument("--out", type=Path, default=Path("build/planning"))
+    parser.add_argument("--mni", type=Path, help="nilearn's datasets/data folder, for the mni1mm cohort")
+    parser.add_argument("--tag", default="", help="appended to each run's name, to keep runs with other --set apart")
     args = parser.parse_args()
     keep_freed_memory()
     results: dict[str, dict[str, Any]] = {}
     for name in args.cohorts.split(","):
         project = cohort(name, args)
         for recipe in args.recipes.split(","):
-            results[f"{name}/{recipe}"] = run_one(project, recipe, args, args.out / name / recipe)
-            print(json.dumps({f"{name}/{recipe}": results[f"{name}/{recipe}"]}), flush=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+            key = f"{name}/{recipe}{args.tag}"
+            results[key] = run_one(project, recipe, args, args.out / name / f"{recipe}{args.tag}")
+            print(json.dumps({key: results[key]}), flush=True)
+    (args.out / f"results{args.tag}.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\n{'cohort/recipe':<20} {'spacing mm':<18} {'patch':<12} {'min':>5} {'Dice':>6} {'HD95':>6}  per class")
     for key, r in results.items():
         spacing = "x".join(f"{v:.2g}" for v in r["spacing"])
