@@ -11,7 +11,9 @@ This measures that bound from the reference label alone, two ways, per class:
 - ``taught``: the label resampled to the target spacing the way training sees it (nearest), as a
   one-hot map, brought back trilinearly and argmaxed: a network that learned its training labels exactly;
 - ``soft``: each class's share of every target voxel (area averaging of the one-hot map), brought
-  back the same way: the best any network at that spacing could output.
+  back the same way: the best any network at that spacing could output;
+- ``estimate``: what the plan reports without resampling anything, from each class's thickness
+  (``training/resolution.estimated_ceiling``), to check it against the two measures.
 
 ``--base-mm`` first resamples the label to that isotropic spacing (nearest, as ``benchmarks/planning.py``
 builds the ``chest1mm`` cohort); the Dice is measured against that.
@@ -31,35 +33,30 @@ from napari_ssl_seg.evaluation.dice import class_dice
 from napari_ssl_seg.io import read_volume
 from napari_ssl_seg.io.orientation import reorientation
 from napari_ssl_seg.training.data import resample_case
+from napari_ssl_seg.training.resolution import class_surfaces_mm2, estimated_ceiling, resampling_ceiling
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
 
-def _back(shares: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
-    """Class shares at the target grid (C, z, y, x), trilinear to ``shape``, one class per voxel."""
-    labels = np.empty(shape, dtype=np.uint8)
-    # Slab by slab along z keeps the (C, z, y, x) float map of a 1 mm chest within a few hundred MB.
-    full = F.interpolate(shares[None], size=shape, mode="trilinear", align_corners=False)[0]
-    labels[:] = full.argmax(0).numpy().astype(np.uint8)
-    return labels
+def soft_ceiling(label: np.ndarray, target_shape: tuple[int, ...], classes: int) -> dict[int, float]:
+    """Each class's Dice when a network outputs its exact share of every target voxel."""
+    one_hot = F.one_hot(torch.from_numpy(label.astype(np.int64)), classes).permute(3, 0, 1, 2).float()
+    shares = F.interpolate(one_hot[None], size=target_shape, mode="area")[0]
+    del one_hot
+    back = F.interpolate(shares[None], size=label.shape, mode="trilinear", align_corners=False)[0]
+    return class_dice(back.argmax(0).numpy().astype(label.dtype), label, range(1, classes))
 
 
-def ceiling(label: np.ndarray, spacing: tuple[float, ...], target: tuple[float, ...], classes: int) -> dict:
-    dummy = np.zeros(label.shape, dtype=np.float32)
-    _, taught = resample_case(dummy, label, spacing, target)
-    assert taught is not None
-    one_hot = F.one_hot(torch.from_numpy(taught.astype(np.int64)), classes).permute(3, 0, 1, 2).float()
-    taught_back = _back(one_hot, label.shape)
-    coarse_shape = taught.shape
-    full_one_hot = F.one_hot(torch.from_numpy(label.astype(np.int64)), classes).permute(3, 0, 1, 2).float()
-    shares = F.interpolate(full_one_hot[None], size=coarse_shape, mode="area")[0]
-    del full_one_hot
-    soft_back = _back(shares, label.shape)
+def ceiling(
+    label: np.ndarray, spacing: tuple[float, ...], target: tuple[float, ...], classes: int, thickness: np.ndarray
+) -> dict:
+    shape = tuple(max(1, round(n * s / t)) for n, s, t in zip(label.shape, spacing, target, strict=True))
     return {
         "target_mm": [round(float(v), 3) for v in target],
-        "shape": list(coarse_shape),
-        "taught": class_dice(taught_back, label, range(1, classes)),
-        "soft": class_dice(soft_back, label, range(1, classes)),
+        "shape": list(shape),
+        "taught": resampling_ceiling(label, spacing, target, classes),
+        "soft": soft_ceiling(label, shape, classes),
+        "estimate": {c: estimated_ceiling(float(thickness[c]), target, spacing) for c in range(1, classes)},
     }
 
 
@@ -81,7 +78,10 @@ def main() -> None:
         spacing = base
     classes = int(label.max()) + 1
     names = volume.label_names or {}
-    fractions = np.bincount(label.ravel(), minlength=classes) / label.size
+    counts = np.bincount(label.ravel(), minlength=classes)
+    fractions = counts / label.size
+    # The fingerprint's mean thickness, 2 V / A.
+    thickness = 2 * counts * np.prod(spacing) / np.maximum(class_surfaces_mm2(label, spacing, classes), 1e-9)
     targets = [(float(s),) * 3 for s in args.spacings.split(",") if s]
     targets += [tuple(float(v) for v in text.split(",")) for text in args.anisotropic]
     results = []
@@ -89,10 +89,11 @@ def main() -> None:
     header = "  ".join(f"{names.get(c, c)!s:>10.10}" for c in range(1, classes))
     print(f"{'target mm':<18} {'way':<7} {header}")
     print(f"{'voxel share %':<26} " + "  ".join(f"{100 * fractions[c]:>10.2f}" for c in range(1, classes)))
+    print(f"{'thickness 2V/A mm':<26} " + "  ".join(f"{thickness[c]:>10.1f}" for c in range(1, classes)))
     for target in targets:
-        result = ceiling(label, spacing, target, classes)
+        result = ceiling(label, spacing, target, classes, thickness)
         results.append(result)
-        for way in ("taught", "soft"):
+        for way in ("taught", "soft", "estimate"):
             values = "  ".join(f"{result[way][c]:>10.3f}" for c in range(1, classes))
             print(f"{'x'.join(f'{v:g}' for v in target):<18} {way:<7} {values}", flush=True)
     record = {
@@ -100,6 +101,7 @@ def main() -> None:
         "base_spacing_mm": list(spacing),
         "classes": {str(c): names.get(c, f"class {c}") for c in range(1, classes)},
         "voxel_fraction": {str(c): float(fractions[c]) for c in range(1, classes)},
+        "thickness_mm": {str(c): float(thickness[c]) for c in range(1, classes)},
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,12 +26,19 @@ def add_plan_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _classes_line(fingerprint: Any, sizes: dict[str, str]) -> list[str]:
-    return [
-        f"  {size.label:>3} {size.name:<28} {sizes.get(str(size.label), '?'):<6} "
-        f"{size.voxel_fraction:8.3%} of voxels, median {size.median_volume_ml:9.1f} ml, in {size.cases_present} cases"
-        for size in fingerprint.classes
-    ]
+def _classes_line(fingerprint: Any, plan: Any) -> list[str]:
+    lines = []
+    for size in fingerprint.classes:
+        key = str(size.label)
+        thickness = "" if size.thickness_mm is None else f", {size.thickness_mm:5.1f} mm thick"
+        ceiling = plan.class_ceilings.get(key)
+        reach = "" if ceiling is None else f", Dice ceiling at the plan's spacing {ceiling:.2f}"
+        lines.append(
+            f"  {size.label:>3} {size.name:<28} {plan.class_sizes.get(key, '?'):<6} "
+            f"{size.voxel_fraction:8.3%} of voxels, median {size.median_volume_ml:9.1f} ml, "
+            f"in {size.cases_present} cases{thickness}{reach}"
+        )
+    return lines
 
 
 def command_plan(args: argparse.Namespace) -> int:
@@ -68,7 +75,7 @@ def command_plan(args: argparse.Namespace) -> int:
     for key, value in lines:
         print(f"{key:<11} {value}")
     print("classes")
-    print("\n".join(_classes_line(fingerprint, plan.class_sizes)))
+    print("\n".join(_classes_line(fingerprint, plan)))
     print("why")
     print("\n".join(f"  - {reason}" for reason in plan.reasons))
     return EXIT_OK

@@ -22,6 +22,7 @@ from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.intensity import CT_EVIDENCE_HU
 from napari_ssl_seg.io.orientation import CANONICAL, reorientation
 from napari_ssl_seg.store.project import Project
+from napari_ssl_seg.training.resolution import class_surfaces_mm2
 
 __all__ = ["MAX_SAMPLED_CASES", "CaseGeometry", "ClassSize", "DatasetFingerprint", "fingerprint_project"]
 
@@ -49,13 +50,15 @@ class CaseGeometry:
 
 @dataclass(frozen=True)
 class ClassSize:
-    """A foreground class: its name, its share of the sampled cases' voxels, its median volume."""
+    """A foreground class: its name, its share of the sampled cases' voxels, its median volume, its thickness."""
 
     label: int
     name: str
     voxel_fraction: float
     median_volume_ml: float
     cases_present: int
+    #: Mean thickness 2 V / A over the sampled cases (training/resolution.py); None when absent.
+    thickness_mm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -139,9 +142,11 @@ def _case_sample(project: Project, name: str, version: int) -> dict[str, Any]:
             picked = rng.choice(picked, SAMPLES_PER_CASE, replace=False)
     foreground = flat_values[picked].astype(np.float64)
     foreground = foreground[np.isfinite(foreground)]
+    surfaces = class_surfaces_mm2(label, image.spacing, top + 1)
     return {
         "intensities": [float(f"{v:.5g}") for v in foreground],
         "class_voxels": {str(c): int(n) for c, n in enumerate(counts) if c and n},
+        "class_surface_mm2": {str(c): float(f"{surfaces[c]:.6g}") for c, n in enumerate(counts) if c and n},
         "voxels": int(label.size),
         "voxel_ml": float(np.prod(image.spacing)) / 1000.0,
         "nonzero_fraction": float(np.count_nonzero(values) / max(values.size, 1)),
@@ -156,7 +161,7 @@ def _cached_samples(project: Project, wanted: Mapping[str, int]) -> dict[str, di
     samples, changed = {}, False
     for name, version in wanted.items():
         key = f"{name}@{version}"
-        if key not in cache:
+        if key not in cache or "class_surface_mm2" not in cache[key]:  # absent: cached before thickness was
             cache[key] = _case_sample(project, name, version)
             changed = True
         samples[name] = cache[key]
@@ -209,6 +214,7 @@ def fingerprint_project(project: Project, *, orientation: str = CANONICAL) -> Da
     for value in found:
         counts = [s["class_voxels"].get(str(value), 0) for s in samples.values()]
         volumes = [n * s["voxel_ml"] for n, s in zip(counts, samples.values(), strict=True) if n]
+        surface = sum(s["class_surface_mm2"].get(str(value), 0.0) for s in samples.values())
         classes.append(
             ClassSize(
                 label=value,
@@ -216,6 +222,7 @@ def fingerprint_project(project: Project, *, orientation: str = CANONICAL) -> Da
                 voxel_fraction=float(sum(counts) / max(total_voxels, 1)),
                 median_volume_ml=float(np.median(volumes)) if volumes else 0.0,
                 cases_present=sum(1 for n in counts if n),
+                thickness_mm=float(2 * 1000 * sum(volumes) / surface) if surface > 0 else None,
             )
         )
     return DatasetFingerprint(

@@ -16,6 +16,10 @@ The rules are nnU-Net's, scaled to a compute budget (:class:`ComputeBudget`):
   to [0, 1]); anything else a per-image z-score, over the non-zero voxels when the images have a
   zero background (nnU-Net: when cropping to the non-zero region would drop a quarter of the image).
 * **Augmentation**: no left-right flips or rot90 when a class names a side, or has no name.
+* **What the spacing cannot resolve**: each class's Dice ceiling at the target spacing, estimated
+  from its thickness and how much coarser the target is than the cases (training/resolution.py);
+  a class whose ceiling is under the Dice its size calls for gets a reason saying so, since no
+  training at that spacing will reach it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from napari_ssl_seg.training.budget import MEASURED_ITERATIONS_PER_SECOND
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.data import has_lateral_classes
 from napari_ssl_seg.training.fingerprint import DatasetFingerprint, fingerprint_project
+from napari_ssl_seg.training.resolution import estimated_ceiling
 
 __all__ = [
     "BUDGETS",
@@ -55,6 +60,8 @@ NONZERO_MASK_FRACTION = 0.75
 #: A class under this share of the voxels is small, under the mid one mid-sized (for reports).
 SMALL_CLASS_FRACTION = 0.005
 LARGE_CLASS_FRACTION = 0.05
+#: The Dice a class of each size should reach; a spacing whose ceiling is below it is reported.
+SIZE_DICE_AIM = {"large": 0.90, "mid": 0.80, "small": 0.70}
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,8 @@ class TrainingPlan:
     lateral_augmentation: str
     class_sizes: dict[str, str] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    #: Each class's estimated Dice ceiling at the target spacing (absent from plans made before it).
+    class_ceilings: dict[str, float] = field(default_factory=dict)
 
     def overrides(self) -> dict[str, Any]:
         """The :class:`TrainConfig` fields the plan sets."""
@@ -237,6 +246,25 @@ def _class_sizes(fingerprint: DatasetFingerprint) -> dict[str, str]:
     return sizes
 
 
+def _ceilings(
+    fingerprint: DatasetFingerprint, target: np.ndarray, sizes: Mapping[str, str], reasons: list[str]
+) -> dict[str, float]:
+    ceilings = {}
+    for size in fingerprint.classes:
+        if size.thickness_mm is None:
+            continue
+        ceiling = round(estimated_ceiling(size.thickness_mm, target, fingerprint.median_spacing), 3)
+        ceilings[str(size.label)] = ceiling
+        kind = sizes.get(str(size.label), "mid")
+        if ceiling < SIZE_DICE_AIM[kind]:
+            reasons.append(
+                f"{size.name} is about {size.thickness_mm:.1f} mm thick: at {_fmt(target)} mm no network can "
+                f"reach a Dice over about {ceiling:.2f} on it ({kind} classes aim at {SIZE_DICE_AIM[kind]:.2f}); "
+                f"only a finer spacing resolves it, which takes a larger budget"
+            )
+    return ceilings
+
+
 def _iterations(budget: ComputeBudget, patch: tuple[int, int, int], minutes: float | None, method: str) -> int:
     if minutes is None:
         return budget.iterations
@@ -271,6 +299,8 @@ def make_plan(
         if lateral == "off"
         else "left-right flips and rot90 in augmentation: no class names a side"
     )
+    sizes = _class_sizes(fingerprint)
+    ceilings = _ceilings(fingerprint, target, sizes, reasons)
     iterations = _iterations(chosen, patch, minutes, method)
     if minutes is not None:
         reasons.append(f"{iterations} iterations fit {minutes:g} min of {method} at the measured rate")
@@ -287,8 +317,9 @@ def make_plan(
         foreground_oversampling=0.33,
         intensity=intensity,
         lateral_augmentation=lateral,
-        class_sizes=_class_sizes(fingerprint),
+        class_sizes=sizes,
         reasons=reasons,
+        class_ceilings=ceilings,
     )
 
 
