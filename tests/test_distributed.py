@@ -84,19 +84,33 @@ def _digest(module: torch.nn.Module, *, buffers: bool = True) -> str:
     return digest.hexdigest()
 
 
-def _worker(project: str, out: str, hashes: str) -> None:
+def _worker(project: str, out: str, hashes: str, mode: str = "train") -> None:
     sys.path.insert(0, str(HERE.parent))  # run by torchrun as a script: the tests' helpers
     from helpers import tiny_config
 
     from napari_ssl_seg.training.loop import train
 
-    config = tiny_config(
-        method="__main__:TinyEMA", iterations=4, rampup_iterations=4, checkpoint_every=100, validate_every=4
-    )
-    result = train(project, config, out, device="cpu")
-    method = TinyEMA.instance
     rank = os.environ["RANK"]
+    asked: list[bool] = []
+
+    def should_stop() -> bool:
+        # Only rank 1 is asked to stop, from its second question on.
+        asked.append(rank == "1" and len(asked) >= 1)
+        return asked[-1]
+
+    iterations = 4 if mode == "train" else 25
+    config = tiny_config(
+        method="__main__:TinyEMA",
+        iterations=iterations,
+        rampup_iterations=iterations,
+        checkpoint_every=100,
+        validate_every=iterations,
+    )
+    result = train(project, config, out, device="cpu", should_stop=should_stop if mode == "stop" else None)
+    method = TinyEMA.instance
     record = {
+        "iterations": result.iterations,
+        "questions": len(asked),
         "status": result.status,
         "teacher": _digest(method.networks["teacher"]),
         # Student buffers (BatchNorm statistics) are local until DDP's next forward broadcasts rank 0's.
@@ -126,5 +140,27 @@ def test_two_ranks_hold_identical_teachers(tmp_path: Path) -> None:
     assert card["training"]["world_size"] == 2 and set(card["extra_networks"]) == {"student"}
 
 
+def test_a_stop_asked_on_one_rank_stops_both_at_the_same_poll(tmp_path: Path) -> None:
+    sys.path.insert(0, str(HERE.parent))
+    from helpers import make_tiny_project
+
+    from napari_ssl_seg.training.distributed import STOP_POLL_EVERY
+
+    project = make_tiny_project(tmp_path / "project", labeled=2, unlabeled=2)
+    hashes = tmp_path / "hashes"
+    hashes.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += [str(HERE), str(project), str(tmp_path / "out"), str(hashes), "stop"]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    records = [json.loads((hashes / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert records[0]["status"] == records[1]["status"] == "cancelled"
+    # Rank 1 asks to stop at its second poll: both ranks stop there, having asked only at the polls.
+    assert records[0]["iterations"] == records[1]["iterations"] == STOP_POLL_EVERY
+    assert records[0]["questions"] == records[1]["questions"] == 2
+    assert records[0]["teacher"] == records[1]["teacher"]
+
+
 if __name__ == "__main__":
-    _worker(*sys.argv[1:4])
+    _worker(*sys.argv[1:])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistContext", "broadcast_json", "broadcast_module", "init_distributed", "wrap_for_ddp"]
+__all__ = ["STOP_POLL_EVERY", "DistContext", "broadcast_json", "broadcast_module", "init_distributed", "wrap_for_ddp"]
+
+
+#: Across ranks a stop request is polled every this many iterations, not every one: each poll is a
+#: collective whose result the host must read, which on NCCL waits for the GPU's queued work.
+STOP_POLL_EVERY = 10
 
 
 @dataclass
@@ -64,6 +70,17 @@ class DistContext:
         value = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item() > 0)
+
+    def stop_requested(self, iteration: int, should_stop: Callable[[], bool] | None) -> bool:
+        """Whether to stop before ``iteration``, the same answer on every rank.
+
+        One process asks ``should_stop`` every iteration (a host flag, free); ranks agree on it
+        every :data:`STOP_POLL_EVERY` iterations, so a cancel lands within that many.
+        """
+        if self.enabled and iteration % STOP_POLL_EVERY:
+            return False
+        asked = bool(should_stop is not None and should_stop())
+        return self.any_true(asked) if self.enabled else asked
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():

@@ -272,7 +272,7 @@ class _Run:
         cuda = self.device.type == "cuda"  # where drawing ahead pays (training/prefetch.py)
         with BatchPrefetcher(self.draw, stop=config.iterations, depth=2 * cuda, pin_memory=cuda) as ahead:
             while iteration < config.iterations:
-                if self.dist.any_true(bool(self.should_stop and self.should_stop())):
+                if self.dist.stop_requested(iteration, self.should_stop):
                     status = "cancelled"
                     break
                 started = time.perf_counter()
