@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from napari_ssl_seg.cli.train import training_config
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training.fingerprint import CACHE_SETTING, fingerprint_project
@@ -42,8 +44,7 @@ def test_surface_area_counts_the_faces_between_classes_with_their_spacing() -> N
     assert class_surfaces_mm2(ball, (1.0, 1.0, 1.0), 2)[1] >= z_faces
 
 
-def test_fingerprint_reports_thickness_and_the_plan_warns_of_a_ceiling(tmp_path: Path) -> None:
-    root = tmp_path / "p"
+def _plates_project(root: Path) -> Path:
     project = Project.create(root, seed=1, name="plates")
     project.set_setting("label_names", json.dumps({"1": "thin plate", "2": "thick block"}))
     # 96 mm at 1 mm: the CPU plan coarsens it (a patch must see the image), which a 1 mm plate does not survive.
@@ -53,7 +54,12 @@ def test_fingerprint_reports_thickness_and_the_plan_warns_of_a_ceiling(tmp_path:
         name = f"case_{index}"
         project.add_case(name, Volume(array=image, spacing=(1.0, 1.0, 1.0), modality="CT"), split="train")
         project.save_label(name, label, author="test")
-    with project:
+    project.close()
+    return root
+
+
+def test_fingerprint_reports_thickness_and_the_plan_warns_of_a_ceiling(tmp_path: Path) -> None:
+    with Project.open(_plates_project(tmp_path / "p")) as project:
         fingerprint = fingerprint_project(project)
     thickness = {size.name: size.thickness_mm for size in fingerprint.classes}
     assert thickness["thin plate"] == pytest.approx(1.0)
@@ -64,11 +70,20 @@ def test_fingerprint_reports_thickness_and_the_plan_warns_of_a_ceiling(tmp_path:
     expected = estimated_ceiling(1.0, plan.target_spacing, (1.0, 1.0, 1.0))
     assert ceilings["1"] == pytest.approx(expected, abs=1e-3)
     assert ceilings["1"] < SIZE_DICE_AIM[plan.class_sizes["1"]] <= ceilings["2"]
-    warned = [reason for reason in plan.reasons if "no network can reach" in reason]
-    assert [reason.split(" is about")[0] for reason in warned] == ["thin plate"]
+    assert [warning.split(" is about")[0] for warning in plan.warnings] == ["thin plate"]
+    assert set(plan.warnings) <= set(plan.reasons)
     # The GPU budget's finer spacing resolves more of it.
     assert make_plan(fingerprint, budget="gpu").class_ceilings["1"] > ceilings["1"]
     assert TrainingPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+
+
+def test_train_with_the_plan_tells_what_it_cannot_reach(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _plates_project(tmp_path / "p")
+    args = argparse.Namespace(method="supervised", overrides=[], iterations=None, config="plan", device="cpu")
+    config = training_config(args, root)
+    assert config.target_spacing is not None and config.target_spacing[0] > 1.0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("plan: ")]
+    assert len(warned) == 1 and warned[0].startswith("plan: thin plate is about 1.0 mm thick")
 
 
 def test_a_sample_cached_before_thickness_is_taken_again(tmp_path: Path) -> None:

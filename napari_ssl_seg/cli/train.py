@@ -79,6 +79,8 @@ def training_config(args: argparse.Namespace, project: Path | None = None) -> Tr
     if project is None:
         raise InputError("--config plan needs a project to plan from")
     plan, _ = plan_project(project, device=args.device, minutes=getattr(args, "plan_minutes", None), method=args.method)
+    for warning in plan.warnings:
+        print(f"plan: {warning}", file=sys.stderr)
     return apply_overrides(planned_config(plan, preset(BUDGETS[plan.budget].preset)), overrides)
 
 

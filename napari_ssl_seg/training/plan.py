@@ -111,6 +111,8 @@ class TrainingPlan:
     reasons: list[str] = field(default_factory=list)
     #: Each class's estimated Dice ceiling at the target spacing (absent from plans made before it).
     class_ceilings: dict[str, float] = field(default_factory=dict)
+    #: The reasons a user should see before training: what this plan cannot reach.
+    warnings: list[str] = field(default_factory=list)
 
     def overrides(self) -> dict[str, Any]:
         """The :class:`TrainConfig` fields the plan sets."""
@@ -247,7 +249,7 @@ def _class_sizes(fingerprint: DatasetFingerprint) -> dict[str, str]:
 
 
 def _ceilings(
-    fingerprint: DatasetFingerprint, target: np.ndarray, sizes: Mapping[str, str], reasons: list[str]
+    fingerprint: DatasetFingerprint, target: np.ndarray, sizes: Mapping[str, str], warnings: list[str]
 ) -> dict[str, float]:
     ceilings = {}
     for size in fingerprint.classes:
@@ -257,7 +259,7 @@ def _ceilings(
         ceilings[str(size.label)] = ceiling
         kind = sizes.get(str(size.label), "mid")
         if ceiling < SIZE_DICE_AIM[kind]:
-            reasons.append(
+            warnings.append(
                 f"{size.name} is about {size.thickness_mm:.1f} mm thick: at {_fmt(target)} mm no network can "
                 f"reach a Dice over about {ceiling:.2f} on it ({kind} classes aim at {SIZE_DICE_AIM[kind]:.2f}); "
                 f"only a finer spacing resolves it, which takes a larger budget"
@@ -300,7 +302,9 @@ def make_plan(
         else "left-right flips and rot90 in augmentation: no class names a side"
     )
     sizes = _class_sizes(fingerprint)
-    ceilings = _ceilings(fingerprint, target, sizes, reasons)
+    warnings: list[str] = []
+    ceilings = _ceilings(fingerprint, target, sizes, warnings)
+    reasons.extend(warnings)
     iterations = _iterations(chosen, patch, minutes, method)
     if minutes is not None:
         reasons.append(f"{iterations} iterations fit {minutes:g} min of {method} at the measured rate")
@@ -320,6 +324,7 @@ def make_plan(
         class_sizes=sizes,
         reasons=reasons,
         class_ceilings=ceilings,
+        warnings=warnings,
     )
 
 
