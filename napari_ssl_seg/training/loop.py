@@ -33,12 +33,7 @@ from napari_ssl_seg.networks.checkpoint import checkpoint_paths, save_checkpoint
 from napari_ssl_seg.runtime.precision import execution_for
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.config import TrainConfig
-from napari_ssl_seg.training.data import (
-    LabelSnapshot,
-    TwoStreamSampler,
-    has_lateral_classes,
-    load_cases,
-)
+from napari_ssl_seg.training.data import LabelSnapshot, TwoStreamSampler, has_lateral_classes, load_cases
 from napari_ssl_seg.training.distributed import (
     DistContext,
     broadcast_json,
@@ -49,6 +44,7 @@ from napari_ssl_seg.training.distributed import (
 from napari_ssl_seg.training.export import deployed_card, exported_networks, run_model_card
 from napari_ssl_seg.training.log_sums import LogSums
 from napari_ssl_seg.training.optim import build_optimizer, build_scheduler, clip_gradients, unique_parameters
+from napari_ssl_seg.training.plan import PLAN_WARNING
 from napari_ssl_seg.training.prefetch import BatchPrefetcher
 from napari_ssl_seg.training.run_start import copy_init_weights, resume_info, run_info, seed_everything
 from napari_ssl_seg.training.runlog import RunLog
@@ -99,7 +95,7 @@ class _Run:
         seed_everything(self.seed, 0)
         self.method = build_method(config.method, self.info["network"], config.method_settings)
         init_state = self.info.pop("init_state", None)
-        self.notes: list[str] = []
+        self.notes = [PLAN_WARNING + warning for warning in (config.plan or {}).get("warnings", [])]
         if init_state is not None:
             copied = copy_init_weights(self.method, init_state)
             if not copied:

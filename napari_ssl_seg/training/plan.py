@@ -45,6 +45,7 @@ from napari_ssl_seg.training.resolution import estimated_ceiling
 __all__ = [
     "BUDGETS",
     "PLAN_SETTING",
+    "PLAN_WARNING",
     "ComputeBudget",
     "TrainingPlan",
     "budget_for_device",
@@ -327,6 +328,9 @@ def make_plan(
         warnings=warnings,
     )
 
+
+#: How a plan's warning starts where it is written as a line (the run log's notes, ``train``'s stderr).
+PLAN_WARNING = "plan: "
 
 #: The project setting the latest plan is stored under, with the fingerprint it came from.
 PLAN_SETTING = "plan"

@@ -1,9 +1,10 @@
 """Retrain dock: one click retrains the teacher in its own process, with live curves and cancel.
 
 A project with no teacher yet gets "Train first teacher" instead: a method (``supervised`` by
-default) trained from scratch on the ``quick`` preset, its budget shown with the time it takes; if
-no labeled case validates yet, one labeled case in five moves to the validation split first (the
-dock says which; the Project dock moves cases back).
+default) trained from scratch with the plan made from the project's own data (training/plan.py),
+its budget shown with the time it takes, and any class the plan's spacing cannot resolve named
+under the status; if no labeled case validates yet, one labeled case in five moves to the
+validation split first (the dock says which; the Project dock moves cases back).
 
 The training process (:class:`napari_ssl_seg.training.job.RetrainJob`) never shares the GUI's
 interpreter, so the event loop stays responsive; a 250 ms timer reads its log. When it ends, the
@@ -38,6 +39,7 @@ from napari_ssl_seg.store.splits import assign_validation
 from napari_ssl_seg.training.budget import estimate_gui_run_seconds, format_duration
 from napari_ssl_seg.training.config import preset
 from napari_ssl_seg.training.job import RetrainJob
+from napari_ssl_seg.training.plan import PLAN_WARNING
 from napari_ssl_seg.training.promote import RetrainOutcome
 from napari_ssl_seg.widgets.background import in_event_loop_turns, report_errors
 from napari_ssl_seg.widgets.plots import TrainingCurves
@@ -88,6 +90,9 @@ class RetrainWidget(QWidget):
         self.bar.setFormat("%v / %m iterations")
         self.status = QLabel("labeled + unlabeled cases, fine-tuned from the active teacher")
         self.status.setWordWrap(True)
+        # What the run's plan says its spacing cannot resolve: stays on show while the curves grow.
+        self.limits = QLabel("")
+        self.limits.setWordWrap(True)
         self.curves = TrainingCurves()
         form = QFormLayout()
         form.addRow("method", self.method)
@@ -101,6 +106,7 @@ class RetrainWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.bar)
         layout.addWidget(self.status)
+        layout.addWidget(self.limits)
         layout.addWidget(self.curves, 1)
         self.start_button.clicked.connect(report_errors(self.start))
         self.cancel_button.clicked.connect(report_errors(self.cancel))
@@ -203,6 +209,7 @@ class RetrainWidget(QWidget):
         )
         self.started_at = time.monotonic()
         self.outcome = None
+        self.limits.setText("")
         self.curves.clear()
         self.bar.setRange(0, self.iterations.value())
         self.bar.setValue(0)
@@ -235,6 +242,8 @@ class RetrainWidget(QWidget):
                 self.curves.add_loss(event.iteration, loss)
             elif event.kind == "validation" and values.get("dice") is not None:
                 self.curves.add_dice(event.iteration, float(values["dice"]))
+            elif event.kind == "note" and str(values.get("message", "")).startswith(PLAN_WARNING):
+                self._show_limit(str(values["message"]).removeprefix(PLAN_WARNING))
         if events:
             model = self.session.active_model()
             self.curves.redraw(baseline=None if model is None else model.validation_dice)
@@ -266,6 +275,11 @@ class RetrainWidget(QWidget):
             message = job.error or "the training process failed"
             self._ended(f"failed: {message}; the active teacher is unchanged")
             show_error(f"retrain failed: {message}")
+
+    def _show_limit(self, warning: str) -> None:
+        show_warning(warning)
+        shown = self.limits.text() or "What this run's spacing cannot resolve:"
+        self.limits.setText(f"{shown}\n• {warning}")
 
     def _ended(self, text: str) -> None:
         self.status.setText(text)
