@@ -17,10 +17,10 @@ pytestmark = pytest.mark.gui
 
 
 def _project_with_a_thin_class(root: Path) -> Path:
-    """96 mm cubes at 1 mm, which the CPU plan coarsens; a 1 mm plate cannot survive that, a 16 mm block can."""
+    """128 mm cubes at 1 mm, which the CPU plan coarsens; a 1 mm plate cannot survive that, a 16 mm block can."""
     project = Project.create(root, seed=2, name="thin and thick")
     project.set_setting("label_names", json.dumps({"1": "thin plate", "2": "thick block"}))
-    label = np.zeros((96, 96, 96), dtype=np.uint8)
+    label = np.zeros((128, 128, 128), dtype=np.uint8)
     label[:, :, 30] = 1
     label[:, :, 50:66] = 2
     image = np.where(label == 1, 300.0, np.where(label == 2, 60.0, -1000.0)).astype(np.float32)

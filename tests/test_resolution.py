@@ -15,6 +15,7 @@ from napari_ssl_seg.store import Project
 from napari_ssl_seg.training.fingerprint import CACHE_SETTING, fingerprint_project
 from napari_ssl_seg.training.plan import SIZE_DICE_AIM, TrainingPlan, make_plan
 from napari_ssl_seg.training.resolution import (
+    CEILING_MARGIN,
     CEILING_SLOPE,
     class_surfaces_mm2,
     estimated_ceiling,
@@ -47,8 +48,8 @@ def test_surface_area_counts_the_faces_between_classes_with_their_spacing() -> N
 def _plates_project(root: Path) -> Path:
     project = Project.create(root, seed=1, name="plates")
     project.set_setting("label_names", json.dumps({"1": "thin plate", "2": "thick block"}))
-    # 96 mm at 1 mm: the CPU plan coarsens it (a patch must see the image), which a 1 mm plate does not survive.
-    label = _plates((96, 96, 96), thin=1)
+    # 128 mm at 1 mm: the CPU plan coarsens it (a patch must see the image), which a 1 mm plate does not survive.
+    label = _plates((128, 128, 128), thin=1)
     image = np.where(label > 0, 100.0, -1000.0).astype(np.float32)
     for index in range(3):
         name = f"case_{index}"
@@ -69,7 +70,7 @@ def test_fingerprint_reports_thickness_and_the_plan_warns_of_a_ceiling(tmp_path:
     ceilings = plan.class_ceilings
     expected = estimated_ceiling(1.0, plan.target_spacing, (1.0, 1.0, 1.0))
     assert ceilings["1"] == pytest.approx(expected, abs=1e-3)
-    assert ceilings["1"] < SIZE_DICE_AIM[plan.class_sizes["1"]] <= ceilings["2"]
+    assert ceilings["1"] + CEILING_MARGIN < SIZE_DICE_AIM[plan.class_sizes["1"]] <= ceilings["2"]
     assert [warning.split(" is about")[0] for warning in plan.warnings] == ["thin plate"]
     assert set(plan.warnings) <= set(plan.reasons)
     # The GPU budget's finer spacing resolves more of it.

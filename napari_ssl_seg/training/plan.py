@@ -40,7 +40,7 @@ from napari_ssl_seg.training.budget import MEASURED_ITERATIONS_PER_SECOND
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.data import has_lateral_classes
 from napari_ssl_seg.training.fingerprint import DatasetFingerprint, fingerprint_project
-from napari_ssl_seg.training.resolution import estimated_ceiling
+from napari_ssl_seg.training.resolution import CEILING_MARGIN, estimated_ceiling
 
 __all__ = [
     "BUDGETS",
@@ -259,11 +259,11 @@ def _ceilings(
         ceiling = round(estimated_ceiling(size.thickness_mm, target, fingerprint.median_spacing), 3)
         ceilings[str(size.label)] = ceiling
         kind = sizes.get(str(size.label), "mid")
-        if ceiling < SIZE_DICE_AIM[kind]:
+        if ceiling + CEILING_MARGIN < SIZE_DICE_AIM[kind]:
             warnings.append(
                 f"{size.name} is about {size.thickness_mm:.1f} mm thick: at {_fmt(target)} mm no network can "
-                f"reach a Dice over about {ceiling:.2f} on it ({kind} classes aim at {SIZE_DICE_AIM[kind]:.2f}); "
-                f"only a finer spacing resolves it, which takes a larger budget"
+                f"reach a Dice over about {ceiling + CEILING_MARGIN:.2f} on it ({kind} classes aim at "
+                f"{SIZE_DICE_AIM[kind]:.2f}); only a finer spacing resolves it, which takes a larger budget"
             )
     return ceilings
 
