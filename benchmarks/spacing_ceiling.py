@@ -12,8 +12,8 @@ This measures that bound from the reference label alone, two ways, per class:
   one-hot map, brought back trilinearly and argmaxed: a network that learned its training labels exactly;
 - ``soft``: each class's share of every target voxel (area averaging of the one-hot map), brought
   back the same way: the best any network at that spacing could output;
-- ``estimate``: what the plan reports without resampling anything, from each class's thickness
-  (``training/resolution.estimated_ceiling``), to check it against the two measures.
+- ``sampled``: ``taught`` at a million random voxels (``training/resolution.sampled_ceiling``), what the
+  plan reports, to check it against the full measure.
 
 ``--base-mm`` first resamples the label to that isotropic spacing (nearest, as ``benchmarks/planning.py``
 builds the ``chest1mm`` cohort); the Dice is measured against that.
@@ -33,7 +33,7 @@ from napari_ssl_seg.evaluation.dice import class_dice
 from napari_ssl_seg.io import read_volume
 from napari_ssl_seg.io.orientation import reorientation
 from napari_ssl_seg.training.data import resample_case
-from napari_ssl_seg.training.resolution import class_surfaces_mm2, estimated_ceiling, resampling_ceiling
+from napari_ssl_seg.training.resolution import class_surfaces_mm2, resampling_ceiling, sampled_ceiling
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
@@ -47,16 +47,14 @@ def soft_ceiling(label: np.ndarray, target_shape: tuple[int, ...], classes: int)
     return class_dice(back.argmax(0).numpy().astype(label.dtype), label, range(1, classes))
 
 
-def ceiling(
-    label: np.ndarray, spacing: tuple[float, ...], target: tuple[float, ...], classes: int, thickness: np.ndarray
-) -> dict:
+def ceiling(label: np.ndarray, spacing: tuple[float, ...], target: tuple[float, ...], classes: int) -> dict:
     shape = tuple(max(1, round(n * s / t)) for n, s, t in zip(label.shape, spacing, target, strict=True))
     return {
         "target_mm": [round(float(v), 3) for v in target],
         "shape": list(shape),
         "taught": resampling_ceiling(label, spacing, target, classes),
         "soft": soft_ceiling(label, shape, classes),
-        "estimate": {c: estimated_ceiling(float(thickness[c]), target, spacing) for c in range(1, classes)},
+        "sampled": sampled_ceiling(label, spacing, target, classes),
     }
 
 
@@ -91,10 +89,10 @@ def main() -> None:
     print(f"{'voxel share %':<26} " + "  ".join(f"{100 * fractions[c]:>10.2f}" for c in range(1, classes)))
     print(f"{'thickness 2V/A mm':<26} " + "  ".join(f"{thickness[c]:>10.1f}" for c in range(1, classes)))
     for target in targets:
-        result = ceiling(label, spacing, target, classes, thickness)
+        result = ceiling(label, spacing, target, classes)
         results.append(result)
-        for way in ("taught", "soft", "estimate"):
-            values = "  ".join(f"{result[way][c]:>10.3f}" for c in range(1, classes))
+        for way in ("taught", "soft", "sampled"):
+            values = "  ".join(f"{result[way].get(c, float('nan')):>10.3f}" for c in range(1, classes))
             print(f"{'x'.join(f'{v:g}' for v in target):<18} {way:<7} {values}", flush=True)
     record = {
         "label": args.label.name,
