@@ -55,7 +55,7 @@ def test_the_first_teacher_run_says_which_class_its_spacing_cannot_resolve(
 
     shown = retrain.limits.text().splitlines()
     assert shown[0] == "What this run's spacing cannot resolve:"
-    assert len(shown) == 2 and shown[1].startswith("• thin plate is about 1.0 mm thick"), shown
+    assert len(shown) == 2 and shown[1].startswith("• thin plate, about 1.0 mm thick, at "), shown
     warnings = notes.new("warning")
     assert [w for w in warnings if "thin plate" in w] == [shown[1].removeprefix("• ")]
     assert not any("thick block" in w for w in warnings)

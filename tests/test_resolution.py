@@ -85,7 +85,7 @@ def test_the_plan_measures_each_class_ceiling_and_warns_of_one_out_of_reach(
     full = resampling_ceiling(label, (1.0, 1.0, 1.0), plan.target_spacing, 3)
     assert plan.class_ceilings == {str(c): pytest.approx(full[c], abs=0.01) for c in (1, 2)}
     assert plan.class_ceilings["1"] < SIZE_DICE_AIM[plan.class_sizes["1"]] <= plan.class_ceilings["2"]
-    assert [warning.split(" is about")[0] for warning in plan.warnings] == ["thin plate"]
+    assert [warning.split(", about")[0] for warning in plan.warnings] == ["thin plate"]
     assert set(plan.warnings) <= set(plan.reasons)
     assert TrainingPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
 
@@ -104,7 +104,7 @@ def test_train_with_the_plan_tells_what_it_cannot_reach(tmp_path: Path, capsys: 
     config = training_config(args, root)
     assert config.target_spacing is not None and config.target_spacing[0] > 1.0
     warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("plan: ")]
-    assert len(warned) == 1 and warned[0].startswith("plan: thin plate is about 1.0 mm thick")
+    assert len(warned) == 1 and warned[0].startswith("plan: thin plate, about 1.0 mm thick, at ")
 
 
 def test_a_sample_cached_before_thickness_is_taken_again(tmp_path: Path) -> None:

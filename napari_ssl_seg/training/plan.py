@@ -260,7 +260,7 @@ def _ceiling_warnings(
         ceiling, kind = ceilings.get(size.label), sizes.get(str(size.label), "mid")
         if ceiling is None or ceiling + CEILING_TOLERANCE >= SIZE_DICE_AIM[kind]:
             continue
-        thickness = "" if size.thickness_mm is None else f" is about {size.thickness_mm:.1f} mm thick:"
+        thickness = ":" if size.thickness_mm is None else f", about {size.thickness_mm:.1f} mm thick,"
         warnings.append(
             f"{size.name}{thickness} at {_fmt(target)} mm no network can reach a Dice over {ceiling:.2f} on it "
             f"({kind} classes aim at {SIZE_DICE_AIM[kind]:.2f}); only a finer spacing resolves it, which takes "
