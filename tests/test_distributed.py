@@ -119,7 +119,8 @@ def _worker(project: str, out: str, hashes: str, mode: str = "train") -> None:
     Path(hashes, f"rank{rank}.json").write_text(json.dumps(record))
 
 
-def test_two_ranks_hold_identical_teachers(tmp_path: Path) -> None:
+def _two_ranks(tmp_path: Path, mode: str) -> list[dict[str, Any]]:
+    """Run :func:`_worker` on two CPU ranks under torchrun; each rank's record."""
     sys.path.insert(0, str(HERE.parent))
     from helpers import make_tiny_project
 
@@ -128,10 +129,14 @@ def test_two_ranks_hold_identical_teachers(tmp_path: Path) -> None:
     hashes.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    command += [str(HERE), str(project), str(tmp_path / "out"), str(hashes)]
+    command += [str(HERE), str(project), str(tmp_path / "out"), str(hashes), mode]
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    records = [json.loads((hashes / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    return [json.loads((hashes / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def test_two_ranks_hold_identical_teachers(tmp_path: Path) -> None:
+    records = _two_ranks(tmp_path, "train")
     assert records[0]["status"] == records[1]["status"] == "completed"
     assert records[0]["student"] == records[1]["student"]
     assert records[0]["teacher"] == records[1]["teacher"]
@@ -141,20 +146,9 @@ def test_two_ranks_hold_identical_teachers(tmp_path: Path) -> None:
 
 
 def test_a_stop_asked_on_one_rank_stops_both_at_the_same_poll(tmp_path: Path) -> None:
-    sys.path.insert(0, str(HERE.parent))
-    from helpers import make_tiny_project
-
     from napari_ssl_seg.training.distributed import STOP_POLL_EVERY
 
-    project = make_tiny_project(tmp_path / "project", labeled=2, unlabeled=2)
-    hashes = tmp_path / "hashes"
-    hashes.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    command += [str(HERE), str(project), str(tmp_path / "out"), str(hashes), "stop"]
-    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    records = [json.loads((hashes / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    records = _two_ranks(tmp_path, "stop")
     assert records[0]["status"] == records[1]["status"] == "cancelled"
     # Rank 1 asks to stop at its second poll: both ranks stop there, having asked only at the polls.
     assert records[0]["iterations"] == records[1]["iterations"] == STOP_POLL_EVERY
