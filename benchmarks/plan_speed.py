@@ -25,6 +25,7 @@ from napari_ssl_seg.io import Volume, write_volume
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training.fingerprint import CACHE_SETTING, MAX_SAMPLED_CASES
 from napari_ssl_seg.training.plan import plan_project
+from napari_ssl_seg.training.resolution import CEILING_CACHE_SETTING
 
 
 def build(root: Path, cases: int, labeled: int, shape: tuple[int, int, int]) -> None:
@@ -85,6 +86,7 @@ def main() -> None:
     print(f"project of {args.cases} cases ({args.labeled} labeled) ready in {time.perf_counter() - start:.0f} s")
     with Project.open(root) as project:
         project.set_setting(CACHE_SETTING, "{}")  # cold: nothing sampled yet
+        project.set_setting(CEILING_CACHE_SETTING, "{}")  # and no ceiling measured
     if not args.keep_page_cache:
         print(f"dropped the page cache of {evict_page_cache(args.out) / 2**30:.1f} GB of project files")
     timings = []

@@ -25,6 +25,7 @@ from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.data import resample_case
 
 __all__ = [
+    "CEILING_CACHE_SETTING",
     "CEILING_CASES",
     "CEILING_SAMPLES",
     "class_surfaces_mm2",

@@ -1,0 +1,145 @@
+"""Does the unlabeled pool add anything once the supervised teacher has plateaued? Warm-started, seeded, paired.
+
+Run: .venv/bin/python benchmarks/ssl_plateau.py [--labeled 5] [--methods supervised,ucmt] [--seeds 0,1,2]
+     [--iterations 1500] [--validate-every 250] [--gap build/label_gap] [--json benchmarks/results/ssl_plateau.json]
+
+Starts from the supervised teachers ``benchmarks/label_gap.py`` trained to its plateau rule on its cohort of 40
+cases with ``--labeled`` labeled training cases (``build/label_gap/labeled{N}_seed{S}/model.safetensors``; run
+that first). From each seed's teacher, every method in ``--methods`` fine-tunes on the same cohort (the labeled
+cases and the unlabeled pool) for ``--iterations`` with that seed and the ``finetune`` schedule (lr 0.001,
+poly), validating every ``--validate-every``. ``supervised`` is the control: the same extra iterations from the
+same start without the unlabeled cases, so that a gain of a semi-supervised method is not just more training.
+
+Printed per method: test Dice and HD95 (mean ± sd over seeds), the paired difference to the control and to the
+starting teacher per seed, and whether the run met the plateau rule (its last ``--plateau-window`` validations
+raised its best validation Dice by less than ``--plateau-delta``). Model selection uses the validation split;
+the test split is only evaluated. Finished runs in ``--out`` are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from label_gap import plateaued
+
+from napari_ssl_seg.evaluation.evaluate import evaluate_project
+from napari_ssl_seg.runtime.allocator import keep_freed_memory
+from napari_ssl_seg.store import Project
+from napari_ssl_seg.training.config import apply_overrides, preset
+from napari_ssl_seg.training.loop import train
+from napari_ssl_seg.training.runlog import read_log
+
+
+def _test_scores(project: Path, model: Path, device: str) -> dict[str, Any]:
+    with Project.open(project) as opened:
+        evaluation = evaluate_project(opened, model, split="test", device=device)
+        names = opened.label_names()
+    overall = evaluation.summary["overall"]
+    return {
+        "dice": float(overall["dice_mean"]),
+        "hd95_mm": overall["hd95_mm_mean"],
+        "per_class": {
+            names.get(int(value), str(value)): round(float(entry["dice_mean"]), 4)
+            for value, entry in evaluation.summary["classes"].items()
+        },
+    }
+
+
+def run_one(project: Path, init: Path, method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    result_path = out / "result.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    overrides = [
+        f"method={method}",
+        f"seed={seed}",
+        f"iterations={args.iterations}",
+        f"validate_every={args.validate_every}",
+        f"checkpoint_every={args.validate_every}",
+        *args.set,
+    ]
+    config = apply_overrides(preset("finetune"), overrides)
+    train(project, config, out, device=args.device, init_model=init)
+    records = read_log(out / "log.jsonl")
+    curve = [(int(r["iteration"]), float(r["dice"])) for r in records if r.get("kind") == "validation"]
+    seconds = max((float(r.get("train_seconds", 0.0)) for r in records if r.get("kind") == "validation"), default=0)
+    result = {
+        **_test_scores(project, out / "model.safetensors", args.device),
+        "validation": curve,
+        "converged": plateaued(curve, args.plateau_window, args.plateau_delta),
+        "train_minutes": round(seconds / 60, 2),
+    }
+    result_path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _mean_sd(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3f} ± {spread:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--labeled", type=int, default=5)
+    parser.add_argument("--methods", default="supervised,ucmt")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--iterations", type=int, default=1500)
+    parser.add_argument("--validate-every", type=int, default=250)
+    parser.add_argument("--plateau-window", type=int, default=4)
+    parser.add_argument("--plateau-delta", type=float, default=0.01)
+    parser.add_argument("--set", action="append", default=[], help="key=value for every run")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--gap", type=Path, default=Path("build/label_gap"))
+    parser.add_argument("--out", type=Path, default=Path("build/ssl_plateau"))
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/ssl_plateau.json"))
+    args = parser.parse_args()
+    keep_freed_memory()
+    project = args.gap / f"cohort_{args.labeled}"
+    if not (project / "project.sqlite").is_file():
+        raise SystemExit(f"{project}: no label-gap cohort; run benchmarks/label_gap.py first")
+    methods = args.methods.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    starts: dict[int, dict[str, Any]] = {}
+    runs: dict[str, dict[int, dict[str, Any]]] = {method: {} for method in methods}
+    for seed in seeds:
+        init = args.gap / f"labeled{args.labeled}_seed{seed}" / "model.safetensors"
+        if not init.is_file():
+            raise SystemExit(f"{init}: no supervised teacher for seed {seed}; run benchmarks/label_gap.py first")
+        starts[seed] = _test_scores(project, init, args.device)
+        for method in methods:
+            out = args.out / f"labeled{args.labeled}_{method}_seed{seed}"
+            runs[method][seed] = run_one(project, init, method, seed, args, out)
+            print(
+                f"seed {seed} {method:<10} test Dice {runs[method][seed]['dice']:.3f} (start "
+                f"{starts[seed]['dice']:.3f}), converged {runs[method][seed]['converged']}",
+                flush=True,
+            )
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"starts": starts, "runs": runs}, indent=1))
+    control = "supervised" if "supervised" in methods else None
+    print(
+        f"\nfrom the supervised teachers at {args.labeled} labeled cases, +{args.iterations} iterations, seeds {seeds}"
+    )
+    print("| method | test Dice | HD95 mm | minus control, per seed | minus start, per seed | converged |")
+    print("|---|---|---|---|---|---|")
+    start_dice = [starts[s]["dice"] for s in seeds]
+    print(
+        f"| start (supervised plateau) | {_mean_sd(start_dice)} | "
+        f"{_mean_sd([starts[s]['hd95_mm'] for s in seeds])} | | | |"
+    )
+    for method in methods:
+        dice = [runs[method][s]["dice"] for s in seeds]
+        versus_control = (
+            ", ".join(f"{runs[method][s]['dice'] - runs[control][s]['dice']:+.3f}" for s in seeds) if control else ""
+        )
+        versus_start = ", ".join(f"{runs[method][s]['dice'] - starts[s]['dice']:+.3f}" for s in seeds)
+        converged = f"{sum(runs[method][s]['converged'] for s in seeds)} of {len(seeds)}"
+        hd95 = _mean_sd([runs[method][s]["hd95_mm"] for s in seeds])
+        print(f"| {method} | {_mean_sd(dice)} | {hd95} | {versus_control} | {versus_start} | {converged} |")
+
+
+if __name__ == "__main__":
+    main()
