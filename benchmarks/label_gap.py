@@ -52,6 +52,24 @@ def plateaued(curve: list[tuple[int, float]], window: int, delta: float) -> bool
     return max(dice for _, dice in curve) - before < delta
 
 
+def test_scores(project: Path, model: Path, device: str) -> dict[str, Any]:
+    """``model`` on the project's test split: mean Dice, HD95, ASD, failures and each structure's Dice."""
+    with Project.open(project) as opened:
+        evaluation = evaluate_project(opened, model, split="test", device=device)
+        names = opened.label_names()
+    overall = evaluation.summary["overall"]
+    return {
+        "dice": float(overall["dice_mean"]),
+        "hd95_mm": overall["hd95_mm_mean"],
+        "asd_mm": overall["asd_mm_mean"],
+        "failures": int(overall["n_failures"]),
+        "per_class": {
+            names.get(int(value), str(value)): round(float(entry["dice_mean"]), 4)
+            for value, entry in evaluation.summary["classes"].items()
+        },
+    }
+
+
 def _last_checkpoint(run: Path) -> int:
     try:
         return int(json.loads(resume_paths(run)[1].read_text(encoding="utf-8")).get("iteration", 0))
@@ -78,19 +96,8 @@ def run_one(project: Path, seed: int, args: argparse.Namespace, out: Path) -> di
     records = read_log(out / "log.jsonl")
     curve = [(int(r["iteration"]), float(r["dice"])) for r in records if r.get("kind") == "validation"]
     seconds = max((float(r.get("train_seconds", 0.0)) for r in records if r.get("kind") == "validation"), default=0)
-    with Project.open(project) as opened:
-        evaluation = evaluate_project(opened, out / "model.safetensors", split="test", device=args.device)
-        names = opened.label_names()
-    overall = evaluation.summary["overall"]
     return {
-        "dice": float(overall["dice_mean"]),
-        "hd95_mm": overall["hd95_mm_mean"],
-        "asd_mm": overall["asd_mm_mean"],
-        "failures": int(overall["n_failures"]),
-        "per_class": {
-            names.get(int(value), str(value)): round(float(entry["dice_mean"]), 4)
-            for value, entry in evaluation.summary["classes"].items()
-        },
+        **test_scores(project, out / "model.safetensors", args.device),
         "validation": curve,
         "best_iteration": max(curve, key=lambda point: point[1])[0],
         "converged": plateaued(curve, args.plateau_window, args.plateau_delta),

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from napari_ssl_seg.evaluation.dice import class_dice
 from napari_ssl_seg.io import read_volume
 from napari_ssl_seg.io.orientation import reorientation
-from napari_ssl_seg.training.data import resample_case
+from napari_ssl_seg.training.data import resample_case, resampled_shape
 from napari_ssl_seg.training.resolution import class_surfaces_mm2, resampling_ceiling, sampled_ceiling
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
@@ -48,7 +48,7 @@ def soft_ceiling(label: np.ndarray, target_shape: tuple[int, ...], classes: int)
 
 
 def ceiling(label: np.ndarray, spacing: tuple[float, ...], target: tuple[float, ...], classes: int) -> dict:
-    shape = tuple(max(1, round(n * s / t)) for n, s, t in zip(label.shape, spacing, target, strict=True))
+    shape = resampled_shape(label.shape, spacing, target)
     return {
         "target_mm": [round(float(v), 3) for v in target],
         "shape": list(shape),

@@ -24,29 +24,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from label_gap import plateaued
+from label_gap import plateaued, test_scores
 
-from napari_ssl_seg.evaluation.evaluate import evaluate_project
 from napari_ssl_seg.runtime.allocator import keep_freed_memory
-from napari_ssl_seg.store import Project
 from napari_ssl_seg.training.config import apply_overrides, preset
 from napari_ssl_seg.training.loop import train
 from napari_ssl_seg.training.runlog import read_log
-
-
-def _test_scores(project: Path, model: Path, device: str) -> dict[str, Any]:
-    with Project.open(project) as opened:
-        evaluation = evaluate_project(opened, model, split="test", device=device)
-        names = opened.label_names()
-    overall = evaluation.summary["overall"]
-    return {
-        "dice": float(overall["dice_mean"]),
-        "hd95_mm": overall["hd95_mm_mean"],
-        "per_class": {
-            names.get(int(value), str(value)): round(float(entry["dice_mean"]), 4)
-            for value, entry in evaluation.summary["classes"].items()
-        },
-    }
 
 
 def run_one(project: Path, init: Path, method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -67,7 +50,7 @@ def run_one(project: Path, init: Path, method: str, seed: int, args: argparse.Na
     curve = [(int(r["iteration"]), float(r["dice"])) for r in records if r.get("kind") == "validation"]
     seconds = max((float(r.get("train_seconds", 0.0)) for r in records if r.get("kind") == "validation"), default=0)
     result = {
-        **_test_scores(project, out / "model.safetensors", args.device),
+        **test_scores(project, out / "model.safetensors", args.device),
         "validation": curve,
         "converged": plateaued(curve, args.plateau_window, args.plateau_delta),
         "train_minutes": round(seconds / 60, 2),
@@ -108,7 +91,7 @@ def main() -> None:
         init = args.gap / f"labeled{args.labeled}_seed{seed}" / "model.safetensors"
         if not init.is_file():
             raise SystemExit(f"{init}: no supervised teacher for seed {seed}; run benchmarks/label_gap.py first")
-        starts[seed] = _test_scores(project, init, args.device)
+        starts[seed] = test_scores(project, init, args.device)
         for method in methods:
             out = args.out / f"labeled{args.labeled}_{method}_seed{seed}"
             runs[method][seed] = run_one(project, init, method, seed, args, out)

@@ -32,13 +32,19 @@ def _project_with_a_thin_class(root: Path) -> Path:
     return root
 
 
+@pytest.mark.parametrize("opening", ["one by one", "all together"])
 def test_the_first_teacher_run_says_which_class_its_spacing_cannot_resolve(
-    make_napari_viewer, qtbot, tmp_path, uncaught
+    make_napari_viewer, qtbot, tmp_path, uncaught, opening
 ):
     root = _project_with_a_thin_class(tmp_path / "project")
     viewer = make_napari_viewer(show=True)
     notes = Notifications()
-    menu_actions(viewer.window.plugins_menu, PLUGIN_MENU)["Annotation assistant (all docks)"].trigger()
+    docks_menu = menu_actions(viewer.window.plugins_menu, PLUGIN_MENU)
+    if opening == "all together":
+        docks_menu["Annotation assistant (all docks)"].trigger()
+    else:
+        for title in SINGLE_DOCKS:
+            docks_menu[title].trigger()
     project, _teacher, _regions, _label, retrain = (dock_of(viewer, cls) for cls in SINGLE_DOCKS.values())
     qtbot.waitUntil(lambda: project.isVisible() and retrain.isVisible())
     qtbot.keyClicks(project.path_edit, str(root))
@@ -64,5 +70,5 @@ def test_the_first_teacher_run_says_which_class_its_spacing_cannot_resolve(
     # The next run starts with a clean slate.
     click(qtbot, retrain.start_button)
     assert retrain.limits.text() == ""
-    retrain.cancel_button.click()
+    click(qtbot, retrain.cancel_button)
     qtbot.waitUntil(lambda: not retrain.busy, timeout=300_000)

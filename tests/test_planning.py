@@ -275,3 +275,8 @@ def test_the_plan_does_not_depend_on_the_voxel_order_the_files_store(tmp_path: P
     plan_a, plan_b = make_plan(first), make_plan(second)
     assert plan_a.patch_size == plan_b.patch_size and plan_a.intensity == plan_b.intensity
     assert plan_a.target_spacing == pytest.approx(plan_b.target_spacing, rel=1e-4)
+    # Thickness and the measured Dice ceilings too: both are taken in the canonical orientation.
+    assert [c.thickness_mm for c in first.classes] == pytest.approx([c.thickness_mm for c in second.classes])
+    measured_a, _ = plan_project(stored, device="cpu")
+    measured_b, _ = plan_project(tmp_path / "transposed", device="cpu")
+    assert measured_a.class_ceilings and measured_a.class_ceilings == measured_b.class_ceilings

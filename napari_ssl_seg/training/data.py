@@ -183,11 +183,17 @@ def load_cases(
     return cases
 
 
+def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, int, int]:
+    """The voxel shape of an array of ``shape`` at ``spacing`` once resampled to ``target`` (z, y, x)."""
+    a, b, c = (max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target, strict=True))
+    return a, b, c
+
+
 def resample_case(
     image: np.ndarray, label: np.ndarray | None, spacing: Sequence[float], target: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """``image`` (trilinear, as the predictor resamples) and ``label`` (nearest) from ``spacing`` to ``target``."""
-    shape = tuple(max(1, round(n * s / t)) for n, s, t in zip(image.shape, spacing, target, strict=True))
+    shape = resampled_shape(image.shape, spacing, target)
     resized = F.interpolate(torch.from_numpy(image)[None, None], size=shape, mode="trilinear", align_corners=False)
     image = resized[0, 0].numpy()
     if label is not None:

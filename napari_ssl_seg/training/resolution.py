@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from napari_ssl_seg.evaluation.dice import class_dice
 from napari_ssl_seg.io.orientation import reorientation
 from napari_ssl_seg.store.project import Project
-from napari_ssl_seg.training.data import resample_case
+from napari_ssl_seg.training.data import resample_case, resampled_shape
 
 __all__ = [
     "CEILING_CACHE_SETTING",
@@ -69,10 +69,6 @@ def class_surfaces_mm2(label: np.ndarray, spacing: Sequence[float], classes: int
     return area
 
 
-def _target_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, ...]:
-    return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target, strict=True))
-
-
 def resampling_ceiling(
     label: np.ndarray, spacing: Sequence[float], target: Sequence[float], classes: int
 ) -> dict[int, float]:
@@ -103,7 +99,7 @@ def sampled_ceiling(
     and border padding is what ``interpolate`` gives there.
     """
     shape = label.shape
-    coarse_shape = _target_shape(shape, spacing, target)
+    coarse_shape = resampled_shape(shape, spacing, target)
     # nearest-exact: source index floor((i + 0.5) * in / out), clamped.
     picks = [
         np.minimum(np.floor((np.arange(m) + 0.5) * n / m).astype(np.int64), n - 1)
