@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
+import shutil
+import statistics
+from pathlib import Path
 
-from napari_ssl_seg.training.budget import MEASURED_ITERATIONS_PER_SECOND, estimate_seconds, format_duration
+import pytest
+from helpers import make_tiny_project, tiny_config
+
+from napari_ssl_seg.training.budget import (
+    MEASURED_ITERATIONS_PER_SECOND,
+    MeasuredRate,
+    estimate_gui_run_seconds,
+    estimate_seconds,
+    format_duration,
+    project_rates,
+)
+from napari_ssl_seg.training.loop import train
+from napari_ssl_seg.training.runlog import read_log
 
 
 def test_estimates_scale_with_iterations_and_say_when_a_method_was_never_measured() -> None:
@@ -22,8 +36,6 @@ def test_durations_read_as_a_person_says_them() -> None:
 
 
 def test_the_dock_estimate_counts_what_the_click_waits_for_beyond_the_iterations() -> None:
-    from napari_ssl_seg.training.budget import estimate_gui_run_seconds
-
     base = {"validate_every": 250, "validation_cases": 1, "ranked_cases": 4}
     plain = estimate_gui_run_seconds("supervised", 4000, **base)
     assert plain > estimate_seconds("supervised", 4000)  # the GUI's child is slower and validates, re-ranks
@@ -31,3 +43,50 @@ def test_the_dock_estimate_counts_what_the_click_waits_for_beyond_the_iterations
     assert estimate_gui_run_seconds("supervised", 4000, **{**base, "ranked_cases": 20}) > plain
     assert estimate_gui_run_seconds("supervised", 4000, **{**base, "validate_every": 50}) > plain
     assert estimate_gui_run_seconds("curecl", 4000, **base) is None
+
+
+def test_a_rate_measured_in_the_project_replaces_the_development_machines() -> None:
+    base = {"validate_every": 250, "validation_cases": 1, "ranked_cases": 0}
+    slow_here = MeasuredRate("curecl", 0.5, 16 * 64 * 64, niced=True, run="r")
+    # A method never measured on the development machine gets an estimate once it ran here.
+    assert estimate_gui_run_seconds("curecl", 1000, **base, measured=slow_here) == pytest.approx(
+        2000 + 15 + 5 * 1.2, rel=1e-6
+    )
+    # A command-line run was not niced beside a viewer: the dock's run will be slower than it.
+    from_cli = MeasuredRate("curecl", 0.5, 16 * 64 * 64, niced=False, run="r")
+    assert estimate_gui_run_seconds("curecl", 1000, **base, measured=from_cli) > estimate_gui_run_seconds(
+        "curecl", 1000, **base, measured=slow_here
+    )
+    # Twice the patch's voxels, half the rate.
+    assert slow_here.at_patch(2 * 16 * 64 * 64) == pytest.approx(0.25)
+    assert slow_here.at_patch(None) == 0.5
+
+
+def _logged_rates(run: Path) -> list[float]:
+    return [r["it_per_s"] for r in read_log(run / "log.jsonl") if r["kind"] == "train"]
+
+
+def test_project_rates_read_the_newest_long_enough_run_per_method_and_device(tmp_path: Path) -> None:
+    tiny_project = make_tiny_project(tmp_path / "project")
+    runs = tiny_project / "runs"
+    assert project_rates(tiny_project, "cpu") == {}  # no run yet
+    train(tiny_project, tiny_config(iterations=12, log_every=1), runs / "first", device="cpu")
+    first = project_rates(tiny_project, "cpu")["supervised"]
+    assert first.run == "first" and first.patch_voxels == 8 * 16 * 16 and not first.niced
+    assert first.it_per_s == pytest.approx(statistics.median(_logged_rates(runs / "first")))
+    assert project_rates(tiny_project, "cuda") == {}  # measured on another kind of device
+    # A run stopped after a few log records is too short to trust; the older, longer one stays.
+    train(tiny_project, tiny_config(iterations=4, log_every=1), runs / "short", device="cpu")
+    assert project_rates(tiny_project, "cpu")["supervised"].run == "first"
+    # A newer run of the method is the machine as it is now; its log is read again as it grows.
+    shutil.copytree(runs / "first", runs / "second")
+    log = runs / "second" / "log.jsonl"
+    with open(log, "a", encoding="utf-8") as handle:
+        for iteration in range(13, 33):
+            handle.write(f'{{"kind": "train", "iteration": {iteration}, "loss": 0.5, "it_per_s": 1000.0}}\n')
+    second = project_rates(tiny_project, "cpu")["supervised"]
+    assert second.run == "second" and second.it_per_s == 1000.0
+    # A run folder without a start record (made before runs logged one) is skipped.
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(line for line in lines if '"kind": "start"' not in line))
+    assert project_rates(tiny_project, "cpu")["supervised"].run == "first"

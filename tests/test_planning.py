@@ -280,3 +280,23 @@ def test_the_plan_does_not_depend_on_the_voxel_order_the_files_store(tmp_path: P
     measured_a, _ = plan_project(stored, device="cpu")
     measured_b, _ = plan_project(tmp_path / "transposed", device="cpu")
     assert measured_a.class_ceilings and measured_a.class_ceilings == measured_b.class_ceilings
+
+
+def test_a_time_budget_uses_the_rate_this_project_measured_on_this_machine(tmp_path: Path) -> None:
+    from helpers import tiny_config
+
+    from napari_ssl_seg.training.budget import project_rates
+    from napari_ssl_seg.training.loop import train
+
+    root = make_tiny_project(tmp_path / "p")
+    before, _ = plan_project(root, device="cpu", minutes=30)
+    assert any("the development machine's rate" in reason for reason in before.reasons)
+    train(root, tiny_config(iterations=12, log_every=1), root / "runs" / "here", device="cpu")
+    measured = project_rates(root, "cpu")["supervised"]
+    after, _ = plan_project(root, device="cpu", minutes=30)
+    assert any("this machine's rate (run here)" in reason for reason in after.reasons)
+    expected = 30 * 60 * measured.it_per_s * measured.patch_voxels / math.prod(after.patch_size)
+    assert after.iterations == max(100, int(round(expected, -2)))
+    # Another method's budget is not taken from the supervised run.
+    ucmt, _ = plan_project(root, device="cpu", minutes=30, method="ucmt")
+    assert any("the development machine's rate" in reason for reason in ucmt.reasons)

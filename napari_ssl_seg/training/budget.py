@@ -6,16 +6,35 @@ development machine (AMD EPYC, torch CPU build) with the ``quick`` network (V-Ne
 4, patch 16x64x64, batch 2 + 2): ``scripts/ship_teachers.sh`` and ``benchmarks/convergence.py``
 runs, docs/convergence.md. On another machine the run's own ETA (from its logged progress) replaces
 the estimate as soon as the first iterations are done.
+
+**This machine's own rates.** Every run logs a ``start`` record (:func:`start_record`: method, patch,
+device, threads, niceness), so once a project has trained a method, :func:`project_rates` reads the
+median ``it_per_s`` of its newest run of that method on the same kind of device, and the estimate
+uses it instead of the development machine's: a lab's GPU, or a busier CPU, gets its own figure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+import os
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 __all__ = [
     "GUI_RATE_FACTOR",
     "MEASURED_ITERATIONS_PER_SECOND",
+    "MeasuredRate",
     "estimate_gui_run_seconds",
     "estimate_seconds",
     "format_duration",
+    "project_rates",
+    "start_record",
 ]
 
 #: Iterations per second of the ``quick`` network on the 2-core CPU machine, per method.
@@ -45,15 +64,31 @@ RANKED_CASE_SECONDS = 10.0
 
 
 def estimate_gui_run_seconds(
-    method: str, iterations: int, *, validate_every: int, validation_cases: int, ranked_cases: int
+    method: str,
+    iterations: int,
+    *,
+    validate_every: int,
+    validation_cases: int,
+    ranked_cases: int,
+    measured: MeasuredRate | None = None,
+    patch_voxels: int | None = None,
 ) -> float | None:
-    """Seconds from the click to a promoted, re-ranked teacher in the GUI; None if never measured."""
-    training = estimate_seconds(method, iterations)
-    if training is None:
-        return None
+    """Seconds from the click to a promoted, re-ranked teacher in the GUI; None if never measured.
+
+    ``measured``: this project's own rate for ``method`` (:func:`project_rates`), scaled to
+    ``patch_voxels`` when both are known; else the development machine's.
+    """
+    if measured is not None:
+        # A run the dock started was niced beside the viewer already; a command-line one was not.
+        training = iterations / measured.at_patch(patch_voxels) / (1.0 if measured.niced else GUI_RATE_FACTOR)
+    else:
+        plain = estimate_seconds(method, iterations)
+        if plain is None:
+            return None
+        training = plain / GUI_RATE_FACTOR
     validations = iterations // max(validate_every, 1) + 1  # and the promotion's own scoring
     return (
-        training / GUI_RATE_FACTOR
+        training
         + START_SECONDS
         + validations * max(validation_cases, 1) * VALIDATION_CASE_SECONDS
         + ranked_cases * RANKED_CASE_SECONDS
@@ -68,3 +103,95 @@ def format_duration(seconds: float) -> str:
     if minutes < 60:
         return f"{minutes} min"
     return f"{minutes // 60} h {minutes % 60} min"
+
+
+def start_record(
+    method: str, patch_size: Sequence[int], batch: int, device_type: str, world_size: int
+) -> dict[str, Any]:
+    """What a run's ``start`` log record says about the work and the machine it runs on."""
+    import torch
+
+    return {
+        "method": method,
+        "patch_size": [int(size) for size in patch_size],
+        "batch": int(batch),
+        "device": device_type,
+        "world_size": int(world_size),
+        "threads": torch.get_num_threads(),
+        "niceness": os.nice(0) if hasattr(os, "nice") else 0,
+    }
+
+
+#: Fewer logged rates than this (5 iterations each by default) is a run stopped too early to trust.
+MIN_RATE_RECORDS = 10
+#: Only the newest runs are read: the estimate follows the machine as it is now.
+NEWEST_RUNS = 30
+
+
+@dataclass(frozen=True)
+class MeasuredRate:
+    """The median iterations per second of one finished (or stopped) run in the project."""
+
+    method: str
+    it_per_s: float
+    patch_voxels: int
+    niced: bool
+    run: str
+
+    def at_patch(self, patch_voxels: int | None) -> float:
+        """The rate for another patch: an iteration's cost grows with the patch's voxels."""
+        if not patch_voxels or not self.patch_voxels:
+            return self.it_per_s
+        return self.it_per_s * self.patch_voxels / patch_voxels
+
+
+_IT_PER_S = re.compile(r'"it_per_s": ([0-9.eE+-]+)')
+# log path -> (mtime_ns, size, its start record, median rate, rate count): the dock asks on every change.
+_RUN_RATES: dict[Path, tuple[int, int, dict[str, Any] | None, float, int]] = {}
+
+
+def _run_rate(log: Path) -> tuple[dict[str, Any] | None, float, int]:
+    """(start record, median it/s, how many rates) of one run, reading the log only when it changed."""
+    stat = log.stat()
+    cached = _RUN_RATES.get(log)
+    if cached is not None and cached[:2] == (stat.st_mtime_ns, stat.st_size):
+        return cached[2:]
+    start, speeds = None, []
+    with open(log, encoding="utf-8") as handle:
+        for line in handle:
+            # Only the rate of each train record: a 6000-iteration log is a megabyte of JSON.
+            if start is None and line.startswith('{"kind": "start"'):
+                with contextlib.suppress(json.JSONDecodeError):
+                    start = json.loads(line)
+            elif line.startswith('{"kind": "train"') and (found := _IT_PER_S.search(line)):
+                with contextlib.suppress(ValueError):
+                    speeds.append(float(found.group(1)))
+    speeds = [speed for speed in speeds if math.isfinite(speed) and speed > 0]
+    median = statistics.median(speeds) if speeds else 0.0
+    _RUN_RATES[log] = (stat.st_mtime_ns, stat.st_size, start, median, len(speeds))
+    return start, median, len(speeds)
+
+
+def project_rates(project_root: Path | str, device_type: str) -> dict[str, MeasuredRate]:
+    """Per method, the rate of the project's newest run of it on a ``device_type`` device (``runs/*``)."""
+    logs = [path for path in Path(project_root, "runs").glob("*/log.jsonl") if path.is_file()]
+    logs.sort(key=lambda path: path.stat().st_mtime_ns, reverse=True)
+    rates: dict[str, MeasuredRate] = {}
+    for log in logs[:NEWEST_RUNS]:
+        try:
+            start, median, count = _run_rate(log)
+        except OSError:  # a run folder removed while we looked
+            continue
+        if start is None or start.get("device") != device_type or count < MIN_RATE_RECORDS:
+            continue
+        method = str(start.get("method"))
+        if method in rates:
+            continue
+        rates[method] = MeasuredRate(
+            method=method,
+            it_per_s=median,
+            patch_voxels=math.prod(int(size) for size in start.get("patch_size") or [0]),
+            niced=int(start.get("niceness", 0)) > 0,
+            run=log.parent.name,
+        )
+    return rates

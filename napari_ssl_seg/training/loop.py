@@ -32,6 +32,7 @@ from napari_ssl_seg.methods.registry import build_method
 from napari_ssl_seg.networks.checkpoint import checkpoint_paths, save_checkpoint
 from napari_ssl_seg.runtime.precision import execution_for
 from napari_ssl_seg.store.project import Project
+from napari_ssl_seg.training.budget import start_record
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.data import LabelSnapshot, TwoStreamSampler, has_lateral_classes, load_cases
 from napari_ssl_seg.training.distributed import (
@@ -167,8 +168,11 @@ class _Run:
         self.log = (
             RunLog(self.out_dir, resume_from=self.start if self.resume_state else None) if self.dist.is_main else None
         )
-        for note in self.notes if self.log is not None else ():
-            self.log.write("note", self.start, {"message": note})
+        if self.log is not None:
+            work = (config.method, config.patch_size, config.batch_labeled + config.batch_unlabeled)
+            self.log.write("start", self.start, start_record(*work, self.device.type, self.dist.world_size))
+            for note in self.notes:
+                self.log.write("note", self.start, {"message": note})
 
     def draw(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """The data stage: the sampled patches and the targets the method derives from them on the CPU."""

@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.store.project import Project
-from napari_ssl_seg.training.budget import MEASURED_ITERATIONS_PER_SECOND
+from napari_ssl_seg.training.budget import MEASURED_ITERATIONS_PER_SECOND, MeasuredRate, project_rates
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.data import has_lateral_classes
 from napari_ssl_seg.training.fingerprint import DatasetFingerprint, fingerprint_project
@@ -269,13 +270,18 @@ def _ceiling_warnings(
     return warnings
 
 
-def _iterations(budget: ComputeBudget, patch: tuple[int, int, int], minutes: float | None, method: str) -> int:
+def _iterations(
+    budget: ComputeBudget, patch: tuple[int, int, int], minutes: float | None, method: str, here: MeasuredRate | None
+) -> int:
     if minutes is None:
         return budget.iterations
-    rate = MEASURED_ITERATIONS_PER_SECOND.get(method, MEASURED_ITERATIONS_PER_SECOND["supervised"])
-    # Measured at the quick patch on the CPU; an iteration's cost grows with the patch's voxels.
-    reference = budget.measured_patch_voxels or budget.patch_voxels
-    rate *= reference / math.prod(patch)
+    if here is not None:
+        rate = here.at_patch(math.prod(patch))
+    else:
+        rate = MEASURED_ITERATIONS_PER_SECOND.get(method, MEASURED_ITERATIONS_PER_SECOND["supervised"])
+        # Measured at the quick patch on the CPU; an iteration's cost grows with the patch's voxels.
+        reference = budget.measured_patch_voxels or budget.patch_voxels
+        rate *= reference / math.prod(patch)
     return max(100, int(round(minutes * 60 * rate, -2)))
 
 
@@ -286,12 +292,14 @@ def make_plan(
     minutes: float | None = None,
     method: str = "supervised",
     ceilings: Mapping[int, float] | None = None,
+    measured: MeasuredRate | None = None,
 ) -> TrainingPlan:
     """The plan for ``fingerprint`` under a named :data:`BUDGETS` entry; deterministic for a fingerprint.
 
-    ``minutes`` sets the iteration count from the measured rate of ``method`` (on the CPU budget
-    the 2-core development machine's); None keeps the budget's own count. ``ceilings`` (class:
-    Dice ceiling at this plan's target spacing, :func:`plan_project` measures them) adds warnings.
+    ``minutes`` sets the iteration count from the rate of ``method``: ``measured`` (a run of it on
+    this machine), else the 2-core development machine's; None keeps the budget's own count.
+    ``ceilings`` (class: Dice ceiling at this plan's target spacing, :func:`plan_project` measures
+    them) adds warnings.
     """
     chosen = BUDGETS[budget]
     reasons: list[str] = []
@@ -309,9 +317,10 @@ def make_plan(
     ceilings = dict(ceilings or {})
     warnings = _ceiling_warnings(fingerprint, target, sizes, ceilings)
     reasons.extend(warnings)
-    iterations = _iterations(chosen, patch, minutes, method)
+    iterations = _iterations(chosen, patch, minutes, method, measured)
     if minutes is not None:
-        reasons.append(f"{iterations} iterations fit {minutes:g} min of {method} at the measured rate")
+        where = "the development machine's rate" if measured is None else f"this machine's rate (run {measured.run})"
+        reasons.append(f"{iterations} iterations fit {minutes:g} min of {method} at {where}")
     return TrainingPlan(
         budget=chosen.name,
         target_spacing=(float(round(target[0], 4)), float(round(target[1], 4)), float(round(target[2], 4))),
@@ -341,8 +350,6 @@ PLAN_SETTING = "plan"
 
 def budget_for_device(device: str | None) -> str:
     """The budget of the device ``--device`` names: ``gpu`` for CUDA, else ``cpu``."""
-    from napari_ssl_seg.inference.device import select_device
-
     return "gpu" if select_device(device).type == "cuda" else "cpu"
 
 
@@ -359,11 +366,12 @@ def plan_project(
     with Project.open(project_root) as project:
         fingerprint = fingerprint_project(project)
         budget = budget_for_device(device)
-        plan = make_plan(fingerprint, budget=budget, minutes=minutes, method=method)
+        here = project_rates(project.root, select_device(device).type).get(method) if minutes is not None else None
+        plan = make_plan(fingerprint, budget=budget, minutes=minutes, method=method, measured=here)
         labeled = {case.name: case.latest_label_version for case in project.cases() if case.is_labeled}
         measured = {name: int(labeled[name]) for name in fingerprint.sampled_cases[:CEILING_CASES]}
         ceilings = project_ceilings(project, measured, plan.target_spacing, fingerprint.orientation)
-        plan = make_plan(fingerprint, budget=budget, minutes=minutes, method=method, ceilings=ceilings)
+        plan = make_plan(fingerprint, budget=budget, minutes=minutes, method=method, ceilings=ceilings, measured=here)
         record = {"plan": plan.to_dict(), "fingerprint": fingerprint.to_dict()}
         project.set_setting(PLAN_SETTING, json.dumps(record))
     return plan, fingerprint

@@ -33,10 +33,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.methods.registry import available_methods
 from napari_ssl_seg.runtime.child_process import ChildCommand
 from napari_ssl_seg.store.splits import assign_validation
-from napari_ssl_seg.training.budget import estimate_gui_run_seconds, format_duration
+from napari_ssl_seg.training.budget import estimate_gui_run_seconds, format_duration, project_rates
 from napari_ssl_seg.training.config import preset
 from napari_ssl_seg.training.job import RetrainJob
 from napari_ssl_seg.training.plan import PLAN_WARNING
@@ -162,6 +163,8 @@ class RetrainWidget(QWidget):
         method = self._chosen_method()
         project = self.session.project
         cases = project.cases() if project is not None else []
+        # This machine's rate, once the project has a run of the method on the device a retrain would use.
+        measured = project_rates(project.root, select_device("auto").type).get(method) if project else None
         seconds = (
             estimate_gui_run_seconds(
                 method,
@@ -169,16 +172,24 @@ class RetrainWidget(QWidget):
                 validate_every=preset("quick" if self.cold else "finetune").validate_every,
                 validation_cases=max(1, sum(c.split == "validation" and c.is_labeled for c in cases)),
                 ranked_cases=sum(c.split == "train" and not c.is_labeled for c in cases),
+                measured=measured,
             )
             if method
             else None
         )
-        self.estimate.setText(
-            f"about {format_duration(seconds)} on a 2-core CPU, validation and re-ranking included "
-            "(measured in this dock), less on a GPU"
-            if seconds is not None
-            else f"{method}: no measured time yet; the run shows its own estimate once it starts"
-        )
+        if seconds is None:
+            text = f"{method}: no measured time yet; the run shows its own estimate once it starts"
+        elif measured is not None:
+            text = (
+                f"about {format_duration(seconds)}, validation and re-ranking included: {method} ran at "
+                f"{measured.it_per_s:.1f} it/s on this machine (run {measured.run})"
+            )
+        else:
+            text = (
+                f"about {format_duration(seconds)} on a 2-core CPU, validation and re-ranking included "
+                "(measured in this dock), less on a GPU"
+            )
+        self.estimate.setText(text)
 
     def stop_job(self) -> None:
         if self.job is not None and self.job.state == "running":

@@ -1,0 +1,61 @@
+"""The Retrain dock's time estimate follows this machine once the project has run a method on it (real keys)."""
+
+from __future__ import annotations
+
+import pytest
+from gui_helpers import PLUGIN_MENU, SINGLE_DOCKS, Notifications, dock_of, menu_actions
+from helpers import make_tiny_project, tiny_config
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QApplication
+
+from napari_ssl_seg.training.budget import project_rates
+from napari_ssl_seg.training.loop import train
+
+pytestmark = pytest.mark.gui
+
+
+def _choose(qtbot, combo, method: str) -> None:
+    combo.setFocus()
+    qtbot.wait(QApplication.keyboardInputInterval() + 100)  # a fresh search, not the end of the last one
+    qtbot.keyClicks(combo, method)
+    assert combo.currentData() == method
+
+
+@pytest.mark.parametrize("opening", ["one by one", "all together"])
+def test_the_estimate_uses_the_rate_a_command_line_run_measured_here(
+    make_napari_viewer, qtbot, tmp_path, uncaught, opening
+):
+    root = make_tiny_project(tmp_path / "project")
+    # The lab's engineer trained a supervised teacher from the command line; it is not registered yet.
+    train(root, tiny_config(iterations=12, log_every=1), root / "runs" / "supervised-cli", device="cpu")
+    rate = project_rates(root, "cpu")["supervised"].it_per_s
+
+    viewer = make_napari_viewer(show=True)
+    notes = Notifications()
+    docks_menu = menu_actions(viewer.window.plugins_menu, PLUGIN_MENU)
+    if opening == "all together":
+        docks_menu["Annotation assistant (all docks)"].trigger()
+    else:
+        for title in SINGLE_DOCKS:
+            docks_menu[title].trigger()
+    project, _teacher, _regions, _label, retrain = (dock_of(viewer, cls) for cls in SINGLE_DOCKS.values())
+    qtbot.waitUntil(lambda: project.isVisible() and retrain.isVisible())
+    qtbot.keyClicks(project.path_edit, str(root))
+    qtbot.keyClick(project.path_edit, Qt.Key_Return)
+    qtbot.waitUntil(lambda: retrain.start_button.text() == "Train first teacher", timeout=30_000)
+
+    measured = retrain.estimate.text()
+    assert f"supervised ran at {rate:.1f} it/s on this machine (run supervised-cli)" in measured, measured
+    # More iterations, a longer estimate, still from this machine.
+    retrain.iterations.setFocus()
+    retrain.iterations.selectAll()
+    qtbot.keyClicks(retrain.iterations, "9000")
+    assert retrain.estimate.text() != measured and "on this machine" in retrain.estimate.text()
+
+    # A method this project never ran: the development machine's figure, said as such.
+    _choose(qtbot, retrain.method, "ucmt")
+    assert "on a 2-core CPU" in retrain.estimate.text() and "this machine" not in retrain.estimate.text()
+    # A method measured nowhere: no figure is invented.
+    _choose(qtbot, retrain.method, "curecl")
+    assert retrain.estimate.text().startswith("curecl: no measured time yet")
+    assert notes.new() == []
