@@ -24,8 +24,9 @@ Then every recipe trains ``--method`` from scratch on it, each run once, one aft
   of [-1000, 1000] HU or a whole-image z-score).
 
 The exported (best-validation) model of each run is evaluated on the test split: per-class Dice, mean Dice,
-HD95 and training minutes are printed as one table and written to ``--out/results.json``. Runs already
-in ``--out`` are reused.
+HD95 and training minutes are printed as one table and written to ``--out/results.json``. ``--fit`` also scores
+it on its own labeled training cases: a class low there too is not learnt at all (capacity, loss, schedule),
+not a failure to generalise. Runs already in ``--out`` are reused.
 """
 
 from __future__ import annotations
@@ -134,10 +135,31 @@ def recipe_config(project: Path, recipe: str, args: argparse.Namespace) -> Any:
     return apply_overrides(preset(recipe), overrides)
 
 
+def split_dice(project: Path, model: Path, split: str, device: str) -> tuple[float, dict[str, float]]:
+    """Mean and per-class Dice of ``model`` on the labeled cases of ``split``."""
+    with Project.open(project) as opened:
+        evaluation = evaluate_project(opened, model, split=split, device=device)
+    summary = evaluation.summary
+    per_class = {
+        evaluation.class_names.get(int(k), k): round(float(v["dice_mean"]), 3) for k, v in summary["classes"].items()
+    }
+    return round(float(summary["overall"]["dice_mean"]), 3), per_class
+
+
+def with_fit(result: dict[str, Any], project: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``result`` with the model's Dice on its own labeled training cases (``--fit``), measured once."""
+    if args.fit and "train_dice" not in result:
+        result["train_dice"], result["train_per_class_dice"] = split_dice(
+            project, out / "model.safetensors", "train", args.device
+        )
+        (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def run_one(project: Path, recipe: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     result_path = out / "result.json"
     if result_path.is_file():
-        return json.loads(result_path.read_text())
+        return with_fit(json.loads(result_path.read_text()), project, out, args)
     config = recipe_config(project, recipe, args)
     start = time.perf_counter()
     train(project, config, out, device=args.device)
@@ -162,7 +184,7 @@ def run_one(project: Path, recipe: str, args: argparse.Namespace, out: Path) -> 
         "best_validation_dice": card["metrics"]["validation_dice"],
     }
     result_path.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return with_fit(result, project, out, args)
 
 
 def main() -> None:
@@ -178,6 +200,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("build/planning"))
     parser.add_argument("--mni", type=Path, help="nilearn's datasets/data folder, for the mni1mm cohort")
     parser.add_argument("--tag", default="", help="appended to each run's name, to keep runs with other --set apart")
+    parser.add_argument(
+        "--fit", action="store_true", help="also score each model on its own labeled training cases (under- or overfit)"
+    )
     args = parser.parse_args()
     keep_freed_memory()
     results: dict[str, dict[str, Any]] = {}
@@ -195,6 +220,9 @@ def main() -> None:
         hd = "n/a" if r["test_hd95_mm"] is None else f"{r['test_hd95_mm']:.1f}"
         classes = ", ".join(f"{k} {v:.2f}" for k, v in r["per_class_dice"].items())
         print(f"{key:<20} {spacing:<18} {patch:<12} {r['minutes']:>5} {r['test_dice']:>6.3f} {hd:>6}  {classes}")
+        if "train_dice" in r:
+            fit = ", ".join(f"{k} {v:.2f}" for k, v in r["train_per_class_dice"].items())
+            print(f"{'  on its training cases':<44} {r['train_dice']:>6.3f} {'':>6}  {fit}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python benchmarks/ssl_plateau.py [--labeled 5] [--methods supervised,ucmt] [--seeds 0,1,2]
      [--iterations 1500] [--validate-every 250] [--gap build/label_gap] [--json benchmarks/results/ssl_plateau.json]
+     [--equal-time ucmt]
 
 Starts from the supervised teachers ``benchmarks/label_gap.py`` trained to its plateau rule on its cohort of 40
 cases with ``--labeled`` labeled training cases (``build/label_gap/labeled{N}_seed{S}/model.safetensors``; run
@@ -9,6 +10,9 @@ that first). From each seed's teacher, every method in ``--methods`` fine-tunes 
 cases and the unlabeled pool) for ``--iterations`` with that seed and the ``finetune`` schedule (lr 0.001,
 poly), validating every ``--validate-every``. ``supervised`` is the control: the same extra iterations from the
 same start without the unlabeled cases, so that a gain of a semi-supervised method is not just more training.
+``--equal-time METHOD`` adds the user's comparison: the control again, for as many iterations as it runs in
+METHOD's training time (METHOD's iterations x the ratio of the two runs' median logged rates), validating as
+often in time.
 
 Printed per method: test Dice and HD95 (mean ± sd over seeds), the paired difference to the control and to the
 starting teacher per seed, and whether the run met the plateau rule (its last ``--plateau-window`` validations
@@ -32,16 +36,28 @@ from napari_ssl_seg.training.loop import train
 from napari_ssl_seg.training.runlog import read_log
 
 
-def run_one(project: Path, init: Path, method: str, seed: int, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def run_one(
+    project: Path,
+    init: Path,
+    method: str,
+    seed: int,
+    args: argparse.Namespace,
+    out: Path,
+    *,
+    iterations: int | None = None,
+    validate_every: int | None = None,
+) -> dict[str, Any]:
     result_path = out / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
+    iterations = iterations or args.iterations
+    validate_every = validate_every or args.validate_every
     overrides = [
         f"method={method}",
         f"seed={seed}",
-        f"iterations={args.iterations}",
-        f"validate_every={args.validate_every}",
-        f"checkpoint_every={args.validate_every}",
+        f"iterations={iterations}",
+        f"validate_every={validate_every}",
+        f"checkpoint_every={validate_every}",
         *args.set,
     ]
     config = apply_overrides(preset("finetune"), overrides)
@@ -51,6 +67,8 @@ def run_one(project: Path, init: Path, method: str, seed: int, args: argparse.Na
     seconds = max((float(r.get("train_seconds", 0.0)) for r in records if r.get("kind") == "validation"), default=0)
     result = {
         **test_scores(project, out / "model.safetensors", args.device),
+        "iterations": iterations,
+        "median_it_per_s": median_rate(out),
         "validation": curve,
         "converged": plateaued(curve, args.plateau_window, args.plateau_delta),
         "train_minutes": round(seconds / 60, 2),
@@ -62,6 +80,26 @@ def run_one(project: Path, init: Path, method: str, seed: int, args: argparse.Na
 def _mean_sd(values: list[float]) -> str:
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.fmean(values):.3f} ± {spread:.3f}"
+
+
+def median_rate(run: Path) -> float:
+    """Median logged iterations per second of a finished run (its log, so results from before this field work)."""
+    rates = [
+        float(r["it_per_s"]) for r in read_log(run / "log.jsonl") if r.get("kind") == "train" and r.get("it_per_s")
+    ]
+    return statistics.median(rates)
+
+
+def equal_time_iterations(args: argparse.Namespace, method: str, seed: int) -> tuple[int, float]:
+    """(iterations the control runs in ``method``'s training time, the rate ratio used) for one seed.
+
+    From the two runs' own median rates, not their wall-clock: both ran on the same machine under the same
+    load, and the ratio of their rates is what a user's budget converts at.
+    """
+    method_run = args.out / f"labeled{args.labeled}_{method}_seed{seed}"
+    control_run = args.out / f"labeled{args.labeled}_supervised_seed{seed}"
+    ratio = median_rate(control_run) / median_rate(method_run)
+    return int(round(args.iterations * ratio, -2)), ratio
 
 
 def main() -> None:
@@ -78,6 +116,11 @@ def main() -> None:
     parser.add_argument("--gap", type=Path, default=Path("build/label_gap"))
     parser.add_argument("--out", type=Path, default=Path("build/ssl_plateau"))
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/ssl_plateau.json"))
+    parser.add_argument(
+        "--equal-time",
+        metavar="METHOD",
+        help="also run the supervised control for as long as METHOD trained (its iterations x the rate ratio)",
+    )
     args = parser.parse_args()
     keep_freed_memory()
     project = args.gap / f"cohort_{args.labeled}"
@@ -102,6 +145,16 @@ def main() -> None:
             )
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps({"starts": starts, "runs": runs}, indent=1))
+        if args.equal_time:
+            timed = f"supervised, {args.equal_time}'s time"
+            iterations, ratio = equal_time_iterations(args, args.equal_time, seed)
+            out = args.out / f"labeled{args.labeled}_supervised_time-{args.equal_time}_seed{seed}"
+            every = int(round(args.validate_every * ratio, -1))
+            result = run_one(project, init, "supervised", seed, args, out, iterations=iterations, validate_every=every)
+            runs.setdefault(timed, {})[seed] = {**result, "rate_ratio": round(ratio, 2)}
+            print(f"seed {seed} {timed}: {iterations} iterations (rates {ratio:.2f}x), test Dice {result['dice']:.3f}")
+            args.json.write_text(json.dumps({"starts": starts, "runs": runs}, indent=1))
+    methods = list(runs)
     control = "supervised" if "supervised" in methods else None
     print(
         f"\nfrom the supervised teachers at {args.labeled} labeled cases, +{args.iterations} iterations, seeds {seeds}"
