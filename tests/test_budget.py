@@ -75,6 +75,7 @@ def test_project_rates_read_the_newest_long_enough_run_per_method_and_device(tmp
     assert first.run == "first" and first.patch_voxels == 8 * 16 * 16 and not first.niced
     assert first.it_per_s == pytest.approx(statistics.median(_logged_rates(runs / "first")))
     assert project_rates(tiny_project, "cuda") == {}  # measured on another kind of device
+    assert project_rates(tiny_project, "cpu", world_size=2) == {}  # a torchrun of two ranks is another machine
     # A run stopped after a few log records is too short to trust; the older, longer one stays.
     train(tiny_project, tiny_config(iterations=4, log_every=1), runs / "short", device="cpu")
     assert project_rates(tiny_project, "cpu")["supervised"].run == "first"

@@ -172,8 +172,8 @@ def _run_rate(log: Path) -> tuple[dict[str, Any] | None, float, int]:
     return start, median, len(speeds)
 
 
-def project_rates(project_root: Path | str, device_type: str) -> dict[str, MeasuredRate]:
-    """Per method, the rate of the project's newest run of it on a ``device_type`` device (``runs/*``)."""
+def project_rates(project_root: Path | str, device_type: str, world_size: int = 1) -> dict[str, MeasuredRate]:
+    """Per method, the rate of the project's newest run of it on ``world_size`` ``device_type`` devices (``runs/*``)."""
     logs = [path for path in Path(project_root, "runs").glob("*/log.jsonl") if path.is_file()]
     logs.sort(key=lambda path: path.stat().st_mtime_ns, reverse=True)
     rates: dict[str, MeasuredRate] = {}
@@ -182,7 +182,9 @@ def project_rates(project_root: Path | str, device_type: str) -> dict[str, Measu
             start, median, count = _run_rate(log)
         except OSError:  # a run folder removed while we looked
             continue
-        if start is None or start.get("device") != device_type or count < MIN_RATE_RECORDS:
+        if start is None or count < MIN_RATE_RECORDS:
+            continue
+        if start.get("device") != device_type or int(start.get("world_size", 1)) != world_size:
             continue
         method = str(start.get("method"))
         if method in rates:
