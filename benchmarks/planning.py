@@ -102,14 +102,17 @@ def _resampled(path: Path, spacing_mm: float, out: Path, *, label: bool) -> Path
 
 
 def cohort(name: str, args: argparse.Namespace) -> Path:
-    root = args.out / name / "project"
+    interpolation = {} if args.image_interpolation == "linear" else {"image_interpolation": args.image_interpolation}
+    root = args.out / name / ("project" if not interpolation else f"project_{args.image_interpolation}")
     if (root / "project.sqlite").is_file():
         return root
     if name == "mni1mm":
         if args.mni is None:
             raise SystemExit("the mni1mm cohort needs --mni DIR (see the module docstring)")
         base, base_label = mni_base(args.mni, args.out / name)
-        project = build_cohort_project(root, base, base_label, cases=args.cases, seed=args.seed, labeled=args.labeled)
+        project = build_cohort_project(
+            root, base, base_label, cases=args.cases, seed=args.seed, labeled=args.labeled, **interpolation
+        )
         project.set_setting("label_names", json.dumps({str(k): v for k, v in MNI_CLASSES.items()}))
         project.close()
         return root
@@ -119,7 +122,9 @@ def cohort(name: str, args: argparse.Namespace) -> Path:
         (args.out / name).mkdir(parents=True, exist_ok=True)
         base = _resampled(base, spacing, args.out / name / "base_image.nii.gz", label=False)
         base_label = _resampled(base_label, spacing, args.out / name / "base_label.nii.gz", label=True)
-    project = build_cohort_project(root, base, base_label, cases=args.cases, seed=args.seed, labeled=args.labeled)
+    project = build_cohort_project(
+        root, base, base_label, cases=args.cases, seed=args.seed, labeled=args.labeled, **interpolation
+    )
     names = read_volume(SAMPLE / label).label_names
     if names:
         project.set_setting("label_names", json.dumps({str(k): v for k, v in sorted(names.items())}))
@@ -200,6 +205,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("build/planning"))
     parser.add_argument("--mni", type=Path, help="nilearn's datasets/data folder, for the mni1mm cohort")
     parser.add_argument("--tag", default="", help="appended to each run's name, to keep runs with other --set apart")
+    parser.add_argument(
+        "--image-interpolation",
+        choices=("linear", "cubic"),
+        default="linear",
+        help="the cohort generator's (a cubic cohort is a separate project; tag its runs apart with --tag)",
+    )
     parser.add_argument(
         "--fit", action="store_true", help="also score each model on its own labeled training cases (under- or overfit)"
     )

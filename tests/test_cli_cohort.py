@@ -37,4 +37,16 @@ def test_make_cohort_refuses_bad_arguments(tmp_path: Path, capsys: pytest.Captur
     assert main(["make-cohort", str(tmp_path / "b"), "--cases", "5", "--labeled", "9"]) == 2
     assert capsys.readouterr().err.startswith("error: --labeled")
     assert main(["make-cohort", str(tmp_path / "c"), "--base", "x.nrrd", "--cases", "2"]) == 2
-    assert not any((tmp_path / name).exists() for name in "abc")
+    with pytest.raises(SystemExit) as refused:  # argparse's own refusal of an unknown choice: status 2
+        main(["make-cohort", str(tmp_path / "d"), "--cases", "2", "--image-interpolation", "quadratic"])
+    assert refused.value.code == 2 and "--image-interpolation" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+def test_make_cohort_records_a_cubic_image_interpolation(tmp_path: Path) -> None:
+    out = tmp_path / "cubic"
+    assert main(["make-cohort", str(out), "--cases", "3", "--seed", "4", "--image-interpolation", "cubic"]) == 0
+    with Project.open(out) as project:
+        recipe = json.loads(project.setting("cohort"))
+        assert recipe["image_interpolation"] == "cubic" and recipe["cases"] == 3
+        assert len(project.cases()) == 3 and project.integrity_check() == "ok"

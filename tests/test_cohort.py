@@ -261,3 +261,36 @@ def test_unusable_inputs_are_input_errors(base):
     with pytest.raises(InputError, match="cases"):
         generate_cohort(base_image, base_label, cases=-2, seed=0)  # raised at the call, not at first next()
     assert list(generate_cohort(base_image, base_label, cases=0, seed=0)) == []
+
+
+def _rib_contrast(case: CohortCase) -> float:
+    """Median HU inside the ribs (label 1) minus the median of the one-voxel shell around them."""
+    from scipy import ndimage
+
+    ribs = case.label.array == 1
+    shell = ndimage.binary_dilation(ribs) & ~ribs
+    image = case.image.array.astype(np.float32)
+    return float(np.median(image[ribs]) - np.median(image[shell]))
+
+
+def test_cubic_image_interpolation_keeps_thin_structures_and_changes_nothing_else(base):
+    linear = generate_case(*base, seed=11, index=2)
+    cubic = generate_case(*base, seed=11, index=2, image_interpolation="cubic")
+    # The same draw: the same anatomy, grid and label; only how the image was sampled differs.
+    np.testing.assert_array_equal(cubic.label.array, linear.label.array)
+    assert (cubic.image.spacing, cubic.image.origin, cubic.image.direction) == (
+        linear.image.spacing,
+        linear.image.origin,
+        linear.image.direction,
+    )
+    assert cubic.image.array.dtype == np.int16 and not np.array_equal(cubic.image.array, linear.image.array)
+    low, high = CT_WINDOW_HU
+    assert low <= cubic.image.array.min() and cubic.image.array.max() <= high
+    # The ribs, a voxel or two across, stay brighter than what surrounds them.
+    assert _rib_contrast(cubic) > _rib_contrast(linear) + 10
+    # Large structures keep their intensities: the lungs' median moves by a few HU at most.
+    lungs = np.isin(linear.label.array, LUNGS)
+    assert abs(float(np.median(cubic.image.array[lungs])) - float(np.median(linear.image.array[lungs]))) < 30
+    assert_same_case(cubic, generate_case(*base, seed=11, index=2, image_interpolation="cubic"))
+    with pytest.raises(InputError, match="interpolation"):
+        generate_case(*base, seed=11, index=2, image_interpolation="quadratic")

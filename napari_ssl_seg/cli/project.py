@@ -35,6 +35,7 @@ def command_make_cohort(args: argparse.Namespace) -> int:
         seed=args.seed,
         labeled=args.labeled,
         progress=progress_bar("generating"),
+        image_interpolation=args.image_interpolation,
     )
     with project:
         return _print_status(project, as_json=args.json)

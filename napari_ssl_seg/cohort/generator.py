@@ -12,8 +12,8 @@ NIfTI and overlaid in napari or 3D Slicer like real scans.
 The steps of one case, in the order reality applies them:
 
 1. anatomy: MONAI ``Rand3DElasticd`` (rotation, scaling and a smooth elastic
-   displacement) on the base grid, one random grid shared by image (bilinear)
-   and label (nearest);
+   displacement) on the base grid, one random grid shared by image (linear, or
+   a cubic B-spline with ``image_interpolation="cubic"``) and label (nearest);
 2. field of view: ``SpatialCropd`` of 70-100 % of every axis, placed so that no
    labeled structure is cut away completely;
 3. resolution: ``Resized`` to a random voxel spacing (anti-aliased image,
@@ -30,6 +30,7 @@ order.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,6 +98,11 @@ class _Ranges:
     # Upper bound of the noise standard deviation, as a fraction of the window
     # (0.006 * 4095 HU = 25 HU for CT: a typical low-dose to standard range).
     noise_std: float = 0.006
+    # How the deformation samples the image: "linear" averages each sample with its neighbours, which a
+    # patient's different anatomy does not do. On the chest CT it takes a third of the ribs' contrast over
+    # soft tissue (189 -> 128 HU, median); "cubic" (a B-spline, SciPy's map_coordinates through MONAI)
+    # keeps 162 HU. benchmarks/cohort_contrast.py measures it.
+    image_interpolation: str = "linear"
 
 
 # Rand3DElastic adds gaussian(uniform(-1, 1) noise) * magnitude to the sampling
@@ -122,7 +128,21 @@ class _Base:
     is_ct: bool
 
 
-def generate_case(base_image: Volume, base_label: Volume, *, seed: int, index: int) -> CohortCase:
+#: How the anatomy step may sample the image (see ``_Ranges.image_interpolation``).
+IMAGE_INTERPOLATIONS = ("linear", "cubic")
+
+
+def _ranges_for(image_interpolation: str) -> _Ranges:
+    if image_interpolation not in IMAGE_INTERPOLATIONS:
+        raise InputError(
+            f"unknown image interpolation {image_interpolation!r} (known: {', '.join(IMAGE_INTERPOLATIONS)})"
+        )
+    return dataclasses.replace(DEFAULT_RANGES, image_interpolation=image_interpolation)
+
+
+def generate_case(
+    base_image: Volume, base_label: Volume, *, seed: int, index: int, image_interpolation: str = "linear"
+) -> CohortCase:
     """Case ``index`` of the cohort ``seed``: deterministic in ``(seed, index)`` alone.
 
     The image keeps CT in Hounsfield units (int16, clipped to
@@ -131,10 +151,13 @@ def generate_case(base_image: Volume, base_label: Volume, *, seed: int, index: i
     ``label_names``. Raises :class:`InputError` when the base cannot be used.
     """
     _check_seed_index(seed, index)
-    return _generate_case(_prepare_base(base_image, base_label), seed=seed, index=index)
+    ranges = _ranges_for(image_interpolation)
+    return _generate_case(_prepare_base(base_image, base_label), seed=seed, index=index, ranges=ranges)
 
 
-def generate_cohort(base_image: Volume, base_label: Volume, *, cases: int, seed: int) -> Iterator[CohortCase]:
+def generate_cohort(
+    base_image: Volume, base_label: Volume, *, cases: int, seed: int, image_interpolation: str = "linear"
+) -> Iterator[CohortCase]:
     """Cases ``0 .. cases-1`` of the cohort ``seed``, generated lazily one at a time.
 
     Case ``i`` equals ``generate_case(..., seed=seed, index=i)``, so a cohort
@@ -144,8 +167,9 @@ def generate_cohort(base_image: Volume, base_label: Volume, *, cases: int, seed:
     if isinstance(cases, bool) or not isinstance(cases, int | np.integer) or cases < 0:
         raise InputError(f"number of cases must be a non-negative integer, got {cases!r}")
     _check_seed_index(seed, 0)
+    ranges = _ranges_for(image_interpolation)
     base = _prepare_base(base_image, base_label)
-    return (_generate_case(base, seed=seed, index=index) for index in range(cases))
+    return (_generate_case(base, seed=seed, index=index, ranges=ranges) for index in range(cases))
 
 
 def _check_seed_index(seed: int, index: int) -> None:
@@ -275,11 +299,12 @@ def _synthesise(
         prob=1.0,
         rotate_range=rotate,
         scale_range=(ranges.scale,) * 3,
-        mode=("bilinear", "nearest"),
+        mode=("bilinear" if ranges.image_interpolation == "linear" else 3, "nearest"),
         # Replicating the edge (air around the body, the end slices in z)
         # looks like a scan; zeros would be water in HU and reflection would
-        # mirror anatomy. Image and label pad the same way, so they agree.
-        padding_mode="border",
+        # mirror anatomy. Image and label pad the same way, so they agree
+        # (SciPy, which a spline order goes to, names it "nearest").
+        padding_mode=("border" if ranges.image_interpolation == "linear" else "nearest", "border"),
     )
     deform.set_random_state(state=rng)
     data = deform(data)
