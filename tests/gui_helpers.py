@@ -52,6 +52,23 @@ def dock_of(viewer: Any, cls: type) -> Any:
     return found[0]
 
 
+def open_docks(viewer: Any, qtbot: Any, opening: str) -> tuple[Any, ...]:
+    """Open the plugin's docks from its Plugins menu, ``"all together"`` or ``"one by one"``, as a person does.
+
+    Returns the Project, Teacher, Regions, Label and Retrain docks once they show.
+    """
+    docks_menu = menu_actions(viewer.window.plugins_menu, PLUGIN_MENU)
+    if opening == "all together":
+        docks_menu["Annotation assistant (all docks)"].trigger()
+    else:
+        for title, cls in SINGLE_DOCKS.items():
+            docks_menu[title].trigger()
+            dock_of(viewer, cls)  # each one opens at its own click
+    docks = tuple(dock_of(viewer, cls) for cls in SINGLE_DOCKS.values())
+    qtbot.waitUntil(lambda: docks[0].isVisible() and docks[-1].isVisible())
+    return docks
+
+
 #: Every button :func:`click` pressed, so a test can check that none of a dock's buttons was left out.
 CLICKED: set[int] = set()
 #: Buttons (dock attribute names) that test_gui_cold_start presses in a project with no teacher.

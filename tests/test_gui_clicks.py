@@ -16,12 +16,11 @@ from conftest import SAMPLE_DIR
 from gui_helpers import (
     COLD_START_BUTTONS,
     PLUGIN_MENU,
-    SINGLE_DOCKS,
     Notifications,
     click,
     click_row,
-    dock_of,
     menu_actions,
+    open_docks,
     press,
     row_of,
     unclicked_buttons,
@@ -39,15 +38,7 @@ def test_the_docks_share_the_viewer_session_and_every_click_works(
 ):
     viewer = make_napari_viewer(show=True)
     notes = Notifications()
-    docks_menu = menu_actions(viewer.window.plugins_menu, PLUGIN_MENU)
-    if opening == "all together":
-        docks_menu["Annotation assistant (all docks)"].trigger()
-    else:
-        for title, cls in SINGLE_DOCKS.items():
-            docks_menu[title].trigger()
-            dock_of(viewer, cls)
-    project, teacher, regions, label, retrain = (dock_of(viewer, cls) for cls in SINGLE_DOCKS.values())
-    qtbot.waitUntil(lambda: project.isVisible() and retrain.isVisible())
+    project, teacher, regions, label, retrain = open_docks(viewer, qtbot, opening)
 
     # Before a project is open, a click says so in one line.
     click(qtbot, teacher.predict_button)

@@ -15,13 +15,10 @@ from conftest import SAMPLE_DIR
 from gui_helpers import (
     CLICKED,
     COLD_START_BUTTONS,
-    PLUGIN_MENU,
-    SINGLE_DOCKS,
     Notifications,
     click,
     click_row,
-    dock_of,
-    menu_actions,
+    open_docks,
     row_of,
 )
 
@@ -48,15 +45,8 @@ def test_from_a_folder_of_scans_to_a_first_teacher_without_the_command_line(
 ):
     viewer = make_napari_viewer(show=True)
     notes = Notifications()
-    docks_menu = menu_actions(viewer.window.plugins_menu, PLUGIN_MENU)
-    if opening == "all together":
-        docks_menu["Annotation assistant (all docks)"].trigger()
-    else:
-        for title in SINGLE_DOCKS:
-            docks_menu[title].trigger()
-    project, teacher, _regions, label, retrain = (dock_of(viewer, cls) for cls in SINGLE_DOCKS.values())
+    project, teacher, _regions, label, retrain = open_docks(viewer, qtbot, opening)
     session = project.session
-    qtbot.waitUntil(lambda: project.isVisible() and retrain.isVisible())
 
     # Import a folder of images with no labels beside them.
     incoming = tmp_path / "scans"

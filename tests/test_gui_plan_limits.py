@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gui_helpers import PLUGIN_MENU, SINGLE_DOCKS, Notifications, click, dock_of, menu_actions
+from gui_helpers import Notifications, click, open_docks
 from qtpy.QtCore import Qt
 
 from napari_ssl_seg.io import Volume
@@ -39,14 +39,7 @@ def test_the_first_teacher_run_says_which_class_its_spacing_cannot_resolve(
     root = _project_with_a_thin_class(tmp_path / "project")
     viewer = make_napari_viewer(show=True)
     notes = Notifications()
-    docks_menu = menu_actions(viewer.window.plugins_menu, PLUGIN_MENU)
-    if opening == "all together":
-        docks_menu["Annotation assistant (all docks)"].trigger()
-    else:
-        for title in SINGLE_DOCKS:
-            docks_menu[title].trigger()
-    project, _teacher, _regions, _label, retrain = (dock_of(viewer, cls) for cls in SINGLE_DOCKS.values())
-    qtbot.waitUntil(lambda: project.isVisible() and retrain.isVisible())
+    project, _teacher, _regions, _label, retrain = open_docks(viewer, qtbot, opening)
     qtbot.keyClicks(project.path_edit, str(root))
     qtbot.keyClick(project.path_edit, Qt.Key_Return)
     qtbot.waitUntil(lambda: retrain.start_button.text() == "Train first teacher", timeout=30_000)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from gui_helpers import PLUGIN_MENU, SINGLE_DOCKS, Notifications, dock_of, menu_actions
+from gui_helpers import Notifications, open_docks
 from helpers import make_tiny_project, tiny_config
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication
@@ -32,14 +32,7 @@ def test_the_estimate_uses_the_rate_a_command_line_run_measured_here(
 
     viewer = make_napari_viewer(show=True)
     notes = Notifications()
-    docks_menu = menu_actions(viewer.window.plugins_menu, PLUGIN_MENU)
-    if opening == "all together":
-        docks_menu["Annotation assistant (all docks)"].trigger()
-    else:
-        for title in SINGLE_DOCKS:
-            docks_menu[title].trigger()
-    project, _teacher, _regions, _label, retrain = (dock_of(viewer, cls) for cls in SINGLE_DOCKS.values())
-    qtbot.waitUntil(lambda: project.isVisible() and retrain.isVisible())
+    project, _teacher, _regions, _label, retrain = open_docks(viewer, qtbot, opening)
     qtbot.keyClicks(project.path_edit, str(root))
     qtbot.keyClick(project.path_edit, Qt.Key_Return)
     qtbot.waitUntil(lambda: retrain.start_button.text() == "Train first teacher", timeout=30_000)
