@@ -1,6 +1,7 @@
 """Where a training iteration's time goes, per method, against the compute its networks need.
 
     .venv/bin/python benchmarks/training_speed.py [--config quick] [--methods all] [--iterations 6]
+        [--widths 8,16]
 
 For every method, on the same generated CT cohort (4 labeled, 8 unlabeled cases) and the same
 config, one process times ``--iterations`` iterations (after ``--warmup``) of the training loop's
@@ -91,7 +92,14 @@ def _decoder_seconds(network: torch.nn.Module, images: torch.Tensor, execution: 
 
 
 def measure(
-    project: Path, method: str, config_name: str, iterations: int, warmup: int, work: Path, amp: bool = True
+    project: Path,
+    method: str,
+    config_name: str,
+    iterations: int,
+    warmup: int,
+    work: Path,
+    amp: bool = True,
+    overrides: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     from napari_ssl_seg.inference.device import select_device
     from napari_ssl_seg.methods.base import StepContext, gaussian_rampup
@@ -103,7 +111,7 @@ def measure(
     from napari_ssl_seg.training.sharpness_aware import sam_ascent
 
     total = warmup + iterations
-    config = apply_overrides(preset(config_name), [f"method={method}", f"iterations={total}", f"amp={amp}"])
+    config = apply_overrides(preset(config_name), [f"method={method}", f"iterations={total}", f"amp={amp}", *overrides])
     device = select_device("auto")
     (work / method).mkdir(parents=True, exist_ok=True)
     with Project.open(project) as opened:
@@ -204,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=("on", "off", "both"),
         help="mixed precision (runtime/precision.py); both: side by side",
     )
+    parser.add_argument(
+        "--widths", help="comma-separated network widths timed side by side (default: the config's own)"
+    )
     args = parser.parse_args(argv)
 
     from napari_ssl_seg.cohort.cohort_project import build_cohort_project
@@ -221,12 +232,16 @@ def main(argv: list[str] | None = None) -> int:
     header = f"{'method':<11} {'execution':<26} {'data':>7} {'forward':>8} {'backward':>9} {'update':>7}"
     print(f"{header} {'iter s':>7} {'it/s':>6} {'bound s':>8} {'iter/bound':>10}", flush=True)
     modes = {"on": (True,), "off": (False,), "both": (False, True)}[args.amp]
+    widths = [None] if not args.widths else [int(w) for w in args.widths.split(",")]
     for method in methods:
         for amp in modes:
-            row = measure(
-                project, method, args.config, args.iterations, args.warmup, work / f"runs_{args.config}_{amp}", amp
-            )
-            _print_row(row)
+            for width in widths:
+                changes = () if width is None else (f"base_width={width}",)
+                runs = work / f"runs_{args.config}_{amp}" / ("" if width is None else f"width{width}")
+                row = measure(project, method, args.config, args.iterations, args.warmup, runs, amp, changes)
+                if width is not None:
+                    row["method"] = f"{method} w{width}"
+                _print_row(row)
     return 0
 
 
