@@ -11,6 +11,7 @@ from helpers import make_tiny_project, tiny_config
 
 from napari_ssl_seg.training.budget import (
     MEASURED_ITERATIONS_PER_SECOND,
+    WIDTH_COST,
     MeasuredRate,
     estimate_gui_run_seconds,
     estimate_seconds,
@@ -26,6 +27,17 @@ def test_estimates_scale_with_iterations_and_say_when_a_method_was_never_measure
     assert estimate_seconds("supervised", 4000) == pytest.approx(4000 / rate)
     assert estimate_seconds("ucmt", 300) > estimate_seconds("supervised", 300)  # ten times the work per iteration
     assert estimate_seconds("curecl", 100) is None
+
+
+def test_a_wider_network_costs_its_measured_factor_and_an_unmeasured_width_has_no_estimate() -> None:
+    assert estimate_seconds("ucmt", 1000, base_width=16) == pytest.approx(
+        estimate_seconds("ucmt", 1000) * WIDTH_COST[16]
+    )
+    assert estimate_seconds("ucmt", 1000, base_width=12) is None
+    base = {"validate_every": 250, "validation_cases": 1, "ranked_cases": 0}
+    assert estimate_gui_run_seconds("supervised", 4000, **base, base_width=16) > estimate_gui_run_seconds(
+        "supervised", 4000, **base
+    )
 
 
 def test_durations_read_as_a_person_says_them() -> None:
@@ -76,6 +88,8 @@ def test_project_rates_read_the_newest_long_enough_run_per_method_and_device(tmp
     assert first.it_per_s == pytest.approx(statistics.median(_logged_rates(runs / "first")))
     assert project_rates(tiny_project, "cuda") == {}  # measured on another kind of device
     assert project_rates(tiny_project, "cpu", world_size=2) == {}  # a torchrun of two ranks is another machine
+    assert project_rates(tiny_project, "cpu", base_width=4)["supervised"].run == "first"  # tiny_config's width
+    assert project_rates(tiny_project, "cpu", base_width=16) == {}  # a wider network is another rate
     # A run stopped after a few log records is too short to trust; the older, longer one stays.
     train(tiny_project, tiny_config(iterations=4, log_every=1), runs / "short", device="cpu")
     assert project_rates(tiny_project, "cpu")["supervised"].run == "first"

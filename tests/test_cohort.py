@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from napari_ssl_seg.cohort.field_of_view import draw_crop
 from napari_ssl_seg.cohort.generator import (
     CT_WINDOW_HU,
     DEFAULT_RANGES,
     CohortCase,
-    _draw_crop,
     _generate_case,
     _prepare_base,
     generate_case,
@@ -204,14 +204,14 @@ def test_crop_keeps_every_class_in_view():
     labels[-1, -1, -1] = 2
     labels[8:12, 10:20, 15:25] = 3
     for seed in range(30):
-        start, size = _draw_crop(np.random.RandomState(seed), labels, frozenset({1, 2, 3}), (0.7, 1.0))
+        start, size = draw_crop(np.random.RandomState(seed), labels, frozenset({1, 2, 3}), (0.7, 1.0))
         crop = labels[tuple(slice(a, a + n) for a, n in zip(start, size, strict=True))]
         assert set(np.unique(crop).tolist()) == {0, 1, 2, 3}
     middle_only = labels.copy()
     middle_only[middle_only != 3] = 0
     sizes = set()
     for seed in range(30):
-        start, size = _draw_crop(np.random.RandomState(seed), middle_only, frozenset({3}), (0.7, 1.0))
+        start, size = draw_crop(np.random.RandomState(seed), middle_only, frozenset({3}), (0.7, 1.0))
         assert np.all(size >= np.ceil(0.7 * np.array(labels.shape))) and np.all(start + size <= labels.shape)
         assert 3 in middle_only[tuple(slice(a, a + n) for a, n in zip(start, size, strict=True))]
         sizes.add(tuple(size.tolist()))

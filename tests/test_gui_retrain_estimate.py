@@ -10,6 +10,7 @@ from qtpy.QtWidgets import QApplication
 
 from napari_ssl_seg.training.budget import project_rates
 from napari_ssl_seg.training.loop import train
+from napari_ssl_seg.training.plan import BUDGETS
 
 pytestmark = pytest.mark.gui
 
@@ -27,8 +28,11 @@ def test_the_estimate_uses_the_rate_a_command_line_run_measured_here(
 ):
     root = make_tiny_project(tmp_path / "project")
     # The lab's engineer trained a supervised teacher from the command line; it is not registered yet.
-    train(root, tiny_config(iterations=12, log_every=1), root / "runs" / "supervised-cli", device="cpu")
-    rate = project_rates(root, "cpu")["supervised"].it_per_s
+    width = BUDGETS["cpu"].base_width  # the first teacher's network, as the plan makes it
+    for run, run_width in (("supervised-cli", width), ("narrow", width // 2)):
+        # The narrower network's run measures another rate: the dock does not take it for the first teacher's.
+        train(root, tiny_config(iterations=12, log_every=1, base_width=run_width), root / "runs" / run, device="cpu")
+    rate = project_rates(root, "cpu", base_width=width)["supervised"].it_per_s
 
     viewer = make_napari_viewer(show=True)
     notes = Notifications()

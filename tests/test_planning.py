@@ -291,11 +291,15 @@ def test_a_time_budget_uses_the_rate_this_project_measured_on_this_machine(tmp_p
     root = make_tiny_project(tmp_path / "p")
     before, _ = plan_project(root, device="cpu", minutes=30)
     assert any("the development machine's rate" in reason for reason in before.reasons)
-    train(root, tiny_config(iterations=12, log_every=1), root / "runs" / "here", device="cpu")
-    measured = project_rates(root, "cpu")["supervised"]
+    width = BUDGETS["cpu"].base_width  # a run of the network the plan trains
+    train(root, tiny_config(iterations=12, log_every=1, base_width=width), root / "runs" / "here", device="cpu")
+    measured = project_rates(root, "cpu", base_width=width)["supervised"]
     after, _ = plan_project(root, device="cpu", minutes=30)
     assert any("this machine's rate (run here)" in reason for reason in after.reasons)
     expected = 30 * 60 * measured.it_per_s * measured.patch_voxels / math.prod(after.patch_size)
+    # A run of another width is not this plan's rate.
+    train(root, tiny_config(iterations=12, log_every=1, base_width=width // 2), root / "runs" / "narrow", device="cpu")
+    assert plan_project(root, device="cpu", minutes=30)[0].iterations == after.iterations
     assert after.iterations == max(100, int(round(expected, -2)))
     # Another method's budget is not taken from the supervised run.
     ucmt, _ = plan_project(root, device="cpu", minutes=30, method="ucmt")

@@ -147,7 +147,7 @@ def test_short_supervised_run_writes_a_loadable_model(tiny_project: Path, tmp_pa
     assert [r["iteration"] for r in records if r["kind"] == "train"] == [2, 4, 6]
     (start,) = [r for r in records if r["kind"] == "start"]
     assert start["method"] == "supervised" and start["device"] == "cpu" and start["patch_size"] == [8, 16, 16]
-    assert start["batch"] == 2 and start["world_size"] == 1 and start["threads"] >= 1
+    assert start["batch"] == 2 and start["world_size"] == 1 and start["threads"] >= 1 and start["base_width"] == 4
     assert any((out / "tensorboard").glob("events.out.tfevents.*"))
     with pytest.raises(InputError, match="already holds a run"):
         train(tiny_project, tiny_config(), out, device="cpu")

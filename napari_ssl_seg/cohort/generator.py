@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_ssl_seg.cohort.field_of_view import draw_crop
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io.volume import Volume, geometry_mismatch, validate_volume
 
@@ -47,9 +48,6 @@ CT_WINDOW_HU = (-1024.0, 3071.0)
 # A class that vanished (cropped away, squeezed out by the deformation) makes
 # the case draw again with the next attempt's seed, at most this many times.
 MAX_ATTEMPTS = 4
-
-# Voxels of every labeled structure the field-of-view crop must keep per axis.
-KEEP_VOXELS = 2
 
 
 @dataclass(frozen=True)
@@ -310,7 +308,7 @@ def _synthesise(
     data = deform(data)
 
     # 2. Field of view.
-    start, size = _draw_crop(rng, _as_numpy(data["label"])[0], base.classes, ranges.crop_fraction)
+    start, size = draw_crop(rng, _as_numpy(data["label"])[0], base.classes, ranges.crop_fraction)
     data = SpatialCropd(keys=keys, roi_start=start.tolist(), roi_end=(start + size).tolist())(data)
     # The new voxel [0, 0, 0] is old voxel ``start``; index -> LPS is
     # origin + direction @ (spacing * index), all in (x, y, z) order.
@@ -368,47 +366,3 @@ def _as_numpy(tensor) -> np.ndarray:
     from monai.utils import convert_to_numpy
 
     return np.ascontiguousarray(convert_to_numpy(tensor))
-
-
-def _draw_crop(
-    rng: np.random.RandomState, labels: np.ndarray, classes: frozenset[int], fraction: tuple[float, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Random crop ``(start, size)`` per axis, keeping every class partly in view.
-
-    Real scans cut organs at the field-of-view edge, but a class missing
-    entirely would make the case useless for that class. Per axis, the crop
-    window ``[a, a + L)`` must overlap each class's extent ``[lo, hi]`` by
-    ``keep`` voxels: ``a <= hi - keep + 1`` and ``a + L >= lo + keep``. This
-    does not guarantee a 3D overlap; the rare miss is redrawn by the caller.
-    """
-    extents = _class_extents(labels, classes)
-    start, size = [], []
-    for axis, n in enumerate(labels.shape):
-        length = int(rng.randint(math.ceil(fraction[0] * n), math.floor(fraction[1] * n) + 1))
-        latest_start, earliest_end = n, 0
-        for lo, hi in (extent[axis] for extent in extents):
-            keep = min(KEEP_VOXELS, hi - lo + 1)
-            latest_start = min(latest_start, hi - keep + 1)
-            earliest_end = max(earliest_end, lo + keep)
-        # A window this long always fits between the two limits (a = 0 works for L = n).
-        length = min(n, max(length, earliest_end - latest_start))
-        first = max(0, earliest_end - length)
-        last = min(n - length, latest_start)
-        start.append(int(rng.randint(first, last + 1)))
-        size.append(length)
-    return np.array(start), np.array(size)
-
-
-def _class_extents(labels: np.ndarray, classes: frozenset[int]) -> list[list[tuple[int, int]]]:
-    """Per present class, the (first, last) index holding it along each axis."""
-    extents = []
-    for value in sorted(classes):
-        mask = labels == value
-        if not mask.any():
-            continue  # deformed out of view; the caller redraws the case
-        per_axis = []
-        for axis in range(labels.ndim):
-            hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(labels.ndim) if a != axis)))
-            per_axis.append((int(hits[0]), int(hits[-1])))
-        extents.append(per_axis)
-    return extents

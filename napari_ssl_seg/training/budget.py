@@ -29,6 +29,7 @@ from typing import Any
 __all__ = [
     "GUI_RATE_FACTOR",
     "MEASURED_ITERATIONS_PER_SECOND",
+    "WIDTH_COST",
     "MeasuredRate",
     "estimate_gui_run_seconds",
     "estimate_seconds",
@@ -45,10 +46,18 @@ MEASURED_ITERATIONS_PER_SECOND: dict[str, float] = {
 }
 
 
-def estimate_seconds(method: str, iterations: int) -> float | None:
+#: An iteration's cost at each network width against width 8, at the quick patch and batch:
+#: ``benchmarks/training_speed.py --methods supervised,ucmt --widths 8,16`` measured 0.070 / 0.048 s
+#: (supervised) and 0.581 / 0.400 s (UCMT) side by side on the quiet 2-core machine (2026-12-05).
+WIDTH_COST: dict[int, float] = {8: 1.0, 16: 1.46}
+
+
+def estimate_seconds(method: str, iterations: int, base_width: int = 8) -> float | None:
     """Seconds of training for ``iterations`` of ``method`` (validation not counted); None if never measured."""
     rate = MEASURED_ITERATIONS_PER_SECOND.get(method)
-    return None if rate is None else iterations / rate
+    if rate is None or base_width not in WIDTH_COST:
+        return None
+    return iterations / rate * WIDTH_COST[base_width]
 
 
 #: The training child the Retrain dock starts runs niced beside the viewer and its plot renderer:
@@ -72,17 +81,18 @@ def estimate_gui_run_seconds(
     ranked_cases: int,
     measured: MeasuredRate | None = None,
     patch_voxels: int | None = None,
+    base_width: int = 8,
 ) -> float | None:
     """Seconds from the click to a promoted, re-ranked teacher in the GUI; None if never measured.
 
-    ``measured``: this project's own rate for ``method`` (:func:`project_rates`), scaled to
-    ``patch_voxels`` when both are known; else the development machine's.
+    ``measured``: this project's own rate for ``method`` (:func:`project_rates`, at the same
+    ``base_width``), scaled to ``patch_voxels`` when both are known; else the development machine's.
     """
     if measured is not None:
         # A run the dock started was niced beside the viewer already; a command-line one was not.
         training = iterations / measured.at_patch(patch_voxels) / (1.0 if measured.niced else GUI_RATE_FACTOR)
     else:
-        plain = estimate_seconds(method, iterations)
+        plain = estimate_seconds(method, iterations, base_width)
         if plain is None:
             return None
         training = plain / GUI_RATE_FACTOR
@@ -106,7 +116,7 @@ def format_duration(seconds: float) -> str:
 
 
 def start_record(
-    method: str, patch_size: Sequence[int], batch: int, device_type: str, world_size: int
+    method: str, patch_size: Sequence[int], base_width: int, batch: int, device_type: str, world_size: int
 ) -> dict[str, Any]:
     """What a run's ``start`` log record says about the work and the machine it runs on."""
     import torch
@@ -114,6 +124,7 @@ def start_record(
     return {
         "method": method,
         "patch_size": [int(size) for size in patch_size],
+        "base_width": int(base_width),
         "batch": int(batch),
         "device": device_type,
         "world_size": int(world_size),
@@ -172,8 +183,13 @@ def _run_rate(log: Path) -> tuple[dict[str, Any] | None, float, int]:
     return start, median, len(speeds)
 
 
-def project_rates(project_root: Path | str, device_type: str, world_size: int = 1) -> dict[str, MeasuredRate]:
-    """Per method, the rate of the project's newest run of it on ``world_size`` ``device_type`` devices (``runs/*``)."""
+def project_rates(
+    project_root: Path | str, device_type: str, world_size: int = 1, base_width: int | None = None
+) -> dict[str, MeasuredRate]:
+    """Per method, the rate of the project's newest run of it on ``world_size`` ``device_type`` devices (``runs/*``).
+
+    ``base_width``: only runs of a network that wide (None: any).
+    """
     logs = [path for path in Path(project_root, "runs").glob("*/log.jsonl") if path.is_file()]
     logs.sort(key=lambda path: path.stat().st_mtime_ns, reverse=True)
     rates: dict[str, MeasuredRate] = {}
@@ -185,6 +201,8 @@ def project_rates(project_root: Path | str, device_type: str, world_size: int = 
         if start is None or count < MIN_RATE_RECORDS:
             continue
         if start.get("device") != device_type or int(start.get("world_size", 1)) != world_size:
+            continue
+        if base_width is not None and start.get("base_width") != base_width:
             continue
         method = str(start.get("method"))
         if method in rates:

@@ -169,7 +169,7 @@ class _Run:
             RunLog(self.out_dir, resume_from=self.start if self.resume_state else None) if self.dist.is_main else None
         )
         if self.log is not None:
-            work = (config.method, config.patch_size, config.batch_labeled + config.batch_unlabeled)
+            work = (config.method, config.patch_size, config.base_width, config.batch_labeled + config.batch_unlabeled)
             self.log.write("start", self.start, start_record(*work, self.device.type, self.dist.world_size))
             for note in self.notes:
                 self.log.write("note", self.start, {"message": note})

@@ -37,7 +37,7 @@ import numpy as np
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.store.project import Project
-from napari_ssl_seg.training.budget import MEASURED_ITERATIONS_PER_SECOND, MeasuredRate, project_rates
+from napari_ssl_seg.training.budget import MEASURED_ITERATIONS_PER_SECOND, WIDTH_COST, MeasuredRate, project_rates
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.data import has_lateral_classes
 from napari_ssl_seg.training.fingerprint import DatasetFingerprint, fingerprint_project
@@ -279,9 +279,9 @@ def _iterations(
         rate = here.at_patch(math.prod(patch))
     else:
         rate = MEASURED_ITERATIONS_PER_SECOND.get(method, MEASURED_ITERATIONS_PER_SECOND["supervised"])
-        # Measured at the quick patch on the CPU; an iteration's cost grows with the patch's voxels.
+        # Measured at the quick patch and width on the CPU; an iteration's cost grows with the patch's voxels.
         reference = budget.measured_patch_voxels or budget.patch_voxels
-        rate *= reference / math.prod(patch)
+        rate *= reference / math.prod(patch) / WIDTH_COST.get(budget.base_width, 1.0)
     return max(100, int(round(minutes * 60 * rate, -2)))
 
 
@@ -366,7 +366,10 @@ def plan_project(
     with Project.open(project_root) as project:
         fingerprint = fingerprint_project(project)
         budget = budget_for_device(device)
-        here = project_rates(project.root, select_device(device).type).get(method) if minutes is not None else None
+        here = None
+        if minutes is not None:  # this machine's rate for the method, at the budget's network width
+            rates = project_rates(project.root, select_device(device).type, base_width=BUDGETS[budget].base_width)
+            here = rates.get(method)
         plan = make_plan(fingerprint, budget=budget, minutes=minutes, method=method, measured=here)
         labeled = {case.name: case.latest_label_version for case in project.cases() if case.is_labeled}
         measured = {name: int(labeled[name]) for name in fingerprint.sampled_cases[:CEILING_CASES]}

@@ -40,7 +40,7 @@ from napari_ssl_seg.store.splits import assign_validation
 from napari_ssl_seg.training.budget import estimate_gui_run_seconds, format_duration, project_rates
 from napari_ssl_seg.training.config import preset
 from napari_ssl_seg.training.job import RetrainJob
-from napari_ssl_seg.training.plan import PLAN_WARNING
+from napari_ssl_seg.training.plan import BUDGETS, PLAN_WARNING, budget_for_device
 from napari_ssl_seg.training.promote import RetrainOutcome
 from napari_ssl_seg.widgets.background import in_event_loop_turns, report_errors
 from napari_ssl_seg.widgets.plots import TrainingCurves
@@ -163,8 +163,12 @@ class RetrainWidget(QWidget):
         method = self._chosen_method()
         project = self.session.project
         cases = project.cases() if project is not None else []
-        # This machine's rate, once the project has a run of the method on the device a retrain would use.
-        measured = project_rates(project.root, select_device("auto").type).get(method) if project else None
+        device = select_device("auto").type
+        # A first teacher gets the plan's network; a retrain keeps the active teacher's.
+        network = self.session.active_network() if project is not None else {}
+        width = int(network.get("base_width", BUDGETS[budget_for_device(device)].base_width))
+        # This machine's rate, once the project has a run of the method, as wide, on the device a retrain would use.
+        measured = project_rates(project.root, device, base_width=width).get(method) if project else None
         seconds = (
             estimate_gui_run_seconds(
                 method,
@@ -173,6 +177,7 @@ class RetrainWidget(QWidget):
                 validation_cases=max(1, sum(c.split == "validation" and c.is_labeled for c in cases)),
                 ranked_cases=sum(c.split == "train" and not c.is_labeled for c in cases),
                 measured=measured,
+                base_width=width,
             )
             if method
             else None

@@ -76,7 +76,7 @@ class AssistSession(QObject):
         #: (teacher, its predicted labels) while the label layer holds an unsaved prediction: the
         #: first save records the voxels corrected from it (the annotation effort).
         self._started_from: tuple[str, np.ndarray] | None = None
-        self._classes_of: tuple[str | None, int] = (None, 2)
+        self._network_of: tuple[str | None, dict[str, Any]] = (None, {})
 
     @property
     def viewer(self) -> Any:
@@ -111,17 +111,24 @@ class AssistSession(QObject):
     def active_model(self) -> ModelVersion | None:
         return None if self.project is None else active_model(self.project)
 
-    def num_classes(self) -> int:
+    def active_network(self) -> dict[str, Any]:
+        """The active teacher's network settings from its card ({} without a teacher)."""
         model = self.active_model()
         if model is None:
-            return max(2, len(self.require_project().label_names()) + 1)
+            return {}
         # The card is read once per model version, not on every overlay or threshold change.
-        if self._classes_of[0] != model.name:
+        if self._network_of[0] != model.name:
             from napari_ssl_seg.networks import ModelCard
 
             card = ModelCard.from_json(inside(self.require_project().root, model.card_path).read_text(encoding="utf-8"))
-            self._classes_of = (model.name, int(card.network.get("num_classes", 2)))
-        return self._classes_of[1]
+            self._network_of = (model.name, dict(card.network))
+        return self._network_of[1]
+
+    def num_classes(self) -> int:
+        network = self.active_network()
+        if not network:
+            return max(2, len(self.require_project().label_names()) + 1)
+        return int(network.get("num_classes", 2))
 
     def open_next_case(self) -> str | None:
         """Open the most uncertain queued case other than the open one; None when the queue is empty."""
