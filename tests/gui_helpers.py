@@ -69,6 +69,13 @@ def open_docks(viewer: Any, qtbot: Any, opening: str) -> tuple[Any, ...]:
     return docks
 
 
+def open_project_by_path(qtbot: Any, project_dock: Any, root: Any, retrain_dock: Any) -> None:
+    """Type a project's path in the Project dock, press Return, wait until the Retrain dock offers a first teacher."""
+    qtbot.keyClicks(project_dock.path_edit, str(root))
+    qtbot.keyClick(project_dock.path_edit, Qt.Key_Return)
+    qtbot.waitUntil(lambda: retrain_dock.start_button.text() == "Train first teacher", timeout=30_000)
+
+
 #: Every button :func:`click` pressed, so a test can check that none of a dock's buttons was left out.
 CLICKED: set[int] = set()
 #: Buttons (dock attribute names) that test_gui_cold_start presses in a project with no teacher.

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gui_helpers import Notifications, click, open_docks
-from qtpy.QtCore import Qt
+from gui_helpers import Notifications, click, open_docks, open_project_by_path
 
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.store import Project
@@ -40,9 +39,7 @@ def test_the_first_teacher_run_says_which_class_its_spacing_cannot_resolve(
     viewer = make_napari_viewer(show=True)
     notes = Notifications()
     project, _teacher, _regions, _label, retrain = open_docks(viewer, qtbot, opening)
-    qtbot.keyClicks(project.path_edit, str(root))
-    qtbot.keyClick(project.path_edit, Qt.Key_Return)
-    qtbot.waitUntil(lambda: retrain.start_button.text() == "Train first teacher", timeout=30_000)
+    open_project_by_path(qtbot, project, root, retrain)
     assert retrain.limits.text() == ""
 
     retrain.iterations.setFocus()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from gui_helpers import Notifications, open_docks
+from gui_helpers import Notifications, open_docks, open_project_by_path
 from helpers import make_tiny_project, tiny_config
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication
 
 from napari_ssl_seg.training.budget import project_rates
@@ -37,9 +36,7 @@ def test_the_estimate_uses_the_rate_a_command_line_run_measured_here(
     viewer = make_napari_viewer(show=True)
     notes = Notifications()
     project, _teacher, _regions, _label, retrain = open_docks(viewer, qtbot, opening)
-    qtbot.keyClicks(project.path_edit, str(root))
-    qtbot.keyClick(project.path_edit, Qt.Key_Return)
-    qtbot.waitUntil(lambda: retrain.start_button.text() == "Train first teacher", timeout=30_000)
+    open_project_by_path(qtbot, project, root, retrain)
 
     measured = retrain.estimate.text()
     assert f"supervised ran at {rate:.1f} it/s on this machine (run supervised-cli)" in measured, measured
