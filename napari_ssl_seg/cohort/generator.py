@@ -97,9 +97,9 @@ class _Ranges:
     # (0.006 * 4095 HU = 25 HU for CT: a typical low-dose to standard range).
     noise_std: float = 0.006
     # How the deformation samples the image: "linear" averages each sample with its neighbours, which a
-    # patient's different anatomy does not do. On the chest CT it takes a third of the ribs' contrast over
-    # soft tissue (189 -> 128 HU, median); "cubic" (a B-spline, SciPy's map_coordinates through MONAI)
-    # keeps 162 HU. benchmarks/cohort_contrast.py measures it.
+    # patient's different anatomy does not do. On the chest CT it takes a third of the ribs' contrast to
+    # their surroundings (202 -> 136 HU); "cubic" (a B-spline, SciPy's map_coordinates through MONAI)
+    # keeps 180 HU. benchmarks/cohort_contrast.py measures it.
     image_interpolation: str = "linear"
 
 

@@ -80,17 +80,16 @@ def estimate_gui_run_seconds(
     validation_cases: int,
     ranked_cases: int,
     measured: MeasuredRate | None = None,
-    patch_voxels: int | None = None,
     base_width: int = 8,
 ) -> float | None:
     """Seconds from the click to a promoted, re-ranked teacher in the GUI; None if never measured.
 
     ``measured``: this project's own rate for ``method`` (:func:`project_rates`, at the same
-    ``base_width``), scaled to ``patch_voxels`` when both are known; else the development machine's.
+    ``base_width``); else the development machine's.
     """
     if measured is not None:
         # A run the dock started was niced beside the viewer already; a command-line one was not.
-        training = iterations / measured.at_patch(patch_voxels) / (1.0 if measured.niced else GUI_RATE_FACTOR)
+        training = iterations / measured.it_per_s / (1.0 if measured.niced else GUI_RATE_FACTOR)
     else:
         plain = estimate_seconds(method, iterations, base_width)
         if plain is None:
