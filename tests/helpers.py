@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 
 from napari_ssl_seg.io import Volume
+from napari_ssl_seg.io.dicom import write_dicom_series as write_dicom_series_with
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import register_model
 from napari_ssl_seg.training import TrainConfig
@@ -121,34 +121,11 @@ def tiny_teacher(
 
 def write_dicom_series(
     volume: Volume, folder: Path, *, modality: str, series: str = "1.2.826.0.1.3680043.2.1125.1"
-) -> None:
-    image = sitk.GetImageFromArray(volume.array.astype(np.int16))
-    image.SetSpacing(volume.spacing[::-1])
-    image.SetOrigin(volume.origin)
-    image.SetDirection(np.ravel(volume.direction).tolist())
-    direction = np.ravel(volume.direction)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for index in range(image.GetDepth()):
-        slice_image = image[:, :, index]
-        position = image.TransformIndexToPhysicalPoint((0, 0, index))
-        tags = {
-            "0008|0060": modality,
-            "0010|0010": "Doe^Jane",  # a patient name that must never surface anywhere
-            "0020|000d": "1.2.826.0.1.3680043.2.1125.99",
-            "0020|000e": series,
-            "0020|0032": "\\".join(f"{p:.6f}" for p in position),
-            "0020|0037": "\\".join(
-                f"{v:.8f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])
-            ),
-            "0020|0013": str(index),
-            "0018|0050": f"{volume.spacing[0]:.6f}",
-            "0008|0018": f"{series}.{index + 1}",
-        }
-        for tag, value in tags.items():
-            slice_image.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{series[-1]}_{index:03d}.dcm"))
-        writer.Execute(slice_image)
+) -> list[Path]:
+    """The package's DICOM writer, with a patient name in every file: one that must never surface anywhere."""
+    return write_dicom_series_with(
+        volume, folder, modality=modality, series_uid=series, extra_tags={"0010|0010": "Doe^Jane"}
+    )
 
 
 def unlabeled_case(root: Path) -> str:

@@ -106,6 +106,20 @@ def test_dicom_series_oblique_round_trip(tmp_path: Path) -> None:
     assert_nibabel_geometry(path, label)
 
 
+def test_ct_series_stored_as_scanners_do_reads_back_in_hounsfield_units(tmp_path: Path) -> None:
+    """Scanners store CT as unsigned values plus a rescale intercept; the reader must apply it."""
+    hounsfield = np.array([[-1000, -500], [0, 1200]], dtype=np.int16)
+    source = Volume(array=np.stack([hounsfield, hounsfield + 10, hounsfield - 10]), spacing=(5.0, 0.6, 0.6))
+    files = write_dicom_series(source, tmp_path / "ct", modality="CT")
+    header = sitk.ImageFileReader()
+    header.SetFileName(str(files[0]))
+    header.ReadImageInformation()
+    assert float(header.GetMetaData("0028|1052")) == -1024  # stored = HU + 1024, as on the scanner
+    volume = read_volume(tmp_path / "ct")
+    np.testing.assert_array_equal(volume.array, source.array)
+    np.testing.assert_allclose(volume.spacing, source.spacing, rtol=1e-5)
+
+
 def test_dicom_folder_with_two_series_picks_the_larger_and_says_so(tmp_path: Path) -> None:
     folder = tmp_path / "mixed"
     folder.mkdir()

@@ -26,7 +26,7 @@ def test_shipped_teacher_card_records_how_it_was_made(name: str) -> None:
     assert "--init" in command and card.parent  # warm-started from the supervised teacher, which it names
     assert card.orientation == "LPS"  # the networks saw one patient orientation, whatever the files' voxel order
     assert card.training["seed"] == 0 and card.training["label_versions"]
-    assert card.metrics["validation_dice"] > 0.75 and card.metrics["test_failures"] == 0
+    assert card.metrics["validation_dice"] > 0.8 and card.metrics["test_failures"] == 0
     assert card.metrics["train_seconds"] > 0 and card.metrics["warm_start_train_seconds"] > 0
     assert card.classes[0] == "background" and len(card.classes) == 8
     assert card.weights_dtype == "float16"
@@ -43,9 +43,10 @@ def test_shipped_teacher_segments_an_unseen_cohort_case(name: str) -> None:
         case.image, uncertainty="fast", samples=4
     )
     metrics = case_metrics(prediction.label.array, case.label.array, case.image.spacing, classes=list(range(1, 8)))
-    # Measured on unseen case 50 (models/README.md): lungs 0.95-0.96, tissue 0.92-0.93, thoracic and lumbar
-    # spine 0.75-0.78, cervical spine 0.67-0.68, ribs 0.37-0.52. The bounds leave room for a rebuild's noise.
-    assert metrics[5].dice > 0.9 and metrics[6].dice > 0.9 and metrics[7].dice > 0.88
-    assert metrics[3].dice > 0.65 and metrics[4].dice > 0.65
+    # Measured on unseen case 50 with the teachers of 2026-12-05: lungs 0.96, tissue 0.93, thoracic and lumbar
+    # spine 0.78-0.80, cervical spine 0.72-0.75, ribs 0.60-0.61. The bounds leave room for a rebuild's noise.
+    assert metrics[5].dice > 0.93 and metrics[6].dice > 0.93 and metrics[7].dice > 0.9
+    assert metrics[3].dice > 0.72 and metrics[4].dice > 0.72 and metrics[2].dice > 0.6
+    assert metrics[1].dice > 0.5
     assert not any(m.failed for m in metrics.values())
     assert prediction.uncertainty is not None and float(prediction.uncertainty.array.max()) > 0

@@ -103,3 +103,64 @@ def _check_even_slices(reader, count: int, name: str) -> None:
             f"{name}: DICOM slices are unevenly spaced (gaps from {gaps.min():.4g} to {gaps.max():.4g} mm); "
             "a slice is missing, unreadable or duplicated"
         )
+
+
+# Scanners store CT as unsigned values with this intercept (stored = HU + 1024); GDCM converts on write.
+CT_RESCALE_INTERCEPT = -1024
+DEFAULT_STUDY_UID = "1.2.826.0.1.3680043.2.1125.99"
+DEFAULT_SERIES_UID = "1.2.826.0.1.3680043.2.1125.1"
+
+
+def write_dicom_series(
+    volume: Volume,
+    folder: Path,
+    *,
+    modality: str,
+    series_uid: str = DEFAULT_SERIES_UID,
+    extra_tags: dict[str, str] | None = None,
+) -> list[Path]:
+    """Write ``volume`` as a DICOM series, one file per slice, the way a scanner stores it.
+
+    Each slice carries its own position, the shared orientation and slice thickness, and, for CT,
+    the rescale intercept scanners use, so a reader must apply it to get Hounsfield units back. No
+    patient identifier is written unless ``extra_tags`` names one (tests check that none surfaces).
+    Values are rounded to 16-bit integers. Returns the files in slice order.
+    """
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.GetImageFromArray(np.round(volume.array).astype(np.int16))
+    image.SetSpacing(tuple(float(s) for s in volume.spacing[::-1]))
+    image.SetOrigin(tuple(float(o) for o in volume.origin))
+    direction = np.ravel(volume.direction)
+    image.SetDirection(direction.tolist())
+    # DICOM's row and column cosines are the x and y columns of the (x, y, z) direction matrix.
+    cosines = (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])
+    shared = {
+        MODALITY_TAG: modality,
+        "0020|000d": DEFAULT_STUDY_UID,
+        "0020|000e": series_uid,
+        ORIENTATION_TAG: "\\".join(f"{value:.8f}" for value in cosines),
+        "0018|0050": f"{volume.spacing[0]:.6f}",
+        **({"0028|1052": str(CT_RESCALE_INTERCEPT), "0028|1053": "1"} if modality == "CT" else {}),
+        **(extra_tags or {}),
+    }
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    files = []
+    for index in range(image.GetDepth()):
+        slice_image = image[:, :, index]
+        position = image.TransformIndexToPhysicalPoint((0, 0, index))
+        tags = {
+            **shared,
+            POSITION_TAG: "\\".join(f"{p:.6f}" for p in position),
+            "0020|0013": str(index + 1),
+            "0008|0018": f"{series_uid}.{index + 1}",
+        }
+        for tag, value in tags.items():
+            slice_image.SetMetaData(tag, value)
+        path = folder / f"{series_uid.rsplit('.', 1)[-1]}_{index:04d}.dcm"
+        writer.SetFileName(str(path))
+        writer.Execute(slice_image)
+        files.append(path)
+    return files
