@@ -78,3 +78,21 @@ def test_training_curves_dock_plot_shows_the_drawn_figure(qtbot) -> None:
     curves.redraw(baseline=0.4)
     qtbot.waitUntil(lambda: curves.pixmap().toImage() != blank, timeout=30000)
     assert curves.pixmap().width() == int(3.2 * DPI)
+
+
+@pytest.mark.gui
+def test_entropy_histogram_says_it_is_drawing_until_the_figure_is_shown(qtbot) -> None:
+    import numpy as np
+
+    from napari_ssl_seg.active.regions import entropy_histogram
+    from napari_ssl_seg.widgets.plots import EntropyHistogram
+
+    histogram = EntropyHistogram()
+    qtbot.addWidget(histogram)
+    qtbot.waitUntil(lambda: not histogram.drawing, timeout=30000)
+    empty = histogram.pixmap().toImage()
+    entropy = np.random.default_rng(0).uniform(0.0, 2.0, size=(4, 16, 16))
+    histogram.show_values(entropy_histogram(entropy, top=2.0), threshold=1.0)
+    assert histogram.drawing  # the screenshots wait on this before grabbing the dock
+    qtbot.waitUntil(lambda: not histogram.drawing, timeout=30000)
+    assert histogram.pixmap().toImage() != empty

@@ -53,6 +53,11 @@ class ThreadedPlot(QLabel):
         self.setMinimumHeight(int(size[1] * DPI * 0.8))
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
 
+    @property
+    def drawing(self) -> bool:
+        """Whether a requested figure has not been shown yet (drawing, queued or waiting its turn)."""
+        return self._worker is not None or self._pending is not None or self._timer.isActive()
+
     def request(self, state: Any) -> None:
         self._pending = (state,)
         if self._worker is None and not self._timer.isActive():

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["take_screenshots"]
+
+# The docks' plots are drawn by a renderer process; a screenshot taken before they arrive shows empty axes.
+PLOT_WAIT_SECONDS = 30.0
 
 
 def take_screenshots(project: Path, out: Path, case: str | None = None) -> list[Path]:
@@ -21,6 +25,7 @@ def take_screenshots(project: Path, out: Path, case: str | None = None) -> list[
 
     from napari_ssl_seg.active.queue import next_case
     from napari_ssl_seg.widgets.assistant import dock_assistant
+    from napari_ssl_seg.widgets.plots import ThreadedPlot
 
     out.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(title="napari-ssl-seg", show=True)
@@ -32,6 +37,11 @@ def take_screenshots(project: Path, out: Path, case: str | None = None) -> list[
         if name is None:
             raise SystemExit("error: the project has no case to show")
         session.open_case(name)
+        plots = [plot for dock in docks.values() for plot in dock.findChildren(ThreadedPlot)]
+        deadline = time.monotonic() + PLOT_WAIT_SECONDS
+        while any(plot.drawing for plot in plots) and time.monotonic() < deadline:
+            QApplication.processEvents()
+            time.sleep(0.02)
         # Let Qt lay out the docks and the canvas draw before grabbing the window.
         for _ in range(5):
             QApplication.processEvents()
