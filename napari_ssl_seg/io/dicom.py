@@ -118,13 +118,15 @@ def write_dicom_series(
     modality: str,
     series_uid: str = DEFAULT_SERIES_UID,
     extra_tags: dict[str, str] | None = None,
+    file_prefix: str | None = None,
 ) -> list[Path]:
     """Write ``volume`` as a DICOM series, one file per slice, the way a scanner stores it.
 
     Each slice carries its own position, the shared orientation and slice thickness, and, for CT,
     the rescale intercept scanners use, so a reader must apply it to get Hounsfield units back. No
     patient identifier is written unless ``extra_tags`` names one (tests check that none surfaces).
-    Values are rounded to 16-bit integers. Returns the files in slice order.
+    Values are rounded to 16-bit integers. Files are ``<file_prefix>_<slice>.dcm`` (by default the
+    series UID's last component). Returns the files in slice order.
     """
     import SimpleITK as sitk
 
@@ -159,7 +161,7 @@ def write_dicom_series(
         }
         for tag, value in tags.items():
             slice_image.SetMetaData(tag, value)
-        path = folder / f"{series_uid.rsplit('.', 1)[-1]}_{index:04d}.dcm"
+        path = folder / f"{file_prefix or series_uid.rsplit('.', 1)[-1]}_{index:04d}.dcm"
         writer.SetFileName(str(path))
         writer.Execute(slice_image)
         files.append(path)

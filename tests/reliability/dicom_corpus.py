@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+
+from napari_ssl_seg.io import Volume
+from napari_ssl_seg.io.dicom import write_dicom_series
 
 # Identifiers planted in every slice; none may appear in CLI output, logs, project files or cards.
 PATIENT_NAME = "Quixotewright^Ottilie"
@@ -23,36 +25,12 @@ def write_series(
     spacing: tuple[float, float, float] = (2.5, 0.8, 0.7),
     prefix: str = "slice",
 ) -> list[Path]:
-    """One file per slice with position, orientation, modality and planted patient identifiers."""
-    folder.mkdir(parents=True, exist_ok=True)
-    image = sitk.GetImageFromArray(array_zyx.astype(np.int16))
-    image.SetSpacing(spacing[::-1])
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    paths = []
-    for index in range(image.GetDepth()):
-        slice_image = image[:, :, index]
-        position = image.TransformIndexToPhysicalPoint((0, 0, index))
-        tags = {
-            "0008|0060": "CT",
-            "0010|0010": PATIENT_NAME,
-            "0010|0020": PATIENT_ID,
-            "0010|0030": BIRTH_DATE,
-            "0020|000d": STUDY_UID,
-            "0020|000e": series,
-            "0020|0032": "\\".join(f"{p:.6f}" for p in position),
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0020|0013": str(index + 1),
-            "0018|0050": f"{spacing[0]:.6f}",
-            "0008|0018": f"{series}.{index + 1}",
-        }
-        for tag, value in tags.items():
-            slice_image.SetMetaData(tag, value)
-        path = folder / f"{prefix}_{index:03d}.dcm"
-        writer.SetFileName(str(path))
-        writer.Execute(slice_image)
-        paths.append(path)
-    return paths
+    """One file per slice (the package's writer) with the planted patient identifiers."""
+    identifiers = {"0010|0010": PATIENT_NAME, "0010|0020": PATIENT_ID, "0010|0030": BIRTH_DATE, "0020|000d": STUDY_UID}
+    volume = Volume(array=array_zyx.astype(np.int16), spacing=spacing)
+    return write_dicom_series(
+        volume, folder, modality="CT", series_uid=series, extra_tags=identifiers, file_prefix=prefix
+    )
 
 
 def ramp(shape: tuple[int, int, int]) -> np.ndarray:
