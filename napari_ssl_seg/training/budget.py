@@ -38,12 +38,11 @@ __all__ = [
     "start_record",
 ]
 
-#: Iterations per second of the ``quick`` network on the 2-core CPU machine, per method.
-MEASURED_ITERATIONS_PER_SECOND: dict[str, float] = {
-    "supervised": 10.5,  # benchmarks/convergence.py, 6000 iterations: median 10.5 and 10.4 it/s
-    "ucmt": 1.0,  # scripts/ship_teachers.sh: median 0.98, 90th percentile 1.14 it/s
-    "ugcemt": 0.8,  # scripts/ship_teachers.sh: median 0.76, 90th percentile 0.82 it/s (beside other work)
-}
+#: Iterations per second of the ``quick`` network (width 8) on the quiet 2-core CPU machine, per method
+#: (2026-12-05). Supervised: benchmarks/ssl_plateau.py's 27500-iteration control, median 20.9 it/s
+#: (benchmarks/training_speed.py: 0.048 s per iteration). UCMT: training_speed.py, 0.400 s per iteration.
+#: UG-CEMT: scripts/ship_teachers.sh at width 16, median 1.14 it/s, times WIDTH_COST[16].
+MEASURED_ITERATIONS_PER_SECOND: dict[str, float] = {"supervised": 20.9, "ucmt": 2.5, "ugcemt": 1.7}
 
 
 #: An iteration's cost at each network width against width 8, at the quick patch and batch:
@@ -61,12 +60,15 @@ def estimate_seconds(method: str, iterations: int, base_width: int = 8) -> float
 
 
 #: The training child the Retrain dock starts runs niced beside the viewer and its plot renderer:
-#: benchmarks/gui_cold_start.py measured 7.3 it/s for `supervised` there (545 s for 4000 iterations,
-#: 2026-12-02) against 10.5 it/s on the command line.
-GUI_RATE_FACTOR = 0.70
-#: Around the iterations, measured in the same runs (627 s click to teacher, 545 s of iterations):
-#: starting the child and loading the cases, each validation case predicted at each validation,
-#: and each unlabeled case re-ranked with MC dropout (8 passes) once the teacher is promoted.
+#: benchmarks/gui_cold_start.py measured a median 13.8 it/s for `supervised` there at the width-16 plan
+#: against 14.4 it/s for the same plan on the command line (scripts/ship_teachers.sh), both on the quiet
+#: machine, 2026-12-05. (The 0.70 used before came from a run beside other work.)
+GUI_RATE_FACTOR = 0.96
+#: Around the iterations, measured in the width-8 GUI runs of 2026-12-02 (627 s click to teacher, 545 s of
+#: iterations): starting the child and loading the cases, each validation case predicted at each validation,
+#: and each unlabeled case re-ranked with MC dropout (8 passes) once the teacher is promoted. At the width-16
+#: plan (coarser spacing, fewer voxels) the whole overhead measured 21 s where these give 75 s: kept, as an
+#: upper bound, until each part is timed on its own.
 START_SECONDS = 15.0
 VALIDATION_CASE_SECONDS = 1.2
 RANKED_CASE_SECONDS = 10.0
