@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_ssl_seg.errors import InputError
-from napari_ssl_seg.io.sitk_files import itk_reason, native_stderr_captured, volume_from_sitk
+from napari_ssl_seg.io.sitk_files import itk_reason, native_stderr_captured, sitk_image, volume_from_sitk
 from napari_ssl_seg.io.volume import Volume, check_declared_size
 
 MODALITY_TAG = "0008|0060"
@@ -131,11 +131,8 @@ def write_dicom_series(
     import SimpleITK as sitk
 
     folder.mkdir(parents=True, exist_ok=True)
-    image = sitk.GetImageFromArray(np.round(volume.array).astype(np.int16))
-    image.SetSpacing(tuple(float(s) for s in volume.spacing[::-1]))
-    image.SetOrigin(tuple(float(o) for o in volume.origin))
+    image = sitk_image(volume, np.round(volume.array).astype(np.int16))
     direction = np.ravel(volume.direction)
-    image.SetDirection(direction.tolist())
     # DICOM's row and column cosines are the x and y columns of the (x, y, z) direction matrix.
     cosines = (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])
     shared = {

@@ -106,6 +106,17 @@ def itk_reason(exc: BaseException) -> str:
     return lines[-1][:200] if lines else type(exc).__name__
 
 
+def sitk_image(volume: Volume, array: np.ndarray):
+    """A SimpleITK image of ``array`` (napari's (z, y, x) order) with ``volume``'s geometry."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.SetSpacing(tuple(float(s) for s in volume.spacing[::-1]))
+    image.SetOrigin(tuple(float(o) for o in volume.origin))
+    image.SetDirection(tuple(float(v) for row in volume.direction for v in row))
+    return image
+
+
 def volume_from_sitk(image, name: str, *, source_format: str, modality: str | None = None) -> Volume:
     dimension = image.GetDimension()
     array = squeeze_to_3d(_sitk_array(image), name)

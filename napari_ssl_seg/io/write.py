@@ -14,6 +14,7 @@ import numpy as np
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io.atomic import atomic_output
 from napari_ssl_seg.io.read import file_suffix
+from napari_ssl_seg.io.sitk_files import sitk_image
 from napari_ssl_seg.io.volume import Volume
 
 # .mhd is read but not written: it is two files (header + raw), which cannot
@@ -65,10 +66,7 @@ def _write_nifti(volume: Volume, array: np.ndarray, path: Path) -> None:
 def _write_with_simpleitk(volume: Volume, array: np.ndarray, path: Path) -> None:
     import SimpleITK as sitk
 
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
-    image.SetSpacing(tuple(float(s) for s in volume.spacing[::-1]))
-    image.SetOrigin(volume.origin)
-    image.SetDirection(tuple(v for row in volume.direction for v in row))
+    image = sitk_image(volume, array)
     if volume.label_names and file_suffix(path).endswith("nrrd"):
         for index, (value, name) in enumerate(sorted(volume.label_names.items())):
             image.SetMetaData(f"Segment{index}_Name", name)
