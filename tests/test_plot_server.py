@@ -81,7 +81,7 @@ def test_training_curves_dock_plot_shows_the_drawn_figure(qtbot) -> None:
 
 
 @pytest.mark.gui
-def test_entropy_histogram_says_it_is_drawing_until_the_figure_is_shown(qtbot) -> None:
+def test_entropy_histogram_says_it_is_drawing_until_the_figure_is_shown(qtbot, uncaught) -> None:
     import numpy as np
 
     from napari_ssl_seg.active.regions import entropy_histogram
