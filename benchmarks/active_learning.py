@@ -5,9 +5,13 @@ Run: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/active_learning.py [--cases 1
      [--method supervised] [--config quick] [--iterations 120] [--set key=value ...] [--samples 8]
      [--init models/chest_ct_ucmt.safetensors] [--promotion validation|always]
      [--out build/active_learning] [--png benchmarks/results/active_learning.png]
+     [--cohort PROJECT] [--initial case_000,case_001] [--init 'teachers/seed{seed}/model.safetensors']
 
 A cohort of ``--cases`` cases is generated from the bundled chest CT (every training case with ground
-truth). For each strategy, ``napari_ssl_seg.active.simulation.simulate`` runs one labeling session per
+truth), or ``--cohort`` names an existing one (only read: every session works on a copy). ``--initial``
+is a count (drawn per seed) or the names of the cases labeled at the start; ``--init`` may hold
+``{seed}``, one starting teacher per seed (e.g. converged on those initial cases).
+For each strategy, ``napari_ssl_seg.active.simulation.simulate`` runs one labeling session per
 seed on a copy of it: ``--initial`` cases labeled, then ``--rounds`` rounds of labeling ``--budget``
 case(s) the strategy picks, fine-tuning the previous teacher for ``--iterations`` and evaluating it on
 the test split; ``--promotion`` says whether a fine-tuned teacher must validate at least as well as
@@ -15,7 +19,8 @@ the previous one to replace it (the one-click retrain's rule, the default) or al
 plot of test Dice against labeled cases (mean and spread over seeds) to ``--png`` and every number to
 the JSON beside it, and prints a table and the labeling saving: how many
 cases each uncertainty strategy needs (linear interpolation between rounds) to reach the mean Dice that
-random labeling reaches with N cases, as a ratio to N (the issue's target: at most 0.7).
+random labeling reaches with N cases, as a ratio to N (the issue's target: at most 0.7), and the same
+for the mean HD95 (reaching it means coming down to it).
 A strategy whose work folder under ``--out`` already holds a finished result is not run again.
 """
 
@@ -56,7 +61,7 @@ def _run(strategy: str, cohort: Path, args: argparse.Namespace) -> dict[str, Any
         initial=args.initial,
         seeds=tuple(args.seeds),
         samples=args.samples,
-        init_model=args.init,
+        init_model=_starting_teachers(args),
         device=args.device,
         promotion=args.promotion,
     )
@@ -71,6 +76,7 @@ def _run(strategy: str, cohort: Path, args: argparse.Namespace) -> dict[str, Any
         # Sessions from before the rule was simulated took every fine-tuned teacher.
         same = same and stored["settings"].get("promotion", "always") == args.promotion
         same = same and all(stored["settings"][key] == getattr(args, key) for key in ("initial", "budget", "rounds"))
+        same = same and stored["settings"].get("init_model") == _stored_init(args)
         if not same:
             sys.exit(f"error: {work} holds a session with other settings; choose another --out")
         if len(stored["rounds"]) == len(args.seeds) * (args.rounds + 1):
@@ -84,33 +90,57 @@ def _run(strategy: str, cohort: Path, args: argparse.Namespace) -> dict[str, Any
     return result.as_dict()
 
 
-def _interpolate_reach(curve: list[tuple[int, float]], target: float) -> float | None:
+def _starting_teachers(args: argparse.Namespace) -> Path | dict[int, Path] | None:
+    if args.init is None:
+        return None
+    if "{seed}" in args.init:
+        return {seed: Path(args.init.format(seed=seed)) for seed in args.seeds}
+    return Path(args.init)
+
+
+def _stored_init(args: argparse.Namespace) -> str | dict[str, str] | None:
+    """``--init`` as the session's summary stores it."""
+    teachers = _starting_teachers(args)
+    if isinstance(teachers, dict):
+        return {str(seed): str(path) for seed, path in teachers.items()}
+    return None if teachers is None else str(teachers)
+
+
+def _interpolate_reach(curve: list[tuple[int, float]], target: float, lower_is_better: bool = False) -> float | None:
     """The (interpolated) number of labeled cases at which ``curve`` first reaches ``target``."""
-    first_count, first_dice = curve[0]
-    if first_dice >= target:
+    sign = -1.0 if lower_is_better else 1.0
+    points = [(count, sign * value) for count, value in curve]
+    goal = sign * target
+    first_count, first_value = points[0]
+    if first_value >= goal:
         return float(first_count)
-    for (a, dice_a), (b, dice_b) in itertools.pairwise(curve):
-        if dice_a < target <= dice_b:
-            return a + (target - dice_a) / (dice_b - dice_a) * (b - a)
+    for (a, value_a), (b, value_b) in itertools.pairwise(points):
+        if value_a < goal <= value_b:
+            return a + (goal - value_a) / (value_b - value_a) * (b - a)
     return None
 
 
-def _savings(results: dict[str, dict[str, Any]], initial: int) -> list[dict[str, Any]]:
-    baseline = {p["labeled"]: p["dice_mean"] for p in results[BASELINE]["curve"]}
+def _savings(results: dict[str, dict[str, Any]], initial: int, metric: str = "dice") -> list[dict[str, Any]]:
+    """Cases each strategy needs for random's mean ``metric`` ("dice", or "hd95": lower is better)."""
+    key = f"{metric}_mean"
+    baseline = {p["labeled"]: p[key] for p in results[BASELINE]["curve"] if p.get(key) is not None}
     rows = []
     for strategy, result in results.items():
         if strategy == BASELINE:
             continue
-        curve = [(p["labeled"], p["dice_mean"]) for p in result["curve"]]
-        for count, dice in sorted(baseline.items()):
+        curve = [(p["labeled"], p[key]) for p in result["curve"] if p.get(key) is not None]
+        if not curve:
+            continue
+        for count, value in sorted(baseline.items()):
             if count <= initial:
                 continue  # both start from the same labeled cases: nothing to save there
-            reach = _interpolate_reach(curve, dice)
+            reach = _interpolate_reach(curve, value, lower_is_better=metric == "hd95")
             rows.append(
                 {
                     "strategy": strategy,
+                    "metric": metric,
                     "random_cases": count,
-                    "random_dice": dice,
+                    "random_value": value,
                     "cases_needed": reach,
                     "ratio": None if reach is None else reach / count,
                     # The same, counting only the cases the strategy chose (the initial ones are shared).
@@ -127,34 +157,46 @@ def _plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for strategy, result in results.items():
-        counts = [p["labeled"] for p in result["curve"]]
-        means = [p["dice_mean"] for p in result["curve"]]
-        spread = [p["dice_std"] for p in result["curve"]]
-        line = axes.plot(counts, means, marker="o", label=strategy)[0]
-        lower = [m - s for m, s in zip(means, spread, strict=True)]
-        upper = [m + s for m, s in zip(means, spread, strict=True)]
-        axes.fill_between(counts, lower, upper, color=line.get_color(), alpha=0.2)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # cases come whole
-    axes.set_xlabel("labeled training cases")
-    axes.set_ylabel("test Dice (mean over classes)")
-    axes.set_title(title, fontsize=9)
-    axes.grid(alpha=0.3)
-    axes.legend(title="mean ± std over seeds")
+    figure, panels = plt.subplots(1, 2, figsize=(10.4, 4.4), dpi=120)
+    for axes, metric, label in zip(
+        panels, ("dice", "hd95"), ("test Dice (mean over classes)", "test HD95 mm (lower is better)"), strict=True
+    ):
+        for strategy, result in results.items():
+            points = [p for p in result["curve"] if p.get(f"{metric}_mean") is not None]
+            counts = [p["labeled"] for p in points]
+            means = [p[f"{metric}_mean"] for p in points]
+            spread = [p[f"{metric}_std"] for p in points]
+            line = axes.plot(counts, means, marker="o", label=strategy)[0]
+            lower = [m - s for m, s in zip(means, spread, strict=True)]
+            upper = [m + s for m, s in zip(means, spread, strict=True)]
+            axes.fill_between(counts, lower, upper, color=line.get_color(), alpha=0.2)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # cases come whole
+        axes.set_xlabel("labeled training cases")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+    panels[0].legend(title="mean ± std over seeds")
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     plt.close(figure)
 
 
+def _initial(text: str) -> int | list[str]:
+    """``--initial``: a count, or the comma-separated names of the cases labeled at the start."""
+    return int(text) if text.strip().isdigit() else sorted({name for name in text.split(",") if name})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=12, help="cohort size")
     parser.add_argument("--cohort-seed", type=int, default=0)
+    parser.add_argument("--cohort", type=Path, help="an existing cohort project instead of a generated one")
     parser.add_argument("--strategies", default=f"boundary_entropy,{BASELINE}")
     parser.add_argument("--seeds", default="0,1", help="comma-separated simulation seeds")
-    parser.add_argument("--initial", type=int, default=2, help="training cases labeled before round 1")
+    parser.add_argument(
+        "--initial", type=_initial, default=2, help="training cases labeled before round 1: a count, or their names"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--budget", type=int, default=1, help="cases labeled per round")
     parser.add_argument("--method", default="supervised")
@@ -164,7 +206,9 @@ def main() -> None:
         "--set", dest="overrides", action="append", default=[], help="training override, as for `train --set`"
     )
     parser.add_argument("--samples", type=int, default=8, help="MC-dropout passes when ranking")
-    parser.add_argument("--init", type=Path, help="teacher that round 0 fine-tunes from (default: from scratch)")
+    parser.add_argument(
+        "--init", help="teacher that round 0 fine-tunes from, '{seed}' for one per seed (default: from scratch)"
+    )
     parser.add_argument("--promotion", choices=PROMOTIONS, default=PROMOTIONS[0], help="which teacher goes on")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("build/active_learning"), help="cohort and sessions")
@@ -175,13 +219,14 @@ def main() -> None:
     strategies = [s for s in args.strategies.split(",") if s]
     if BASELINE not in strategies:
         parser.error(f"--strategies must include {BASELINE}, the baseline the saving is measured against")
-    cohort = _cohort(args.out / "cohort", args.cases, args.cohort_seed)
+    cohort = args.cohort or _cohort(args.out / "cohort", args.cases, args.cohort_seed)
     results = {strategy: _run(strategy, cohort, args) for strategy in strategies}
-    savings = _savings(results, args.initial)
+    initial_count = args.initial if isinstance(args.initial, int) else len(args.initial)
+    savings = [*_savings(results, initial_count, "dice"), *_savings(results, initial_count, "hd95")]
+    start = "scratch" if args.init is None else Path(args.init).stem
     title = (
-        f"{args.cases}-case cohort, {args.method}, {args.iterations} it/round, {args.budget} case/round\n"
-        f"seeds {','.join(map(str, args.seeds))}, round 0 from {args.init.stem if args.init else 'scratch'}, "
-        f"promotion: {args.promotion}"
+        f"{cohort.name}, {args.method}, {args.iterations} it/round, {args.budget} case/round, "
+        f"seeds {','.join(map(str, args.seeds))}, round 0 from {start}, promotion: {args.promotion}"
     )
     _plot(results, args.png, title)
     command = shlex.join([sys.executable, *sys.argv])
@@ -190,22 +235,24 @@ def main() -> None:
     json_path.write_text(json.dumps(summary, indent=1), encoding="utf-8")
 
     counts = sorted({p["labeled"] for r in results.values() for p in r["curve"]})
-    print(f"\ntest Dice (mean ± std over seeds {args.seeds}) by labeled training cases")
-    print(f"{'labeled':<8} " + " ".join(f"{s:>22}" for s in strategies))
-    for count in counts:
-        cells = []
-        for strategy in strategies:
-            point = next((p for p in results[strategy]["curve"] if p["labeled"] == count), None)
-            cells.append("-" if point is None else f"{point['dice_mean']:.4f} ± {point['dice_std']:.4f}")
-        print(f"{count:<8} " + " ".join(f"{c:>22}" for c in cells))
-    print("\nlabeling saving: cases needed to reach random's mean Dice at N cases (target ratio <= 0.7)")
-    print(f"{'strategy':<20} {'N':>3} {'random Dice':>12} {'needed':>8} {'ratio':>7} {'chosen-only':>12}")
+    for metric, digits in (("dice", 4), ("hd95", 1)):
+        print(f"\ntest {metric} (mean ± std over seeds {args.seeds}) by labeled training cases")
+        print(f"{'labeled':<8} " + " ".join(f"{s:>22}" for s in strategies))
+        for count in counts:
+            cells = []
+            for strategy in strategies:
+                point = next((p for p in results[strategy]["curve"] if p["labeled"] == count), None)
+                mean = None if point is None else point.get(f"{metric}_mean")
+                cells.append("-" if mean is None else f"{mean:.{digits}f} ± {point[f'{metric}_std']:.{digits}f}")
+            print(f"{count:<8} " + " ".join(f"{c:>22}" for c in cells))
+    print("\nlabeling saving: cases needed to reach random's mean at N cases (target ratio <= 0.7)")
+    print(f"{'strategy':<20} {'metric':>6} {'N':>3} {'random':>9} {'needed':>8} {'ratio':>7} {'chosen-only':>12}")
     for row in savings:
         needed = "not reached" if row["cases_needed"] is None else f"{row['cases_needed']:.2f}"
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
         chosen = "-" if row["ratio_chosen"] is None else f"{row['ratio_chosen']:.2f}"
         print(
-            f"{row['strategy']:<20} {row['random_cases']:>3} {row['random_dice']:>12.4f} "
+            f"{row['strategy']:<20} {row['metric']:>6} {row['random_cases']:>3} {row['random_value']:>9.4f} "
             f"{needed:>8} {ratio:>7} {chosen:>12}"
         )
     print("\nannotation effort: voxels corrected in the ranking teacher's prediction / voxels painted from scratch")

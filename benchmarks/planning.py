@@ -24,7 +24,7 @@ Then every recipe trains ``--method`` from scratch on it, each run once, one aft
   of [-1000, 1000] HU or a whole-image z-score).
 
 The exported (best-validation) model of each run is evaluated on the test split: per-class Dice, mean Dice,
-HD95 and training minutes are printed as one table and written to ``--out/results.json``. ``--fit`` also scores
+HD95 and training minutes are printed as one table and merged into ``--out/results<tag>.json``. ``--fit`` also scores
 it on its own labeled training cases: a class low there too is not learnt at all (capacity, loss, schedule),
 not a failure to generalise. Runs already in ``--out`` are reused.
 """
@@ -223,7 +223,10 @@ def main() -> None:
             key = f"{name}/{recipe}{args.tag}"
             results[key] = run_one(project, recipe, args, args.out / name / f"{recipe}{args.tag}")
             print(json.dumps({key: results[key]}), flush=True)
-    (args.out / f"results{args.tag}.json").write_text(json.dumps(results, indent=2) + "\n")
+    # Merged into what earlier calls with this tag wrote: one call per cohort must not drop the others' rows.
+    summary_path = args.out / f"results{args.tag}.json"
+    earlier = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary_path.write_text(json.dumps({**earlier, **results}, indent=2) + "\n")
     print(f"\n{'cohort/recipe':<20} {'spacing mm':<18} {'patch':<12} {'min':>5} {'Dice':>6} {'HD95':>6}  per class")
     for key, r in results.items():
         spacing = "x".join(f"{v:.2g}" for v in r["spacing"])

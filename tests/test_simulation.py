@@ -114,8 +114,12 @@ def test_fixed_order_reproduces_the_training_it_wraps(source: Path, tmp_path: Pa
     direct1 = train(grown, sim_config(seed=3), tmp_path / "direct1", init_model=direct0.model_path, device="cpu")
     assert same_weights(direct1.model_path, Path(result.records[1].model))
     with Project.open(grown) as project:
-        dice = evaluate_project(project, direct1.model_path, device="cpu").summary["overall"]["dice_mean"]
-    assert dice == pytest.approx(result.records[1].test_dice, abs=0)
+        overall = evaluate_project(project, direct1.model_path, device="cpu").summary["overall"]
+    assert overall["dice_mean"] == pytest.approx(result.records[1].test_dice, abs=0)
+    # The distance the label-saving ratio is also read at: the teacher's mean test HD95, per round and per curve point.
+    assert overall["hd95_mm_mean"] is not None
+    assert result.records[1].test_hd95_mm == pytest.approx(overall["hd95_mm_mean"], abs=0)
+    assert result.curve()[1]["hd95_mean"] == pytest.approx(overall["hd95_mm_mean"], abs=0)
     # The session's seed, not the config's (None: the project's seed 5), is what every round trains with.
     cards = [json.loads(Path(r.model).with_suffix(".json").read_text()) for r in result.records]
     assert [card["training"]["seed"] for card in cards] == [3, 3]
@@ -200,10 +204,37 @@ def test_bad_settings_fail_before_any_work(source: Path, tmp_path: Path) -> None
         SimulationSettings(seeds=(1, 1), device="cpu"),
         SimulationSettings(uncertainty="none", device="cpu"),
         SimulationSettings(promotion="sometimes", device="cpu"),
+        SimulationSettings(seeds=(0, 1), init_model={0: tmp_path / "start.safetensors"}, device="cpu"),
     ):
         with pytest.raises(InputError):
             simulate(source, work, sim_config(), settings)
     assert not work.exists()
+
+
+def test_each_seed_fine_tunes_its_own_starting_teacher(source: Path, tmp_path: Path) -> None:
+    """Starting teachers per seed (say, each converged on that session's initial cases): round 0 of
+    a session fine-tunes its seed's teacher, not another seed's."""
+    starts = {
+        seed: train(source, sim_config(seed=10 + seed), tmp_path / f"start{seed}", device="cpu").model_path
+        for seed in (0, 1)
+    }
+    assert not same_weights(starts[0], starts[1])
+    settings = SimulationSettings(
+        strategy=FixedOrder(("case_03",)),
+        rounds=1,
+        initial=["case_00", "case_01"],
+        seeds=(0, 1),
+        init_model=starts,
+        device="cpu",
+        promotion="always",
+    )
+    result = simulate(source, tmp_path / "work", sim_config(), settings)
+    first_rounds = {r.seed: r for r in result.records if r.round == 0}
+    for seed, record in first_rounds.items():
+        assert card(record.model)["parent"] == card(str(starts[seed]))["weights_sha256"]
+    assert json.loads((tmp_path / "work" / "result.json").read_text())["settings"]["init_model"] == {
+        str(seed): str(path) for seed, path in starts.items()
+    }
 
 
 def test_uncertainty_report_auroc_is_one_when_entropy_marks_exactly_the_errors() -> None:

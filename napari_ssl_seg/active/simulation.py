@@ -26,17 +26,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from napari_ssl_seg.active.ranking import candidate_cases, rank_project
 from napari_ssl_seg.active.simulated_project import GroundTruthSource, copy_project, read_source, reveal
+from napari_ssl_seg.active.simulation_records import RoundRecord, SimulationResult
 from napari_ssl_seg.active.strategies import STRATEGIES
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.evaluation.evaluate import evaluate_project
@@ -72,7 +71,8 @@ Strategy = str | FixedOrder
 class SimulationSettings:
     """How a session runs. ``budget``: cases labeled per round. ``rounds`` None: until the pool
     is used up. ``initial``: how many training cases start labeled (drawn with the seed), or
-    exactly which. ``init_model``: the teacher round 0 fine-tunes from (None: from scratch).
+    exactly which. ``init_model``: the teacher round 0 fine-tunes from (None: from scratch), or
+    one per seed (each session's starting teacher trained on that seed's initial cases).
     ``promotion``: which teacher goes on after a round (see the module doc, ``PROMOTIONS``)."""
 
     strategy: Strategy = "boundary_entropy"
@@ -82,7 +82,7 @@ class SimulationSettings:
     seeds: Sequence[int] = (0,)
     samples: int = 8
     uncertainty: str | None = None
-    init_model: Path | None = None
+    init_model: Path | Mapping[int, Path] | None = None
     device: str = "auto"
     promotion: str = "validation"
 
@@ -90,81 +90,10 @@ class SimulationSettings:
     def strategy_name(self) -> str:
         return self.strategy if isinstance(self.strategy, str) else self.strategy.name
 
-
-@dataclass
-class RoundRecord:
-    """One round: after ``round`` rounds of labeling, with ``labeled`` training cases.
-
-    ``model`` is the round's fine-tuned model and ``validation_dice`` its training run's best;
-    ``teacher`` is the teacher after the promotion rule (``model`` when ``promoted``), and
-    ``test_dice`` is the teacher's."""
-
-    seed: int
-    round: int
-    labeled: int
-    labeled_cases: list[str]
-    picked: list[str]
-    picked_scores: list[float | None]
-    test_dice: float
-    validation_dice: float | None
-    model: str
-    train_seconds: float
-    rank_seconds: float
-    promoted: bool
-    teacher: str
-    #: Per picked case: the voxels the annotator corrected in the ranking teacher's prediction,
-    #: and the foreground voxels labeling it from scratch paints (evaluation/correction.py).
-    corrected_voxels: list[int] = field(default_factory=list)
-    scratch_voxels: list[int] = field(default_factory=list)
-
-    @property
-    def correction_ratio(self) -> float | None:
-        """The round's corrected voxels per voxel labeling the picked cases from scratch paints."""
-        scratch = sum(self.scratch_voxels)
-        return sum(self.corrected_voxels) / scratch if scratch else None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "correction_ratio": self.correction_ratio}
-
-
-@dataclass
-class SimulationResult:
-    strategy: str
-    method: str
-    work_dir: Path
-    settings: dict[str, Any]
-    records: list[RoundRecord] = field(default_factory=list)
-
-    def curve(self) -> list[dict[str, Any]]:
-        """Per number of labeled cases, over seeds: test Dice (mean, standard deviation, count) and
-        the mean correction ratio of the cases labeled to get there (None for the initial round)."""
-        by_count: dict[int, list[RoundRecord]] = {}
-        for record in self.records:
-            by_count.setdefault(record.labeled, []).append(record)
-        points = []
-        for count, records in sorted(by_count.items()):
-            values = [record.test_dice for record in records]
-            ratios = [r.correction_ratio for r in records if r.correction_ratio is not None]
-            points.append(
-                {
-                    "labeled": count,
-                    "dice_mean": statistics.fmean(values),
-                    "dice_std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                    "seeds": len(values),
-                    "correction_mean": statistics.fmean(ratios) if ratios else None,
-                }
-            )
-        return points
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "strategy": self.strategy,
-            "method": self.method,
-            "work_dir": str(self.work_dir),
-            "settings": self.settings,
-            "rounds": [record.as_dict() for record in self.records],
-            "curve": self.curve(),
-        }
+    def starting_teacher(self, seed: int) -> Path | None:
+        if isinstance(self.init_model, Mapping):
+            return Path(self.init_model[seed])
+        return self.init_model
 
 
 def _plan(source: GroundTruthSource, settings: SimulationSettings) -> int:
@@ -176,6 +105,10 @@ def _plan(source: GroundTruthSource, settings: SimulationSettings) -> int:
         raise InputError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     if not settings.seeds or len(set(settings.seeds)) != len(settings.seeds):
         raise InputError(f"seeds must be one or more distinct integers, got {list(settings.seeds)}")
+    if isinstance(settings.init_model, Mapping):
+        missing = [seed for seed in settings.seeds if seed not in settings.init_model]
+        if missing:
+            raise InputError(f"no starting teacher for seed(s) {', '.join(map(str, missing))}")
     if strategy in MODEL_STRATEGIES and settings.uncertainty == "none":
         raise InputError(f"strategy {strategy} ranks by uncertainty; --uncertainty none gives none")
     if settings.budget < 1:
@@ -278,13 +211,16 @@ class _Scores:
     def __init__(self, project: Project, device: str) -> None:
         self.project, self.device = project, device
         self._known: dict[tuple[str, str], float] = {}
+        self._tested: dict[tuple[str, str], tuple[float, float | None]] = {}
 
-    def test(self, checkpoint: Path) -> float:
+    def test(self, checkpoint: Path) -> tuple[float, float | None]:
+        """Test Dice and HD95 (mm; None when no (case, class) pair has a distance)."""
         key = (str(checkpoint), "test")
-        if key not in self._known:
-            evaluation = evaluate_project(self.project, checkpoint, split="test", device=self.device)
-            self._known[key] = float(evaluation.summary["overall"]["dice_mean"])
-        return self._known[key]
+        if key not in self._tested:
+            overall = evaluate_project(self.project, checkpoint, split="test", device=self.device).summary["overall"]
+            hd95 = overall.get("hd95_mm_mean")
+            self._tested[key] = (float(overall["dice_mean"]), None if hd95 is None else float(hd95))
+        return self._tested[key]
 
     def validation(self, checkpoint: Path) -> float:
         key = (str(checkpoint), "validation")
@@ -317,7 +253,13 @@ def simulate(
         summary = {**dataclasses.asdict(settings), "rounds": rounds, "project": str(Path(project_root))}
         summary["strategy"] = settings.strategy_name
         summary["initial"] = settings.initial if isinstance(settings.initial, int) else list(settings.initial)
-        summary["init_model"] = None if settings.init_model is None else str(settings.init_model)
+        summary["init_model"] = (
+            {str(seed): str(settings.starting_teacher(seed)) for seed in settings.seeds}
+            if isinstance(settings.init_model, Mapping)
+            else None
+            if settings.init_model is None
+            else str(settings.init_model)
+        )
         summary["seeds"] = list(settings.seeds)
         summary["config"] = config.to_dict()
         result = SimulationResult(settings.strategy_name, config.method, work, summary)
@@ -346,7 +288,7 @@ def _session(
     seeded = dataclasses.replace(config, seed=seed, method_settings=dict(config.method_settings))
     labeled = _initial_cases(info, settings, seed)
     reveal(project, labeled)
-    teacher = settings.init_model
+    teacher = settings.starting_teacher(seed)
     scores = _Scores(project, settings.device)
     runs = project.root.parent / "runs"
     for round_index in range(rounds + 1):
@@ -373,6 +315,7 @@ def _session(
         )
         if promoted:
             teacher = model
+        test_dice, test_hd95 = scores.test(teacher)
         result.records.append(
             RoundRecord(
                 seed=seed,
@@ -381,7 +324,8 @@ def _session(
                 labeled_cases=list(labeled),
                 picked=picked,
                 picked_scores=picked_scores,
-                test_dice=scores.test(teacher),
+                test_dice=test_dice,
+                test_hd95_mm=test_hd95,
                 validation_dice=validation,
                 model=str(model),
                 train_seconds=round(seconds, 2),

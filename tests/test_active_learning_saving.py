@@ -1,0 +1,51 @@
+"""The labeling saving the active-learning benchmark reports: cases a strategy needs for random's Dice or HD95."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+
+def load_benchmark() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "active_learning.py"
+    spec = importlib.util.spec_from_file_location("active_learning_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def curve(points: list[tuple[int, float, float]]) -> dict[str, Any]:
+    return {"curve": [{"labeled": n, "dice_mean": dice, "hd95_mean": hd95} for n, dice, hd95 in points]}
+
+
+def test_reach_interpolates_upwards_for_dice_and_downwards_for_hd95() -> None:
+    benchmark = load_benchmark()
+    dice = [(2, 0.60), (3, 0.70), (4, 0.80)]
+    assert benchmark._interpolate_reach(dice, 0.75) == pytest.approx(3.5)
+    assert benchmark._interpolate_reach(dice, 0.55) == 2.0
+    assert benchmark._interpolate_reach(dice, 0.90) is None
+    hd95 = [(2, 40.0), (3, 30.0), (4, 20.0)]
+    assert benchmark._interpolate_reach(hd95, 25.0, lower_is_better=True) == pytest.approx(3.5)
+    assert benchmark._interpolate_reach(hd95, 45.0, lower_is_better=True) == 2.0
+    assert benchmark._interpolate_reach(hd95, 10.0, lower_is_better=True) is None
+
+
+def test_saving_at_equal_hd95_counts_the_cases_a_strategy_needs_to_come_down_to_random() -> None:
+    benchmark = load_benchmark()
+    results = {
+        "random": curve([(2, 0.6, 40.0), (3, 0.65, 34.0), (4, 0.7, 30.0)]),
+        "missing_volume": curve([(2, 0.6, 40.0), (3, 0.7, 30.0), (4, 0.72, 28.0)]),
+    }
+    rows = {(r["metric"], r["random_cases"]): r for r in benchmark._savings(results, 2, "hd95")}
+    assert set(rows) == {("hd95", 3), ("hd95", 4)}  # nothing to save at the shared initial cases
+    assert rows[("hd95", 4)]["cases_needed"] == pytest.approx(3.0)
+    assert rows[("hd95", 4)]["ratio"] == pytest.approx(0.75)
+    assert rows[("hd95", 4)]["ratio_chosen"] == pytest.approx(0.5)
+    assert rows[("hd95", 3)]["cases_needed"] == pytest.approx(2.6)
+    dice_rows = {r["random_cases"]: r for r in benchmark._savings(results, 2, "dice")}
+    assert dice_rows[4]["cases_needed"] == pytest.approx(3.0)
