@@ -223,7 +223,7 @@ def main() -> None:
     results = {strategy: _run(strategy, cohort, args) for strategy in strategies}
     initial_count = args.initial if isinstance(args.initial, int) else len(args.initial)
     savings = [*_savings(results, initial_count, "dice"), *_savings(results, initial_count, "hd95")]
-    start = "scratch" if args.init is None else Path(args.init).stem
+    start = "scratch" if args.init is None else "/".join(Path(args.init).parts[-2:])
     title = (
         f"{cohort.name}, {args.method}, {args.iterations} it/round, {args.budget} case/round, "
         f"seeds {','.join(map(str, args.seeds))}, round 0 from {start}, promotion: {args.promotion}"
