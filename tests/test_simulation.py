@@ -280,6 +280,9 @@ def test_cli_simulate_json_end_to_end(source: Path, tmp_path: Path, capsys: pyte
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("strategy  least_recent   method supervised")
     assert [line.split()[:3] for line in lines[2:4]] == [["0", "0", "2"], ["0", "1", "3"]]
+    stored = json.loads((tmp_path / "table" / "result.json").read_text())["rounds"]
+    hd95 = ["-" if r["test_hd95_mm"] is None else f"{r['test_hd95_mm']:.1f}" for r in stored]
+    assert [line.split()[4] for line in lines[2:4]] == hd95
     assert [line.split()[0] for line in lines[-2:]] == ["2", "3"]
 
 

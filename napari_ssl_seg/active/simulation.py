@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ class SimulationSettings:
         return self.strategy if isinstance(self.strategy, str) else self.strategy.name
 
     def starting_teacher(self, seed: int) -> Path | None:
+        """The teacher session ``seed`` starts from (None: round 0 trains from scratch)."""
         if isinstance(self.init_model, Mapping):
             return Path(self.init_model[seed])
         return self.init_model
@@ -219,7 +221,8 @@ class _Scores:
         if key not in self._tested:
             overall = evaluate_project(self.project, checkpoint, split="test", device=self.device).summary["overall"]
             hd95 = overall.get("hd95_mm_mean")
-            self._tested[key] = (float(overall["dice_mean"]), None if hd95 is None else float(hd95))
+            finite = hd95 is not None and math.isfinite(hd95)
+            self._tested[key] = (float(overall["dice_mean"]), float(hd95) if finite else None)
         return self._tested[key]
 
     def validation(self, checkpoint: Path) -> float:

@@ -100,15 +100,24 @@ def command_simulate(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict(), allow_nan=False))
         return 0
     print(f"strategy  {result.strategy}   method {result.method}   work {result.work_dir}")
-    print(f"{'seed':<5} {'round':<6} {'labeled':<8} {'test Dice':<10} {'teacher':<9} picked")
+    print(f"{'seed':<5} {'round':<6} {'labeled':<8} {'test Dice':<10} {'HD95 mm':<8} {'teacher':<9} picked")
     for record in result.records:
         picked = ", ".join(record.picked) or "(initial: " + ", ".join(record.labeled_cases) + ")"
         teacher = "new" if record.promoted else "kept"
-        print(f"{record.seed:<5} {record.round:<6} {record.labeled:<8} {record.test_dice:<10.4f} {teacher:<9} {picked}")
-    print(f"\n{'labeled':<8} {'mean Dice':<10} {'std':<8} {'seeds':<6} corrected (voxels changed / from scratch)")
+        hd95 = "-" if record.test_hd95_mm is None else f"{record.test_hd95_mm:.1f}"
+        print(
+            f"{record.seed:<5} {record.round:<6} {record.labeled:<8} {record.test_dice:<10.4f} {hd95:<8} "
+            f"{teacher:<9} {picked}"
+        )
+    print(
+        f"\n{'labeled':<8} {'mean Dice':<10} {'std':<8} {'HD95 mm':<8} {'std':<6} {'seeds':<6} "
+        "corrected (voxels changed / from scratch)"
+    )
     for point in result.curve():
         ratio = point["correction_mean"]
         corrected = "-" if ratio is None else f"{100 * ratio:.1f}%"
         dice = f"{point['dice_mean']:<10.4f} {point['dice_std']:<8.4f}"
-        print(f"{point['labeled']:<8} {dice} {point['seeds']:<6} {corrected}")
+        hd95 = "-" if point["hd95_mean"] is None else f"{point['hd95_mean']:.1f}"
+        hd95_std = "-" if point["hd95_std"] is None else f"{point['hd95_std']:.1f}"
+        print(f"{point['labeled']:<8} {dice} {hd95:<8} {hd95_std:<6} {point['seeds']:<6} {corrected}")
     return 0
