@@ -51,7 +51,15 @@ from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.loop import train
 from napari_ssl_seg.training.promote import is_better, validation_dice
 
-__all__ = ["PROMOTIONS", "FixedOrder", "RoundRecord", "SimulationResult", "SimulationSettings", "simulate"]
+__all__ = [
+    "PROMOTIONS",
+    "FixedOrder",
+    "RoundRecord",
+    "SimulationResult",
+    "SimulationSettings",
+    "initial_cases",
+    "simulate",
+]
 
 PROMOTIONS = ("validation", "always")
 
@@ -141,7 +149,8 @@ def _plan(source: GroundTruthSource, settings: SimulationSettings) -> int:
     return rounds
 
 
-def _initial_cases(info: GroundTruthSource, settings: SimulationSettings, seed: int) -> list[str]:
+def initial_cases(info: GroundTruthSource, settings: SimulationSettings, seed: int) -> list[str]:
+    """The training cases session ``seed`` starts with labeled: ``settings.initial``, named or drawn."""
     if not isinstance(settings.initial, int):
         return sorted(set(settings.initial))
     picked = np.random.default_rng([seed, 0x51]).choice(len(info.train), size=settings.initial, replace=False)
@@ -289,7 +298,7 @@ def _session(
 ) -> None:
     total = len(settings.seeds) * (rounds + 1)
     seeded = dataclasses.replace(config, seed=seed, method_settings=dict(config.method_settings))
-    labeled = _initial_cases(info, settings, seed)
+    labeled = initial_cases(info, settings, seed)
     reveal(project, labeled)
     teacher = settings.starting_teacher(seed)
     scores = _Scores(project, settings.device)
