@@ -34,7 +34,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_ssl_seg.active.simulation import PROMOTIONS, SimulationResult, SimulationSettings, simulate
+from napari_ssl_seg.active.simulation import (
+    PROMOTIONS,
+    SimulationResult,
+    SimulationSettings,
+    parse_initial,
+    simulate,
+)
 from napari_ssl_seg.cli.train import training_config
 from napari_ssl_seg.cohort.cohort_project import build_cohort_project
 from napari_ssl_seg.runtime.allocator import keep_freed_memory
@@ -182,11 +188,6 @@ def _plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     plt.close(figure)
 
 
-def _initial(text: str) -> int | list[str]:
-    """``--initial``: a count, or the comma-separated names of the cases labeled at the start."""
-    return int(text) if text.strip().isdigit() else sorted({name for name in text.split(",") if name})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=12, help="cohort size")
@@ -195,7 +196,10 @@ def main() -> None:
     parser.add_argument("--strategies", default=f"boundary_entropy,{BASELINE}")
     parser.add_argument("--seeds", default="0,1", help="comma-separated simulation seeds")
     parser.add_argument(
-        "--initial", type=_initial, default=2, help="training cases labeled before round 1: a count, or their names"
+        "--initial",
+        type=parse_initial,
+        default=2,
+        help="training cases labeled before round 1: a count, or their names",
     )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--budget", type=int, default=1, help="cases labeled per round")

@@ -16,31 +16,20 @@ A seed whose model already exists is not trained again.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from label_gap import plateaued
+
 from napari_ssl_seg.active.simulated_project import copy_project, read_source, reveal
-from napari_ssl_seg.active.simulation import SimulationSettings, initial_cases
+from napari_ssl_seg.active.simulation import SimulationSettings, initial_cases, parse_initial
 from napari_ssl_seg.cli.train import training_config
 from napari_ssl_seg.runtime.allocator import keep_freed_memory
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training.loop import train
+from napari_ssl_seg.training.runlog import read_log
 
 PLATEAU_WINDOW = 4
 PLATEAU_DELTA = 0.01
-
-
-def validation_curve(log: Path) -> list[tuple[int, float]]:
-    records = (json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip())
-    return [(r["iteration"], float(r["dice"])) for r in records if r.get("kind") == "validation"]
-
-
-def plateau_gain(curve: list[tuple[int, float]]) -> float | None:
-    """How much the last :data:`PLATEAU_WINDOW` validations raised the best before them (None: too short)."""
-    if len(curve) <= PLATEAU_WINDOW:
-        return None
-    before = max(dice for _, dice in curve[:-PLATEAU_WINDOW])
-    return max(dice for _, dice in curve) - before
 
 
 def main() -> None:
@@ -54,9 +43,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("build/al_conv/drawn"))
     args = parser.parse_args()
     keep_freed_memory()
-    text = args.initial.strip()
-    initial: int | list[str] = int(text) if text.isdigit() else sorted({n for n in text.split(",") if n})
-    settings = SimulationSettings(initial=initial)
+    settings = SimulationSettings(initial=parse_initial(args.initial))
     for seed in [int(s) for s in args.seeds.split(",") if s]:
         model_dir = args.out / f"init_seed{seed}"
         target = args.out / f"project_seed{seed}"
@@ -75,14 +62,15 @@ def main() -> None:
                 device=args.device,
             )
             train(target, training_config(config_args, target), model_dir, device=args.device)
-        curve = validation_curve(model_dir / "log.jsonl")
+        curve = [
+            (r["iteration"], float(r["dice"])) for r in read_log(model_dir / "log.jsonl") if r["kind"] == "validation"
+        ]
         best_iteration, best = max(curve, key=lambda point: point[1])
-        gain = plateau_gain(curve)
-        plateau = gain is not None and gain < PLATEAU_DELTA
+        plateau = plateaued(curve, PLATEAU_WINDOW, PLATEAU_DELTA)
         print(
             f"seed {seed}: initial {', '.join(cases)}; best validation {best:.4f} at {best_iteration}; "
-            f"last {PLATEAU_WINDOW} validations raised it by {gain if gain is None else round(gain, 4)} "
-            f"(plateau rule {'met' if plateau else 'not met'})",
+            f"plateau rule (last {PLATEAU_WINDOW} validations raised the best by < {PLATEAU_DELTA}) "
+            f"{'met' if plateau else 'not met'}",
             flush=True,
         )
 

@@ -303,3 +303,8 @@ def test_cli_simulate_bad_input_exits_2_with_one_error_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
     assert not (tmp_path / "work").exists()
+
+
+def test_initial_cases_from_the_command_line_are_a_count_or_sorted_names() -> None:
+    assert simulation_module.parse_initial(" 3 ") == 3
+    assert simulation_module.parse_initial("case_03, case_01,case_03,") == ["case_01", "case_03"]

@@ -58,6 +58,7 @@ __all__ = [
     "SimulationResult",
     "SimulationSettings",
     "initial_cases",
+    "parse_initial",
     "simulate",
 ]
 
@@ -147,6 +148,12 @@ def _plan(source: GroundTruthSource, settings: SimulationSettings) -> int:
             f"cases; the pool has {pool}"
         )
     return rounds
+
+
+def parse_initial(text: str) -> int | list[str]:
+    """A command line's initial cases: a count (drawn per seed), or comma-separated case names."""
+    text = text.strip()
+    return int(text) if text.isdigit() else sorted({name.strip() for name in text.split(",") if name.strip()})
 
 
 def initial_cases(info: GroundTruthSource, settings: SimulationSettings, seed: int) -> list[str]:
