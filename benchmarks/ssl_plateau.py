@@ -17,7 +17,7 @@ often in time.
 Printed per method: test Dice and HD95 (mean ± sd over seeds), the paired difference to the control and to the
 starting teacher per seed, and whether the run met the plateau rule (its last ``--plateau-window`` validations
 raised its best validation Dice by less than ``--plateau-delta``). Model selection uses the validation split;
-the test split is only evaluated. Finished runs in ``--out`` are reused.
+the test split is only evaluated. Finished runs in ``--out`` are reused, interrupted ones resumed.
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ def run_one(
         *args.set,
     ]
     config = apply_overrides(preset("finetune"), overrides)
-    train(project, config, out, device=args.device, init_model=init)
+    # A run stopped with the session continues from its checkpoint rather than from the start.
+    interrupted = (out / "state" / "resume.json").is_file()
+    train(project, config, out, device=args.device, init_model=init, resume=interrupted)
     records = read_log(out / "log.jsonl")
     curve = [(int(r["iteration"]), float(r["dice"])) for r in records if r.get("kind") == "validation"]
     seconds = max((float(r.get("train_seconds", 0.0)) for r in records if r.get("kind") == "validation"), default=0)

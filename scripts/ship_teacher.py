@@ -3,17 +3,25 @@
 Run: .venv/bin/python scripts/ship_teacher.py RUN/model.safetensors models/NAME --project COHORT
      --cohort-command "napari-ssl-seg make-cohort ..."
 (scripts/ship_teachers.sh runs the whole recipe.) The card keeps the training command, seed, label
-versions and validation metrics the loop wrote; this adds how the cohort was made and the test Dice.
+versions and validation metrics the loop wrote; this adds how the cohort was made and the test Dice. A run
+from before training chose the card's post-processing gets it chosen here, by the same rule on the same
+validation cases (``evaluation/validation.py``), and the test Dice is measured with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import tempfile
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from napari_ssl_seg.evaluation.evaluate import evaluate_project
-from napari_ssl_seg.networks import load_checkpoint, save_checkpoint
+from napari_ssl_seg.evaluation.validation import ValidationCase, validate_network
+from napari_ssl_seg.networks import ModelCard, load_checkpoint, save_checkpoint
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training.runlog import read_log
 
@@ -22,6 +30,16 @@ def training_seconds(run: Path) -> float | None:
     """Training seconds (validation left out) of the run in folder ``run``, from its log."""
     seconds = [float(r["train_seconds"]) for r in read_log(run / "log.jsonl") if "train_seconds" in r]
     return max(seconds) if seconds else None
+
+
+def chosen_postprocessing(project: Project, network: torch.nn.Module, card: ModelCard) -> dict:
+    """The clean-up training would have recorded: chosen on the project's validation split."""
+    cases = [
+        ValidationCase(case.name, project.read_image(case.name), np.asarray(project.read_label(case.name).array))
+        for case in project.cases()
+        if case.split == "validation" and case.is_labeled
+    ]
+    return validate_network(network, cases, card, device=torch.device("cpu"), overlap=0.25).postprocessing
 
 
 def main() -> None:
@@ -33,8 +51,11 @@ def main() -> None:
     parser.add_argument("--warm-start-run", type=Path, help="the run folder of the --init model, for its time")
     args = parser.parse_args()
     networks, card = load_checkpoint(args.model)
-    with Project.open(args.project) as project:
-        evaluation = evaluate_project(project, args.model, split="test", device="cpu")
+    with Project.open(args.project) as project, tempfile.TemporaryDirectory() as work:
+        if "postprocessing" not in json.loads(args.model.with_suffix(".json").read_text()):
+            card.postprocessing = chosen_postprocessing(project, networks["model"], card)
+        save_checkpoint(Path(work) / "model", networks, card)  # the run's weights, the card as shipped
+        evaluation = evaluate_project(project, Path(work) / "model.safetensors", split="test", device="cpu")
     overall = evaluation.summary["overall"]
     training = {**card.training, "cohort_command": args.cohort_command, "shipped_from": str(args.model)}
     metrics = {
@@ -51,7 +72,7 @@ def main() -> None:
     weights, card_path = save_checkpoint(args.out, networks, shipped, half=True, overwrite=True)
     print(
         f"wrote {weights} and {card_path}: validation Dice {card.metrics['validation_dice']:.4f}, "
-        f"test Dice {overall['dice_mean']:.4f}"
+        f"test Dice {overall['dice_mean']:.4f}, largest component only: {card.postprocessing or 'none'}"
     )
 
 

@@ -11,6 +11,7 @@ from helpers import make_tiny_project, tiny_config
 from safetensors.torch import load_file
 
 from napari_ssl_seg.errors import InputError
+from napari_ssl_seg.evaluation.validation import ValidationScore
 from napari_ssl_seg.methods.registry import build_method
 from napari_ssl_seg.networks import load_checkpoint
 from napari_ssl_seg.training import apply_overrides
@@ -29,10 +30,10 @@ def _scripted_validation(monkeypatch: pytest.MonkeyPatch, scores: list[float]) -
     """Replace validation by scores given in call order; returns the networks validated, in order."""
     seen: list[torch.nn.Module] = []
 
-    def validate(network: torch.nn.Module, cases: Any, *args: Any, **kw: Any) -> tuple[float, dict[str, float]]:
+    def validate(network: torch.nn.Module, cases: Any, *args: Any, **kw: Any) -> ValidationScore:
         seen.append(network)
         score = scores[(len(seen) - 1) % len(scores)]
-        return score, {"case_03": score}
+        return ValidationScore(score, {"case_03": score})
 
     monkeypatch.setattr(loop_module, "validate_network", validate)
     return seen

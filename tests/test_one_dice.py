@@ -75,9 +75,10 @@ def test_the_toy_case_scores_the_same_in_the_loop_the_metrics_and_the_promotion(
     card = _card()
 
     # The loop's checkpoint choice (and so the card's validation_dice).
-    loop_dice, per_case = validate_network(
+    score = validate_network(
         nn.Identity(), [ValidationCase("toy", image, reference)], card, device=torch.device("cpu"), overlap=0.5
     )
+    loop_dice, per_case = score.dice, score.per_case
     # The full metrics of evaluate.
     metrics = case_metrics(scripted_prediction, reference, image.spacing, [1, 2])
     # The promotion of a retrained teacher: evaluate_project over the validation split.

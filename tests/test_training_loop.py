@@ -145,6 +145,10 @@ def test_short_supervised_run_writes_a_loadable_model(tiny_project: Path, tmp_pa
     records = read_log(out / "log.jsonl")
     assert [r["iteration"] for r in records if r["kind"] == "validation"] == [3, 6]
     assert [r["iteration"] for r in records if r["kind"] == "train"] == [2, 4, 6]
+    best = next(r for r in records if r["kind"] == "validation" and r["iteration"] == card.metrics["best_iteration"])
+    # The card carries the clean-up its best validation chose; a clean-up is only ever chosen for a gain.
+    assert card.postprocessing == best["postprocessing"] and best["dice"] >= best["raw_dice"]
+    assert bool(card.postprocessing) or best["dice"] == best["raw_dice"]
     (start,) = [r for r in records if r["kind"] == "start"]
     assert start["method"] == "supervised" and start["device"] == "cpu" and start["patch_size"] == [8, 16, 16]
     assert start["batch"] == 2 and start["world_size"] == 1 and start["threads"] >= 1 and start["base_width"] == 4

@@ -228,12 +228,12 @@ class _Scores:
 
     def __init__(self, project: Project, device: str) -> None:
         self.project, self.device = project, device
-        self._known: dict[tuple[str, str], float] = {}
-        self._tested: dict[tuple[str, str], tuple[float, float | None]] = {}
+        self._tested: dict[str, tuple[float, float | None]] = {}
+        self._validated: dict[str, float] = {}
 
     def test(self, checkpoint: Path) -> tuple[float, float | None]:
         """Test Dice and HD95 (mm; None when no (case, class) pair has a distance)."""
-        key = (str(checkpoint), "test")
+        key = str(checkpoint)
         if key not in self._tested:
             overall = evaluate_project(self.project, checkpoint, split="test", device=self.device).summary["overall"]
             hd95 = overall.get("hd95_mm_mean")
@@ -242,10 +242,10 @@ class _Scores:
         return self._tested[key]
 
     def validation(self, checkpoint: Path) -> float:
-        key = (str(checkpoint), "validation")
-        if key not in self._known:  # the very criterion the retrain's promotion uses
-            self._known[key] = validation_dice(self.project, checkpoint, device=self.device)
-        return self._known[key]
+        key = str(checkpoint)
+        if key not in self._validated:  # the very criterion the retrain's promotion uses
+            self._validated[key] = validation_dice(self.project, checkpoint, device=self.device)
+        return self._validated[key]
 
 
 def simulate(

@@ -62,6 +62,9 @@ def command_predict(args: argparse.Namespace) -> int:
     print(f"model        {predictor.card.method} ({args.model})")
     print(f"uncertainty  {summary['uncertainty']} (T={summary['samples']}) on {summary['device']}")
     print(f"time         {summary['seconds']:.2f} s for {' x '.join(map(str, volume.shape))} voxels")
+    if prediction.largest_component:
+        names = ", ".join(predictor.card.classes.get(c, str(c)) for c in prediction.largest_component)
+        print(f"islands      removed from {names} (the card keeps each one's largest component)")
     for key, value in summary.get("scores", {}).items():
         print(f"{key:<20} {value:.4f}")
     for key, path in written.items():

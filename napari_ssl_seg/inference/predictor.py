@@ -3,7 +3,8 @@
 Volume -> reorient to the card's orientation (flips and axis swaps, exact) -> normalise per the
 model card -> (resample to the training spacing when the card has one) -> Gaussian-blended sliding
 windows (prediction and uncertainty share one window loop) -> back to the source grid -> label map
-(argmax) + entropy map (float16) + optional BALD map.
+(argmax, then the card's post-processing: :mod:`.components`) + entropy map (float16) + optional BALD
+map. The entropy map is left as the network gave it: a removed island stays uncertain where it was.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference import UNCERTAINTY_KINDS
+from napari_ssl_seg.inference.components import LARGEST_COMPONENT, keep_largest_components
 from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.inference.mc_dropout import entropy
 from napari_ssl_seg.inference.sliding import WindowPlan, run_sliding_window
@@ -68,6 +70,8 @@ class Prediction:
     precision: str = "float32"
     #: Probability of the predicted class (float16), kept only when asked (calibration reports).
     confidence: np.ndarray | None = None
+    #: Classes reduced to their largest connected component (the card's post-processing).
+    largest_component: list[int] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -78,6 +82,7 @@ class Prediction:
             "precision": self.precision,
             "shape": list(self.label.shape),
             "classes_found": sorted(int(v) for v in np.unique(self.label.array)),
+            "largest_component_only": list(self.largest_component),
             "notes": list(self.notes),
         }
 
@@ -204,11 +209,14 @@ class Predictor:
         progress: StepProgress | None = None,
         name: str = "image",
         keep_confidence: bool = False,
+        postprocess: bool = True,
     ) -> Prediction:
         """Label map and uncertainty map of ``volume``, both on its own voxel grid.
 
         ``uncertainty`` is one of :data:`UNCERTAINTY_KINDS` (default: :meth:`default_uncertainty`);
         ``samples`` is T for MC dropout; ``bald`` adds the mutual-information map (MC dropout).
+        ``postprocess=False`` returns the argmax as the network gave it, without the card's clean-up
+        (validation uses it to choose that clean-up).
         """
         validate_volume(volume, name=name)
         kind = uncertainty or self.default_uncertainty()
@@ -231,6 +239,9 @@ class Predictor:
             outputs = tuple(F.interpolate(o.float(), size=source_shape, mode="trilinear") for o in outputs)
             plan.notes.append(f"resampled to the model's spacing {self.card.spacing} mm and back")
         maps = _postprocess(outputs, kind, bald, self.num_classes, keep_confidence)
+        cleaned = self.card.postprocessing.get(LARGEST_COMPONENT, []) if postprocess else []
+        if cleaned:
+            maps = (keep_largest_components(maps[0], cleaned), *maps[1:])
         label, entropy_map, mutual, confidence = (None if m is None else orientation.to_source(m) for m in maps)
         if orientation.target is None:
             plan.notes.append(VOXEL_ORDER_NOTE)  # the command line prints it as a warning, the docks show one
@@ -247,6 +258,7 @@ class Predictor:
             notes=plan.notes,
             precision=self.execution.label,
             confidence=confidence,
+            largest_component=list(cleaned),
         )
 
 

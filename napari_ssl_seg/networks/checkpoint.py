@@ -126,6 +126,9 @@ class ModelCard:
     extra_networks: dict[str, dict[str, Any]] = field(default_factory=dict)
     weights_sha256: str | None = None
     weights_dtype: str = "float32"
+    #: What prediction does to the label map after the argmax, chosen on the run's validation cases:
+    #: ``{"largest_component": [class ids]}`` (``inference.components``); empty for none.
+    postprocessing: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialise; class ids become JSON string keys, tuples become lists."""
@@ -168,7 +171,7 @@ class ModelCard:
                 if len(spacing) != 3 or not all(math.isfinite(v) and v > 0 for v in spacing):
                     raise ValueError("spacing must be three positive numbers (z, y, x) or null")
                 data["spacing"] = spacing
-            for key in ("network", "intensity", "training", "metrics", "extra_networks"):
+            for key in ("network", "intensity", "training", "metrics", "extra_networks", "postprocessing"):
                 if key in data and not isinstance(data[key], dict):
                     raise ValueError(f"{key} must be an object")
             data["format_version"] = int(data.get("format_version", FORMAT_VERSION))
@@ -197,6 +200,20 @@ class ModelCard:
             raise InputError(f"{source}: weights_dtype must be float32 or float16, got {self.weights_dtype!r}")
         if self.orientation is not None:
             self.orientation = check_orientation(self.orientation, source=f"{source}: orientation")
+        self.postprocessing = _checked_postprocessing(self.postprocessing, self.classes, source)
+
+
+def _checked_postprocessing(entry: Mapping[str, Any], classes: Mapping[int, str], source: str) -> dict[str, Any]:
+    """The card's post-processing with class ids as ints; unknown steps or classes are refused."""
+    try:
+        if unknown := sorted(set(entry) - {"largest_component"}):
+            raise ValueError(f"unknown post-processing {', '.join(unknown)} (known: largest_component)")
+        ids = sorted({int(value) for value in entry.get("largest_component", [])})
+        if classes and set(ids) - {int(key) for key in classes}:
+            raise ValueError(f"postprocessing.largest_component names class(es) {ids} beyond the card's classes")
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{source}: {exc}") from None
+    return {"largest_component": ids} if ids else {}
 
 
 def checkpoint_paths(path: Path | str) -> tuple[Path, Path]:

@@ -55,7 +55,7 @@ def run_model_card(
     seed: int,
     world_size: int,
 ) -> ModelCard:
-    """The card of the run's best model so far (``best``: dice, iteration, per_case, network)."""
+    """The card of the run's best model so far (``best``: dice, iteration, per_case, network, post)."""
     extra = {}
     if method.disagreement_network is not None:
         student = method.unwrapped(method.disagreement_network)
@@ -82,4 +82,5 @@ def run_model_card(
         },
         parent=info["parent"],
         extra_networks=extra,
+        postprocessing=dict(best.get("post") or {}),
     )

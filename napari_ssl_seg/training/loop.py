@@ -222,22 +222,18 @@ class _Run:
             for name, network in candidates.items()
         }
         # max() keeps the first of equal scores, and the method's own network comes first.
-        chosen = max(scores, key=lambda name: scores[name][0])
-        dice, per_case = scores[chosen]
+        chosen = max(scores, key=lambda name: scores[name].dice)
+        dice, per_case, cleanup = scores[chosen].dice, scores[chosen].per_case, scores[chosen].postprocessing
         improved = self.best["dice"] is None or dice > self.best["dice"]
         if improved:
-            self.best = {"dice": dice, "iteration": iteration, "per_case": per_case, "network": chosen}
+            self.best = {"dice": dice, "iteration": iteration, "per_case": per_case, "network": chosen, "post": cleanup}
             self.export(iteration)
         # Seconds spent training (not validating) since this process started or resumed the run:
         # what a convergence curve puts on its time axis.
-        record: dict[str, Any] = {
-            "dice": dice,
-            "per_case": per_case,
-            "best": improved,
-            "train_seconds": round(self.train_seconds, 3),
-        }
+        record: dict[str, Any] = {"dice": dice, "per_case": per_case, "best": improved, "postprocessing": cleanup}
+        record |= {"raw_dice": scores[chosen].raw_dice, "train_seconds": round(self.train_seconds, 3)}
         if len(scores) > 1:
-            record |= {"network": chosen, "candidates": {name: score[0] for name, score in scores.items()}}
+            record |= {"network": chosen, "candidates": {name: score.dice for name, score in scores.items()}}
         self.log.write("validation", iteration, record)
 
     def export(self, iteration: int) -> None:

@@ -1,0 +1,120 @@
+"""What keeping each class's largest component does to a teacher's test Dice and HD95, per class.
+
+Run: .venv/bin/python benchmarks/largest_component.py --model M --choose PROJECT [--test PROJECT:SPLIT ...]
+     [--shipped] [--json FILE]
+
+The clean-up is chosen as training chooses it (``evaluation/validation.py``): on the validation split of
+``--choose`` (the project the teacher validated on), from the network's own argmax. Then every test set
+is predicted once without it and scored three ways with ``evaluate``'s metrics: as predicted, with the
+chosen classes cleaned (what the card now asks for) and with every class cleaned (why the choice is per
+class). ``--shipped`` adds the shipped teachers' test sets: the demo cohort's test cases and the 8
+labeled cases of the unseen cohorts of seeds 1 and 2 (``benchmarks/correction_effort.py``'s sets).
+Distances of an empty class are listed failures and kept out of the means, as ``evaluate`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from correction_effort import SETS, cohort_cases
+
+from napari_ssl_seg.evaluation.metrics import case_metrics
+from napari_ssl_seg.evaluation.validation import ValidationCase, scored_classes, validate_network
+from napari_ssl_seg.inference.components import keep_largest_components
+from napari_ssl_seg.inference.predictor import Predictor
+from napari_ssl_seg.runtime.allocator import keep_freed_memory
+from napari_ssl_seg.store import Project
+
+VARIANTS = ("as predicted", "chosen classes", "every class")
+
+
+def labeled_cases(root: Path, split: str) -> list[tuple[str, Any, np.ndarray]]:
+    with Project.open(root) as project:
+        return [
+            (case.name, project.read_image(case.name), np.asarray(project.read_label(case.name).array))
+            for case in project.cases()
+            if case.split == split and case.is_labeled
+        ]
+
+
+def score_set(predictor: Predictor, cases: list, chosen: list[int]) -> dict[str, dict[str, dict[int, float]]]:
+    """Per variant: {"dice"|"hd95": {class: mean over cases}} (HD95 over the cases where it is finite)."""
+    classes = scored_classes(predictor.card)
+    collected: dict[str, dict[str, dict[int, list[float]]]] = {
+        variant: {"dice": {c: [] for c in classes}, "hd95": {c: [] for c in classes}} for variant in VARIANTS
+    }
+    for name, image, reference in cases:
+        raw = np.asarray(predictor.predict(image, uncertainty="none", name=name, postprocess=False).label.array)
+        maps = {
+            "as predicted": raw,
+            "chosen classes": keep_largest_components(raw, chosen),
+            "every class": keep_largest_components(raw, classes),
+        }
+        for variant, label in maps.items():
+            for c, metric in case_metrics(label, reference, image.spacing, classes).items():
+                collected[variant]["dice"][c].append(metric.dice)
+                if np.isfinite(metric.hd95_mm):
+                    collected[variant]["hd95"][c].append(metric.hd95_mm)
+    return {
+        variant: {
+            key: {c: (statistics.fmean(v) if v else float("nan")) for c, v in per_class.items()}
+            for key, per_class in metrics.items()
+        }
+        for variant, metrics in collected.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--choose", type=Path, required=True, help="project whose validation split chooses")
+    parser.add_argument("--test", action="append", default=[], help="PROJECT:SPLIT to score (repeatable)")
+    parser.add_argument("--shipped", action="store_true", help="add the shipped teachers' test sets")
+    parser.add_argument("--out", type=Path, default=Path("build/correction_effort"), help="--shipped cohorts")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    keep_freed_memory()
+    predictor = Predictor.from_checkpoint(args.model, device=args.device)
+    validation = [ValidationCase(n, i, r) for n, i, r in labeled_cases(args.choose, "validation")]
+    network = predictor.networks["model"]
+    score = validate_network(network, validation, predictor.card, device=torch.device(predictor.device), overlap=0.25)
+    chosen = list(score.largest_component)
+    names = {int(k): v for k, v in predictor.card.classes.items()}
+    print(f"chosen on {len(validation)} validation cases: {[names.get(c, c) for c in chosen]}", flush=True)
+    print(f"validation Dice {score.raw_dice:.4f} as predicted, {score.dice:.4f} cleaned", flush=True)
+    sets: dict[str, list] = {}
+    for entry in args.test:
+        root, _, split = entry.rpartition(":")
+        sets[entry] = labeled_cases(Path(root), split)
+    if args.shipped:
+        for label, (seed, labeled, split) in SETS.items():
+            sets[label] = cohort_cases(args.out, seed, labeled, split)
+    results: dict[str, Any] = {"model": str(args.model), "chosen": chosen, "validation": [score.raw_dice, score.dice]}
+    for label, cases in sets.items():
+        scores = score_set(predictor, cases, chosen)
+        results[label] = scores
+        print(f"\n{label} ({len(cases)} cases): Dice / HD95 mm per class")
+        print("| class | " + " | ".join(VARIANTS) + " |")
+        print("|---|" + "---|" * len(VARIANTS))
+        for c in scored_classes(predictor.card):
+            cells = [f"{scores[v]['dice'][c]:.3f} / {scores[v]['hd95'][c]:.1f}" for v in VARIANTS]
+            print(f"| {names.get(c, c)} | " + " | ".join(cells) + " |")
+        means = [
+            f"{np.mean(list(scores[v]['dice'].values())):.3f} / {np.nanmean(list(scores[v]['hd95'].values())):.1f}"
+            for v in VARIANTS
+        ]
+        print("| mean of the classes | " + " | ".join(means) + " |", flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
