@@ -94,6 +94,10 @@ def test_validation_chooses_the_clean_up_from_the_raw_predictions(monkeypatch):
     raw_lung = 2 * 100 / (101 + 100)
     assert score.raw_dice == pytest.approx((raw_lung + 1.0) / 2)
     assert score.dice == pytest.approx(1.0) and score.per_case == {"a": 1.0, "b": 1.0}
+    # --set postprocessing=false: scored as predicted, nothing chosen.
+    cpu = torch.device("cpu")
+    plain = validate_network(nn.Identity(), cases, _card(), device=cpu, overlap=0.5, choose_cleanup=False)
+    assert plain.largest_component == () and plain.dice == plain.raw_dice == score.raw_dice
 
 
 class _Threshold(nn.Module):

@@ -68,11 +68,13 @@ def validate_network(
     device: torch.device,
     overlap: float,
     amp: bool = True,
+    choose_cleanup: bool = True,
 ) -> ValidationScore:
     """Score ``network`` deployed as ``card`` describes it on ``cases``, and choose its clean-up.
 
     ``amp`` as for :class:`Predictor`: the training loop passes its own, so validation leaves the
-    live network's weights in the layout training uses.
+    live network's weights in the layout training uses. ``choose_cleanup=False`` scores the network
+    as it predicts and chooses no clean-up.
     """
     was_training = network.training
     predictor = Predictor({"model": network}, card, device=device, overlap=overlap, amp=amp)
@@ -85,10 +87,11 @@ def validate_network(
                 predictor.predict(case.image, uncertainty="none", name=case.name, postprocess=False).label.array
             )
             raw[case.name] = class_dice(predicted, case.label, classes)
-            cleaned[case.name] = class_dice(keep_largest_components(predicted, classes), case.label, classes)
+            if choose_cleanup:
+                cleaned[case.name] = class_dice(keep_largest_components(predicted, classes), case.label, classes)
     finally:
         network.train(was_training)
-    chosen = choose_largest_component_classes(list(raw.values()), list(cleaned.values()))
+    chosen = choose_largest_component_classes(list(raw.values()), list(cleaned.values())) if choose_cleanup else []
     per_case = {
         name: case_dice({c: (cleaned[name][c] if c in chosen else dice) for c, dice in per_class.items()})
         for name, per_class in raw.items()

@@ -81,6 +81,9 @@ class TrainConfig:
     # network); "validation", whichever of the method's candidate networks (teacher, students)
     # validates best at each validation. Both select on the validation split only.
     inference_selection: str = "method"
+    # Choose, at each validation, which classes the card reduces to their largest component
+    # (inference/components.py); False exports cards without a clean-up, as before 2026-12-05.
+    postprocessing: bool = True
 
     def validate(self) -> TrainConfig:
         """Raise :class:`InputError` for values the loop cannot use; return ``self``."""

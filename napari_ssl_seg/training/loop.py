@@ -150,6 +150,7 @@ class _Run:
             ValidationCase(name, self.project.read_image(name), np.asarray(self.project.read_label(name, v).array))
             for name, v in validation
         ]
+        self.scoring = {"overlap": config.overlap, "amp": config.amp, "choose_cleanup": config.postprocessing}
         self.start = 0
         if self.resume_state is not None:
             state = load_resume_state(
@@ -216,9 +217,7 @@ class _Run:
             candidates = {method.inference_network: method.unwrapped(method.inference_network)}
         deployed = deployed_card(method, self.info, self.config)  # as the promotion will predict with it
         scores = {
-            name: validate_network(
-                network, self.validation, deployed, device=self.device, overlap=self.config.overlap, amp=self.config.amp
-            )
+            name: validate_network(network, self.validation, deployed, device=self.device, **self.scoring)
             for name, network in candidates.items()
         }
         # max() keeps the first of equal scores, and the method's own network comes first.
