@@ -4,7 +4,7 @@ Volume -> reorient to the card's orientation (flips and axis swaps, exact) -> no
 model card -> (resample to the training spacing when the card has one) -> Gaussian-blended sliding
 windows (prediction and uncertainty share one window loop) -> back to the source grid -> label map
 (argmax, then the card's post-processing: :mod:`.components`) + entropy map (float16) + optional BALD
-map. The entropy map is left as the network gave it: a removed island stays uncertain where it was.
+map. The entropy map is left as the network gave it, islands included.
 """
 
 from __future__ import annotations
