@@ -9,6 +9,8 @@ is predicted once without it and scored three ways with ``evaluate``'s metrics: 
 chosen classes cleaned (what the card now asks for) and with every class cleaned (why the choice is per
 class). ``--shipped`` adds the shipped teachers' test sets: the demo cohort's test cases and the 8
 labeled cases of the unseen cohorts of seeds 1 and 2 (``benchmarks/correction_effort.py``'s sets).
+``--real DIR`` adds the lungs of the two real chest CTs of ``benchmarks/real_ct.py`` (its Hounsfield
+reference): pieces per lung and lung Dice as predicted, with the chosen classes and with both lungs cleaned.
 Distances of an empty class are listed failures and kept out of the means, as ``evaluate`` does.
 """
 
@@ -17,12 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from correction_effort import SETS, cohort_cases
+from real_ct import class_of, dice, lps_array, lung_reference, predict_lps
+from scipy import ndimage
 
 from napari_ssl_seg.evaluation.metrics import case_metrics
 from napari_ssl_seg.evaluation.validation import ValidationCase, scored_classes, validate_network
@@ -70,6 +75,26 @@ def score_set(predictor: Predictor, cases: list, chosen: list[int]) -> dict[str,
     }
 
 
+def real_lungs(predictor: Predictor, data: Path, chosen: list[int]) -> dict[str, dict[str, float]]:
+    """Per real CT and lung: its pieces as predicted, and its Dice as predicted, chosen and with both lungs cleaned."""
+    sides = {side: class_of(predictor.card.classes, f"{side} lung") for side in ("right", "left")}
+    results: dict[str, dict[str, float]] = {}
+    for name in ("lung1_image.nrrd", "lung2_image.nrrd"):
+        with tempfile.TemporaryDirectory() as work:
+            raw = predict_lps(predictor, data / name, Path(work), postprocess=False)
+        maps = {
+            "as predicted": raw,
+            "chosen classes": keep_largest_components(raw, chosen),
+            "both lungs": keep_largest_components(raw, list(sides.values())),
+        }
+        for side, reference in zip(sides, lung_reference(lps_array(data / name)), strict=True):
+            mask = raw == sides[side]
+            pieces = ndimage.label(mask, structure=np.ones((3, 3, 3)))[1]
+            scores = {variant: dice(label == sides[side], reference) for variant, label in maps.items()}
+            results[f"{name} {side} lung"] = {"pieces": pieces, **scores}
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True)
@@ -77,6 +102,7 @@ def main() -> None:
     parser.add_argument("--test", action="append", default=[], help="PROJECT:SPLIT to score (repeatable)")
     parser.add_argument("--shipped", action="store_true", help="add the shipped teachers' test sets")
     parser.add_argument("--out", type=Path, default=Path("build/correction_effort"), help="--shipped cohorts")
+    parser.add_argument("--real", type=Path, help="folder with lung1_image.nrrd and lung2_image.nrrd")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -111,6 +137,12 @@ def main() -> None:
             for v in VARIANTS
         ]
         print("| mean of the classes | " + " | ".join(means) + " |", flush=True)
+    if args.real is not None:
+        results["real lungs"] = real_lungs(predictor, args.real, chosen)
+        print("\nreal CTs, lungs against the Hounsfield reference: pieces; Dice as predicted / chosen / both lungs")
+        for key, row in results["real lungs"].items():
+            scores = " / ".join(f"{row[variant]:.3f}" for variant in ("as predicted", "chosen classes", "both lungs"))
+            print(f"{key:<32} {row['pieces']:>4}  {scores}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1, default=float))

@@ -77,9 +77,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
-def predict_lps(predictor: Predictor, path: Path, work: Path) -> np.ndarray:
+def predict_lps(predictor: Predictor, path: Path, work: Path, *, postprocess: bool = True) -> np.ndarray:
     """The teacher's label map of ``path``, written in the file's geometry, read back in LPS order."""
-    prediction = predictor.predict(read_volume(path), uncertainty="none", name=path.name)
+    prediction = predictor.predict(read_volume(path), uncertainty="none", name=path.name, postprocess=postprocess)
     out = work / f"{path.stem}_label.nrrd"
     write_volume(prediction.label, out)
     return lps_array(out)

@@ -128,6 +128,25 @@ def test_one_segmentation_in_world_space_whatever_the_storage_order(tmp_path: Pa
         assert np.allclose(entropy, entropies[0], atol=1e-3)
 
 
+def test_islands_are_removed_alike_whatever_the_storage_order(tmp_path: Path) -> None:
+    """The card's clean-up runs in the card's orientation, so every storage order keeps the same piece."""
+    predictor = _tiny_predictor(CANONICAL)
+    predictor.card.postprocessing = {"largest_component": [1, 2]}
+    texture = sitk.GetImageFromArray(np.random.default_rng(3).normal(size=SHAPE).astype(np.float32))
+    texture.CopyInformation(reference_image())
+    cleaned, raw = [], []
+    for code in STORAGE_ORDERS:
+        path = tmp_path / f"texture_{code}.nii.gz"
+        sitk.WriteImage(sitk.DICOMOrient(texture, code), str(path))
+        volume = read_volume(path)
+        cleaned.append(in_reference_order(volume, predictor.predict(volume, uncertainty="none").label.array))
+        plain = predictor.predict(volume, uncertainty="none", postprocess=False)
+        raw.append(in_reference_order(volume, plain.label.array))
+    assert not np.array_equal(cleaned[0], raw[0])  # the scattered classes did lose islands
+    for label in cleaned[1:]:
+        assert np.array_equal(label, cleaned[0])
+
+
 def test_a_card_without_orientation_predicts_in_voxel_order_and_says_so() -> None:
     predictor = _tiny_predictor(None)
     volume = Volume(

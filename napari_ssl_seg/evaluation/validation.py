@@ -24,7 +24,7 @@ from napari_ssl_seg.evaluation.dice import case_dice, class_dice
 from napari_ssl_seg.inference.components import choose_largest_component_classes, keep_largest_components
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.io import Volume
-from napari_ssl_seg.networks.checkpoint import ModelCard
+from napari_ssl_seg.networks.checkpoint import LARGEST_COMPONENT, ModelCard
 
 __all__ = ["ValidationCase", "ValidationScore", "validate_network"]
 
@@ -51,7 +51,7 @@ class ValidationScore:
     @property
     def postprocessing(self) -> dict[str, list[int]]:
         """The model card's ``postprocessing`` entry for this choice (empty when nothing is cleaned)."""
-        return {"largest_component": list(self.largest_component)} if self.largest_component else {}
+        return {LARGEST_COMPONENT: list(self.largest_component)} if self.largest_component else {}
 
 
 def scored_classes(card: ModelCard) -> list[int]:

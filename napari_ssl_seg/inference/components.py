@@ -17,10 +17,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from monai.transforms import KeepLargestConnectedComponent
 
-__all__ = ["LARGEST_COMPONENT", "choose_largest_component_classes", "keep_largest_components"]
+from napari_ssl_seg.networks.checkpoint import LARGEST_COMPONENT
 
-#: The model card's ``postprocessing`` key: the class ids to reduce to their largest component.
-LARGEST_COMPONENT = "largest_component"
+__all__ = ["LARGEST_COMPONENT", "choose_largest_component_classes", "keep_largest_components"]
 
 
 def keep_largest_components(label: np.ndarray, classes: Sequence[int]) -> np.ndarray:

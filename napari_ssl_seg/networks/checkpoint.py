@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+LARGEST_COMPONENT = "largest_component"
 MAIN_NETWORK = "model"
 WEIGHTS_SUFFIX = ".safetensors"
 CARD_SUFFIX = ".json"
@@ -126,8 +127,7 @@ class ModelCard:
     extra_networks: dict[str, dict[str, Any]] = field(default_factory=dict)
     weights_sha256: str | None = None
     weights_dtype: str = "float32"
-    #: What prediction does to the label map after the argmax, chosen on the run's validation cases:
-    #: ``{"largest_component": [class ids]}`` (``inference.components``); empty for none.
+    #: After the argmax, chosen on validation: ``{LARGEST_COMPONENT: [class ids]}`` (inference/components.py).
     postprocessing: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -206,14 +206,14 @@ class ModelCard:
 def _checked_postprocessing(entry: Mapping[str, Any], classes: Mapping[int, str], source: str) -> dict[str, Any]:
     """The card's post-processing with class ids as ints; unknown steps or classes are refused."""
     try:
-        if unknown := sorted(set(entry) - {"largest_component"}):
-            raise ValueError(f"unknown post-processing {', '.join(unknown)} (known: largest_component)")
-        ids = sorted({int(value) for value in entry.get("largest_component", [])})
+        if unknown := sorted(set(entry) - {LARGEST_COMPONENT}):
+            raise ValueError(f"unknown post-processing {', '.join(unknown)} (known: {LARGEST_COMPONENT})")
+        ids = sorted({int(value) for value in entry.get(LARGEST_COMPONENT, [])})
         if classes and set(ids) - {int(key) for key in classes}:
             raise ValueError(f"postprocessing.largest_component names class(es) {ids} beyond the card's classes")
     except (TypeError, ValueError) as exc:
         raise InputError(f"{source}: {exc}") from None
-    return {"largest_component": ids} if ids else {}
+    return {LARGEST_COMPONENT: ids} if ids else {}
 
 
 def checkpoint_paths(path: Path | str) -> tuple[Path, Path]:
