@@ -108,16 +108,22 @@ def in_reference_order(volume: Volume, array: np.ndarray) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.DICOMOrient(image, "LPS"))
 
 
+def texture_in_every_order(folder: Path) -> list[Volume]:
+    """One random-texture scan (seed 3) on the reference grid, stored in each of :data:`STORAGE_ORDERS`."""
+    texture = sitk.GetImageFromArray(np.random.default_rng(3).normal(size=SHAPE).astype(np.float32))
+    texture.CopyInformation(reference_image())
+    volumes = []
+    for code in STORAGE_ORDERS:
+        path = folder / f"texture_{code}.nii.gz"
+        sitk.WriteImage(sitk.DICOMOrient(texture, code), str(path))
+        volumes.append(read_volume(path))
+    return volumes
+
+
 def test_one_segmentation_in_world_space_whatever_the_storage_order(tmp_path: Path) -> None:
     predictor = _tiny_predictor(CANONICAL)
-    rng = np.random.default_rng(3)
-    texture = sitk.GetImageFromArray(rng.normal(size=SHAPE).astype(np.float32))
-    texture.CopyInformation(reference_image())
     labels, entropies = [], []
-    for code in STORAGE_ORDERS:
-        path = tmp_path / f"texture_{code}.nii.gz"
-        sitk.WriteImage(sitk.DICOMOrient(texture, code), str(path))
-        volume = read_volume(path)
+    for volume in texture_in_every_order(tmp_path):
         prediction = predictor.predict(volume, uncertainty="mc_dropout", samples=2)
         assert prediction.label.shape == volume.shape and prediction.label.origin == volume.origin
         labels.append(in_reference_order(volume, prediction.label.array))
@@ -132,13 +138,8 @@ def test_islands_are_removed_alike_whatever_the_storage_order(tmp_path: Path) ->
     """The card's clean-up runs in the card's orientation, so every storage order keeps the same piece."""
     predictor = _tiny_predictor(CANONICAL)
     predictor.card.postprocessing = {"largest_component": [1, 2]}
-    texture = sitk.GetImageFromArray(np.random.default_rng(3).normal(size=SHAPE).astype(np.float32))
-    texture.CopyInformation(reference_image())
     cleaned, raw = [], []
-    for code in STORAGE_ORDERS:
-        path = tmp_path / f"texture_{code}.nii.gz"
-        sitk.WriteImage(sitk.DICOMOrient(texture, code), str(path))
-        volume = read_volume(path)
+    for volume in texture_in_every_order(tmp_path):
         cleaned.append(in_reference_order(volume, predictor.predict(volume, uncertainty="none").label.array))
         plain = predictor.predict(volume, uncertainty="none", postprocess=False)
         raw.append(in_reference_order(volume, plain.label.array))
