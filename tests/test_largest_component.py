@@ -13,7 +13,11 @@ from torch import nn
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.evaluation.validation import ValidationCase, validate_network
-from napari_ssl_seg.inference.components import choose_largest_component_classes, keep_largest_components
+from napari_ssl_seg.inference.components import (
+    choose_largest_component_classes,
+    keep_largest_components,
+    one_piece_classes,
+)
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.networks.checkpoint import ModelCard, load_checkpoint, save_checkpoint
@@ -68,10 +72,33 @@ def test_a_diagonal_neighbour_belongs_to_the_component():
 def test_a_class_is_chosen_only_when_its_mean_dice_rises():
     raw = [{1: 0.90, 2: 0.70, 3: 0.50}, {1: 0.80, 2: 0.70, 3: 0.50}]
     cleaned = [{1: 0.95, 2: 0.40, 3: 0.50}, {1: 0.80, 2: 0.72, 3: 0.50}]
-    # 1 rises on average, 2 falls on average although it rises in one case, 3 ties and stays as predicted.
+    # 1 rises on average, 2 falls on average although it rises in one case, 3 ties and stays as predicted
+    # (no reference says it is one piece).
     assert choose_largest_component_classes(raw, cleaned) == [1]
     with pytest.raises(ValueError, match="raw and"):
         choose_largest_component_classes(raw, cleaned[:1])
+
+
+def test_a_tie_is_broken_by_the_references_drawing_one_piece():
+    raw = [{1: 0.90, 2: 0.70, 3: 0.50}, {1: 0.80, 2: 0.70, 3: 0.50}]
+    cleaned = [{1: 0.95, 2: 0.40, 3: 0.50}, {1: 0.80, 2: 0.72, 3: 0.50}]
+    # 3 ties: cleaned because the references draw it in one piece. 2 falls: one piece or not, never cleaned.
+    assert choose_largest_component_classes(raw, cleaned, one_piece={2, 3}) == [1, 3]
+
+
+def test_one_piece_classes_are_those_whose_largest_piece_holds_nearly_all():
+    first = _lung_and_ribs()
+    first[0, 11, 11] = 0  # lung one block, ribs two pieces
+    second = np.zeros(SHAPE, np.uint8)
+    second[2:4, 2:4, 2:4] = 1
+    second[4, 4, 4] = 1  # a diagonal neighbour: still one piece
+    second[0:2, 8:10, 8:10] = 2  # ribs in one piece here, but in two in the first label
+    assert one_piece_classes([first, second], [1, 2, 3]) == {1}  # 3 is drawn nowhere: no evidence
+    second[5, 11, 0] = 1  # a speck beside 9 voxels: 90 % in the largest piece
+    assert one_piece_classes([first, second], [1, 2]) == set()
+    assert one_piece_classes([first, second], [1, 2], share=0.9) == {1}
+    # The ribs' two equal pieces hold half each: no share above one half makes them one piece.
+    assert one_piece_classes([first], [2], share=0.51) == set()
 
 
 def test_validation_chooses_the_clean_up_from_the_raw_predictions(monkeypatch):
@@ -98,6 +125,23 @@ def test_validation_chooses_the_clean_up_from_the_raw_predictions(monkeypatch):
     cpu = torch.device("cpu")
     plain = validate_network(nn.Identity(), cases, _card(), device=cpu, overlap=0.5, choose_cleanup=False)
     assert plain.largest_component == () and plain.dice == plain.raw_dice == score.raw_dice
+
+
+def test_validation_cleans_a_class_without_islands_when_every_reference_is_one_piece(monkeypatch):
+    reference = _lung_and_ribs()
+    reference[0, 11, 11] = 0
+    predicted = reference.copy()  # no island on these cases: cleaning changes nothing, a tie for both classes
+
+    def predict(self, volume: Volume, **kwargs):
+        return SimpleNamespace(label=volume.with_array(predicted, label_names=None))
+
+    monkeypatch.setattr(Predictor, "predict", predict)
+    image = Volume(array=np.zeros(SHAPE, np.float32), spacing=(1.0, 1.0, 1.0))
+    cases = [ValidationCase(name, image, reference) for name in ("a", "b")]
+    score = validate_network(nn.Identity(), cases, _card(), device=torch.device("cpu"), overlap=0.5)
+    # The lung is drawn in one piece: a second piece on another patient's scan can only be wrong.
+    # The ribs are drawn in two: left as predicted.
+    assert score.largest_component == (1,) and score.dice == score.raw_dice == pytest.approx(1.0)
 
 
 class _Threshold(nn.Module):

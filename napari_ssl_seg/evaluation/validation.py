@@ -7,8 +7,8 @@ card's spacing, and back): on a cohort whose slice spacing varies, one validatio
 user never sees. Now both go through the predictor, on the source grid, with :mod:`.dice`.
 
 The same predictions decide the card's post-processing (:mod:`..inference.components`): each case is
-scored as predicted and with every class reduced to its largest component, the classes that gain are
-recorded, and the score is the one the deployed teacher, cleaned that way, gets.
+scored as predicted and with every class reduced to its largest component, the classes that gain (or
+lose nothing and are one piece in every reference) are recorded, and the score is the one the deployed teacher, cleaned that way, gets.
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ import torch
 from torch import nn
 
 from napari_ssl_seg.evaluation.dice import case_dice, class_dice
-from napari_ssl_seg.inference.components import choose_largest_component_classes, keep_largest_components
+from napari_ssl_seg.inference.components import (
+    choose_largest_component_classes,
+    keep_largest_components,
+    one_piece_classes,
+)
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.networks.checkpoint import LARGEST_COMPONENT, ModelCard
@@ -91,7 +95,10 @@ def validate_network(
                 cleaned[case.name] = class_dice(keep_largest_components(predicted, classes), case.label, classes)
     finally:
         network.train(was_training)
-    chosen = choose_largest_component_classes(list(raw.values()), list(cleaned.values())) if choose_cleanup else []
+    chosen = []
+    if choose_cleanup:
+        one_piece = one_piece_classes((case.label for case in cases), classes)
+        chosen = choose_largest_component_classes(list(raw.values()), list(cleaned.values()), one_piece)
     per_case = {
         name: case_dice({c: (cleaned[name][c] if c in chosen else dice) for c, dice in per_class.items()})
         for name, per_class in raw.items()
