@@ -8,7 +8,8 @@ user never sees. Now both go through the predictor, on the source grid, with :mo
 
 The same predictions decide the card's post-processing (:mod:`..inference.components`): each case is
 scored as predicted and with every class reduced to its largest component, the classes that gain (or
-lose nothing and are one piece in every reference) are recorded, and the score is the one the deployed teacher, cleaned that way, gets.
+lose nothing and are one piece in every reference) are recorded, and the score is the one the deployed
+teacher, cleaned that way, gets.
 """
 
 from __future__ import annotations

@@ -5,12 +5,15 @@ as vertebra, far from the structure. Such islands cost little Dice but dominate 
 and look wrong in the overlay. As nnU-Net does, whether a class is cleaned this way is decided per
 class from the run's own validation cases (:func:`choose_largest_component_classes`) and recorded in
 the model card (``postprocessing.largest_component``), so ribs, which are many components, are left
-alone while each lung is kept whole. Where the validation cases cannot tell (the network left no island
-on them) the reference labels decide: a class drawn as one piece in every validation case is cleaned. On the
-real chest CTs of two other patients the right lung came in 27-72 pieces, while the cohort's validation
-cases, deformations of one patient, showed it none; nnU-Net's strict rule alone left it scattered. The components themselves come from MONAI's
-``KeepLargestConnectedComponent`` (26-connectivity: diagonal neighbours join, the most conservative
-choice); removed voxels become background.
+alone while each lung is kept whole.
+
+Where the validation cases cannot tell (the network left no island on them), the reference labels
+decide: a class drawn as one piece in every validation case is cleaned (:func:`one_piece_classes`).
+On the real chest CTs of two other patients the right lung came in 27-72 pieces, while the cohort's
+validation cases, deformations of one patient, showed it none; nnU-Net's strict rule alone left it
+scattered. The components themselves come from MONAI's ``KeepLargestConnectedComponent``
+(26-connectivity: diagonal neighbours join, the most conservative choice); removed voxels become
+background.
 """
 
 from __future__ import annotations
@@ -54,9 +57,7 @@ _26_CONNECTED = np.ones((3, 3, 3), dtype=bool)
 ONE_PIECE_SHARE = 0.95
 
 
-def one_piece_classes(
-    labels: Iterable[np.ndarray], classes: Sequence[int], share: float = ONE_PIECE_SHARE
-) -> set[int]:
+def one_piece_classes(labels: Iterable[np.ndarray], classes: Sequence[int], share: float = ONE_PIECE_SHARE) -> set[int]:
     """The classes whose largest 26-connected piece holds ``share`` of them in every label holding them.
 
     A class absent from every label is not one piece: there is no evidence for it. (SciPy's
