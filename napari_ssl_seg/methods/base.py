@@ -119,6 +119,9 @@ class StepContext:
     ``rampup_iterations``); a method multiplies it by its own maximum consistency weight.
     ``step`` is the sub-step within the iteration (0 .. ``steps_per_iteration`` - 1), for methods
     that take two optimiser steps per iteration (UCMT, UG-CEMT's second stage).
+    ``coupling`` weighs the terms a method does not ramp up but that tie its trainable networks
+    together (CCE dual's consistency regularisation): 1, except while a network that ``--init`` did
+    not fit is still learning; then it follows ``rampup``.
     """
 
     iteration: int
@@ -126,6 +129,7 @@ class StepContext:
     rampup: float
     step: int = 0
     num_classes: int = 2
+    coupling: float = 1.0
 
     @property
     def progress(self) -> float:

@@ -177,7 +177,7 @@ class CCEDual(SemiSupervisedMethod):
             logits_b[:labeled], target, dice_weight=1.0, ce_weight=1.0
         )
         consistency = disagreement_consistency(prob_a[:labeled], prob_b[:labeled], self.settings.cr_threshold)
-        supervised = supervised + self.settings.cr_weight * consistency
+        supervised = supervised + ctx.coupling * self.settings.cr_weight * consistency
 
         with torch.no_grad():
             entropy_a, entropy_b = entropy(prob_a), entropy(prob_b)

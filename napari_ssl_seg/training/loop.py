@@ -27,7 +27,7 @@ from torch import nn
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.evaluation.validation import ValidationCase, validate_network
 from napari_ssl_seg.inference.device import select_device
-from napari_ssl_seg.methods.base import Batch, StepContext, gaussian_rampup
+from napari_ssl_seg.methods.base import Batch, StepContext
 from napari_ssl_seg.methods.registry import build_method
 from napari_ssl_seg.networks.checkpoint import checkpoint_paths, save_checkpoint
 from napari_ssl_seg.runtime.precision import execution_for
@@ -47,7 +47,7 @@ from napari_ssl_seg.training.log_sums import LogSums
 from napari_ssl_seg.training.optim import build_optimizer, build_scheduler, clip_gradients, unique_parameters
 from napari_ssl_seg.training.plan import PLAN_WARNING
 from napari_ssl_seg.training.prefetch import BatchPrefetcher
-from napari_ssl_seg.training.run_start import copy_init_weights, resume_info, run_info, seed_everything
+from napari_ssl_seg.training.run_start import ramps, resume_info, run_info, seed_everything, warm_start
 from napari_ssl_seg.training.runlog import RunLog
 from napari_ssl_seg.training.sharpness_aware import sam_ascent
 from napari_ssl_seg.training.state import load_resume_state, resume_paths, save_resume_state
@@ -98,10 +98,7 @@ class _Run:
         init_state = self.info.pop("init_state", None)
         self.notes = [PLAN_WARNING + warning for warning in (config.plan or {}).get("warnings", [])]
         if init_state is not None:
-            copied = copy_init_weights(self.method, init_state)
-            if not copied:
-                raise InputError(f"--init model fits none of method {config.method!r}'s networks")
-            self.notes.append(f"initialised from the --init model: {', '.join(copied)}")
+            self.info["untrained_peers"] = warm_start(self.method, init_state, config, self.notes)
         for module in self.method.networks.values():
             self.execution.prepare_module(module)
         trainable = self.method.trainable()
@@ -274,8 +271,8 @@ class _Run:
                 batch = self.device_batch(*ahead.get(iteration))
                 logs: dict[str, float | torch.Tensor] = {}
                 for step in range(method.steps_per_iteration):
-                    rampup = gaussian_rampup(iteration, config.rampup_iterations)
-                    ctx = StepContext(iteration, config.iterations, rampup, step, self.num_classes)
+                    rampup, coupling = ramps(iteration, config, self.info.get("untrained_peers"))
+                    ctx = StepContext(iteration, config.iterations, rampup, step, self.num_classes, coupling)
                     step_logs = self.step(batch, ctx)
                     prefix = f"step{step}/" if method.steps_per_iteration > 1 else ""
                     logs.update({prefix + key: value for key, value in step_logs.items()})
