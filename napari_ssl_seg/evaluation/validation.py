@@ -14,7 +14,7 @@ teacher, cleaned that way, gets.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,12 +74,14 @@ def validate_network(
     overlap: float,
     amp: bool = True,
     choose_cleanup: bool = True,
+    one_piece: Collection[int] | None = None,
 ) -> ValidationScore:
     """Score ``network`` deployed as ``card`` describes it on ``cases``, and choose its clean-up.
 
     ``amp`` as for :class:`Predictor`: the training loop passes its own, so validation leaves the
     live network's weights in the layout training uses. ``choose_cleanup=False`` scores the network
-    as it predicts and chooses no clean-up.
+    as it predicts and chooses no clean-up. ``one_piece``: the cases' :func:`one_piece_classes`, if the
+    caller has them already (the loop validates the same cases many times); computed when None.
     """
     was_training = network.training
     predictor = Predictor({"model": network}, card, device=device, overlap=overlap, amp=amp)
@@ -98,7 +100,8 @@ def validate_network(
         network.train(was_training)
     chosen = []
     if choose_cleanup:
-        one_piece = one_piece_classes((case.label for case in cases), classes)
+        if one_piece is None:
+            one_piece = one_piece_classes((case.label for case in cases), classes)
         chosen = choose_largest_component_classes(list(raw.values()), list(cleaned.values()), one_piece)
     per_case = {
         name: case_dice({c: (cleaned[name][c] if c in chosen else dice) for c, dice in per_class.items()})

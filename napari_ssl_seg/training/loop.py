@@ -26,6 +26,7 @@ from torch import nn
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.evaluation.validation import ValidationCase, validate_network
+from napari_ssl_seg.inference.components import one_piece_classes
 from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.methods.base import Batch, StepContext
 from napari_ssl_seg.methods.registry import build_method
@@ -148,6 +149,8 @@ class _Run:
             for name, v in validation
         ]
         self.scoring = {"overlap": config.overlap, "amp": config.amp, "choose_cleanup": config.postprocessing}
+        classes = range(1, int(self.info["network"]["num_classes"]))
+        self.scoring["one_piece"] = one_piece_classes((case.label for case in self.validation), classes)
         self.start = 0
         if self.resume_state is not None:
             state = load_resume_state(
