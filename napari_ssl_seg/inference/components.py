@@ -22,7 +22,6 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 from monai.transforms import KeepLargestConnectedComponent
-from scipy import ndimage
 
 from napari_ssl_seg.networks.checkpoint import LARGEST_COMPONENT
 
@@ -48,8 +47,6 @@ def keep_largest_components(label: np.ndarray, classes: Sequence[int]) -> np.nda
     return np.asarray(cleaned[0], dtype=label.dtype)
 
 
-_26_CONNECTED = np.ones((3, 3, 3), dtype=bool)
-
 #: A class counts as drawn in one piece when its largest piece holds this share of its voxels. Not 1.0:
 #: resampling a reference to 10 mm slices leaves specks (the cohort's lungs, vertebral columns and tissue
 #: keep 97.8-100 % in their largest piece, in up to 6 pieces), while a class of many true pieces is far
@@ -58,22 +55,22 @@ ONE_PIECE_SHARE = 0.95
 
 
 def one_piece_classes(labels: Iterable[np.ndarray], classes: Sequence[int], share: float = ONE_PIECE_SHARE) -> set[int]:
-    """The classes whose largest 26-connected piece holds ``share`` of them in every label holding them.
+    """The classes whose largest piece holds ``share`` of them in every label holding them.
 
-    A class absent from every label is not one piece: there is no evidence for it. (SciPy's
-    ``ndimage.label`` gives the piece sizes; MONAI's transform above only keeps the largest.)
+    Pieces as :func:`keep_largest_components` sees them (26-connected), so the rule and the clean-up
+    agree on what a piece is. A class absent from every label is not one piece: there is no evidence.
     """
     seen: set[int] = set()
     split: set[int] = set()
     for label in labels:
+        label = np.asarray(label)
+        largest = keep_largest_components(label, classes)
         for value in classes:
-            mask = np.asarray(label) == int(value)
-            if not mask.any():
+            total = int(np.count_nonzero(label == value))
+            if total == 0:
                 continue
             seen.add(int(value))
-            pieces, _count = ndimage.label(mask, structure=_26_CONNECTED)
-            sizes = np.bincount(pieces.ravel())[1:]
-            if sizes.max() < share * sizes.sum():
+            if np.count_nonzero(largest == value) < share * total:
                 split.add(int(value))
     return seen - split
 

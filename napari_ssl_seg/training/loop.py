@@ -149,8 +149,9 @@ class _Run:
             for name, v in validation
         ]
         self.scoring = {"overlap": config.overlap, "amp": config.amp, "choose_cleanup": config.postprocessing}
-        classes = range(1, int(self.info["network"]["num_classes"]))
-        self.scoring["one_piece"] = one_piece_classes((case.label for case in self.validation), classes)
+        if config.postprocessing:  # counted once here, not at every validation and candidate
+            classes = range(1, int(self.info["network"]["num_classes"]))
+            self.scoring["one_piece"] = one_piece_classes((case.label for case in self.validation), classes)
         self.start = 0
         if self.resume_state is not None:
             state = load_resume_state(

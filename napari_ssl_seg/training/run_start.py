@@ -82,7 +82,7 @@ def untrained_peers(method: SemiSupervisedMethod, copied: list[str], config: Tra
     """
     fitted = {name.split(".", 1)[0] for name in copied}
     networks = [name for name in method.trainable() if name not in fitted]
-    if not networks or not fitted:
+    if not networks:
         return None
     return {"networks": networks, "rampup_iterations": max(config.rampup_iterations, config.iterations)}
 
