@@ -28,7 +28,7 @@ from napari_ssl_seg.methods.curecl import xor_regulariser
 from napari_ssl_seg.methods.prototypes import class_prototypes, prototype_contrastive_loss
 from napari_ssl_seg.methods.pseudo_labels import masked_cross_entropy, masked_dice_loss
 from napari_ssl_seg.methods.registry import available_methods, build_method
-from napari_ssl_seg.methods.sdf import mask_sdf, sdf_targets, sdf_to_probability
+from napari_ssl_seg.methods.sdf import mask_sdf, normalise_sdf, sdf_targets, sdf_to_probability, signed_distances
 from napari_ssl_seg.methods.ugmcl import DualTaskVNet
 from napari_ssl_seg.networks.checkpoint import build_network, load_checkpoint
 from napari_ssl_seg.networks.deformable import DeformConv3d
@@ -103,6 +103,34 @@ def test_sdf_empty_and_full_masks_and_inverse_transform() -> None:
         assert torch.all(probability[:, c - 1][boundary] == 0.5)
         assert torch.all(mask[boundary])  # the boundary is the inner one
     assert torch.all(maps[1] == 1.0)  # an unlabeled-foreground sample is all outside
+
+
+def test_distances_measured_on_the_whole_case_see_boundaries_outside_the_patch() -> None:
+    label = np.zeros((12, 40, 40), dtype=np.int64)
+    label[:, 6:34, 6:34][_ball((12, 28, 28), radius=5.0)] = 1  # whole inside the crop, with a margin
+    label[2:10, 20:31, 28:37] = 2  # a slab the crop cuts one voxel before its end (y = 30)
+    label[:, :, :3] = 3  # outside the crop: absent from it
+    crop = (slice(0, 12), slice(4, 30), slice(4, 38))
+    case_distances = signed_distances(label, 4)
+    assert case_distances.shape == (3, 12, 40, 40)
+    patch = torch.from_numpy(label[crop])[None]
+    measured_on_case = normalise_sdf(torch.from_numpy(case_distances[(slice(None), *crop)].astype(np.float16))[None])
+    measured_on_patch = sdf_targets(patch, 4)
+    # The ball's map is the patch's own (float16 storage: distances to 5e-4 relative).
+    assert torch.allclose(measured_on_case[0, 0], measured_on_patch[0, 0], atol=2e-3)
+    assert torch.all(measured_on_case[0, 2] == 1.0) and torch.all(measured_on_patch[0, 2] == 1.0)
+    # The slab: inside, outside and boundary agree; the inside distances reach past the cut.
+    assert torch.equal(torch.sign(measured_on_case[0, 1]), torch.sign(measured_on_patch[0, 1]))
+    assert not torch.allclose(measured_on_case[0, 1], measured_on_patch[0, 1], atol=0.05)
+    # A class that fills the crop, though not the case, is inside everywhere.
+    filling = signed_distances(np.pad(np.ones((4, 8, 8), np.int64), 1), 2)[:, 1:5, 1:9, 1:9]
+    assert torch.all(normalise_sdf(torch.from_numpy(filling)[None]) == -1.0)
+    # UG-MCL takes the case's distances in the data stage and normalises their crops.
+    method = build_method("ugmcl", tiny_config().network_config(4))
+    stored = method.case_target(label)
+    assert stored.dtype == np.float16 and stored.shape == case_distances.shape
+    extras = method.data_targets(patch, torch.from_numpy(stored[(slice(None), *crop)])[None])
+    assert torch.equal(extras["sdf"], measured_on_case)
 
 
 def test_dual_task_network_returns_logits_unless_asked_for_both() -> None:

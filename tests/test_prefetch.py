@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_ssl_seg.methods.sdf import signed_distances
 from napari_ssl_seg.training.data import CaseData, TwoStreamSampler
 from napari_ssl_seg.training.prefetch import BatchPrefetcher
 
@@ -30,13 +31,14 @@ def _sampler() -> TwoStreamSampler:
         seed=5,
         foreground_fraction=0.5,
         num_classes=3,
+        case_target=lambda label: signed_distances(label, 3),
     )
 
 
 def test_prefetched_batches_equal_batches_drawn_on_demand() -> None:
     plain = _sampler()
     expected = [plain.batch(iteration) for iteration in range(12)]
-    # A fresh sampler: its lazily filled class-index cache is built in the prefetch thread.
+    # A fresh sampler: its lazily filled caches (class indices, case targets) are built in the prefetch thread.
     with BatchPrefetcher(_sampler().batch, stop=12, depth=3) as prefetcher:
         # 0-4, then a jump as a resumed run makes, then past the end.
         drawn = {iteration: prefetcher.get(iteration) for iteration in (*range(5), *range(8, 12))}

@@ -84,7 +84,9 @@ def test_sampler_is_reproducible_per_iteration_and_rank() -> None:
     )
     first, again, other_rank = make(0), make(0), make(1)
     a = first.batch(7)
-    assert all(torch.equal(p, q) for p, q in zip(a, again.batch(7), strict=True))
+    b = again.batch(7)
+    assert all(torch.equal(p, q) for p, q in zip(a[:3], b[:3], strict=True))
+    assert a.case_target is None and b.case_target is None
     assert a[0].shape == (2, 1, 4, 8, 8) and a[1].shape == (2, 4, 8, 8) and a[2].shape == (2, 1, 4, 8, 8)
     assert a[1].dtype == torch.int64
     assert not torch.equal(a[0], first.batch(8)[0])
@@ -99,7 +101,8 @@ def test_augmentation_keeps_image_and_label_aligned_and_slices_in_order() -> Non
     plane = shape[1] * shape[2]
     rotated = False
     for iteration in range(12):
-        images, targets, unlabeled = sampler.batch(iteration)
+        images, targets, unlabeled, case_target = sampler.batch(iteration)
+        assert case_target is None  # no method's case target asked for
         assert unlabeled.shape[0] == 0
         assert torch.equal(images[:, 0].long(), targets)
         # Slices stay in order and complete: z is never flipped or rotated into the plane.
@@ -109,6 +112,28 @@ def test_augmentation_keeps_image_and_label_aligned_and_slices_in_order() -> Non
         x_step = targets[:, :, 0, 1] - targets[:, :, 0, 0]
         rotated |= bool((x_step.abs() != 1).any())
     assert rotated  # some patch was rotated or flipped in plane
+
+
+def test_a_case_target_is_cropped_and_flipped_with_its_patch_and_draws_nothing_more() -> None:
+    case = _coded_case((10, 20, 20))
+    made: list[str] = []
+
+    def case_target(label: np.ndarray) -> np.ndarray:
+        made.append("once")
+        return np.stack([label, -label]).astype(np.float32)
+
+    settings = dict(patch_size=(4, 8, 8), batch_labeled=3, batch_unlabeled=2, seed=4)
+    settings.update(foreground_fraction=0.5, num_classes=int(case.label.max()) + 1)
+    plain = TwoStreamSampler([case], [case], **settings)
+    carrying = TwoStreamSampler([case], [case], case_target=case_target, **settings)
+    for iteration in range(10):
+        images, targets, unlabeled, cropped = carrying.batch(iteration)
+        assert cropped is not None and cropped.shape == (3, 2, 4, 8, 8)
+        assert torch.equal(cropped[:, 0].long(), targets) and torch.equal(cropped[:, 1].long(), -targets)
+        expected = plain.batch(iteration)
+        for drawn, same in zip((images, targets, unlabeled), expected[:3], strict=True):
+            assert torch.equal(drawn, same)  # the same patches as without it: it takes no random draw
+    assert made == ["once"]  # computed once per case, kept for the run
 
 
 def test_small_cases_are_padded_to_the_patch(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -196,13 +197,24 @@ class SemiSupervisedMethod(ABC):
     def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
         """The loss for ``batch`` at ``ctx``; called in train mode, gradients enabled."""
 
-    def data_targets(self, labeled_target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def case_target(self, label: np.ndarray) -> np.ndarray | None:
+        """A channel-first array (K, z, y, x) computed once per labeled training case from its whole
+        label map (z, y, x); the sampler crops and flips it with each of the case's patches and
+        hands the crops to :meth:`data_targets`. For targets that are dearer per patch than per case,
+        or that a patch alone cannot measure (distances to a boundary outside it). Default: none.
+        """
+        return None
+
+    def data_targets(
+        self, labeled_target: torch.Tensor, case_target: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Targets derived from the labels on the CPU, in the loop's data stage; they reach
         :meth:`loss` as ``batch.extras``. Default: none.
 
         For work that needs the labels on the host (SciPy distance transforms): done here, it never
         makes a training step wait for the device, and where the loop draws batches ahead (CUDA) it
-        runs beside the device's work. ``labeled_target`` is (B_l, z, y, x) class ids on the CPU.
+        runs beside the device's work. ``labeled_target`` is (B_l, z, y, x) class ids on the CPU;
+        ``case_target`` the crops of :meth:`case_target` (B_l, K, z, y, x), None where it has none.
         """
         return {}
 

@@ -19,25 +19,87 @@ Decisions the paper leaves open:
   always agree with the mask.
 * **Multi-class**: one map per foreground class (one-vs-rest), channels 1 .. C-1 of the label.
 
+* **Where distances are measured.** In training they are measured once per labeled case, on its
+  whole label map (:func:`signed_distances`), and cropped and flipped with each patch; each patch
+  then normalises its crop (:func:`normalise_sdf`). A boundary outside the patch is then where it
+  really is, which a transform of the patch alone cannot see. :func:`sdf_targets` measures inside
+  a patch (batches built by hand, tests); the two agree wherever the nearest boundary lies in the
+  patch, and exactly for an object that the patch holds whole with a margin.
+
 Cost: SciPy's exact transform runs on the CPU, about 0.7 s per 112x112x80 sample and foreground
-class on one core (measured), so at the paper's recipe it is a noticeable part of a GPU iteration.
-The maps of a batch are independent and SciPy releases the GIL while it computes them, so
-:func:`sdf_targets` spreads them over torch's intra-op thread count: on the 2-core development CPU
-the 14 maps of a ``quick`` UG-MCL batch (2 patches of 16x64x64, 7 classes) took 0.23 s on one
-thread and 0.13 s on two.
+class on one core (measured). Drawn per patch, the 14 maps of a ``quick`` UG-MCL batch (2
+patches of 16x64x64, 7 classes) took 0.23 s on one thread and 0.13 s on two, most of a ``quick``
+iteration; measured once per case, they cost that once per run, and a patch only its crop and a
+division. The case's maps are kept as float16 (integer distances exact to 2048 voxels, the rest
+to 5e-4 relative): (classes - 1) x 2 bytes per voxel of each labeled training case.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-__all__ = ["mask_sdf", "sdf_targets", "sdf_to_probability"]
+__all__ = ["mask_sdf", "normalise_sdf", "sdf_targets", "sdf_to_probability", "signed_distances"]
 
 _SIX_NEIGHBOURS = ndimage.generate_binary_structure(3, 1)
+
+
+def _signed_distance(mask: np.ndarray) -> np.ndarray:
+    """Voxel distances of one binary mask: outside > 0 (>= 1), boundary 0, inside < 0; float32.
+
+    A mask without a voxel is +1 everywhere (all outside), one of voxels only -1 (all inside): any
+    crop of them normalises to the +1 / -1 of an absent or filling class.
+    """
+    if not mask.any():
+        return np.ones(mask.shape, dtype=np.float32)
+    if mask.all():
+        return -np.ones(mask.shape, dtype=np.float32)
+    distances = ndimage.distance_transform_edt(~mask) - ndimage.distance_transform_edt(mask)
+    eroded = ndimage.binary_erosion(mask, structure=_SIX_NEIGHBOURS, border_value=1)
+    distances[mask & ~eroded] = 0.0
+    return distances.astype(np.float32)
+
+
+def _threaded(function: Callable[[np.ndarray], np.ndarray], masks: list[np.ndarray]) -> list[np.ndarray]:
+    workers = max(1, min(len(masks), torch.get_num_threads()))
+    if workers == 1:
+        return [function(mask) for mask in masks]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sdf") as pool:
+        return list(pool.map(function, masks))
+
+
+def signed_distances(label: np.ndarray, num_classes: int) -> np.ndarray:
+    """Unnormalised signed voxel distances of each foreground class of a 3D label map: (C-1, z, y, x).
+
+    Negative inside, 0 on the inner boundary, positive outside (see :func:`_signed_distance`);
+    float32. Normalise a crop of it with :func:`normalise_sdf`.
+    """
+    label = np.asarray(label)
+    if label.ndim != 3:
+        raise ValueError(f"signed_distances expects a 3D label map, got shape {label.shape}")
+    return np.stack(_threaded(_signed_distance, [label == c for c in range(1, num_classes)]))
+
+
+def normalise_sdf(distances: torch.Tensor) -> torch.Tensor:
+    """(N, K, z, y, x) signed distances -> SDF in [-1, 1] per sample and class (float32).
+
+    Outside divided by the largest outside distance in the crop, inside by the largest inside one;
+    a crop with no voxel inside (> 0 everywhere) is +1, one with no voxel outside (<= 0) is -1.
+    """
+    distances = distances.float()
+    spatial = tuple(range(2, distances.ndim))
+    outside = distances.clamp(min=0)
+    inside = (-distances).clamp(min=0)
+    largest_outside = outside.amax(dim=spatial, keepdim=True)
+    largest_inside = inside.amax(dim=spatial, keepdim=True)
+    # A class whose voxels in the crop are all boundary has no inside distance: its map is 0 there.
+    sdf = outside / largest_outside.clamp(min=1e-6) - inside / largest_inside.clamp(min=1e-6)
+    sdf = torch.where(distances.amin(dim=spatial, keepdim=True) > 0, torch.ones_like(sdf), sdf)
+    return torch.where(largest_outside == 0, -torch.ones_like(sdf), sdf)
 
 
 def mask_sdf(mask: np.ndarray) -> np.ndarray:
@@ -45,20 +107,12 @@ def mask_sdf(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 3:
         raise ValueError(f"mask_sdf expects a 3D mask, got shape {mask.shape}")
-    if not mask.any():
-        return np.ones(mask.shape, dtype=np.float32)
-    if mask.all():
-        return -np.ones(mask.shape, dtype=np.float32)
-    inside = ndimage.distance_transform_edt(mask)
-    outside = ndimage.distance_transform_edt(~mask)
-    sdf = outside / outside.max() - inside / inside.max()
-    eroded = ndimage.binary_erosion(mask, structure=_SIX_NEIGHBOURS, border_value=1)
-    sdf[mask & ~eroded] = 0.0
-    return sdf.astype(np.float32)
+    return normalise_sdf(torch.from_numpy(_signed_distance(mask))[None, None])[0, 0].numpy()
 
 
 def sdf_targets(target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """SDF of each foreground class: class ids (N, z, y, x) -> (N, num_classes - 1, z, y, x) float.
+    """SDF of each foreground class, distances measured inside each patch: class ids (N, z, y, x) ->
+    (N, num_classes - 1, z, y, x) float.
 
     Computed on the CPU with SciPy's exact Euclidean distance transform (no gradient is needed:
     the labels are constants); returned on ``target``'s device.
@@ -67,14 +121,8 @@ def sdf_targets(target: torch.Tensor, num_classes: int) -> torch.Tensor:
         raise ValueError(f"sdf_targets expects class ids (N, z, y, x), got shape {tuple(target.shape)}")
     labels = target.detach().to("cpu").numpy()
     masks = [labels[n] == c for n in range(labels.shape[0]) for c in range(1, num_classes)]
-    workers = max(1, min(len(masks), torch.get_num_threads()))
-    if workers == 1:
-        maps = [mask_sdf(mask) for mask in masks]
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sdf") as pool:
-            maps = list(pool.map(mask_sdf, masks))
-    stacked = np.stack(maps).reshape(labels.shape[0], num_classes - 1, *labels.shape[1:])
-    return torch.from_numpy(stacked).to(target.device)
+    stacked = np.stack(_threaded(_signed_distance, masks)).reshape(labels.shape[0], num_classes - 1, *labels.shape[1:])
+    return normalise_sdf(torch.from_numpy(stacked)).to(target.device)
 
 
 def sdf_to_probability(sdf: torch.Tensor, k: float = 1500.0) -> torch.Tensor:

@@ -19,6 +19,11 @@ Decisions the paper leaves open:
 
 * **Which images.** Eq. (4) and (6) are written over D (all data) and Fig. 1 says the cross-task
   term covers labeled and unlabeled data, so both consistency terms use the whole batch.
+* **Where the label's SDF is measured.** The lineage's code transforms each patch; here the
+  distances are measured once per labeled case on its whole label map and each patch normalises
+  its crop of them (:mod:`.sdf`): the same map where the patch holds the nearest boundary, the
+  true distance where the crop cuts an object, and the transform's cost once per case instead of
+  once per patch.
 * **Multi-class.** The SDF head has C - 1 channels (one-vs-rest per foreground class); the
   cross-task term compares them with softmax channels 1 .. C - 1. The paper is binary.
 * **MC dropout** is the project's (dropout layers only, BatchNorm in eval), on the teacher's
@@ -36,6 +41,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,7 +50,7 @@ from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod,
 from napari_ssl_seg.methods.ema import ema_update, freeze
 from napari_ssl_seg.methods.losses import dice_ce_loss, masked_softmax_mse
 from napari_ssl_seg.methods.perturbations import mean_teacher_noise
-from napari_ssl_seg.methods.sdf import sdf_targets, sdf_to_probability
+from napari_ssl_seg.methods.sdf import normalise_sdf, sdf_targets, sdf_to_probability, signed_distances
 from napari_ssl_seg.methods.settings import MethodSettings, check_at_most
 from napari_ssl_seg.methods.uamt import UAMTSettings, uamt_threshold
 from napari_ssl_seg.networks.checkpoint import build_network
@@ -133,8 +139,16 @@ class UGMCL(SemiSupervisedMethod):
     def trainable(self) -> list[str]:
         return ["student"]
 
-    def data_targets(self, labeled_target: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"sdf": sdf_targets(labeled_target, int(self.network_config["num_classes"]))}
+    def case_target(self, label: np.ndarray) -> np.ndarray:
+        # Distances measured once per case, on its whole label map (methods/sdf.py says why).
+        return signed_distances(label, int(self.network_config["num_classes"])).astype(np.float16)
+
+    def data_targets(
+        self, labeled_target: torch.Tensor, case_target: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        if case_target is None:
+            return {"sdf": sdf_targets(labeled_target, int(self.network_config["num_classes"]))}
+        return {"sdf": normalise_sdf(case_target)}
 
     def loss(self, batch: Batch, ctx: StepContext) -> LossOutput:
         labeled = batch.labeled_count

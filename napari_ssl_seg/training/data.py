@@ -24,9 +24,9 @@ the 180-degree rotation.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -221,15 +221,20 @@ def has_lateral_classes(class_names: Mapping[int, str]) -> bool:
     return bool(words & {"left", "right"})
 
 
+#: What a patch carries through the augmentation: the image, its label, and the method's per-case
+#: target where it has one (only labeled patches do, hence ``allow_missing_keys``).
+PATCH_KEYS = ("image", "label", "case_target")
+
+
 def _axial_flips(patch_size: Sequence[int], *, lateral: bool) -> list[Any]:
     transforms: list[Any] = []
-    keys = ["image", "label"]
+    keys = list(PATCH_KEYS)
     if lateral and patch_size[1] == patch_size[2]:
         # Spatial axes are counted without the channel: (0, 1, 2) = (z, y, x); (1, 2) is the axial plane.
-        transforms.append(RandRotate90d(keys, prob=0.75, max_k=3, spatial_axes=(1, 2)))
-    transforms.append(RandFlipd(keys, prob=0.5, spatial_axis=1))
+        transforms.append(RandRotate90d(keys, prob=0.75, max_k=3, spatial_axes=(1, 2), allow_missing_keys=True))
+    transforms.append(RandFlipd(keys, prob=0.5, spatial_axis=1, allow_missing_keys=True))
     if lateral:
-        transforms.append(RandFlipd(keys, prob=0.5, spatial_axis=2))
+        transforms.append(RandFlipd(keys, prob=0.5, spatial_axis=2, allow_missing_keys=True))
     return transforms
 
 
@@ -249,10 +254,10 @@ def build_augmentation(
     indices come in ``label_indices``, see :func:`class_indices`). Small structures (ribs, the
     cervical spine) are then seen as often as the lungs instead of in proportion to their volume.
     """
-    keys = ["image", "label"]
+    keys = list(PATCH_KEYS)
     patch = tuple(int(v) for v in patch_size)
     if foreground_classes is None:
-        crop: Any = RandSpatialCropd(keys, roi_size=patch, random_size=False)
+        crop: Any = RandSpatialCropd(keys, roi_size=patch, random_size=False, allow_missing_keys=True)
     else:
         crop = RandCropByLabelClassesd(
             keys,
@@ -263,6 +268,7 @@ def build_augmentation(
             num_samples=1,
             indices_key="label_indices",
             warn=False,
+            allow_missing_keys=True,
         )
     return Compose([crop, *_axial_flips(patch, lateral=lateral)])
 
@@ -275,6 +281,15 @@ def class_indices(label: np.ndarray, num_classes: int) -> list[np.ndarray]:
 
 def _plain(tensor: Any) -> torch.Tensor:
     return tensor.as_tensor() if hasattr(tensor, "as_tensor") else torch.as_tensor(tensor)
+
+
+class Drawn(NamedTuple):
+    """One iteration's patches on the CPU."""
+
+    labeled_image: torch.Tensor  # (B_l, 1, z, y, x)
+    labeled_target: torch.Tensor  # (B_l, z, y, x) class ids
+    unlabeled_image: torch.Tensor  # (B_u, 1, z, y, x)
+    case_target: torch.Tensor | None  # (B_l, K, z, y, x): the crops of the method's case targets, if it has any
 
 
 class TwoStreamSampler:
@@ -293,6 +308,7 @@ class TwoStreamSampler:
         lateral: bool = True,
         foreground_fraction: float = 0.0,
         num_classes: int | None = None,
+        case_target: Callable[[np.ndarray], np.ndarray | None] | None = None,
     ) -> None:
         if not labeled:
             raise InputError("no labeled training case to sample from")
@@ -314,23 +330,43 @@ class TwoStreamSampler:
             self.foreground_augment = build_augmentation(
                 self.patch_size, lateral=lateral, foreground_classes=self.num_classes
             )
-        # Per labeled case (by position), its class indices: computed on first use, kept for the run.
+        # Per labeled case (by position), its class indices and the method's case target (a
+        # channel-first array of the case's shape, e.g. UG-MCL's distance maps): computed on first
+        # use, kept for the run, cropped and flipped with each of its patches.
         self._indices: dict[int, list[np.ndarray]] = {}
+        self.case_target = case_target
+        self._case_targets: dict[int, np.ndarray | None] = {}
+
+    def _case_target(self, position: int) -> np.ndarray | None:
+        if self.case_target is None:
+            return None
+        if position not in self._case_targets:
+            label = self.labeled[position].label
+            self._case_targets[position] = None if label is None else self.case_target(label)
+        return self._case_targets[position]
 
     def _patch(
-        self, case: CaseData, rng: np.random.Generator, *, foreground_of: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One augmented patch; ``foreground_of``: the labeled case's position, for a foreground-centred crop."""
+        self, case: CaseData, rng: np.random.Generator, *, labeled_at: int | None = None, foreground: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One augmented patch: image, label and case target (or None).
+
+        ``labeled_at``: the position of a labeled case, for its case target and, with ``foreground``,
+        a foreground-centred crop.
+        """
         image = torch.from_numpy(case.image)[None]
         label = (
             torch.from_numpy(case.label)[None] if case.label is not None else torch.zeros_like(image, dtype=torch.uint8)
         )
         data: dict[str, Any] = {"image": image, "label": label}
         augment = self.augment
-        if foreground_of is not None and case.label is not None:
-            indices = self._indices.get(foreground_of)
+        if labeled_at is not None:
+            case_target = self._case_target(labeled_at)
+            if case_target is not None:
+                data["case_target"] = torch.from_numpy(case_target)
+        if foreground and labeled_at is not None and case.label is not None:
+            indices = self._indices.get(labeled_at)
             if indices is None:
-                indices = self._indices[foreground_of] = class_indices(case.label, self.num_classes)
+                indices = self._indices[labeled_at] = class_indices(case.label, self.num_classes)
             if any(len(found) for found in indices[1:]):  # a case of background only: a plain random crop
                 data["label_indices"] = indices
                 augment = self.foreground_augment
@@ -338,20 +374,32 @@ class TwoStreamSampler:
         out = augment(data)
         if isinstance(out, list):  # RandCropByLabelClassesd gives num_samples (here one) crops
             out = out[0]
-        return _plain(out["image"]).float().contiguous(), _plain(out["label"])[0].long().contiguous()
+        cropped_target = _plain(out["case_target"]).contiguous() if "case_target" in out else None
+        return _plain(out["image"]).float().contiguous(), _plain(out["label"])[0].long().contiguous(), cropped_target
 
-    def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(labeled_image, labeled_target, unlabeled_image)`` for ``iteration`` on the CPU."""
+    def batch(self, iteration: int) -> Drawn:
+        """The patches of ``iteration`` on the CPU (see :class:`Drawn`)."""
         rng = np.random.default_rng([self.seed, self.rank, int(iteration)])
-        images, targets, unlabeled = [], [], []
+        images, targets, case_targets, unlabeled = [], [], [], []
         for index in rng.integers(len(self.labeled), size=self.batch_labeled):
             # Drawn only when oversampling, so runs without it draw the patches they always drew.
             foreground = self.foreground_fraction > 0 and rng.random() < self.foreground_fraction
             position = int(index)
-            image, target = self._patch(self.labeled[position], rng, foreground_of=position if foreground else None)
+            image, target, case_target = self._patch(
+                self.labeled[position], rng, labeled_at=position, foreground=foreground
+            )
             images.append(image)
             targets.append(target)
+            case_targets.append(case_target)
         for index in rng.integers(len(self.unlabeled), size=self.batch_unlabeled):
             unlabeled.append(self._patch(self.unlabeled[int(index)], rng)[0])
         empty = torch.zeros((0, 1, *self.patch_size), dtype=torch.float32)
-        return torch.stack(images), torch.stack(targets), torch.stack(unlabeled) if unlabeled else empty
+        stacked_case_targets = None
+        if case_targets and all(found is not None for found in case_targets):
+            stacked_case_targets = torch.stack(case_targets)
+        return Drawn(
+            torch.stack(images),
+            torch.stack(targets),
+            torch.stack(unlabeled) if unlabeled else empty,
+            stacked_case_targets,
+        )

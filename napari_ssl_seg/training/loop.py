@@ -140,6 +140,7 @@ class _Run:
             lateral=lateral,
             foreground_fraction=config.foreground_oversampling,
             num_classes=int(self.info["network"]["num_classes"]),
+            case_target=self.method.case_target,
         )
         if uses_unlabeled and config.batch_unlabeled and not self.snapshot.unlabeled:
             self.notes.append("no unlabeled training case: the unlabeled stream samples the labeled images")
@@ -178,8 +179,8 @@ class _Run:
 
     def draw(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """The data stage: the sampled patches and the targets the method derives from them on the CPU."""
-        images, targets, unlabeled = self.sampler.batch(iteration)
-        return images, targets, unlabeled, self.method.data_targets(targets)
+        images, targets, unlabeled, case_target = self.sampler.batch(iteration)
+        return images, targets, unlabeled, self.method.data_targets(targets, case_target)
 
     def device_batch(self, images: torch.Tensor, targets: torch.Tensor, unlabeled: torch.Tensor, extras: Any) -> Batch:
         """The drawn batch on the device (asynchronous if the prefetcher pinned it), images in the networks' layout."""
