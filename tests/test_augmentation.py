@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from napari_ssl_seg.training.data import build_augmentation, has_lateral_classes
+from napari_ssl_seg.training.sampler import build_augmentation, has_lateral_classes
 
 
 def test_classes_naming_a_side_are_detected() -> None:
@@ -48,7 +48,8 @@ def test_without_lateral_augmentation_left_stays_left_and_labels_follow() -> Non
 
 
 def _sampler_with_small_structure(fraction: float):
-    from napari_ssl_seg.training.data import CaseData, TwoStreamSampler
+    from napari_ssl_seg.training.data import CaseData
+    from napari_ssl_seg.training.sampler import TwoStreamSampler
 
     image = np.zeros((8, 64, 64), dtype=np.float32)
     label = np.zeros((8, 64, 64), dtype=np.uint8)
@@ -92,7 +93,8 @@ def test_foreground_oversampling_needs_a_class_count() -> None:
     import pytest
 
     from napari_ssl_seg.errors import InputError
-    from napari_ssl_seg.training.data import CaseData, TwoStreamSampler
+    from napari_ssl_seg.training.data import CaseData
+    from napari_ssl_seg.training.sampler import TwoStreamSampler
 
     case = CaseData(
         name="c",

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from napari_ssl_seg.methods.sdf import signed_distances
-from napari_ssl_seg.training.data import CaseData, TwoStreamSampler
+from napari_ssl_seg.training.data import CaseData
 from napari_ssl_seg.training.prefetch import BatchPrefetcher
+from napari_ssl_seg.training.sampler import TwoStreamSampler
 
 
 def _sampler() -> TwoStreamSampler:

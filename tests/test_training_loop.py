@@ -22,10 +22,11 @@ from napari_ssl_seg.methods.settings import MethodSettings, SAMSettings
 from napari_ssl_seg.methods.supervised import SupervisedMethod, SupervisedSettings
 from napari_ssl_seg.networks import build_network, load_checkpoint
 from napari_ssl_seg.training import TrainConfig, apply_overrides, preset
-from napari_ssl_seg.training.data import CaseData, TwoStreamSampler
+from napari_ssl_seg.training.data import CaseData
 from napari_ssl_seg.training.loop import train
 from napari_ssl_seg.training.run_start import copy_init_weights, ramps, untrained_peers
 from napari_ssl_seg.training.runlog import read_log
+from napari_ssl_seg.training.sampler import TwoStreamSampler
 from napari_ssl_seg.training.sharpness_aware import sam_ascent
 from napari_ssl_seg.training.state import resume_paths
 

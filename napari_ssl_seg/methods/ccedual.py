@@ -66,6 +66,7 @@ from napari_ssl_seg.methods.settings import MethodSettings, check_at_most, check
 from napari_ssl_seg.networks.checkpoint import build_network
 from napari_ssl_seg.networks.features import WithFeatures
 from napari_ssl_seg.networks.resnet3d import RESNET34_BLOCKS, resnet_config_like
+from napari_ssl_seg.runtime.class_ids import class_ids
 
 __all__ = [
     "CCEDual",
@@ -213,14 +214,14 @@ class CCEDual(SemiSupervisedMethod):
 
         # Prototype reliability: agreement and low entropy in both subnets (batch percentiles).
         with torch.no_grad():
-            label_a, label_b = prob_a.argmax(dim=1), prob_b.argmax(dim=1)
+            label_a, label_b = class_ids(prob_a), class_ids(prob_b)
             percentile = self.settings.entropy_percentile
             reliable = (
                 (label_a == label_b)
                 & (entropy_a < entropy_threshold(entropy_a, percentile))
                 & (entropy_b < entropy_threshold(entropy_b, percentile))
             )
-            classes = ((prob_a + prob_b) / 2).argmax(dim=1)
+            classes = class_ids((prob_a + prob_b) / 2)
             classes[:labeled] = target
             reliable[:labeled] &= label_a[:labeled] == target
         # The last (full-resolution) decoder level of each subnet only.

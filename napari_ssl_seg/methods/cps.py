@@ -29,6 +29,7 @@ from napari_ssl_seg.methods.base import Batch, LossOutput, SemiSupervisedMethod,
 from napari_ssl_seg.methods.losses import cross_entropy_loss, dice_ce_loss
 from napari_ssl_seg.methods.settings import MethodSettings
 from napari_ssl_seg.networks.checkpoint import build_network
+from napari_ssl_seg.runtime.class_ids import class_ids
 
 __all__ = ["CrossPseudoSupervision", "initialise_weights"]
 
@@ -93,8 +94,8 @@ class CrossPseudoSupervision(SemiSupervisedMethod):
         weight = ctx.rampup * self.settings.consistency
         if batch.unlabeled_image.shape[0] > 0:
             unlabeled_1, unlabeled_2 = logits_1[labeled:], logits_2[labeled:]
-            pseudo_1 = unlabeled_1.detach().argmax(dim=1)
-            pseudo_2 = unlabeled_2.detach().argmax(dim=1)
+            pseudo_1 = class_ids(unlabeled_1.detach())
+            pseudo_2 = class_ids(unlabeled_2.detach())
             pseudo = cross_entropy_loss(unlabeled_1, pseudo_2) + cross_entropy_loss(unlabeled_2, pseudo_1)
         else:
             pseudo = logits_1.new_zeros(())

@@ -59,6 +59,7 @@ from napari_ssl_seg.methods.settings import MethodSettings, check_at_most, check
 from napari_ssl_seg.networks.checkpoint import build_network
 from napari_ssl_seg.networks.features import WithFeatures
 from napari_ssl_seg.networks.resnet3d import RESNET34_BLOCKS, resnet_config_like
+from napari_ssl_seg.runtime.class_ids import class_ids
 
 __all__ = ["CURECL", "auxiliary_network_config", "xor_regulariser"]
 
@@ -72,7 +73,7 @@ def xor_regulariser(
     (averaged over classes and XOR voxels; 0 where there are none) and the XOR fraction.
     """
     probabilities = torch.softmax(auxiliary_logits.float(), dim=1)
-    xor = (probabilities.detach().argmax(dim=1) != pseudo_label) & mask
+    xor = (class_ids(probabilities.detach()) != pseudo_label) & mask
     one_hot = F.one_hot(pseudo_label.long(), probabilities.shape[1]).movedim(-1, 1).to(probabilities.dtype)
     distance = (probabilities - one_hot).abs()
     selected = xor.to(distance.dtype).unsqueeze(1)

@@ -87,6 +87,7 @@ from napari_ssl_seg.methods.perturbations import random_gaussian_blur
 from napari_ssl_seg.methods.settings import MethodSettings, check_at_most
 from napari_ssl_seg.methods.umix import umix
 from napari_ssl_seg.networks.checkpoint import build_network
+from napari_ssl_seg.runtime.class_ids import class_ids
 
 __all__ = ["UCMT", "UCMTSettings"]
 
@@ -183,7 +184,7 @@ class UCMT(SemiSupervisedMethod):
             u1 = entropy((probabilities_1 + teacher_probabilities) / 2)
             u2 = entropy((probabilities_2 + teacher_probabilities) / 2)
             # Labeled rows carry their labels, unlabeled rows the teacher's pseudo-labels.
-            targets = torch.cat([labels, teacher_probabilities[labeled:].argmax(dim=1)], dim=0)
+            targets = torch.cat([labels, class_ids(teacher_probabilities[labeled:])], dim=0)
             mixed_images, mixed_targets = umix(
                 [images, targets], u1, u2, self.settings.umix_k, self.settings.umix_blocks
             )
@@ -207,7 +208,7 @@ class UCMT(SemiSupervisedMethod):
         if ctx.step == 0:
             images = batch.all_images
             teacher_probabilities = self._teacher_probabilities(images)
-            targets = torch.cat([batch.labeled_target, teacher_probabilities[labeled:].argmax(dim=1)], dim=0)
+            targets = torch.cat([batch.labeled_target, class_ids(teacher_probabilities[labeled:])], dim=0)
         else:
             if not self._cache_valid(batch, ctx):
                 with torch.no_grad():
@@ -236,8 +237,8 @@ class UCMT(SemiSupervisedMethod):
             unlabeled_1, unlabeled_2 = logits_1[labeled:], logits_2[labeled:]
             teacher_pseudo = targets[labeled:]
             cps = (
-                dice_loss(unlabeled_1, unlabeled_2.detach().argmax(dim=1))
-                + dice_loss(unlabeled_2, unlabeled_1.detach().argmax(dim=1))
+                dice_loss(unlabeled_1, class_ids(unlabeled_2.detach()))
+                + dice_loss(unlabeled_2, class_ids(unlabeled_1.detach()))
             ) / 2
             mts = (dice_loss(unlabeled_1, teacher_pseudo) + dice_loss(unlabeled_2, teacher_pseudo)) / 2
         else:

@@ -35,7 +35,7 @@ from napari_ssl_seg.runtime.precision import execution_for
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.budget import start_record
 from napari_ssl_seg.training.config import TrainConfig
-from napari_ssl_seg.training.data import LabelSnapshot, TwoStreamSampler, has_lateral_classes, load_cases
+from napari_ssl_seg.training.data import LabelSnapshot, load_cases
 from napari_ssl_seg.training.distributed import (
     DistContext,
     broadcast_json,
@@ -50,6 +50,7 @@ from napari_ssl_seg.training.plan import PLAN_WARNING
 from napari_ssl_seg.training.prefetch import BatchPrefetcher
 from napari_ssl_seg.training.run_start import ramps, resume_info, run_info, seed_everything, warm_start
 from napari_ssl_seg.training.runlog import RunLog
+from napari_ssl_seg.training.sampler import TwoStreamSampler, has_lateral_classes
 from napari_ssl_seg.training.sharpness_aware import sam_ascent
 from napari_ssl_seg.training.state import load_resume_state, resume_paths, save_resume_state
 

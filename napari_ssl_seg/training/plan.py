@@ -39,9 +39,9 @@ from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.budget import MEASURED_ITERATIONS_PER_SECOND, WIDTH_COST, MeasuredRate, project_rates
 from napari_ssl_seg.training.config import TrainConfig
-from napari_ssl_seg.training.data import has_lateral_classes
 from napari_ssl_seg.training.fingerprint import DatasetFingerprint, fingerprint_project
 from napari_ssl_seg.training.resolution import CEILING_CASES, project_ceilings
+from napari_ssl_seg.training.sampler import has_lateral_classes
 
 __all__ = [
     "BUDGETS",

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from napari_ssl_seg.evaluation.dice import class_dice
 from napari_ssl_seg.io.orientation import reorientation
+from napari_ssl_seg.runtime.class_ids import class_ids
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.data import resample_case, resampled_shape
 
@@ -77,7 +78,7 @@ def resampling_ceiling(
     assert taught is not None
     one_hot = F.one_hot(torch.from_numpy(taught.astype(np.int64)), classes).permute(3, 0, 1, 2).float()
     back = F.interpolate(one_hot[None], size=label.shape, mode="trilinear", align_corners=False)[0]
-    predicted = back.argmax(0).numpy().astype(label.dtype)
+    predicted = class_ids(back, 0).numpy().astype(label.dtype)
     return class_dice(predicted, label, range(1, classes))
 
 
@@ -115,7 +116,7 @@ def sampled_ceiling(
     grid = np.stack([(where[axis] + 0.5) / shape[axis] * 2 - 1 for axis in (2, 1, 0)], axis=-1)
     grid_tensor = torch.from_numpy(grid.astype(np.float32)).view(1, 1, 1, count, 3)
     values = F.grid_sample(one_hot, grid_tensor, mode="bilinear", padding_mode="border", align_corners=False)
-    predicted = values.view(classes, count).argmax(0).numpy()
+    predicted = class_ids(values.view(classes, count), 0).numpy()
     reference = label.reshape(-1)[flat].astype(np.int64)
     found = np.flatnonzero(np.bincount(reference, minlength=classes)[1:]) + 1
     return class_dice(predicted, reference, found.tolist())
