@@ -7,8 +7,9 @@ For every method, on the same generated CT cohort (4 labeled, 8 unlabeled cases)
 config, one process times ``--iterations`` iterations (after ``--warmup``) of the training loop's
 own run object, split into:
 
-* data: drawing, cropping and augmenting the patch batch (``training.sampler.TwoStreamSampler.batch``), the targets the method
-  derives from it on the CPU (``data_targets``: UG-MCL's signed distance maps) and moving it;
+* data: drawing, cropping and augmenting the patch batch (``training.sampler.TwoStreamSampler.batch``), the
+  targets the method derives from it on the CPU (``data_targets``: UG-MCL's signed distance maps, normalised
+  from the crops of its per-case ``case_target``) and moving it;
 * forward: the method's loss for the batch (every network pass it makes, MC dropout included);
 * backward: back-propagation of that loss (SAM's second forward and backward count here too);
 * update: the optimiser step and the method's teacher update (EMA).

@@ -81,9 +81,8 @@ def prototype_contrastive_loss(
     # Absent prototypes get a logit no cosine reaches, so the softmax is over the present ones only;
     # finite rather than -inf, so voxels left out by `uncertain` carry no NaN into the backward pass.
     # Classes along the first axis, voxels along the second: PyTorch's CPU (log-)softmax over a
-    # short innermost axis (M x K) is about 9x slower than over K rows of M (1.75 against 16 ms for
-    # 262144 voxels and 8 classes, torch 2.13, 2 threads). The temperature divides the K
-    # prototypes rather than the K x M similarities.
+    # short innermost axis (M x K) is about 9x slower than over K rows of M
+    # (benchmarks/cpu_reductions.py). The temperature divides the K prototypes, not the K x M similarities.
     similarity = (normalised.detach() / temperature) @ F.normalize(flat, dim=1).t()
     similarity = similarity.masked_fill(~present[:, None], _ABSENT_LOGIT)
     per_voxel = F.cross_entropy(similarity[None], labels[None], reduction="none")[0]
