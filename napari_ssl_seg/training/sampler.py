@@ -15,6 +15,11 @@ between slices, 3 mm in plane), so rotating or flipping through z would put thic
 resolution where the network expects in-plane detail; inference never sees such images. Rot90 is
 used only for square in-plane patches (otherwise the patch shape would change); flips still give
 the 180-degree rotation.
+
+**Case targets.** A method may ask for one array per labeled case, computed once from the case's
+whole label map (``SemiSupervisedMethod.case_target``: UG-MCL's signed distances); it goes through
+the same crop, flips and rot90 as the patch's image and label, and takes no random draw, so the
+patches drawn are the same with and without it.
 """
 
 from __future__ import annotations
