@@ -118,7 +118,7 @@ def sample_softmax(
         for start in range(0, samples, chunk):
             k = min(chunk, samples - start)
             logits = network(_repeat_batch(x, k))
-            yield torch.softmax(logits.float(), dim=1).unflatten(0, (k, batch))
+            yield torch.softmax(logits, dim=1, dtype=torch.float32).unflatten(0, (k, batch))
         return
     if features is None:
         features = network.encode(x)
@@ -140,7 +140,7 @@ def sample_softmax(
             tuple(_repeat_batch(skip, k) for skip in features.skips), _repeat_batch(features.bottleneck, k)
         )
         logits = network.classify(network.decode_features(repeated))
-        yield torch.softmax(logits.float(), dim=1).unflatten(0, (k, batch))
+        yield torch.softmax(logits, dim=1, dtype=torch.float32).unflatten(0, (k, batch))
 
 
 def _sample_classifier(network: nn.Module, decoded: torch.Tensor, samples: int, chunk: int) -> Iterator[torch.Tensor]:
@@ -165,7 +165,7 @@ def _sample_classifier(network: nn.Module, decoded: torch.Tensor, samples: int, 
         for start in range(0, samples, chunk):
             k = min(chunk, samples - start)
             logits = network.classify(_repeat_batch(decoded, k))
-            yield torch.softmax(logits.float(), dim=1).unflatten(0, (k, batch))
+            yield torch.softmax(logits, dim=1, dtype=torch.float32).unflatten(0, (k, batch))
         return
     keep = 1.0 - dropout.p if isinstance(dropout, nn.Dropout3d) and dropout.training else 1.0
     weight = classifier.weight.flatten(1)  # (classes, channels)
@@ -178,7 +178,7 @@ def _sample_classifier(network: nn.Module, decoded: torch.Tensor, samples: int, 
             mask = torch.bernoulli(mask * keep) / keep
         masked_weight = weight[None, None] * mask[:, :, None, :]  # (k, N, classes, channels)
         logits = torch.einsum("knoc,ncv->knov", masked_weight, flat) + bias[None, None, :, None]
-        yield torch.softmax(logits.float(), dim=2).unflatten(3, decoded.shape[2:])
+        yield torch.softmax(logits, dim=2, dtype=torch.float32).unflatten(3, decoded.shape[2:])
 
 
 def entropy(probabilities: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -190,6 +190,10 @@ def entropy(probabilities: torch.Tensor, dim: int = 1) -> torch.Tensor:
 def mutual_information(mean_probabilities: torch.Tensor, expected_entropy: torch.Tensor) -> torch.Tensor:
     """BALD: entropy of the mean minus the mean of the per-pass entropies (>= 0 up to rounding)."""
     return (entropy(mean_probabilities) - expected_entropy).clamp_min(0.0)
+
+
+def _sum_passes(values: torch.Tensor) -> torch.Tensor:
+    return values[0] if values.shape[0] == 1 else values.sum(dim=0)
 
 
 def mc_dropout_moments(
@@ -213,11 +217,13 @@ def mc_dropout_moments(
     expected: torch.Tensor | None = None
     with torch.no_grad(), dropout_sampling(network):
         for probabilities in sample_softmax(network, x, samples, scope=scope, chunk=chunk, features=features):
-            part = probabilities.sum(dim=0)
-            total = part if total is None else total + part
+            # Summed in place, and a single pass (the CPU's chunk) taken as it is: each pass's
+            # tensors are fresh, and a sum over one pass would allocate and fill a copy.
+            part = _sum_passes(probabilities)
+            total = part if total is None else total.add_(part)
             if with_expected_entropy:
-                part_entropy = entropy(probabilities, dim=2).sum(dim=0)
-                expected = part_entropy if expected is None else expected + part_entropy
+                part_entropy = _sum_passes(entropy(probabilities, dim=2))
+                expected = part_entropy if expected is None else expected.add_(part_entropy)
     assert total is not None
     mean = total / samples
     return mean, (expected / samples if expected is not None else None)
