@@ -94,11 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         ["git", "-C", str(baseline), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
     trees = {"baseline": baseline, "this": HERE}
+    # Each tree generates its cohort with its own code, kept per baseline commit: an older tree cannot
+    # open a project database that a newer one wrote (its schema version is newer).
+    work_of = {"baseline": args.work / "runs" / f"baseline-{revision}", "this": args.work / "runs" / "this"}
     print(f"baseline {revision} against this tree; config {args.config}; median of iterations after {args.warmup}")
     print(f"{'method':<11} {'round':>5} {'baseline it/s':>14} {'this it/s':>10} {'ratio':>6}", flush=True)
     for method in args.methods.split(","):
         for round_index in range(args.rounds):
-            rates = {name: _measure(tree, args.work / name, method, args) for name, tree in trees.items()}
+            rates = {name: _measure(tree, work_of[name], method, args) for name, tree in trees.items()}
             ratio = rates["this"] / rates["baseline"]
             print(
                 f"{method:<11} {round_index + 1:>5} {rates['baseline']:14.2f} {rates['this']:10.2f} {ratio:6.2f}",
