@@ -36,16 +36,20 @@ to 5e-4 relative): (classes - 1) x 2 bytes per voxel of each labeled training ca
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import torch
+from numpy.typing import DTypeLike
 from scipy import ndimage
 
 __all__ = ["mask_sdf", "normalise_sdf", "sdf_targets", "sdf_to_probability", "signed_distances"]
 
 _SIX_NEIGHBOURS = ndimage.generate_binary_structure(3, 1)
+
+Item = TypeVar("Item")
 
 
 def _signed_distance(mask: np.ndarray) -> np.ndarray:
@@ -64,24 +68,29 @@ def _signed_distance(mask: np.ndarray) -> np.ndarray:
     return distances.astype(np.float32)
 
 
-def _threaded(function: Callable[[np.ndarray], np.ndarray], masks: list[np.ndarray]) -> list[np.ndarray]:
-    workers = max(1, min(len(masks), torch.get_num_threads()))
+def _threaded(function: Callable[[Item], np.ndarray], items: Sequence[Item]) -> list[np.ndarray]:
+    workers = max(1, min(len(items), torch.get_num_threads()))
     if workers == 1:
-        return [function(mask) for mask in masks]
+        return [function(item) for item in items]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sdf") as pool:
-        return list(pool.map(function, masks))
+        return list(pool.map(function, items))
 
 
-def signed_distances(label: np.ndarray, num_classes: int) -> np.ndarray:
+def signed_distances(label: np.ndarray, num_classes: int, dtype: DTypeLike = np.float32) -> np.ndarray:
     """Unnormalised signed voxel distances of each foreground class of a 3D label map: (C-1, z, y, x).
 
-    Negative inside, 0 on the inner boundary, positive outside (see :func:`_signed_distance`);
-    float32. Normalise a crop of it with :func:`normalise_sdf`.
+    Negative inside, 0 on the inner boundary, positive outside (see :func:`_signed_distance`), in
+    ``dtype``. Normalise a crop of it with :func:`normalise_sdf`. Each class's mask and float32
+    map exist only while its own transform runs, so a large case never holds all of them at once.
     """
     label = np.asarray(label)
     if label.ndim != 3:
         raise ValueError(f"signed_distances expects a 3D label map, got shape {label.shape}")
-    return np.stack(_threaded(_signed_distance, [label == c for c in range(1, num_classes)]))
+
+    def one_class(value: int) -> np.ndarray:
+        return _signed_distance(label == value).astype(dtype, copy=False)
+
+    return np.stack(_threaded(one_class, range(1, num_classes)))
 
 
 def normalise_sdf(distances: torch.Tensor) -> torch.Tensor:

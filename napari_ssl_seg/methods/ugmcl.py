@@ -141,7 +141,7 @@ class UGMCL(SemiSupervisedMethod):
 
     def case_target(self, label: np.ndarray) -> np.ndarray:
         # Distances measured once per case, on its whole label map (methods/sdf.py says why).
-        return signed_distances(label, int(self.network_config["num_classes"])).astype(np.float16)
+        return signed_distances(label, int(self.network_config["num_classes"]), np.float16)
 
     def data_targets(
         self, labeled_target: torch.Tensor, case_target: torch.Tensor | None = None
