@@ -16,7 +16,9 @@ own run object, split into:
 
 The **compute bound** is what the method's networks cost at the least: each trainable network's
 forward and backward pass over the whole batch (labeled and unlabeled patches), and one forward
-pass without gradients of each other network (a teacher) over the unlabeled patches; twice the
+pass without gradients of each other network (a teacher) over the patches the method gives it (the
+unlabeled ones, or every patch where the method needs the teacher's maps on the labeled ones too, as
+UG-CEMT's UMIX and UG-MCL's consistency terms do: recorded from the teacher's encodings); twice the
 trainable part for SAM (its ascent step); and for MC-dropout methods, T decoder passes of the
 teacher on features encoded once (what the inference engine's encode-once split costs); all per
 optimiser step, each timed alone in this run on the same shapes (UG-CEMT's student as its V-Net).
@@ -133,6 +135,7 @@ def measure(
         run.build()
     strategy = run.method
     strategy.train(True)
+    teacher_rows = _record_teacher_rows(strategy)
     phases: dict[str, list[float]] = {"data": [], "forward": [], "backward": [], "update": []}
     for iteration in range(total):
         data, drawn = _seconds(lambda iteration=iteration: run.draw(iteration))  # with the method's data targets
@@ -171,6 +174,11 @@ def measure(
     labeled, unlabeled_images = batch.labeled_image, batch.unlabeled_image
     every = torch.cat([labeled, unlabeled_images]) if strategy.uses_unlabeled else labeled
     every = run.execution.prepare_input(every)
+    # The teacher's passes cover the rows the method gave its teacher: the unlabeled patches for the Mean
+    # Teacher lineage, every patch where the method needs the teacher's maps there too (UG-CEMT's UMIX mixes
+    # labeled patches by the teacher's uncertainty; UG-MCL's consistency terms cover all data, Eq. 4 and 6).
+    teacher_images = every if teacher_rows and max(teacher_rows) >= every.shape[0] else unlabeled_images
+    teacher_images = run.execution.prepare_input(teacher_images)
     bound = 0.0
     for name in strategy.networks:
         network = strategy.unwrapped(name)
@@ -179,15 +187,15 @@ def measure(
         network = getattr(network, "vnet", network) if name == "student" and strategy.name == "ugcemt" else network
         if name in strategy.trainable():
             bound += _pass_seconds(network, every, run.execution, backward=True, repeats=3)
-        elif unlabeled_images.shape[0] > 0:
-            bound += _pass_seconds(network, unlabeled_images, run.execution, backward=False, repeats=3)
+        elif teacher_images.shape[0] > 0:
+            bound += _pass_seconds(network, teacher_images, run.execution, backward=False, repeats=3)
     if strategy.optimizer == "sam":
         bound *= 2  # SAM's ascent step: a second forward and backward of the trainable networks
     samples = int(getattr(strategy.settings, "mc_samples", 0))
     teacher = strategy.unwrapped("teacher") if "teacher" in strategy.networks else None
     teacher = getattr(teacher, "vnet", teacher)  # UG-MCL's dual-task teacher: MC dropout runs its V-Net
-    if samples and teacher is not None and unlabeled_images.shape[0] > 0:
-        bound += samples * _decoder_seconds(teacher, unlabeled_images, run.execution, repeats=3)
+    if samples and teacher is not None and teacher_images.shape[0] > 0:
+        bound += samples * _decoder_seconds(teacher, teacher_images, run.execution, repeats=3)
     bound *= strategy.steps_per_iteration
     medians = {name: statistics.median(values) for name, values in phases.items()}
     iteration_seconds = sum(medians.values())
@@ -197,7 +205,25 @@ def measure(
         "iteration": iteration_seconds,
         "bound": bound,
         "execution": run.execution.label,
+        "teacher_rows": max(teacher_rows, default=0),
     }
+
+
+def _record_teacher_rows(strategy: Any) -> list[int]:
+    """The batch rows of every encoding the method's teacher V-Net makes, recorded as the loop runs."""
+    rows: list[int] = []
+    teacher = strategy.unwrapped("teacher") if "teacher" in strategy.networks else None
+    vnet = getattr(teacher, "vnet", teacher)
+    if vnet is None or not hasattr(vnet, "encode"):
+        return rows
+    encode = vnet.encode
+
+    def recording(x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        rows.append(int(x.shape[0]))
+        return encode(x, *args, **kwargs)
+
+    vnet.encode = recording  # an instance attribute: shadows the method for this run object only
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
     print(f"config {args.config}, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     header = f"{'method':<11} {'execution':<26} {'data':>7} {'forward':>8} {'backward':>9} {'update':>7}"
-    print(f"{header} {'iter s':>7} {'it/s':>6} {'bound s':>8} {'iter/bound':>10}", flush=True)
+    print(f"{header} {'iter s':>7} {'it/s':>6} {'bound s':>8} {'iter/bound':>10} {'teacher rows':>12}", flush=True)
     modes = {"on": (True,), "off": (False,), "both": (False, True)}[args.amp]
     widths = [None] if not args.widths else [int(w) for w in args.widths.split(",")]
     for method in methods:
@@ -251,7 +277,7 @@ def _print_row(row: dict[str, Any]) -> None:
         f"{row['method']:<11} {row['execution']:<26} {row['data']:7.3f} {row['forward']:8.3f}"
         f" {row['backward']:9.3f} {row['update']:7.3f}"
         f" {row['iteration']:7.3f} {1 / row['iteration']:6.2f} {row['bound']:8.3f}"
-        f" {row['iteration'] / row['bound']:10.2f}",
+        f" {row['iteration'] / row['bound']:10.2f} {row['teacher_rows'] or '-':>12}",
         flush=True,
     )
 
