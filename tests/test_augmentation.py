@@ -106,3 +106,25 @@ def test_foreground_oversampling_needs_a_class_count() -> None:
         TwoStreamSampler(
             [case], [], patch_size=(4, 16, 16), batch_labeled=1, batch_unlabeled=0, seed=0, foreground_fraction=0.5
         )
+
+
+def test_intensity_changes_touch_the_image_only_and_leave_the_crops_a_seed_draws() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.random((6, 20, 20), dtype=np.float32)
+    label = (np.arange(6 * 20 * 20) % 251).reshape(6, 20, 20).astype(np.int64)  # each voxel says where it came from
+    data = {"image": torch.from_numpy(image)[None], "label": torch.from_numpy(label)[None]}
+    plain = build_augmentation((4, 8, 8), lateral=False)
+    changed = build_augmentation((4, 8, 8), lateral=False, intensity=True)
+    altered = 0
+    for seed in range(40):
+        plain.set_random_state(seed=seed)
+        changed.set_random_state(seed=seed)
+        before, after = plain(dict(data)), changed(dict(data))
+        assert torch.equal(torch.as_tensor(before["label"]), torch.as_tensor(after["label"]))
+        old, new = torch.as_tensor(before["image"]), torch.as_tensor(after["image"])
+        altered += not torch.allclose(old, new)
+        # Brightness, contrast and gamma are monotonic: no voxel overtakes a brighter one (ties where clipped).
+        in_old_order = new.flatten()[old.flatten().argsort()]
+        assert bool((in_old_order[1:] >= in_old_order[:-1] - 1e-5).all())
+    # p 0.15, 0.15 and 0.3: about half the patches change; none of them is a geometric change.
+    assert 8 <= altered <= 32

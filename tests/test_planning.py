@@ -304,3 +304,6 @@ def test_a_time_budget_uses_the_rate_this_project_measured_on_this_machine(tmp_p
     # Another method's budget is not taken from the supervised run.
     ucmt, _ = plan_project(root, device="cpu", minutes=30, method="ucmt")
     assert any("the development machine's rate" in reason for reason in ucmt.reasons)
+    # A method from outside the package was never timed: the plan says whose rate it borrowed.
+    external, _ = plan_project(root, device="cpu", minutes=30, method="lab_methods.fixmatch:FixMatch")
+    assert any("never measured for it" in reason for reason in external.reasons)

@@ -77,6 +77,9 @@ class TrainConfig:
     # "auto": no left-right flips or in-plane rot90 when a class name says left or right (a flipped
     # left lung still labeled "left lung" teaches the network to ignore the side); "on" / "off" force it.
     lateral_augmentation: str = "auto"
+    # Brightness, contrast and gamma changes of each patch (nnU-Net's, training/sampler.py); off keeps
+    # the crops and flips alone, as every run before 2026-12-05 had.
+    intensity_augmentation: bool = False
     # Which network is exported: "method", the one the paper infers with (UCMT's teacher, CPS's first
     # network); "validation", whichever of the method's candidate networks (teacher, students)
     # validates best at each validation. Both select on the validation split only.

@@ -142,6 +142,7 @@ class _Run:
             foreground_fraction=config.foreground_oversampling,
             num_classes=int(self.info["network"]["num_classes"]),
             case_target=self.method.case_target,
+            intensity_augmentation=config.intensity_augmentation,
         )
         if uses_unlabeled and config.batch_unlabeled and not self.snapshot.unlabeled:
             self.notes.append("no unlabeled training case: the unlabeled stream samples the labeled images")

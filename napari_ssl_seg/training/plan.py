@@ -323,7 +323,13 @@ def make_plan(
     reasons.extend(warnings)
     iterations = _iterations(chosen, patch, minutes, method, measured)
     if minutes is not None:
-        where = "the development machine's rate" if measured is None else f"this machine's rate (run {measured.run})"
+        if measured is not None:
+            where = f"this machine's rate (run {measured.run})"
+        elif method in MEASURED_ITERATIONS_PER_SECOND:
+            where = "the development machine's rate"
+        else:
+            # A method from outside the package was never timed: supervised's rate overestimates what fits.
+            where = "supervised's rate on the development machine (never measured for it: fewer may fit)"
         reasons.append(f"{iterations} iterations fit {minutes:g} min of {method} at {where}")
     return TrainingPlan(
         budget=chosen.name,

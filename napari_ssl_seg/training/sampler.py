@@ -30,7 +30,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from monai.transforms import Compose, RandCropByLabelClassesd, RandFlipd, RandRotate90d, RandSpatialCropd
+from monai.transforms import (
+    Compose,
+    RandAdjustContrastd,
+    RandCropByLabelClassesd,
+    RandFlipd,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandScaleIntensityFixedMeand,
+    RandSpatialCropd,
+)
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.training.data import CaseData
@@ -79,8 +88,23 @@ def _axial_flips(patch_size: Sequence[int], *, lateral: bool) -> list[Any]:
     return transforms
 
 
+def _intensity_changes() -> list[Any]:
+    # nnU-Net's intensity augmentation with its probabilities and ranges (brightness x0.75-1.25 p 0.15,
+    # contrast about the mean p 0.15, gamma 0.7-1.5 with the mean and spread kept p 0.3), on the image
+    # only. Its additive noise and blur are left out: the generated cohorts and real scans have their own.
+    return [
+        RandScaleIntensityd("image", factors=(-0.25, 0.25), prob=0.15),
+        RandScaleIntensityFixedMeand("image", factors=(-0.25, 0.25), preserve_range=True, prob=0.15),
+        RandAdjustContrastd("image", gamma=(0.7, 1.5), retain_stats=True, prob=0.3),
+    ]
+
+
 def build_augmentation(
-    patch_size: Sequence[int], *, lateral: bool = True, foreground_classes: int | None = None
+    patch_size: Sequence[int],
+    *,
+    lateral: bool = True,
+    foreground_classes: int | None = None,
+    intensity: bool = False,
 ) -> Compose:
     """Random crop, then axial-plane flips and rot90 (square in-plane patches only), on image + label.
 
@@ -94,6 +118,9 @@ def build_augmentation(
     random voxel of it as the patch centre (MONAI ``RandCropByLabelClassesd``; the case's class
     indices come in ``label_indices``, see :func:`class_indices`). Small structures (ribs, the
     cervical spine) are then seen as often as the lungs instead of in proportion to their volume.
+
+    ``intensity=True`` adds brightness, contrast and gamma changes of the image after them (appended
+    last, so the crops and flips a seed draws are those it draws without them).
     """
     keys = list(PATCH_KEYS)
     patch = tuple(int(v) for v in patch_size)
@@ -111,7 +138,7 @@ def build_augmentation(
             warn=False,
             allow_missing_keys=True,
         )
-    return Compose([crop, *_axial_flips(patch, lateral=lateral)])
+    return Compose([crop, *_axial_flips(patch, lateral=lateral), *(_intensity_changes() if intensity else [])])
 
 
 def class_indices(label: np.ndarray, num_classes: int) -> list[np.ndarray]:
@@ -150,6 +177,7 @@ class TwoStreamSampler:
         foreground_fraction: float = 0.0,
         num_classes: int | None = None,
         case_target: Callable[[np.ndarray], np.ndarray | None] | None = None,
+        intensity_augmentation: bool = False,
     ) -> None:
         if not labeled:
             raise InputError("no labeled training case to sample from")
@@ -161,7 +189,7 @@ class TwoStreamSampler:
         self.batch_unlabeled = batch_unlabeled
         self.seed = int(seed)
         self.rank = int(rank)
-        self.augment = build_augmentation(self.patch_size, lateral=lateral)
+        self.augment = build_augmentation(self.patch_size, lateral=lateral, intensity=intensity_augmentation)
         self.foreground_fraction = float(foreground_fraction)
         self.foreground_augment = None
         if self.foreground_fraction > 0:
@@ -169,7 +197,10 @@ class TwoStreamSampler:
                 raise InputError("foreground oversampling needs the class count (at least one foreground class)")
             self.num_classes = int(num_classes)
             self.foreground_augment = build_augmentation(
-                self.patch_size, lateral=lateral, foreground_classes=self.num_classes
+                self.patch_size,
+                lateral=lateral,
+                foreground_classes=self.num_classes,
+                intensity=intensity_augmentation,
             )
         # Per labeled case (by position), its class indices and the method's case target (a
         # channel-first array of the case's shape, e.g. UG-MCL's distance maps): computed on first
