@@ -26,7 +26,17 @@ def test_estimates_scale_with_iterations_and_say_when_a_method_was_never_measure
     rate = MEASURED_ITERATIONS_PER_SECOND["supervised"]
     assert estimate_seconds("supervised", 4000) == pytest.approx(4000 / rate)
     assert estimate_seconds("ucmt", 300) > estimate_seconds("supervised", 300)  # ten times the work per iteration
-    assert estimate_seconds("curecl", 100) is None
+    assert estimate_seconds("lab_methods.fixmatch:FixMatch", 100) is None
+
+
+def test_every_packaged_method_has_a_measured_rate_so_the_dock_can_say_what_a_run_costs() -> None:
+    from napari_ssl_seg.methods.registry import available_methods
+
+    for method in available_methods():
+        seconds = estimate_seconds(method, 1000)
+        assert seconds is not None, method
+        # No semi-supervised method is cheaper than supervised training: each runs at least its networks.
+        assert seconds >= estimate_seconds("supervised", 1000), method
 
 
 def test_a_wider_network_costs_its_measured_factor_and_an_unmeasured_width_has_no_estimate() -> None:
@@ -54,7 +64,7 @@ def test_the_dock_estimate_counts_what_the_click_waits_for_beyond_the_iterations
     assert estimate_gui_run_seconds("supervised", 4000, **{**base, "validation_cases": 3}) > plain
     assert estimate_gui_run_seconds("supervised", 4000, **{**base, "ranked_cases": 20}) > plain
     assert estimate_gui_run_seconds("supervised", 4000, **{**base, "validate_every": 50}) > plain
-    assert estimate_gui_run_seconds("curecl", 4000, **base) is None
+    assert estimate_gui_run_seconds("lab_methods.fixmatch:FixMatch", 4000, **base) is None
 
 
 def test_a_rate_measured_in_the_project_replaces_the_development_machines() -> None:

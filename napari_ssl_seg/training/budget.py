@@ -42,7 +42,21 @@ __all__ = [
 #: (2026-12-05). Supervised: benchmarks/ssl_plateau.py's 27500-iteration control, median 20.9 it/s
 #: (benchmarks/training_speed.py: 0.048 s per iteration). UCMT: training_speed.py, 0.400 s per iteration.
 #: UG-CEMT: scripts/ship_teachers.sh at width 16, median 1.14 it/s, times WIDTH_COST[16].
-MEASURED_ITERATIONS_PER_SECOND: dict[str, float] = {"supervised": 20.9, "ucmt": 2.5, "ugcemt": 1.7}
+#: The other six: supervised's rate times its iteration time over theirs, both from one run of
+#: ``training_speed.py --iterations 10 --warmup 3`` (quiet, 2026-12-05; supervised 0.085 s, MT 0.174,
+#: UA-MT 0.237, CPS 0.301, UG-MCL 0.355, CCE dual 0.535, CURE-CL 2.332): the development machines of
+#: different sessions ran at different speeds, the ratios measured side by side do not.
+MEASURED_ITERATIONS_PER_SECOND: dict[str, float] = {
+    "supervised": 20.9,
+    "mt": 10.2,
+    "uamt": 7.5,
+    "cps": 5.9,
+    "ucmt": 2.5,
+    "ugcemt": 1.7,
+    "ugmcl": 5.0,
+    "curecl": 0.76,
+    "ccedual": 3.3,
+}
 
 
 #: An iteration's cost at each network width against width 8, at the quick patch and batch:
