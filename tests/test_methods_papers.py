@@ -326,3 +326,33 @@ def test_two_iterations_in_the_loop_then_predict(name: str, paper_project: Path,
         assert prediction.uncertainty is not None and prediction.uncertainty.shape == volume.shape
         values = prediction.uncertainty.array.astype(np.float32)
         assert np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= math.log(3) + 1e-2
+
+
+def test_cce_dual_divergences_match_torch_and_one_cross_entropy_serves_every_mask() -> None:
+    from napari_ssl_seg.methods.ccedual import kl_divergences, kl_weighted
+    from napari_ssl_seg.methods.pseudo_labels import masked_mean
+
+    torch.manual_seed(3)
+    logits_a = torch.randn(2, 4, 3, 5, 5, requires_grad=True)
+    logits_b = torch.randn(2, 4, 3, 5, 5, requires_grad=True)
+    forward, reverse = kl_divergences(logits_a, logits_b, 0.5)
+    log_a, log_b = F.log_softmax(logits_a / 0.5, dim=1), F.log_softmax(logits_b / 0.5, dim=1)
+    assert torch.allclose(forward, F.kl_div(log_b, log_a, log_target=True, reduction="none").sum(1), atol=1e-6)
+    assert torch.allclose(reverse, F.kl_div(log_a, log_b, log_target=True, reduction="none").sum(1), atol=1e-6)
+
+    pseudo_b = logits_b.detach().argmax(1)
+    confident, keep = torch.rand(2, 3, 5, 5) > 0.4, torch.rand(2, 3, 5, 5) > 0.3
+    separate = (
+        masked_cross_entropy(logits_a, pseudo_b, confident)
+        + masked_cross_entropy(logits_a, pseudo_b, keep)
+        + kl_weighted_cross_entropy(logits_a, logits_b, pseudo_b, temperature=0.5)[0]
+    )
+    (grad_separate,) = torch.autograd.grad(separate, logits_a)
+    ce = F.cross_entropy(logits_a, pseudo_b, reduction="none")
+    shared = (
+        masked_mean(ce, confident) + masked_mean(ce, keep) + kl_weighted(ce, kl_divergences(logits_a, logits_b, 0.5)[0])
+    )
+    (grad_shared,) = torch.autograd.grad(shared, logits_a)
+    assert torch.allclose(separate, shared, atol=1e-6)
+    assert torch.allclose(grad_separate, grad_shared, atol=1e-6)
+    assert masked_mean(ce, torch.zeros_like(keep)).item() == 0.0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["confident_pseudo_labels", "masked_cross_entropy", "masked_dice_loss"]
+__all__ = ["confident_pseudo_labels", "masked_cross_entropy", "masked_dice_loss", "masked_mean"]
 
 _SMOOTH = 1e-5
 
@@ -36,12 +36,18 @@ def _check(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> No
         )
 
 
+def masked_mean(per_voxel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sum(mask * per_voxel) / sum(mask), 0 for an empty mask: one per-voxel loss under several masks."""
+    if mask.shape != per_voxel.shape:
+        raise ValueError(f"per-voxel loss {tuple(per_voxel.shape)} and mask {tuple(mask.shape)} do not match")
+    selected = mask.to(per_voxel.dtype)
+    return (selected * per_voxel).sum() / selected.sum().clamp_min(1.0)
+
+
 def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """sum(mask * CE) / sum(mask): cross-entropy averaged over the selected voxels."""
     _check(logits, target, mask)
-    per_voxel = F.cross_entropy(logits.float(), target.long(), reduction="none")
-    selected = mask.to(per_voxel.dtype)
-    return (selected * per_voxel).sum() / selected.sum().clamp_min(1.0)
+    return masked_mean(F.cross_entropy(logits.float(), target.long(), reduction="none"), mask)
 
 
 def masked_dice_loss(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
