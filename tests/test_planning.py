@@ -89,6 +89,7 @@ def test_plan_of_anisotropic_ct(tmp_path: Path) -> None:
     assert plan.intensity["kind"] == "ct_window" and 40 <= low < 42 and 195 < high <= 200
     assert plan.lateral_augmentation == "on"  # liver and spleen name no side
     assert plan.class_sizes == {"1": "large", "2": "mid"}
+    assert planned_config(plan, preset("quick")).intensity_augmentation  # brightness, contrast, gamma
 
 
 def test_fine_isotropic_data_is_coarsened_until_a_patch_sees_the_anatomy(tmp_path: Path) -> None:
@@ -169,6 +170,9 @@ def test_planned_config_carries_the_plan() -> None:
     assert config.target_spacing == (3.0, 1.5, 1.5) and config.patch_size == (16, 48, 48)
     assert config.lr_step == 800 and config.rampup_iterations == 1000 and config.plan == plan.to_dict()
     assert TrainingPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    # A plan stored before intensity augmentation existed loads, and trains as it did: without it.
+    stored_before = {key: value for key, value in plan.to_dict().items() if key != "intensity_augmentation"}
+    assert TrainingPlan.from_dict(stored_before) == plan and not config.intensity_augmentation
     assert apply_overrides(config, ["target_spacing=2,1,1"]).target_spacing == (2.0, 1.0, 1.0)
     with pytest.raises(InputError, match="target_spacing"):
         apply_overrides(config, ["target_spacing=2,0,1"])

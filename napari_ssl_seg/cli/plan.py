@@ -70,6 +70,7 @@ def command_plan(args: argparse.Namespace) -> int:
         ),
         ("intensity", json.dumps(plan.intensity)),
         ("flips", "left-right kept (no x flips, no rot90)" if plan.lateral_augmentation == "off" else "all"),
+        ("brightness", "brightness, contrast and gamma changes" if plan.intensity_augmentation else "unchanged"),
         ("iterations", str(plan.iterations)),
     ]
     for key, value in lines:

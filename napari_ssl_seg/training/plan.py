@@ -88,12 +88,10 @@ class ComputeBudget:
 
 
 BUDGETS: dict[str, ComputeBudget] = {
-    # The quick preset's patch (16x64x64, depth 4, 4000 iterations; benchmarks/convergence.py measured it
-    # to converge on the chest cohort, whose median image is 4.4 of its patches) at width 16, not 8:
-    # on the chest, 3 labeled cases, 3 seeds, width 16 reaches test Dice 0.798 against 0.769 and HD95
-    # 12.1 against 16.0 mm (ribs 0.58 against 0.44; both better in every seed) for 1.46x the iteration
-    # time (benchmarks/planning.py --set base_width=16, training_speed.py --widths 8,16; docs/planning.md).
-    # Width 8 at three times the iterations reached 0.779: the narrow network lacked capacity, not time.
+    # The quick preset's patch (16x64x64, depth 4, 4000 iterations: converged on the chest cohort, whose median
+    # image is 4.4 patches) at width 16: on the chest, 3 labeled cases, 3 seeds, test Dice 0.798 against 0.769
+    # and HD95 12.1 against 16.0 mm for 1.46x the iteration time; width 8 at three times the iterations reached
+    # 0.779: the narrow network lacked capacity, not time (benchmarks/planning.py, docs/planning.md).
     "cpu": ComputeBudget("cpu", "quick", 16 * 64 * 64, 4, 16, 2, 2, 4000, 4.5, 16 * 64 * 64),
     # The papers' recipe (80x112x112, width 16, depth 5, 6000 iterations); nnU-Net's low-resolution
     # stage starts when the median image exceeds 4 patches.
@@ -122,6 +120,8 @@ class TrainingPlan:
     class_ceilings: dict[str, float] = field(default_factory=dict)
     #: The reasons a user should see before training: what this plan cannot reach.
     warnings: list[str] = field(default_factory=list)
+    #: Brightness, contrast and gamma changes of each patch (False in plans made before 2026-12-05).
+    intensity_augmentation: bool = False
 
     def overrides(self) -> dict[str, Any]:
         """The :class:`TrainConfig` fields the plan sets."""
@@ -138,6 +138,7 @@ class TrainingPlan:
             "foreground_oversampling": self.foreground_oversampling,
             "intensity": dict(self.intensity),
             "lateral_augmentation": self.lateral_augmentation,
+            "intensity_augmentation": self.intensity_augmentation,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -317,6 +318,8 @@ def make_plan(
         if lateral == "off"
         else "left-right flips and rot90 in augmentation: no class names a side"
     )
+    # Measured on the chest cohort (3 seeds) and the brain lesion: docs/planning.md.
+    reasons.append("brightness, contrast and gamma changes in augmentation (nnU-Net's): cases differ in them")
     sizes = _class_sizes(fingerprint)
     ceilings = dict(ceilings or {})
     warnings = _ceiling_warnings(fingerprint, target, sizes, ceilings)
@@ -344,6 +347,7 @@ def make_plan(
         foreground_oversampling=0.33,
         intensity=intensity,
         lateral_augmentation=lateral,
+        intensity_augmentation=True,
         class_sizes=sizes,
         reasons=reasons,
         class_ceilings={str(label): round(value, 3) for label, value in ceilings.items()},

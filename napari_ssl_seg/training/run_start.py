@@ -42,6 +42,7 @@ INIT_MODEL_KEYS = frozenset({"base_width", "depth", "dropout", "residual", "patc
 PLANNED_KEYS = frozenset(
     {"target_spacing", "patch_size", "depth", "base_width", "batch_labeled", "batch_unlabeled", "iterations"}
     | {"rampup_iterations", "lr_step", "foreground_oversampling", "intensity", "lateral_augmentation", "plan"}
+    | {"intensity_augmentation"}
 )
 
 
