@@ -177,8 +177,8 @@ def measure(
     # The teacher's passes cover the rows the method gave its teacher: the unlabeled patches for the Mean
     # Teacher lineage, every patch where the method needs the teacher's maps there too (UG-CEMT's UMIX mixes
     # labeled patches by the teacher's uncertainty; UG-MCL's consistency terms cover all data, Eq. 4 and 6).
-    teacher_images = every if teacher_rows and max(teacher_rows) >= every.shape[0] else unlabeled_images
-    teacher_images = run.execution.prepare_input(teacher_images)
+    all_rows = teacher_rows and max(teacher_rows) >= every.shape[0]
+    teacher_images = every if all_rows else run.execution.prepare_input(unlabeled_images)
     bound = 0.0
     for name in strategy.networks:
         network = strategy.unwrapped(name)

@@ -22,7 +22,8 @@ from napari_ssl_seg.methods.ccedual import (
     disagreement_consistency,
     entropy_filter_mask,
     entropy_threshold,
-    kl_weighted_cross_entropy,
+    kl_divergences,
+    kl_weighted,
 )
 from napari_ssl_seg.methods.curecl import xor_regulariser
 from napari_ssl_seg.methods.prototypes import class_prototypes, prototype_contrastive_loss
@@ -196,18 +197,21 @@ def test_entropy_filter_ignores_exactly_voxels_above_the_percentile_in_both() ->
 def test_kl_weighting_is_plain_cross_entropy_when_the_networks_agree() -> None:
     logits = torch.randn(2, 3, 3, 4, 4)
     pseudo = torch.randint(0, 3, (2, 3, 4, 4))
-    loss, divergence = kl_weighted_cross_entropy(logits, logits.clone(), pseudo, temperature=0.5)
+    divergence, _ = kl_divergences(logits, logits.clone(), 0.5)
+    loss = kl_weighted(F.cross_entropy(logits, pseudo, reduction="none"), divergence)
     assert torch.allclose(divergence, torch.zeros_like(divergence), atol=1e-6)
     assert loss.item() == pytest.approx(F.cross_entropy(logits, pseudo).item(), rel=1e-5)
     # Disagreement down-weights the CE and adds the divergence itself.
     other = torch.randn(2, 3, 3, 4, 4)
-    loss, divergence = kl_weighted_cross_entropy(logits, other, pseudo, temperature=0.5)
+    divergence, reverse = kl_divergences(logits, other, 0.5)
     ce = F.cross_entropy(logits, pseudo, reduction="none")
+    loss = kl_weighted(ce, divergence)
     # The divergence checked against torch's own KL, not against the function's formula.
     expected = F.kl_div(
         F.log_softmax(other / 0.5, dim=1), F.log_softmax(logits / 0.5, dim=1), reduction="none", log_target=True
     ).sum(dim=1)
     assert torch.allclose(divergence, expected, atol=1e-5)
+    assert torch.allclose(reverse, kl_divergences(other, logits, 0.5)[0], atol=1e-6)  # the other direction
     assert bool((divergence > 0).any())
     assert loss.item() == pytest.approx(((-divergence).exp() * ce).mean().item() + divergence.mean().item(), rel=1e-5)
 
@@ -328,30 +332,25 @@ def test_two_iterations_in_the_loop_then_predict(name: str, paper_project: Path,
         assert np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= math.log(3) + 1e-2
 
 
-def test_cce_dual_divergences_match_torch_and_one_cross_entropy_serves_every_mask() -> None:
-    from napari_ssl_seg.methods.ccedual import kl_divergences, kl_weighted
+def test_cce_dual_one_cross_entropy_serves_every_mask_and_weight() -> None:
     from napari_ssl_seg.methods.pseudo_labels import masked_mean
 
     torch.manual_seed(3)
     logits_a = torch.randn(2, 4, 3, 5, 5, requires_grad=True)
-    logits_b = torch.randn(2, 4, 3, 5, 5, requires_grad=True)
-    forward, reverse = kl_divergences(logits_a, logits_b, 0.5)
-    log_a, log_b = F.log_softmax(logits_a / 0.5, dim=1), F.log_softmax(logits_b / 0.5, dim=1)
-    assert torch.allclose(forward, F.kl_div(log_b, log_a, log_target=True, reduction="none").sum(1), atol=1e-6)
-    assert torch.allclose(reverse, F.kl_div(log_a, log_b, log_target=True, reduction="none").sum(1), atol=1e-6)
-
-    pseudo_b = logits_b.detach().argmax(1)
+    logits_b = torch.randn(2, 4, 3, 5, 5)
+    pseudo_b = logits_b.argmax(1)
     confident, keep = torch.rand(2, 3, 5, 5) > 0.4, torch.rand(2, 3, 5, 5) > 0.3
+    divergence = kl_divergences(logits_a, logits_b, 0.5)[0]
+    # The form before sharing: each term its own cross-entropy.
     separate = (
         masked_cross_entropy(logits_a, pseudo_b, confident)
         + masked_cross_entropy(logits_a, pseudo_b, keep)
-        + kl_weighted_cross_entropy(logits_a, logits_b, pseudo_b, temperature=0.5)[0]
+        + (torch.exp(-divergence) * F.cross_entropy(logits_a, pseudo_b, reduction="none")).mean()
+        + divergence.mean()
     )
-    (grad_separate,) = torch.autograd.grad(separate, logits_a)
+    (grad_separate,) = torch.autograd.grad(separate, logits_a, retain_graph=True)
     ce = F.cross_entropy(logits_a, pseudo_b, reduction="none")
-    shared = (
-        masked_mean(ce, confident) + masked_mean(ce, keep) + kl_weighted(ce, kl_divergences(logits_a, logits_b, 0.5)[0])
-    )
+    shared = masked_mean(ce, confident) + masked_mean(ce, keep) + kl_weighted(ce, divergence)
     (grad_shared,) = torch.autograd.grad(shared, logits_a)
     assert torch.allclose(separate, shared, atol=1e-6)
     assert torch.allclose(grad_separate, grad_shared, atol=1e-6)

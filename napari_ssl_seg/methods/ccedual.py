@@ -13,7 +13,7 @@
   - entropy-filtered supervision (:func:`entropy_filter_mask`): the same cross CE, on every voxel
     except those whose entropy is above the ``entropy_percentile`` (70, LA's value) of its batch
     in *both* subnets.
-* **Uncertainty weighting** (:func:`kl_weighted_cross_entropy`, METHODS.md's formulation of the
+* **Uncertainty weighting** (:func:`kl_divergences`, :func:`kl_weighted`, METHODS.md's formulation of the
   cited works, Eqs. 13-15 were lost): D = KL(p_a || p_b) per voxel on temperature-sharpened
   softmax (T = 0.5), L = mean(exp(-D) CE(logits, other's argmax)) + mean(D), both directions.
 * **Prototype-guided contrastive learning** (:mod:`.prototypes`), per subnet on its last decoder
@@ -75,7 +75,6 @@ __all__ = [
     "entropy_threshold",
     "kl_divergences",
     "kl_weighted",
-    "kl_weighted_cross_entropy",
 ]
 
 _EPS = 1e-8
@@ -123,18 +122,6 @@ def kl_divergences(
 def kl_weighted(cross_entropy: torch.Tensor, divergence: torch.Tensor) -> torch.Tensor:
     """mean(exp(-D) CE) + mean(D) from a per-voxel cross-entropy and divergence."""
     return (torch.exp(-divergence) * cross_entropy).mean() + divergence.mean()
-
-
-def kl_weighted_cross_entropy(
-    logits: torch.Tensor, other_logits: torch.Tensor, pseudo_label: torch.Tensor, temperature: float = 0.5
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """mean(exp(-D) CE(logits, pseudo_label)) + mean(D), D = KL(softmax(logits/T) || softmax(other/T)).
-
-    Returns (loss, D per voxel). When the two networks agree D = 0 and the loss is the plain CE.
-    """
-    divergence, _ = kl_divergences(logits, other_logits, temperature)
-    ce = F.cross_entropy(logits.float(), pseudo_label.long(), reduction="none")
-    return kl_weighted(ce, divergence), divergence
 
 
 @dataclasses.dataclass(frozen=True)
