@@ -146,7 +146,7 @@ def main() -> None:
                 flush=True,
             )
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"starts": starts, "runs": runs}, indent=1))
+            args.json.write_text(json.dumps({"labeled": args.labeled, "starts": starts, "runs": runs}, indent=1))
         if args.equal_time:
             timed = f"supervised, {args.equal_time}'s time"
             iterations, ratio = equal_time_iterations(args, args.equal_time, seed)
@@ -155,7 +155,7 @@ def main() -> None:
             result = run_one(project, init, "supervised", seed, args, out, iterations=iterations, validate_every=every)
             runs.setdefault(timed, {})[seed] = {**result, "rate_ratio": round(ratio, 2)}
             print(f"seed {seed} {timed}: {iterations} iterations (rates {ratio:.2f}x), test Dice {result['dice']:.3f}")
-            args.json.write_text(json.dumps({"starts": starts, "runs": runs}, indent=1))
+            args.json.write_text(json.dumps({"labeled": args.labeled, "starts": starts, "runs": runs}, indent=1))
     methods = list(runs)
     control = "supervised" if "supervised" in methods else None
     print(
