@@ -47,9 +47,10 @@ from napari_ssl_seg.io import read_volume, write_volume
 from napari_ssl_seg.io.sitk_files import volume_from_sitk
 from napari_ssl_seg.runtime.allocator import keep_freed_memory
 from napari_ssl_seg.store import Project
+from napari_ssl_seg.training.budget import BUDGETS
 from napari_ssl_seg.training.config import apply_overrides, preset
 from napari_ssl_seg.training.loop import train
-from napari_ssl_seg.training.plan import BUDGETS, plan_project, planned_config
+from napari_ssl_seg.training.plan import plan_project, planned_config
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 COHORTS: dict[str, tuple[str, str, float | None]] = {

@@ -7,9 +7,8 @@ from gui_helpers import Notifications, open_docks, open_project_by_path
 from helpers import make_tiny_project, tiny_config
 from qtpy.QtWidgets import QApplication
 
-from napari_ssl_seg.training.budget import project_rates
+from napari_ssl_seg.training.budget import BUDGETS, project_rates
 from napari_ssl_seg.training.loop import train
-from napari_ssl_seg.training.plan import BUDGETS
 
 pytestmark = pytest.mark.gui
 

@@ -16,10 +16,11 @@ from napari_ssl_seg.intensity import normalise_intensity, validate_intensity
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training import fingerprint as fingerprint_module
+from napari_ssl_seg.training.budget import BUDGETS
 from napari_ssl_seg.training.config import apply_overrides, preset
 from napari_ssl_seg.training.data import load_cases
 from napari_ssl_seg.training.fingerprint import fingerprint_project
-from napari_ssl_seg.training.plan import BUDGETS, PLAN_SETTING, make_plan, plan_project, planned_config
+from napari_ssl_seg.training.plan import PLAN_SETTING, make_plan, plan_project, planned_config
 
 
 def _project(

@@ -74,7 +74,8 @@ def training_config(args: argparse.Namespace, project: Path | None = None) -> Tr
         if getattr(args, "plan_minutes", None) is not None:
             raise InputError("a training budget in minutes needs --config plan (a preset has its own iteration count)")
         return apply_overrides(preset(args.config), overrides)
-    from napari_ssl_seg.training.plan import BUDGETS, PLAN_WARNING, plan_project, planned_config
+    from napari_ssl_seg.training.budget import BUDGETS
+    from napari_ssl_seg.training.plan import PLAN_WARNING, plan_project, planned_config
 
     if project is None:
         raise InputError("--config plan needs a project to plan from")

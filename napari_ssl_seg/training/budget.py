@@ -7,6 +7,10 @@ development machine (AMD EPYC, torch CPU build) with the ``quick`` network (V-Ne
 runs, docs/convergence.md. On another machine the run's own ETA (from its logged progress) replaces
 the estimate as soon as the first iterations are done.
 
+**What a device affords.** :data:`BUDGETS` holds, per kind of device, the recipe a plan scales from
+(:class:`ComputeBudget`: patch voxels, network, batch, iterations); the estimates above convert its
+iterations into minutes.
+
 **This machine's own rates.** Every run logs a ``start`` record (:func:`start_record`: method, patch,
 device, threads, niceness), so once a project has trained a method, :func:`project_rates` reads the
 median ``it_per_s`` of its newest run of that method on the same kind of device, and the estimate
@@ -27,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "BUDGETS",
     "GUI_RATE_FACTOR",
     "MEASURED_ITERATIONS_PER_SECOND",
     "WIDTH_COST",
+    "ComputeBudget",
     "MeasuredRate",
     "estimate_gui_run_seconds",
     "estimate_seconds",
@@ -63,6 +69,36 @@ MEASURED_ITERATIONS_PER_SECOND: dict[str, float] = {
 #: ``benchmarks/training_speed.py --methods supervised,ucmt --widths 8,16`` measured 0.070 / 0.048 s
 #: (supervised) and 0.581 / 0.400 s (UCMT) side by side on the quiet 2-core machine (2026-12-05).
 WIDTH_COST: dict[int, float] = {8: 1.0, 16: 1.46}
+
+
+@dataclass(frozen=True)
+class ComputeBudget:
+    """What one device affords per iteration, from a recipe measured on it."""
+
+    name: str
+    preset: str
+    patch_voxels: int
+    depth: int
+    base_width: int
+    batch_labeled: int
+    batch_unlabeled: int
+    iterations: int
+    #: The median image may hold at most this many patches' voxels before the spacing coarsens.
+    context_ratio: float
+    #: The patch voxels at which MEASURED_ITERATIONS_PER_SECOND were measured (None: not measured).
+    measured_patch_voxels: int | None
+
+
+BUDGETS: dict[str, ComputeBudget] = {
+    # The quick preset's patch (16x64x64, depth 4, 4000 iterations: converged on the chest cohort, whose median
+    # image is 4.4 patches) at width 16: on the chest, 3 labeled cases, 3 seeds, test Dice 0.798 against 0.769
+    # and HD95 12.1 against 16.0 mm for 1.46x the iteration time; width 8 at three times the iterations reached
+    # 0.779: the narrow network lacked capacity, not time (benchmarks/planning.py, docs/planning.md).
+    "cpu": ComputeBudget("cpu", "quick", 16 * 64 * 64, 4, 16, 2, 2, 4000, 4.5, 16 * 64 * 64),
+    # The papers' recipe (80x112x112, width 16, depth 5, 6000 iterations); nnU-Net's low-resolution
+    # stage starts when the median image exceeds 4 patches.
+    "gpu": ComputeBudget("gpu", "paper", 80 * 112 * 112, 5, 16, 2, 2, 6000, 4.0, None),
+}
 
 
 def estimate_seconds(method: str, iterations: int, base_width: int = 8) -> float | None:

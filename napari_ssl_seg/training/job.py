@@ -37,9 +37,10 @@ from napari_ssl_seg.methods.registry import method_class
 from napari_ssl_seg.runtime.child_process import last_error_line, start_python_module
 from napari_ssl_seg.store.models import ModelVersion, active_model, model_version
 from napari_ssl_seg.store.project import Project
+from napari_ssl_seg.training.budget import BUDGETS
 from napari_ssl_seg.training.config import apply_overrides, preset
 from napari_ssl_seg.training.data import take_snapshot
-from napari_ssl_seg.training.plan import BUDGETS, budget_for_device
+from napari_ssl_seg.training.plan import budget_for_device
 from napari_ssl_seg.training.promote import RetrainOutcome, promote_if_better
 
 __all__ = ["STATES", "RetrainEvent", "RetrainJob", "default_retrain_dir"]

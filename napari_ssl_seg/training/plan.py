@@ -37,17 +37,22 @@ import numpy as np
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.store.project import Project
-from napari_ssl_seg.training.budget import MEASURED_ITERATIONS_PER_SECOND, WIDTH_COST, MeasuredRate, project_rates
+from napari_ssl_seg.training.budget import (
+    BUDGETS,
+    MEASURED_ITERATIONS_PER_SECOND,
+    WIDTH_COST,
+    ComputeBudget,
+    MeasuredRate,
+    project_rates,
+)
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.fingerprint import DatasetFingerprint, fingerprint_project
 from napari_ssl_seg.training.resolution import CEILING_CASES, project_ceilings
 from napari_ssl_seg.training.sampler import has_lateral_classes
 
 __all__ = [
-    "BUDGETS",
     "PLAN_SETTING",
     "PLAN_WARNING",
-    "ComputeBudget",
     "TrainingPlan",
     "budget_for_device",
     "make_plan",
@@ -67,36 +72,6 @@ SIZE_DICE_AIM = {"large": 0.90, "mid": 0.80, "small": 0.70}
 #: The sampled ceiling's error (within 0.005 of the full measure on the chest and brain labels):
 #: a class is called out of reach only when its ceiling is this far below its aim.
 CEILING_TOLERANCE = 0.01
-
-
-@dataclass(frozen=True)
-class ComputeBudget:
-    """What one device affords per iteration, from a recipe measured on it."""
-
-    name: str
-    preset: str
-    patch_voxels: int
-    depth: int
-    base_width: int
-    batch_labeled: int
-    batch_unlabeled: int
-    iterations: int
-    #: The median image may hold at most this many patches' voxels before the spacing coarsens.
-    context_ratio: float
-    #: The patch voxels at which MEASURED_ITERATIONS_PER_SECOND were measured (None: not measured).
-    measured_patch_voxels: int | None
-
-
-BUDGETS: dict[str, ComputeBudget] = {
-    # The quick preset's patch (16x64x64, depth 4, 4000 iterations: converged on the chest cohort, whose median
-    # image is 4.4 patches) at width 16: on the chest, 3 labeled cases, 3 seeds, test Dice 0.798 against 0.769
-    # and HD95 12.1 against 16.0 mm for 1.46x the iteration time; width 8 at three times the iterations reached
-    # 0.779: the narrow network lacked capacity, not time (benchmarks/planning.py, docs/planning.md).
-    "cpu": ComputeBudget("cpu", "quick", 16 * 64 * 64, 4, 16, 2, 2, 4000, 4.5, 16 * 64 * 64),
-    # The papers' recipe (80x112x112, width 16, depth 5, 6000 iterations); nnU-Net's low-resolution
-    # stage starts when the median image exceeds 4 patches.
-    "gpu": ComputeBudget("gpu", "paper", 80 * 112 * 112, 5, 16, 2, 2, 6000, 4.0, None),
-}
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,10 @@ from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.methods.registry import available_methods
 from napari_ssl_seg.runtime.child_process import ChildCommand
 from napari_ssl_seg.store.splits import assign_validation
-from napari_ssl_seg.training.budget import estimate_gui_run_seconds, format_duration, project_rates
+from napari_ssl_seg.training.budget import BUDGETS, estimate_gui_run_seconds, format_duration, project_rates
 from napari_ssl_seg.training.config import preset
 from napari_ssl_seg.training.job import RetrainJob
-from napari_ssl_seg.training.plan import BUDGETS, PLAN_WARNING, budget_for_device
+from napari_ssl_seg.training.plan import PLAN_WARNING, budget_for_device
 from napari_ssl_seg.training.promote import RetrainOutcome
 from napari_ssl_seg.widgets.background import in_event_loop_turns, report_errors
 from napari_ssl_seg.widgets.plots import TrainingCurves
