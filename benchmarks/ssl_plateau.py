@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python benchmarks/ssl_plateau.py [--labeled 5] [--methods supervised,ucmt] [--seeds 0,1,2]
      [--iterations 1500] [--validate-every 250] [--gap build/label_gap] [--json benchmarks/results/ssl_plateau.json]
-     [--equal-time ucmt]
+     [--equal-time ucmt] [--tag TAG --set settings.NAME=VALUE]
 
 Starts from the supervised teachers ``benchmarks/label_gap.py`` trained to its plateau rule on its cohort of 40
 cases with ``--labeled`` labeled training cases (``build/label_gap/labeled{N}_seed{S}/model.safetensors``; run
@@ -12,7 +12,8 @@ poly), validating every ``--validate-every``. ``supervised`` is the control: the
 same start without the unlabeled cases, so that a gain of a semi-supervised method is not just more training.
 ``--equal-time METHOD`` adds the user's comparison: the control again, for as many iterations as it runs in
 METHOD's training time (METHOD's iterations x the ratio of the two runs' median logged rates), validating as
-often in time.
+often in time. ``--tag TAG`` names the runs ``METHOD-TAG``, so a variant of a method (its settings changed with
+``--set settings.NAME=VALUE``) keeps its own folders and results beside the method's own runs.
 
 Printed per method: test Dice and HD95 (mean ± sd over seeds), the paired difference to the control and to the
 starting teacher per seed, and whether the run met the plateau rule (its last ``--plateau-window`` validations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,9 @@ def main() -> None:
     parser.add_argument("--plateau-window", type=int, default=4)
     parser.add_argument("--plateau-delta", type=float, default=0.01)
     parser.add_argument("--set", action="append", default=[], help="key=value for every run")
+    parser.add_argument(
+        "--tag", help="name the runs METHOD-TAG (folders and results), for a variant made with --set settings.NAME=V"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--gap", type=Path, default=Path("build/label_gap"))
     parser.add_argument("--out", type=Path, default=Path("build/ssl_plateau"))
@@ -131,22 +136,28 @@ def main() -> None:
     methods = args.methods.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     starts: dict[int, dict[str, Any]] = {}
-    runs: dict[str, dict[int, dict[str, Any]]] = {method: {} for method in methods}
+    names = {method: f"{method}-{args.tag}" if args.tag else method for method in methods}
+    runs: dict[str, dict[int, dict[str, Any]]] = {names[method]: {} for method in methods}
     for seed in seeds:
         init = args.gap / f"labeled{args.labeled}_seed{seed}" / "model.safetensors"
         if not init.is_file():
             raise SystemExit(f"{init}: no supervised teacher for seed {seed}; run benchmarks/label_gap.py first")
         starts[seed] = test_scores(project, init, args.device)
         for method in methods:
-            out = args.out / f"labeled{args.labeled}_{method}_seed{seed}"
-            runs[method][seed] = run_one(project, init, method, seed, args, out)
+            name = names[method]
+            out = args.out / f"labeled{args.labeled}_{name}_seed{seed}"
+            runs[name][seed] = run_one(project, init, method, seed, args, out)
             print(
-                f"seed {seed} {method:<10} test Dice {runs[method][seed]['dice']:.3f} (start "
-                f"{starts[seed]['dice']:.3f}), converged {runs[method][seed]['converged']}",
+                f"seed {seed} {name:<10} test Dice {runs[name][seed]['dice']:.3f} (start "
+                f"{starts[seed]['dice']:.3f}), converged {runs[name][seed]['converged']}",
                 flush=True,
             )
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"labeled": args.labeled, "starts": starts, "runs": runs}, indent=1))
+            args.json.write_text(
+                json.dumps(
+                    {"command": " ".join(sys.argv), "labeled": args.labeled, "starts": starts, "runs": runs}, indent=1
+                )
+            )
         if args.equal_time:
             timed = f"supervised, {args.equal_time}'s time"
             iterations, ratio = equal_time_iterations(args, args.equal_time, seed)
@@ -155,7 +166,11 @@ def main() -> None:
             result = run_one(project, init, "supervised", seed, args, out, iterations=iterations, validate_every=every)
             runs.setdefault(timed, {})[seed] = {**result, "rate_ratio": round(ratio, 2)}
             print(f"seed {seed} {timed}: {iterations} iterations (rates {ratio:.2f}x), test Dice {result['dice']:.3f}")
-            args.json.write_text(json.dumps({"labeled": args.labeled, "starts": starts, "runs": runs}, indent=1))
+            args.json.write_text(
+                json.dumps(
+                    {"command": " ".join(sys.argv), "labeled": args.labeled, "starts": starts, "runs": runs}, indent=1
+                )
+            )
     methods = list(runs)
     control = "supervised" if "supervised" in methods else None
     print(

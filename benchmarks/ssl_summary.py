@@ -63,12 +63,21 @@ class Pair:
 
 def read_pairs(paths: list[Path], label_gap: dict[str, Any]) -> list[Pair]:
     full_runs = label_gap["runs"][str(label_gap["training_cases"])]
-    # A later file may hold runs of an earlier one again (reused from the same run folder) beside new controls.
-    pairs: dict[tuple[int, int, str, float, float], Pair] = {}
-    for path in paths:
-        result = json.loads(path.read_text())
+    results = [(path, json.loads(path.read_text())) for path in paths]
+    for path, result in results:
         if "labeled" not in result:
             raise SystemExit(f"{path}: no 'labeled' count; written by an ssl_plateau.py older than this script")
+    # A start is one (labeled count, seed, starting teacher): its control may sit in another file than a method's run.
+    controls: dict[tuple[int, str, float], dict[str, Any]] = {}
+    for _, result in results:
+        for seed_key, start in result["starts"].items():
+            for method, runs in result["runs"].items():
+                if seed_key in runs and (method == CONTROL or method.startswith(f"{CONTROL},")):
+                    controls[int(result["labeled"]), method + "@" + seed_key, start["dice"]] = runs[seed_key]
+    # A later file may hold runs of an earlier one again (reused from the same run folder) beside new controls.
+    pairs: dict[tuple[int, int, str, float, float], Pair] = {}
+    for path, result in results:
+        labeled = int(result["labeled"])
         for seed_key, start in result["starts"].items():
             for method, runs in result["runs"].items():
                 if seed_key not in runs or method.startswith(f"{CONTROL},"):
@@ -77,20 +86,17 @@ def read_pairs(paths: list[Path], label_gap: dict[str, Any]) -> list[Pair]:
                     print(f"left out: {method} seed {seed_key} of {path.name}: {result['superseded'][method]}")
                     continue
                 pair = Pair(
-                    labeled=int(result["labeled"]),
+                    labeled=labeled,
                     seed=int(seed_key),
                     method=method,
                     run=runs[seed_key],
                     start=start,
                     full=full_runs[seed_key],
-                    control=result["runs"].get(CONTROL, {}).get(seed_key),
-                    equal_time_control=result["runs"].get(f"{CONTROL}, {method}'s time", {}).get(seed_key),
+                    control=controls.get((labeled, f"{CONTROL}@{seed_key}", start["dice"])),
+                    equal_time_control=controls.get((labeled, f"{CONTROL}, {method}'s time@{seed_key}", start["dice"])),
                     source=path.name,
                 )
-                key = (pair.labeled, pair.seed, method, start["dice"], pair.run["dice"])
-                if key in pairs and pair.equal_time_control is None:
-                    continue
-                pairs[key] = pair
+                pairs[labeled, pair.seed, method, start["dice"], pair.run["dice"]] = pair
     return list(pairs.values())
 
 
@@ -144,10 +150,12 @@ def equal_time_pairs(pairs: list[Pair]) -> list[Pair]:
 
 
 def display_name(method: str) -> str:
+    """``ucmt`` UCMT, ``mt-ema`` MT (ema): a tag names a variant (``ssl_plateau.py --tag``)."""
     if method.startswith(f"{CONTROL}, "):
         timed = method.removeprefix(f"{CONTROL}, ").removesuffix("'s time")
-        return f"supervised, {NAMES.get(timed, timed)}'s time"
-    return NAMES.get(method, method)
+        return f"supervised, {display_name(timed)}'s time"
+    base, _, tag = method.partition("-")
+    return NAMES.get(base, base) + (f" ({tag})" if tag else "")
 
 
 def columns(pairs: list[Pair]) -> list[tuple[int, str, list[Pair]]]:
@@ -156,7 +164,9 @@ def columns(pairs: list[Pair]) -> list[tuple[int, str, list[Pair]]]:
     groups: dict[tuple[int, str], list[Pair]] = {}
     for pair in pairs + equal_time_pairs(pairs):
         groups.setdefault((pair.labeled, pair.method), []).append(pair)
-    ranked = sorted(groups, key=lambda c: (c[0], order.index(c[1]) if c[1] in order else len(order), c[1]))
+    base = [method.partition("-")[0] for _, method in groups]
+    rank = {m: order.index(b) if b in order else len(order) for (_, m), b in zip(groups, base, strict=True)}
+    ranked = sorted(groups, key=lambda c: (c[0], c[1].startswith(f"{CONTROL},"), rank[c[1]], c[1]))
     return [(labeled, method, groups[labeled, method]) for labeled, method in ranked]
 
 
