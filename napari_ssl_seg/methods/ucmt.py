@@ -83,7 +83,7 @@ from napari_ssl_seg.methods.base import (
 from napari_ssl_seg.methods.cps import initialise_weights
 from napari_ssl_seg.methods.ema import ema_update, freeze
 from napari_ssl_seg.methods.losses import dice_ce_loss, dice_loss
-from napari_ssl_seg.methods.perturbations import random_gaussian_blur
+from napari_ssl_seg.methods.perturbations import random_gaussian_blur, random_intensity
 from napari_ssl_seg.methods.settings import MethodSettings, check_at_most
 from napari_ssl_seg.methods.umix import umix
 from napari_ssl_seg.networks.checkpoint import build_network
@@ -104,6 +104,7 @@ class UCMTSettings(MethodSettings):
     blur_sigma_min: float = 0.1
     blur_sigma_max: float = 2.0
     blur_prob: float = 0.8
+    student_intensity: float = 0.0
     umix_k: int = 2
     umix_blocks: int = 8
     supervised_loss: str = "dice"
@@ -112,7 +113,7 @@ class UCMTSettings(MethodSettings):
         if self.supervised_loss not in _SUPERVISED_LOSSES:
             known = ", ".join(_SUPERVISED_LOSSES)
             raise ValueError(f"setting 'supervised_loss' must be one of {known}, got {self.supervised_loss!r}")
-        for name in ("ema_decay", "student1_weight", "blur_prob"):
+        for name in ("ema_decay", "student1_weight", "blur_prob", "student_intensity"):
             check_at_most(name, getattr(self, name), 1.0)
 
 
@@ -125,6 +126,10 @@ class UCMT(SemiSupervisedMethod):
     * ``ema_decay`` (0.999): teacher EMA decay (released code: 0.99).
     * ``student1_weight`` (0.5): weight of student 1 in the averaged students (released code: 0.99).
     * ``blur_sigma_min`` (0.1), ``blur_sigma_max`` (2.0), ``blur_prob`` (0.8): the students' views.
+    * ``student_intensity`` (0.0; not in the paper): the probability of each of nnU-Net's brightness,
+      contrast and gamma changes on a student's view, after its blur (:func:`.random_intensity`): a
+      stronger perturbation between the students and the clean teacher, as FixMatch-style methods
+      use. The teacher's input and the UMIX'ed images stay clean.
     * ``umix_k`` (2): blocks swapped per pass; ``umix_blocks`` (8): blocks per side.
     * ``supervised_loss`` ("dice", the paper's and the released code's L_s) or "dice_ce" (the
       0.5 CE + 0.5 Dice of the UA-MT recipe that ``supervised`` trains with). Not in the paper: a
@@ -164,7 +169,8 @@ class UCMT(SemiSupervisedMethod):
     # -- pieces --------------------------------------------------------------
     def _view(self, images: torch.Tensor) -> torch.Tensor:
         sigma_range = (self.settings.blur_sigma_min, self.settings.blur_sigma_max)
-        return random_gaussian_blur(images, sigma_range, self.settings.blur_prob)
+        view = random_gaussian_blur(images, sigma_range, self.settings.blur_prob)
+        return random_intensity(view, self.settings.student_intensity)
 
     def _teacher_probabilities(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
