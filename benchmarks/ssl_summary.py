@@ -37,6 +37,12 @@ NAMES = {
     "ccedual": "CCE dual",
     "curecl": "CURE-CL",
 }
+#: Variants run with ``ssl_plateau.py --tag`` that are controls rather than methods: what each isolates.
+VARIANTS = {
+    "mt-ema": "BatchNorm over unlabeled patches + EMA teacher (MT, consistency 0)",
+    "mt-emaonly": "EMA teacher alone (MT, consistency 0, no unlabeled patches)",
+}
+VARIANT_LABELS = {"mt-ema": "BatchNorm over\nunlabeled + EMA", "mt-emaonly": "EMA alone"}
 RESULTS = Path("benchmarks/results")
 
 
@@ -154,6 +160,8 @@ def display_name(method: str) -> str:
     if method.startswith(f"{CONTROL}, "):
         timed = method.removeprefix(f"{CONTROL}, ").removesuffix("'s time")
         return f"supervised, {display_name(timed)}'s time"
+    if method in VARIANTS:
+        return VARIANTS[method]
     base, _, tag = method.partition("-")
     return NAMES.get(base, base) + (f" ({tag})" if tag else "")
 
@@ -165,7 +173,10 @@ def columns(pairs: list[Pair]) -> list[tuple[int, str, list[Pair]]]:
     for pair in pairs + equal_time_pairs(pairs):
         groups.setdefault((pair.labeled, pair.method), []).append(pair)
     base = [method.partition("-")[0] for _, method in groups]
-    rank = {m: order.index(b) if b in order else len(order) for (_, m), b in zip(groups, base, strict=True)}
+    rank = {
+        m: len(order) if m in VARIANTS else order.index(b) if b in order else len(order)
+        for (_, m), b in zip(groups, base, strict=True)
+    }
     ranked = sorted(groups, key=lambda c: (c[0], c[1].startswith(f"{CONTROL},"), rank[c[1]], c[1]))
     return [(labeled, method, groups[labeled, method]) for labeled, method in ranked]
 
@@ -177,9 +188,10 @@ def plot(pairs: list[Pair], percents: dict[int, str], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     shown = columns(pairs)
-    labels = [f"{display_name(m)}\n{n} labeled ({percents.get(n, '?')})".replace(", ", ",\n") for n, m, _ in shown]
+    names = [VARIANT_LABELS.get(m) or display_name(m).replace(", ", ",\n") for _, m, _ in shown]
+    labels = [f"{name}\n{n} labeled ({percents.get(n, '?')})" for name, (n, _, _) in zip(names, shown, strict=True)]
     low, high = -0.6, 1.3
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.6), dpi=120, sharey=True)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 5.0), dpi=120, sharey=True)
     for axis, measure, title in (
         (axes[0], Pair.dice_gap_closed, "Dice: share of the gap to all labels closed"),
         (axes[1], Pair.hd95_gap_closed, "HD95: share of the gap to all labels closed"),
