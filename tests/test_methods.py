@@ -19,7 +19,6 @@ from napari_ssl_seg.methods.cps import CrossPseudoSupervision
 from napari_ssl_seg.methods.ema import ema_coefficient, ema_update
 from napari_ssl_seg.methods.losses import dice_ce_loss, dice_loss
 from napari_ssl_seg.methods.mt import MeanTeacher
-from napari_ssl_seg.methods.perturbations import mean_teacher_noise, random_gaussian_blur, random_intensity
 from napari_ssl_seg.methods.uamt import UncertaintyAwareMeanTeacher, uamt_threshold
 from napari_ssl_seg.methods.ucmt import UCMT
 from napari_ssl_seg.methods.ugcemt import UGCEMT, StudentWithCrossAttention, uncertainty_weight
@@ -156,56 +155,6 @@ def test_umix_small_patches_clamp_blocks_and_leave_remainders() -> None:
 
 
 # -- perturbations and schedules -------------------------------------------------
-
-
-def test_mean_teacher_noise_is_clamped() -> None:
-    x = torch.zeros(4, 1, 16, 32, 32)
-    noise = mean_teacher_noise(x) - x
-    assert float(noise.abs().max()) <= 0.2 + 1e-7
-    assert float(noise.abs().max()) > 0.19  # 2-sigma values exist and are clipped
-    assert 0.08 < float(noise.std()) < 0.1
-
-
-def test_random_gaussian_blur_per_sample() -> None:
-    x = torch.randn(6, 1, 8, 16, 16)
-    assert torch.equal(random_gaussian_blur(x, prob=0.0), x)
-    blurred = random_gaussian_blur(x, prob=1.0)
-    assert blurred.shape == x.shape
-    assert all(float(blurred[i].std()) < float(x[i].std()) for i in range(6))
-
-
-def test_random_intensity_changes_each_drawn_sample_within_its_ranges() -> None:
-    x = torch.rand(8, 1, 8, 16, 16) + 0.5
-    assert random_intensity(x, 0.0) is x
-    torch.manual_seed(3)
-    changed = random_intensity(x, 1.0)
-    assert changed.shape == x.shape and bool(torch.isfinite(changed).all())
-    for index in range(8):
-        # Brightness scales by 0.75-1.25; contrast and gamma keep that mean.
-        ratio = float(changed[index].mean() / x[index].mean())
-        assert 0.74 < ratio < 1.26
-        assert not torch.equal(changed[index], x[index])
-    torch.manual_seed(3)
-    assert torch.equal(random_intensity(x, 1.0), changed)  # torch's generator: a seeded run repeats
-    with pytest.raises(ValueError, match="probability"):
-        random_intensity(x, 1.5)
-
-
-def test_random_intensity_draws_each_change_per_sample() -> None:
-    x = torch.rand(16, 1, 4, 8, 8) + 0.5
-    torch.manual_seed(7)
-    applied = torch.rand(3, 16) < 0.5  # brightness, contrast, gamma: the function's own draws, in order
-    factors = 0.75 + 0.5 * torch.rand(2, 16)
-    torch.manual_seed(7)
-    changed = random_intensity(x, 0.5)
-    untouched = [i for i in range(16) if not applied[:, i].any()]
-    brightness_only = [i for i in range(16) if applied[:, i].tolist() == [True, False, False]]
-    assert untouched and brightness_only
-    for index in untouched:
-        assert torch.equal(changed[index], x[index])
-    for index in brightness_only:
-        assert torch.allclose(changed[index], x[index] * factors[0, index])
-    assert bool(torch.isfinite(random_intensity(torch.zeros(2, 1, 4, 4, 4), 1.0)).all())  # constant patches
 
 
 def test_ucmt_student_intensity_perturbs_the_students_views_only() -> None:
