@@ -23,6 +23,12 @@ For each CT and teacher:
   with unsigned values and a rescale intercept of -1024 (``io.dicom.write_dicom_series``), read back
   through the package's series reader, predicted, and compared with the prediction from the file
   (per structure, minimum Dice).
+
+With ``--statistics-batches N`` each teacher is also scored with its BatchNorm statistics re-estimated
+over the CTs themselves (N batches of 4 patches, as the product's end-of-run step does over a project's
+training cases, ``training/batchnorm.py``): what a retrain on a project that holds these scans, unlabeled,
+gives the network's statistics. The CTs are then both the unlabeled data and the test: that is the
+product's situation (the scans to be labeled are the unlabeled cases), not a held-out test.
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ from scipy import ndimage
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.io import read_volume, write_volume
 from napari_ssl_seg.io.dicom import write_dicom_series
+from napari_ssl_seg.networks.checkpoint import load_checkpoint, save_checkpoint
+from napari_ssl_seg.store import Project
+from napari_ssl_seg.training.batchnorm import reestimate_batchnorm, training_patches
+from napari_ssl_seg.training.sampler import has_lateral_classes
 
 AIR_HU = -400.0
 JOINED_SHARE = 0.25
@@ -85,8 +95,31 @@ def predict_lps(predictor: Predictor, path: Path, work: Path, *, postprocess: bo
     return lps_array(out)
 
 
+def display_name(model: Path) -> str:
+    return model.stem if model.stem != "model" else model.parent.name
+
+
 def class_of(card_classes: dict[int, str], name: str) -> int:
     return next(int(key) for key, value in card_classes.items() if value.lower() == name)
+
+
+def statistics_over(model: Path, cts: list[Path], batches: int, work: Path) -> Path:
+    """A copy of ``model`` whose BatchNorm statistics are re-estimated over ``cts`` (a project of them, unlabeled)."""
+    root = work / "statistics_project"
+    if not root.exists():
+        with Project.create(root, seed=0, name="real scans") as project:
+            for ct in cts:
+                project.add_case(ct.stem, read_volume(ct), split="train", source_file=ct)
+    networks, card = load_checkpoint(model)
+    with Project.open(root) as project:
+        names = [case.name for case in project.cases()]
+        lateral = not has_lateral_classes(card.classes)
+        patches = training_patches(project, names, card, batches=batches, seed=0, lateral=lateral)
+        reestimate_batchnorm(networks["model"], patches)
+    out = work / f"{model.stem}_statistics" / "model.safetensors"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, networks, card, overwrite=True)
+    return out
 
 
 def main() -> None:
@@ -95,6 +128,7 @@ def main() -> None:
     parser.add_argument("--ct", type=Path, action="append", default=[], help="another CT file; repeatable")
     parser.add_argument("--models", default="models/chest_ct_ucmt.safetensors,models/chest_ct_ugcemt.safetensors")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--statistics-batches", type=int, default=0, help="also score re-estimated statistics")
     args = parser.parse_args()
     cts = list(args.ct)
     if args.data is not None:
@@ -118,9 +152,11 @@ def main() -> None:
                 stored[ct, code] = path
             stored[ct, "DICOM"] = work / f"{ct.stem}_dicom"
             write_dicom_series(read_volume(stored[ct, "LPS"]), stored[ct, "DICOM"], modality="CT")
-        for model in args.models.split(","):
+        models = [(display_name(Path(model)), Path(model)) for model in args.models.split(",")]
+        for name, model in list(models) if args.statistics_batches else []:
+            models.append((f"{name} +statistics", statistics_over(model, cts, args.statistics_batches, work)))
+        for name, model in models:
             predictor = Predictor.from_checkpoint(model, device=args.device)
-            name = Path(model).stem if Path(model).stem != "model" else Path(model).parent.name
             classes = predictor.card.classes
             right, left = class_of(classes, "right lung"), class_of(classes, "left lung")
             for ct in cts:

@@ -87,6 +87,10 @@ class TrainConfig:
     # Choose, at each validation, which classes the card reduces to their largest component
     # (inference/components.py); False exports cards without a clean-up, as before 2026-12-05.
     postprocessing: bool = True
+    # At the end of a run, re-estimate the exported network's BatchNorm statistics from this many
+    # batches of 4 patches of every training case, labeled and unlabeled, and keep them if they
+    # validate better (training/batchnorm.py); 0 leaves the statistics as trained, as before 2026-12-06.
+    batchnorm_batches: int = 0
 
     def validate(self) -> TrainConfig:
         """Raise :class:`InputError` for values the loop cannot use; return ``self``."""
@@ -95,8 +99,9 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise InputError(f"setting {name} must be at least 1, got {getattr(self, name)}")
-        if self.batch_unlabeled < 0 or self.rampup_iterations < 0 or self.warmup_iterations < 0:
-            raise InputError("settings batch_unlabeled, rampup_iterations and warmup_iterations must not be negative")
+        if min(self.batch_unlabeled, self.rampup_iterations, self.warmup_iterations, self.batchnorm_batches) < 0:
+            negative = "batch_unlabeled, rampup_iterations, warmup_iterations and batchnorm_batches"
+            raise InputError(f"settings {negative} must not be negative")
         if self.depth < 2:
             raise InputError(f"setting depth must be at least 2, got {self.depth}")
         if not 0.0 <= self.dropout < 1.0:

@@ -33,26 +33,21 @@ from napari_ssl_seg.methods.registry import build_method
 from napari_ssl_seg.networks.checkpoint import checkpoint_paths, save_checkpoint
 from napari_ssl_seg.runtime.precision import execution_for
 from napari_ssl_seg.store.project import Project
+from napari_ssl_seg.training.batchnorm import recalibrate_export
 from napari_ssl_seg.training.budget import start_record
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.data import LabelSnapshot, load_cases
-from napari_ssl_seg.training.distributed import (
-    DistContext,
-    broadcast_json,
-    broadcast_module,
-    init_distributed,
-    wrap_for_ddp,
-)
+from napari_ssl_seg.training.distributed import DistContext, broadcast_module, init_distributed, wrap_for_ddp
 from napari_ssl_seg.training.export import deployed_card, exported_networks, run_model_card
 from napari_ssl_seg.training.log_sums import LogSums
 from napari_ssl_seg.training.optim import build_optimizer, build_scheduler, clip_gradients, unique_parameters
 from napari_ssl_seg.training.plan import PLAN_WARNING
 from napari_ssl_seg.training.prefetch import BatchPrefetcher
-from napari_ssl_seg.training.run_start import ramps, resume_info, run_info, seed_everything, warm_start
+from napari_ssl_seg.training.run_start import ramps, seed_everything, start_info, warm_start
 from napari_ssl_seg.training.runlog import RunLog
 from napari_ssl_seg.training.sampler import TwoStreamSampler, has_lateral_classes
 from napari_ssl_seg.training.sharpness_aware import sam_ascent
-from napari_ssl_seg.training.state import load_resume_state, resume_paths, save_resume_state
+from napari_ssl_seg.training.state import load_resume_state, save_resume_state
 
 __all__ = ["TrainResult", "train"]
 
@@ -123,7 +118,7 @@ class _Run:
         if uses_unlabeled and config.batch_unlabeled:
             names = dict.fromkeys(self.snapshot.unlabeled)
             unlabeled = load_cases(self.project, names, self.info["intensity"], **grid)
-        lateral = config.lateral_augmentation == "on" or (
+        self.lateral = lateral = config.lateral_augmentation == "on" or (
             config.lateral_augmentation == "auto" and not has_lateral_classes(self.info["classes"])
         )
         if not lateral:
@@ -263,6 +258,17 @@ class _Run:
             info={"iteration": iteration, "best": self.best, "run": {**self.info, "config": self.config.to_dict()}},
         )
 
+    def recalibrate(self, iteration: int) -> None:
+        """BatchNorm statistics over every training case (training/batchnorm.py), kept if they validate better."""
+        settings = {"batches": self.config.batchnorm_batches, "seed": self.seed, "lateral": self.lateral}
+        settings |= {"device": self.device, "scoring": self.scoring}
+        record = recalibrate_export(self.project, self.out_dir / "model", self.snapshot, self.validation, **settings)
+        if record is not None:
+            self.log.write("batchnorm", iteration, {key: value for key, value in record.items() if key != "best"})
+            if record["adopted"]:  # a resumed, extended run then compares its validations with the adopted score
+                self.best |= record["best"]
+                self.checkpoint(iteration)
+
     def run(self) -> TrainResult:
         config, method = self.config, self.method
         method.train(True)
@@ -316,6 +322,8 @@ class _Run:
         if status == "cancelled" and self.dist.is_main:
             self.checkpoint(iteration)
             self.log.write("cancelled", iteration, {})
+        elif config.batchnorm_batches and self.dist.is_main and self.best["dice"] is not None:
+            self.recalibrate(iteration)
         self.dist.barrier()
         if self.log is not None:
             self.log.close()
@@ -364,20 +372,7 @@ def train(
         dist_ctx.close()
         raise
     try:
-        resume_state = None
-        if resume:
-            info = resume_info(out_dir, config)
-            resume_state = info.pop("_state")
-            config = TrainConfig.from_dict(info["config"])
-        else:
-            if resume_paths(out_dir)[1].exists() or checkpoint_paths(out_dir / "model")[1].exists():
-                raise InputError(f"{out_dir} already holds a run; use --resume to continue it or choose another --out")
-            info = run_info(project, config, init_model, command)
-            # Every rank must train on rank 0's snapshot (labels may be saved while ranks start up).
-            init_state = info.pop("init_state")
-            info = broadcast_json(info, dist_ctx)
-            info["init_state"] = init_state
-            info["config"] = config.to_dict()
+        config, info, resume_state = start_info(project, config, out_dir, init_model, command, resume, dist_ctx)
         if dist_ctx.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
         dist_ctx.barrier()

@@ -17,10 +17,11 @@ import torch
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io.orientation import CANONICAL, reorientation
 from napari_ssl_seg.methods.base import SemiSupervisedMethod, gaussian_rampup
-from napari_ssl_seg.networks.checkpoint import load_checkpoint
+from napari_ssl_seg.networks.checkpoint import checkpoint_paths, load_checkpoint
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.data import load_cases, resolve_intensity, take_snapshot
+from napari_ssl_seg.training.distributed import DistContext, broadcast_json
 from napari_ssl_seg.training.state import resume_paths
 
 __all__ = [
@@ -30,12 +31,13 @@ __all__ = [
     "resume_info",
     "run_info",
     "seed_everything",
+    "start_info",
     "untrained_peers",
     "warm_start",
 ]
 
 # Settings that may change when a run is resumed (extending it, or checking it more often).
-RESUMABLE_CHANGES = frozenset({"iterations", "checkpoint_every", "validate_every", "log_every"})
+RESUMABLE_CHANGES = frozenset({"iterations", "checkpoint_every", "validate_every", "log_every", "batchnorm_batches"})
 #: What ``--init`` takes from the init model's card rather than from the user's config.
 INIT_MODEL_KEYS = frozenset({"base_width", "depth", "dropout", "residual", "patch_size", "target_spacing"})
 #: What ``--config plan`` sets (training/plan.py), and the plan itself.
@@ -190,3 +192,27 @@ def resume_info(out_dir: Path, config: TrainConfig) -> dict[str, Any]:
     for key in RESUMABLE_CHANGES:
         saved[key] = wanted[key]
     return {**state["run"], "config": saved, "_state": state}
+
+
+def start_info(
+    project: Project,
+    config: TrainConfig,
+    out_dir: Path,
+    init_model: Path | str | None,
+    command: str | None,
+    resume: bool,
+    dist_ctx: DistContext,
+) -> tuple[TrainConfig, dict[str, Any], dict[str, Any] | None]:
+    """``(config, info, resume state)`` of a new run in ``out_dir``, or of the run it holds with ``resume``."""
+    if resume:
+        info = resume_info(out_dir, config)
+        return TrainConfig.from_dict(info["config"]), info, info.pop("_state")
+    if resume_paths(out_dir)[1].exists() or checkpoint_paths(out_dir / "model")[1].exists():
+        raise InputError(f"{out_dir} already holds a run; use --resume to continue it or choose another --out")
+    info = run_info(project, config, init_model, command)
+    # Every rank must train on rank 0's snapshot (labels may be saved while ranks start up).
+    init_state = info.pop("init_state")
+    info = broadcast_json(info, dist_ctx)
+    info["init_state"] = init_state
+    info["config"] = config.to_dict()
+    return config, info, None

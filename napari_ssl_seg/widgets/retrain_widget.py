@@ -37,6 +37,7 @@ from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.methods.registry import available_methods
 from napari_ssl_seg.runtime.child_process import ChildCommand
 from napari_ssl_seg.store.splits import assign_validation
+from napari_ssl_seg.training.batchnorm import statistics_summary
 from napari_ssl_seg.training.budget import BUDGETS, estimate_gui_run_seconds, format_duration, project_rates
 from napari_ssl_seg.training.config import preset
 from napari_ssl_seg.training.job import RetrainJob
@@ -70,6 +71,7 @@ class RetrainWidget(QWidget):
         self.session: AssistSession = session_for(napari_viewer, self)
         self.job: RetrainJob | None = None
         self.outcome: Any = None
+        self.statistics_note = ""  # what the run's end-of-run BatchNorm step found (training/batchnorm.py)
         self.finishing: Any = None
         self.reranking: Any = None
         self.finishing_steps = False
@@ -225,6 +227,7 @@ class RetrainWidget(QWidget):
         )
         self.started_at = time.monotonic()
         self.outcome = None
+        self.statistics_note = ""
         self.limits.setText("")
         self.curves.clear()
         self.bar.setRange(0, self.iterations.value())
@@ -260,6 +263,8 @@ class RetrainWidget(QWidget):
                 self.curves.add_dice(event.iteration, float(values["dice"]))
             elif event.kind == "note" and str(values.get("message", "")).startswith(PLAN_WARNING):
                 self._show_limit(str(values["message"]).removeprefix(PLAN_WARNING))
+            elif event.kind == "batchnorm":
+                self.statistics_note = statistics_summary(values)
         if events:
             model = self.session.active_model()
             self.curves.redraw(baseline=None if model is None else model.validation_dice)
@@ -268,7 +273,9 @@ class RetrainWidget(QWidget):
             self.bar.setRange(0, total)
         self.bar.setValue(done)
         if job.state == "running":
-            if done and total:
+            if done and done == total:  # the last validation and the BatchNorm step (training/batchnorm.py)
+                self.bar.setFormat("%v / %m iterations, finishing the run…")
+            elif done and total:
                 elapsed = time.monotonic() - self.started_at
                 left = format_duration(elapsed / done * (total - done))
                 self.bar.setFormat(f"%v / %m iterations, about {left} left")
@@ -277,7 +284,8 @@ class RetrainWidget(QWidget):
         self.timer.stop()
         self.cancel_button.setEnabled(False)
         if job.state == "completed":
-            self.status.setText("training done; comparing the old and new teachers on the validation split…")
+            found = f" ({self.statistics_note})" if self.statistics_note else ""
+            self.status.setText(f"training done{found}; comparing the old and new teachers on the validation split…")
             root = self.session.require_project().root
             parent = ["--parent", job.parent_version] if job.parent_version else []
             self.finishing = ChildCommand(
@@ -313,6 +321,8 @@ class RetrainWidget(QWidget):
             text = f"new teacher {outcome.new_version} is active: validation Dice {new} vs {old} (old one kept)"
         else:
             text = f"kept {outcome.old_version}: the new teacher validated {new} vs {old}"
+        if self.statistics_note:
+            text += f"; {self.statistics_note}"
         self._ended(text)
         steps = [lambda: show_info(text), self.session.model_changed.emit]
         if outcome.promoted:

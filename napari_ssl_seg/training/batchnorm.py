@@ -1,0 +1,160 @@
+"""BatchNorm statistics of the exported network re-estimated over every training case, kept if it validates better.
+
+A network's BatchNorm running statistics are averages over the patches it trained on. With two
+labeled cases, and a third of the patches centred on foreground, those are a narrow sample of a few
+scans, while sliding-window inference sees every part of every scan. At the end of a run this step
+resets the statistics of the exported network and re-estimates them (weights unchanged, no gradient)
+from patches placed uniformly in all training cases, labeled and unlabeled: the project's unlabeled
+scans are at hand, and this is where a supervised run first uses them (AdaBN's idea, Li et al. 2016).
+Measured on five teachers at 10% labels, +0.01 to +0.025 test Dice and 5 to 15 mm less HD95
+(docs/label_gap.md). The validation split decides: the re-estimated network replaces the export only
+if it scores higher, and the card says so (``metrics["batchnorm_statistics"]``).
+
+The validation cases are left out of the estimate so that they still judge it fairly. The patches
+come from their own seed, and the global torch generator is restored afterwards, so a run's training
+randomness is the same with and without this step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from napari_ssl_seg.evaluation.validation import ValidationCase, ValidationScore, validate_network
+from napari_ssl_seg.networks.checkpoint import ModelCard, load_checkpoint, save_checkpoint
+from napari_ssl_seg.store.project import Project
+from napari_ssl_seg.training.data import LabelSnapshot, load_cases
+from napari_ssl_seg.training.sampler import TwoStreamSampler
+
+__all__ = [
+    "BATCH_PATCHES",
+    "batchnorm_layers",
+    "recalibrate_export",
+    "reestimate_batchnorm",
+    "statistics_summary",
+    "training_patches",
+]
+
+#: Patches per forward pass of the estimate (the product's CPU batch: 2 labeled + 2 unlabeled).
+BATCH_PATCHES = 4
+#: Added to the run's seed for the estimate's patches: a stream of its own.
+SEED_OFFSET = 7919
+
+
+def batchnorm_layers(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [module for module in network.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+
+
+def reestimate_batchnorm(network: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Replace ``network``'s BatchNorm running statistics by their cumulative average over ``batches``.
+
+    Every other weight is unchanged. The network runs in training mode (dropout included) as when it
+    gathered its statistics during training, and is left in evaluation mode. Returns the number of
+    batches seen; with no BatchNorm layer nothing runs and 0 is returned.
+    """
+    layers = batchnorm_layers(network)
+    if not layers:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # None: a cumulative average, each batch weighted equally
+    device = next(network.parameters()).device
+    seen = 0
+    network.train()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for batch in batches:
+                network(batch.to(device))
+                seen += 1
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+        network.eval()
+    return seen
+
+
+def training_patches(
+    project: Project, cases: Sequence[str], card: ModelCard, *, batches: int, seed: int, lateral: bool
+) -> Iterator[torch.Tensor]:
+    """``batches`` batches of patches of ``cases``, prepared as ``card`` deploys its network."""
+    data = load_cases(
+        project,
+        dict.fromkeys(cases),
+        card.intensity,
+        pad_to=card.patch_size,
+        orientation=card.orientation,
+        spacing=card.spacing,
+    )
+    # Plain random crops (no foreground oversampling, no intensity changes): inference sees every place.
+    sampler = TwoStreamSampler(
+        data, [], patch_size=card.patch_size, batch_labeled=BATCH_PATCHES, batch_unlabeled=0, seed=seed, lateral=lateral
+    )
+    for index in range(batches):
+        yield sampler.batch(index).labeled_image
+
+
+def recalibrate_export(
+    project: Project,
+    model_path: Path,
+    snapshot: LabelSnapshot,
+    validation: Sequence[ValidationCase],
+    *,
+    batches: int,
+    seed: int,
+    lateral: bool,
+    device: torch.device,
+    scoring: Mapping[str, Any],
+) -> dict[str, Any] | None:
+    """Re-estimate the exported model's BatchNorm statistics over the snapshot's training cases; keep it if better.
+
+    ``model_path``: the export (a stem or either file). ``scoring``: :func:`validate_network`'s keyword
+    arguments as the loop validates. Returns the record of what was measured (None when the network
+    has no BatchNorm layer): the validation Dice as trained and re-estimated, whether the export was
+    replaced, and then, under ``best``, the adopted score as the loop keeps its best.
+    """
+    cases = [*snapshot.labeled, *snapshot.unlabeled]
+    networks, card = load_checkpoint(model_path)
+    network = networks["model"].to(device)
+    if not batchnorm_layers(network):
+        return None
+    as_trained: float = card.metrics["validation_dice"]
+    seen = reestimate_batchnorm(
+        network, training_patches(project, cases, card, batches=batches, seed=seed + SEED_OFFSET, lateral=lateral)
+    )
+    score: ValidationScore = validate_network(network, validation, card, device=device, **scoring)
+    adopted = score.dice > as_trained
+    record: dict[str, Any] = {
+        "validation_dice_as_trained": as_trained,
+        "validation_dice_reestimated": score.dice,
+        "adopted": adopted,
+        "cases": len(cases),
+        "patches": seen * BATCH_PATCHES,
+    }
+    if adopted:
+        metrics = {
+            **card.metrics,
+            "validation_dice": score.dice,
+            "per_case_validation_dice": dict(score.per_case),
+            "batchnorm_statistics": {key: record[key] for key in ("cases", "patches", "validation_dice_as_trained")},
+        }
+        networks["model"] = network.cpu()
+        adopted_card = dataclasses.replace(card, metrics=metrics, postprocessing=dict(score.postprocessing or {}))
+        save_checkpoint(model_path, networks, adopted_card, overwrite=True)
+        record["best"] = {"dice": score.dice, "per_case": dict(score.per_case), "post": score.postprocessing}
+    return record
+
+
+def statistics_summary(record: Mapping[str, Any]) -> str:
+    """One line for a run log's "batchnorm" record (what :func:`recalibrate_export` returned); "" if it is not one."""
+    before, after = record.get("validation_dice_as_trained"), record.get("validation_dice_reestimated")
+    if not isinstance(before, int | float) or not isinstance(after, int | float):
+        return ""
+    kept = "kept" if record.get("adopted") else "not kept (no better)"
+    cases = record.get("cases", "all")
+    return f"BatchNorm statistics of {cases} training cases {kept}: validation Dice {before:.3f} → {after:.3f}"
