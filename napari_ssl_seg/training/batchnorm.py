@@ -18,6 +18,7 @@ randomness is the same with and without this step.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,7 @@ def recalibrate_export(
     has no BatchNorm layer): the validation Dice as trained and re-estimated, whether the export was
     replaced, and then, under ``best``, the adopted score as the loop keeps its best.
     """
+    started = time.perf_counter()
     cases = [*snapshot.labeled, *snapshot.unlabeled]
     networks, card = load_checkpoint(model_path)
     network = networks["model"].to(device)
@@ -135,6 +137,7 @@ def recalibrate_export(
         "adopted": adopted,
         "cases": len(cases),
         "patches": seen * BATCH_PATCHES,
+        "seconds": round(time.perf_counter() - started, 1),  # the estimate and its validation: the run's last wait
     }
     if adopted:
         metrics = {

@@ -260,6 +260,7 @@ class _Run:
 
     def recalibrate(self, iteration: int) -> None:
         """BatchNorm statistics over every training case (training/batchnorm.py), kept if they validate better."""
+        del self.sampler  # the step loads every training case again: free the training's copies first
         settings = {"batches": self.config.batchnorm_batches, "seed": self.seed, "lateral": self.lateral}
         settings |= {"device": self.device, "scoring": self.scoring}
         record = recalibrate_export(self.project, self.out_dir / "model", self.snapshot, self.validation, **settings)
