@@ -1,7 +1,7 @@
 """The ``napari-ssl-seg`` command line: thin wrappers around the core, one module per command group.
 
 ``volume`` (info), ``project`` (init, make-cohort, status), ``inference`` (predict, rank, evaluate),
-``plan``, ``train``, ``retrain``, ``simulate`` and ``demo``; ``support`` holds what they share.
+``plan``, ``train``, ``retrain``, ``adapt``, ``simulate`` and ``demo``; ``support`` holds what they share.
 
 Every command reports unusable input as one ``error:`` line on stderr and
 exits with status 2; ``--debug`` shows the traceback instead.
@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_ssl_seg.cli.retrain import add_retrain_parser
 
     add_retrain_parser(commands)
+    from napari_ssl_seg.cli.adapt import add_adapt_parser
+
+    add_adapt_parser(commands)
     from napari_ssl_seg.cli.simulate import add_simulate_parser
 
     add_simulate_parser(commands)

@@ -45,6 +45,7 @@ __all__ = [
     "NETWORK_BUILDERS",
     "ModelCard",
     "build_network",
+    "card_timestamp",
     "checkpoint_paths",
     "load_checkpoint",
     "save_checkpoint",
@@ -95,7 +96,8 @@ def build_network(config: Mapping[str, Any]) -> nn.Module:
     return builder(config)
 
 
-def _utc_now() -> str:
+def card_timestamp() -> str:
+    """Now, as a card's ``created_at`` says it: UTC to the second, ``Z``-suffixed."""
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
@@ -122,7 +124,7 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     parent: str | None = None
-    created_at: str = field(default_factory=_utc_now)
+    created_at: str = field(default_factory=card_timestamp)
     format_version: int = FORMAT_VERSION
     extra_networks: dict[str, dict[str, Any]] = field(default_factory=dict)
     weights_sha256: str | None = None
