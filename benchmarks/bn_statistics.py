@@ -11,12 +11,18 @@ card's spacing, orientation and normalisation) from ``--batches`` batches of 4 p
 sets of the project's training cases: the labeled ones only, and all of them (labeled and unlabeled). Each
 variant is saved with MODEL's card and scored on the validation split (what the product's step decides on)
 and the test split (test Dice and HD95), beside MODEL's own.
+
+``--product-step`` also runs the product's own step on a copy of MODEL's run folder (``train --resume`` of the
+finished run with ``batchnorm_batches=--batches``: the loop re-estimates over all training cases, validates
+and keeps the better export) and scores what it kept: the figure a user of the presets gets.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +33,31 @@ from napari_ssl_seg.evaluation.validation import ValidationCase, validate_networ
 from napari_ssl_seg.networks.checkpoint import load_checkpoint, save_checkpoint
 from napari_ssl_seg.runtime.allocator import keep_freed_memory
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.training.batchnorm import reestimate_batchnorm, training_patches
+from napari_ssl_seg.training.batchnorm import reestimate_batchnorm, statistics_summary, training_patches
+from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.data import take_snapshot
+from napari_ssl_seg.training.loop import train
+from napari_ssl_seg.training.runlog import read_log
 from napari_ssl_seg.training.sampler import has_lateral_classes
+from napari_ssl_seg.training.state import resume_paths
+
+
+def product_step(project: Path, run: Path, out: Path, batches: int, device: str) -> dict:
+    """The loop's end-of-run step on a copy of the finished ``run``: its log record, the kept export's test scores."""
+    copy = out / f"{run.name}_product"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run, copy)
+    saved = json.loads(resume_paths(copy)[1].read_text(encoding="utf-8"))["run"]["config"]
+    config = dataclasses.replace(TrainConfig.from_dict(saved), batchnorm_batches=batches)
+    train(project, config, copy, device=device, resume=True)
+    record = [entry for entry in read_log(copy / "log.jsonl") if entry["kind"] == "batchnorm"][-1]
+    scores = test_scores(project, copy / "model.safetensors", device)
+    print(
+        f"the product's step: {statistics_summary(record)} in {record['seconds']} s; kept export: test Dice "
+        f"{scores['dice']:.3f}, HD95 {scores['hd95_mm']:.1f} mm",
+        flush=True,
+    )
+    return {"record": record, "test": scores}
 
 
 def main() -> None:
@@ -39,6 +67,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("build/bn_statistics"))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--product-step", action="store_true", help="also run the loop's step on a copy of the run")
     args = parser.parse_args()
     keep_freed_memory()
     device = torch.device(args.device)
@@ -77,6 +106,8 @@ def main() -> None:
                 f"HD95 {results[name]['hd95_mm']:.1f} mm",
                 flush=True,
             )
+    if args.product_step:
+        results["product_step"] = product_step(args.project, args.model.parent, args.out, args.batches, args.device)
     (args.out / f"{args.model.parent.name}.json").write_text(json.dumps(results, indent=1))
 
 

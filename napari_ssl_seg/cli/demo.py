@@ -2,7 +2,7 @@
 
 The whole loop from the command line: geometry, import, a generated cohort, ranking with the
 shipped teacher, prediction, evaluation, a short one-click-style retrain (its own process, promoted
-only if it validates at least as well) and a re-rank. Then, with a display, napari opens on the
+only if it validates at least as well), the teacher adapted to the cohort's scans and a re-rank. Then, with a display, napari opens on the
 cohort with the assistant docked at the most uncertain case; without one, the same view is
 rendered under a virtual X server (``xvfb-run``) into ``<out>/screenshots/``.
 """
@@ -72,6 +72,11 @@ def run_demo(out: Path, run_command: CommandRunner, *, gui: bool | None = None) 
     _step(
         "retrain the teacher in its own process, fine-tuned from the active one (kept only if it validates as well)",
         ["retrain", str(out / "cohort"), "--iterations", str(DEMO_RETRAIN_ITERATIONS)],
+    )
+    _step(
+        "adapt the active teacher's BatchNorm statistics to the cohort's training scans (no labels; a new version, "
+        "kept only if it validates as well)",
+        ["adapt", str(out / "cohort")],
     )
     _step("re-rank the queue with whichever teacher is now active", ["rank", str(out / "cohort")])
     if gui is None:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari.utils.notifications import show_info, show_warning
-from qtpy.QtCore import Qt
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -31,8 +31,10 @@ from qtpy.QtWidgets import (
 
 from napari_ssl_seg.active.case_prediction import CasePrediction, predict_case
 from napari_ssl_seg.active.regions import UncertainRegion, default_threshold, entropy_histogram
+from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.fit import fit_warnings
 from napari_ssl_seg.networks.checkpoint import ModelCard, checkpoint_paths
+from napari_ssl_seg.runtime.child_process import ChildCommand
 from napari_ssl_seg.store.models import activate_model, model_versions, register_model
 from napari_ssl_seg.widgets.background import report_errors, run_in_background
 from napari_ssl_seg.widgets.plots import EntropyHistogram
@@ -40,7 +42,9 @@ from napari_ssl_seg.widgets.region_view import find_uncertain_regions
 from napari_ssl_seg.widgets.session import AssistSession
 from napari_ssl_seg.widgets.viewer_sessions import session_for
 
-__all__ = ["TeacherWidget", "predict_for_display"]
+__all__ = ["TeacherWidget", "adaptation_summary", "predict_for_display"]
+
+ADAPT_POLL_MS = 250
 
 
 @dataclass
@@ -83,6 +87,15 @@ class TeacherWidget(QWidget):
         self.activate_button = QPushButton("Make active (roll back)")
         self.load_button = QPushButton("Load teacher…")
         self.load_button.setToolTip("a model file (.safetensors with its .json card): registered and made active")
+        self.adapt_button = QPushButton("Adapt to this project's scans")
+        self.adapt_button.setToolTip(
+            "re-estimate the teacher's BatchNorm statistics over the project's training scans (no labels needed, "
+            "a minute or two on a CPU): a new version, active if it validates at least as well; roll back above"
+        )
+        self.adapting: ChildCommand | None = None
+        self.adapt_timer = QTimer(self)
+        self.adapt_timer.setInterval(ADAPT_POLL_MS)
+        self.adapt_timer.timeout.connect(self._check_adapting)
         self.shown_warnings: set[str] = set()
         self.samples = QComboBox()
         self.samples.addItems(["4", "8", "16"])
@@ -113,6 +126,7 @@ class TeacherWidget(QWidget):
         layout.addWidget(self.model_label)
         layout.addLayout(versions_row)
         layout.addWidget(self.load_button)
+        layout.addWidget(self.adapt_button)
         layout.addWidget(self.predict_button)
         layout.addWidget(self.next_button)
         layout.addWidget(self.status)
@@ -125,6 +139,7 @@ class TeacherWidget(QWidget):
         self.next_button.clicked.connect(report_errors(self.next_case))
         self.activate_button.clicked.connect(report_errors(self.activate_selected))
         self.load_button.clicked.connect(report_errors(self._choose_teacher))
+        self.adapt_button.clicked.connect(report_errors(self.adapt))
         self.show_overlay.toggled.connect(self._set_overlay_visible)
         self.opacity.valueChanged.connect(self._set_opacity)
         self.threshold.valueChanged.connect(report_errors(self._set_threshold, arguments=1))
@@ -137,6 +152,7 @@ class TeacherWidget(QWidget):
     # -- teacher -----------------------------------------------------------------------
     def refresh_model(self, *_args: Any) -> None:
         self.versions.clear()
+        self.adapt_button.setEnabled(False)
         project = self.session.project
         if project is None:
             self.model_label.setText("no project open")
@@ -150,6 +166,7 @@ class TeacherWidget(QWidget):
             self.model_label.setText("no teacher yet: load one (Load teacher…) or train one in the Retrain dock")
             return
         self.versions.setCurrentIndex(self.versions.findData(active.name))
+        self.adapt_button.setEnabled(self.adapting is None)
         dice = "n/a" if active.validation_dice is None else f"{active.validation_dice:.3f}"
         self.model_label.setText(
             f"active teacher <b>{active.name}</b><br>{active.method}, {active.created_at[:16]}, validation Dice {dice}"
@@ -204,6 +221,33 @@ class TeacherWidget(QWidget):
             version = activate_model(self.session.require_project(), name)
             show_info(f"teacher {version.name} is active")
             self.session.model_changed.emit()
+
+    def adapt(self) -> ChildCommand:
+        """Adapt the active teacher in a child process (``napari-ssl-seg adapt``): the GUI thread only polls."""
+        project = self.session.require_project()
+        if self.session.active_model() is None:
+            raise InputError("no active teacher to adapt: load one (Load teacher…) or train one in the Retrain dock")
+        self.adapting = ChildCommand("napari_ssl_seg.cli", "adapt", str(project.root), "--json")
+        self.adapt_button.setEnabled(False)
+        self.status.setText("adapting the teacher to this project's scans…")
+        self.adapt_timer.start()
+        return self.adapting
+
+    def _check_adapting(self) -> None:
+        adapting = self.adapting
+        if adapting is None or adapting.is_running:
+            return
+        self.adapt_timer.stop()
+        self.adapting = None
+        self.refresh_model()
+        result, error = adapting.result()
+        if error is not None or result is None:
+            self.status.setText(f"adapting failed: {error}; the active teacher is unchanged")
+            show_error(f"adapting the teacher failed: {error}")
+            return
+        self.status.setText(adaptation_summary(result))
+        show_info(self.status.text())
+        self.session.model_changed.emit()
 
     # -- prediction ----------------------------------------------------------------------
     def predict(self) -> Any:
@@ -278,3 +322,14 @@ class TeacherWidget(QWidget):
     def _set_threshold(self, value: float) -> None:
         self.session.set_threshold(value)
         self._case_opened()
+
+
+def adaptation_summary(outcome: dict[str, Any]) -> str:
+    """One line for ``napari-ssl-seg adapt --json``'s outcome."""
+    new, old, cases = outcome["new_version"], outcome["old_version"], outcome["cases"]
+    if not outcome.get("validated"):
+        return f"{new} is active: adapted to {cases} training scans, not validated (no labeled validation case)"
+    scores = f"validation Dice {outcome['new_dice']:.3f} vs {outcome['old_dice']:.3f}"
+    if outcome.get("promoted"):
+        return f"{new} is active: adapted to {cases} training scans, {scores} ({old} kept for rollback)"
+    return f"kept {old}: the teacher adapted to {cases} training scans validated lower ({scores})"
