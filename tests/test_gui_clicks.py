@@ -119,7 +119,7 @@ def test_the_docks_share_the_viewer_session_and_every_click_works(
     # Adapt the teacher to the project's scans: a child process, then a second version and the outcome in the dock.
     click(qtbot, teacher.adapt_button)
     assert not teacher.adapt_button.isEnabled() and "adapting" in teacher.status.text()
-    qtbot.waitUntil(lambda: teacher.adapting is None, timeout=120_000)
+    qtbot.waitUntil(lambda: teacher.adapting is None, timeout=300_000)
     assert teacher.versions.count() == 2 and "adapted to" in teacher.status.text(), teacher.status.text()
     assert teacher.adapt_button.isEnabled() and any("adapted to" in message for message in notes.new("info"))
     click(qtbot, teacher.next_button)
