@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("build/bn_statistics"))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sets", default="labeled,all", help="which re-estimations to score ('' for none)")
     parser.add_argument("--product-step", action="store_true", help="also run the loop's step on a copy of the run")
     args = parser.parse_args()
     keep_freed_memory()
@@ -90,6 +91,7 @@ def main() -> None:
             flush=True,
         )
         sets = {"labeled": list(snapshot.labeled), "all": [*snapshot.labeled, *snapshot.unlabeled]}
+        sets = {name: cases for name, cases in sets.items() if name in args.sets.split(",")}
         lateral = not has_lateral_classes(card.classes)
         for name, cases in sets.items():
             networks, card = load_checkpoint(args.model)
