@@ -2,9 +2,10 @@
 
 The whole loop from the command line: geometry, import, a generated cohort, ranking with the
 shipped teacher, prediction, evaluation, a short one-click-style retrain (its own process, promoted
-only if it validates at least as well), the teacher adapted to the cohort's scans and a re-rank. Then, with a display, napari opens on the
-cohort with the assistant docked at the most uncertain case; without one, the same view is
-rendered under a virtual X server (``xvfb-run``) into ``<out>/screenshots/``.
+only if it validates at least as well), the teacher adapted to the cohort's scans and a re-rank.
+Then, with a display, napari opens on the cohort with the assistant docked at the most uncertain
+case; without one, the same view is rendered under a virtual X server (``xvfb-run``) into
+``<out>/screenshots/``.
 """
 
 from __future__ import annotations

@@ -181,7 +181,10 @@ class TeacherWidget(QWidget):
         """Register the model file at ``path`` in the project and make it the active teacher."""
         project = self.session.require_project()
         version = register_model(project, Path(path), activate=True)
-        show_info(f"teacher {version.name} ({version.method}) is active")
+        show_info(
+            f"teacher {version.name} ({version.method}) is active; "
+            "'Adapt to this project's scans' fits its BatchNorm statistics to your scans, no labels needed"
+        )
         self.shown_warnings.clear()
         self._warn(self._fit(self.session.case, read_values=True), self.session.case)
         self.session.model_changed.emit()
