@@ -89,7 +89,8 @@ class TrainConfig:
     postprocessing: bool = True
     # At the end of a run, re-estimate the exported network's BatchNorm statistics from this many
     # batches of 4 patches of every training case, labeled and unlabeled, and keep them if they
-    # validate better (training/batchnorm.py); 0 leaves the statistics as trained, as before 2026-12-06.
+    # validate better (training/batchnorm.py). Every preset sets 100; 0 (a bare config, as every run
+    # before 2026-12-06 had) leaves them as trained.
     batchnorm_batches: int = 0
 
     def validate(self) -> TrainConfig:
@@ -200,10 +201,11 @@ _QUICK = TrainConfig(
     checkpoint_every=250,
     validate_every=250,
     log_every=10,
+    batchnorm_batches=100,
 )
 
 PRESETS: dict[str, TrainConfig] = {
-    "paper": TrainConfig(),
+    "paper": TrainConfig(batchnorm_batches=100),
     "quick": _QUICK,
     # The one-click retrain: fine-tune a trained teacher on one or two more labeled cases. The
     # network comes from the teacher's card; a tenth of the from-scratch lr, warmed up and decayed
