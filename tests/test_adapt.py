@@ -100,3 +100,20 @@ def test_the_adapt_command_reports_the_outcome(trained_root: Path, capsys: pytes
     assert main(["adapt", str(trained_root), "--batches", "2", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "validation Dice" in printed and "activated" in printed
+
+
+def test_the_adapt_command_registers_a_model_file_first(
+    trained_template: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_tiny_project(tmp_path / "lab", validation=0)  # a lab's scans, no teacher yet
+    with Project.open(trained_template) as source:
+        teacher = active_model(source).checkpoint(source)
+    assert main(["adapt", str(root), "--model", str(teacher), "--batches", "2", "--device", "cpu", "--json"]) == 0
+    printed = capsys.readouterr()
+    outcome = json.loads(printed.out)
+    assert "registered" in printed.err and not outcome["validated"] and outcome["promoted"]
+    with Project.open(root) as project:
+        versions = {version.name: version for version in model_versions(project)}
+        assert set(versions) == {outcome["old_version"], outcome["new_version"]}
+        assert versions[outcome["new_version"]].parent_id == versions[outcome["old_version"]].id
+        assert active_model(project).name == outcome["new_version"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ def add_adapt_parser(commands: Any) -> argparse.ArgumentParser:
         "adapt", help="adapt the active teacher to the project's own scans (BatchNorm statistics; no labels needed)"
     )
     parser.add_argument("project", type=Path, help="project folder (must have an active model)")
+    parser.add_argument(
+        "--model", type=Path, help="a model file to register and make active first (a shipped teacher, a colleague's)"
+    )
     parser.add_argument("--batches", type=int, default=100, help="batches of 4 patches to estimate from (100)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of lines")
@@ -35,11 +39,15 @@ def add_adapt_parser(commands: Any) -> argparse.ArgumentParser:
 def command_adapt(args: argparse.Namespace) -> int:
     """Handler of ``adapt``: prints what changed in the registry; returns 0."""
     from napari_ssl_seg.store import Project
+    from napari_ssl_seg.store.models import register_model
     from napari_ssl_seg.training.adapt import adapt_active_teacher
 
     if not args.project.is_dir():
         raise InputError(f"project {args.project} does not exist")
     with Project.open(args.project) as project:
+        if args.model is not None:
+            registered = register_model(project, args.model, activate=True)
+            print(f"registered      {registered.name} from {args.model}, now the active teacher", file=sys.stderr)
         outcome = adapt_active_teacher(project, batches=args.batches, device=args.device)
     if args.json:
         print(json.dumps(outcome.as_dict()))
