@@ -96,8 +96,7 @@ def build_network(config: Mapping[str, Any]) -> nn.Module:
     return builder(config)
 
 
-def card_timestamp() -> str:
-    """Now, as a card's ``created_at`` says it: UTC to the second, ``Z``-suffixed."""
+def card_timestamp() -> str:  # now, as a card's ``created_at`` says it
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
@@ -118,8 +117,7 @@ class ModelCard:
     intensity: dict[str, Any]
     classes: dict[int, str]
     spacing: tuple[float, float, float] | None = None
-    #: The patient orientation the network saw (``io.orientation``: "LPS"); None for cards from
-    #: before it was recorded, whose networks saw the files' voxel order.
+    #: The patient orientation the network saw (``io.orientation``: "LPS"); None: older cards, voxel order.
     orientation: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
