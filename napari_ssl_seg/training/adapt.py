@@ -17,8 +17,6 @@ out of the estimate, so they still judge it fairly.
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from napari_ssl_seg.networks.checkpoint import card_timestamp, load_checkpoint, 
 from napari_ssl_seg.store.models import activate_model, active_model, register_model
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.batchnorm import BATCH_PATCHES, batchnorm_layers, reestimate_batchnorm, training_patches
+from napari_ssl_seg.training.job import default_retrain_dir
 from napari_ssl_seg.training.promote import is_better, validation_dice
 from napari_ssl_seg.training.sampler import has_lateral_classes
 
@@ -61,12 +60,6 @@ def adaptation_cases(project: Project) -> list[str]:
     return [case.name for case in project.cases() if case.split == "train"]
 
 
-def _out_dir(project: Project) -> Path:
-    base = project.root / "runs" / f"adapt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    candidates = (base.with_name(f"{base.name}-{n}") if n > 1 else base for n in itertools.count(1))
-    return next(path for path in candidates if not path.exists())
-
-
 def adapt_active_teacher(
     project: Project, *, batches: int = 100, device: str = "auto", seed: int = 0, out_dir: Path | None = None
 ) -> AdaptOutcome:
@@ -97,7 +90,7 @@ def adapt_active_teacher(
     parent = card.weights_sha256 or active.name  # as a run's card names the model it started from
     metrics |= {"batchnorm_statistics": statistics}
     adapted = dataclasses.replace(card, metrics=metrics, parent=parent, created_at=card_timestamp())
-    out = out_dir or _out_dir(project)
+    out = out_dir or default_retrain_dir(project.root, kind="adapt")
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "model.safetensors"
     save_checkpoint(checkpoint, networks, adapted)

@@ -80,9 +80,9 @@ class RetrainEvent:
         return float(value) if isinstance(value, int | float) else None
 
 
-def default_retrain_dir(project_root: Path | str) -> Path:
-    """``<project>/runs/retrain-<UTC time>``, with a suffix when two retrains start in one second."""
-    base = Path(project_root) / "runs" / f"retrain-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+def default_retrain_dir(project_root: Path | str, kind: str = "retrain") -> Path:
+    """``<project>/runs/<kind>-<UTC time>``, with a suffix when two of them start in one second."""
+    base = Path(project_root) / "runs" / f"{kind}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     candidates = (base.with_name(f"{base.name}-{n}") if n > 1 else base for n in itertools.count(1))
     return next(path for path in candidates if not path.exists())
 
