@@ -33,12 +33,11 @@ from napari_ssl_seg.evaluation.validation import ValidationCase, validate_networ
 from napari_ssl_seg.networks.checkpoint import load_checkpoint, save_checkpoint
 from napari_ssl_seg.runtime.allocator import keep_freed_memory
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.training.batchnorm import reestimate_batchnorm, statistics_summary, training_patches
+from napari_ssl_seg.training.batchnorm import reestimate_over_cases, statistics_summary
 from napari_ssl_seg.training.config import TrainConfig
 from napari_ssl_seg.training.data import take_snapshot
 from napari_ssl_seg.training.loop import train
 from napari_ssl_seg.training.runlog import read_log
-from napari_ssl_seg.training.sampler import has_lateral_classes
 from napari_ssl_seg.training.state import resume_paths
 
 
@@ -92,11 +91,9 @@ def main() -> None:
         )
         sets = {"labeled": list(snapshot.labeled), "all": [*snapshot.labeled, *snapshot.unlabeled]}
         sets = {name: cases for name, cases in sets.items() if name in args.sets.split(",")}
-        lateral = not has_lateral_classes(card.classes)
         for name, cases in sets.items():
             networks, card = load_checkpoint(args.model)
-            patches = training_patches(project, cases, card, batches=args.batches, seed=0, lateral=lateral)
-            reestimate_batchnorm(networks["model"].to(device), patches)
+            reestimate_over_cases(networks["model"].to(device), project, cases, card, batches=args.batches, seed=0)
             out = args.out / f"{args.model.parent.name}_{name}" / "model.safetensors"
             out.parent.mkdir(parents=True, exist_ok=True)
             save_checkpoint(out, {key: net.cpu() for key, net in networks.items()}, card, overwrite=True)

@@ -46,8 +46,7 @@ from napari_ssl_seg.io import read_volume, write_volume
 from napari_ssl_seg.io.dicom import write_dicom_series
 from napari_ssl_seg.networks.checkpoint import load_checkpoint, save_checkpoint
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.training.batchnorm import reestimate_batchnorm, training_patches
-from napari_ssl_seg.training.sampler import has_lateral_classes
+from napari_ssl_seg.training.batchnorm import reestimate_over_cases
 
 AIR_HU = -400.0
 JOINED_SHARE = 0.25
@@ -113,9 +112,7 @@ def statistics_over(model: Path, cts: list[Path], batches: int, work: Path) -> P
     networks, card = load_checkpoint(model)
     with Project.open(root) as project:
         names = [case.name for case in project.cases()]
-        lateral = not has_lateral_classes(card.classes)
-        patches = training_patches(project, names, card, batches=batches, seed=0, lateral=lateral)
-        reestimate_batchnorm(networks["model"], patches)
+        reestimate_over_cases(networks["model"], project, names, card, batches=batches, seed=0)
     out = work / f"{model.stem}_statistics" / "model.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, networks, card, overwrite=True)

@@ -17,7 +17,14 @@ from napari_ssl_seg.evaluation.validation import ValidationCase, validate_networ
 from napari_ssl_seg.networks import load_checkpoint
 from napari_ssl_seg.networks.checkpoint import checkpoint_paths, save_checkpoint
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.training.batchnorm import BATCH_PATCHES, recalibrate_export, reestimate_batchnorm
+from napari_ssl_seg.training import batchnorm
+from napari_ssl_seg.training.batchnorm import (
+    BATCH_PATCHES,
+    case_groups,
+    recalibrate_export,
+    reestimate_batchnorm,
+    training_patches,
+)
 from napari_ssl_seg.training.data import take_snapshot
 from napari_ssl_seg.training.loop import train
 from napari_ssl_seg.training.runlog import read_log
@@ -181,3 +188,30 @@ def test_the_train_command_reports_what_the_step_found(
     kept = "kept" if record["adopted"] else "not kept"
     assert f"BatchNorm statistics of 3 training cases {kept}" in printed
     assert f"{record['validation_dice_as_trained']:.3f} → {record['validation_dice_reestimated']:.3f}" in printed
+
+
+def test_a_project_too_large_for_memory_is_read_a_group_at_a_time(
+    trained: Path, tiny_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, card = load_checkpoint(trained / "model")
+    loaded: list[list[str]] = []
+    read_cases = batchnorm.load_cases
+
+    def recording(project: Project, versions: dict, *args: object, **kwargs: object) -> list:
+        loaded.append(list(versions))
+        return read_cases(project, versions, *args, **kwargs)
+
+    monkeypatch.setattr(batchnorm, "load_cases", recording)
+    with Project.open(tiny_project) as project:
+        cases = [*take_snapshot(project).labeled, *take_snapshot(project).unlabeled]
+        one_case = max(batchnorm._voxels_at(project.case(name), card.spacing) for name in cases)
+        assert case_groups(project, cases, card) == [cases]
+        assert case_groups(project, cases, card, max_voxels=2 * one_case) == [cases[:2], cases[2:]]
+        assert case_groups(project, cases, card, max_voxels=1) == [[name] for name in cases]
+        together = list(training_patches(project, cases, card, batches=7, seed=0, lateral=True))
+        assert loaded == [cases]
+        loaded.clear()
+        apart = list(training_patches(project, cases, card, batches=7, seed=0, lateral=True, max_voxels=one_case))
+    assert loaded == [[name] for name in cases], "each case read once, one at a time"
+    assert len(apart) == len(together) == 7
+    assert all(batch.shape == (BATCH_PATCHES, 1, *card.patch_size) for batch in apart)

@@ -157,7 +157,7 @@ def test_retrain_command_prints_the_outcome(
             return job
 
     monkeypatch.setattr(job_module, "RetrainJob", Recorded)
-    settings = [f"--set={item}" for item in TINY]
+    settings = [f"--set={item}" for item in [*TINY, "batchnorm_batches=2"]]
     out = project_root.parent / "cli-run"
     argv = ["retrain", str(project_root), "--iterations", "2", "--device", "cpu", "--out", str(out), *settings]
     assert main(argv) == 0
@@ -169,6 +169,9 @@ def test_retrain_command_prints_the_outcome(
     assert lines["promoted"] == f"yes: {active.name} is now the active model"
     assert f"(validation Dice {measured['old']:.4f})" in lines["old"] and old.name in lines["old"]
     assert f"{active.name} (validation Dice {measured['new'] + 1.0:.4f})" in lines["new"]
+    step = next(record for record in read_log(out / "log.jsonl") if record["kind"] == "batchnorm")
+    kept = "kept" if step["adopted"] else "not kept"
+    assert lines["BatchNorm"].startswith(f"statistics of {step['cases']} training cases {kept}")
 
 
 def test_retrain_command_needs_an_active_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

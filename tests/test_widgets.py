@@ -14,6 +14,8 @@ from napari.utils.notifications import notification_manager
 
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import active_model
+from napari_ssl_seg.training.batchnorm import statistics_summary
+from napari_ssl_seg.training.runlog import read_log
 from napari_ssl_seg.widgets.assistant import dock_assistant
 from napari_ssl_seg.widgets.viewer_sessions import session_for
 
@@ -204,7 +206,7 @@ def test_one_click_retrain_finishes_and_promotes_only_a_teacher_as_good(make_nap
     docks = dock_assistant(viewer, trained_root)
     retrain = docks["Retrain"]
     retrain.iterations.setValue(2)
-    job = retrain.start(overrides=TINY)
+    job = retrain.start(overrides=[*TINY, "batchnorm_batches=2"])
     assert job.pid != os.getpid() and retrain.cancel_button.isEnabled()
     assert session_for(viewer).in_training  # the snapshot's cases show as "in training"
     assert retrain.busy
@@ -215,6 +217,10 @@ def test_one_click_retrain_finishes_and_promotes_only_a_teacher_as_good(make_nap
     assert outcome.promoted == (outcome.new_dice >= outcome.old_dice)
     assert active_name(trained_root) == (outcome.new_version if outcome.promoted else before)
     assert retrain.bar.value() == 2 and len(retrain.curves.points[0]) >= 1
+    # The run's end-of-run BatchNorm step is reported with the outcome, as its log recorded it.
+    step = next(record for record in read_log(job.out_dir / "log.jsonl") if record["kind"] == "batchnorm")
+    assert retrain.statistics_note == statistics_summary(step) != ""
+    assert retrain.statistics_note in retrain.status.text(), retrain.status.text()
     assert retrain.start_button.isEnabled() and not session_for(viewer).in_training
     assert docks["Teacher"].versions.count() == 2  # the old teacher stays for rollback
     qtbot.waitUntil(lambda: not retrain.busy, timeout=180_000)  # the re-rank child included

@@ -68,6 +68,7 @@ def command_retrain(args: argparse.Namespace) -> int:
     """Handler of ``retrain``: 0 when the run completed (promoted or not), 130 cancelled, else failed."""
     from tqdm import tqdm
 
+    from napari_ssl_seg.training.batchnorm import run_statistics_summary
     from napari_ssl_seg.training.job import RetrainJob
 
     if not args.project.is_dir():
@@ -107,6 +108,8 @@ def command_retrain(args: argparse.Namespace) -> int:
         print(f"run             {outcome.out_dir}")
         print(f"old model       {outcome.old_version or 'none'} (validation Dice {_dice(outcome.old_dice)})")
         print(f"new model       {outcome.new_version} (validation Dice {_dice(outcome.new_dice)})")
+        if note := run_statistics_summary(outcome.out_dir / "log.jsonl", job.total):
+            print(note)
         if outcome.promoted:
             print(f"promoted        yes: {outcome.new_version} is now the active model")
         else:

@@ -158,9 +158,8 @@ def stop_on_terminate() -> Iterator[Callable[[], bool]]:
 def command_train(args: argparse.Namespace) -> int:
     """Handler of ``train``: builds the config, runs :func:`train`, prints a summary; returns 0."""
     from napari_ssl_seg.methods.registry import method_class
-    from napari_ssl_seg.training.batchnorm import statistics_summary
+    from napari_ssl_seg.training.batchnorm import run_statistics_summary
     from napari_ssl_seg.training.loop import train
-    from napari_ssl_seg.training.runlog import read_log
 
     if not args.project.is_dir():
         raise InputError(f"project {args.project} does not exist")
@@ -190,10 +189,8 @@ def command_train(args: argparse.Namespace) -> int:
     print(f"status          {result.status} after {result.iterations} iterations")
     print(f"model           {result.model_path or 'none (no validation yet)'}")
     print(f"best validation Dice {dice} (iteration {result.best_iteration})")
-    records = read_log(result.log_path) if result.log_path.is_file() else []
-    ends = [record for record in records if record.get("kind") == "batchnorm"]  # one per completed run, or resume
-    if ends and ends[-1].get("iteration") == result.iterations:
-        print(statistics_summary(ends[-1]))
+    if note := run_statistics_summary(result.log_path, result.iterations):
+        print(note)
     print(f"log             {result.log_path}")
     if result.status == "cancelled":
         print(f"resume with     napari-ssl-seg train {args.project} --method {args.method} --out {out} --resume")

@@ -26,10 +26,9 @@ from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.networks.checkpoint import card_timestamp, load_checkpoint, save_checkpoint
 from napari_ssl_seg.store.models import activate_model, active_model, register_model
 from napari_ssl_seg.store.project import Project
-from napari_ssl_seg.training.batchnorm import BATCH_PATCHES, batchnorm_layers, reestimate_batchnorm, training_patches
+from napari_ssl_seg.training.batchnorm import BATCH_PATCHES, batchnorm_layers, reestimate_over_cases
 from napari_ssl_seg.training.job import default_retrain_dir
 from napari_ssl_seg.training.promote import is_better, validation_dice
-from napari_ssl_seg.training.sampler import has_lateral_classes
 
 __all__ = ["AdaptOutcome", "adapt_active_teacher", "adaptation_cases"]
 
@@ -79,10 +78,8 @@ def adapt_active_teacher(
     networks, card = load_checkpoint(active.checkpoint(project))
     if not batchnorm_layers(networks["model"]):
         raise InputError(f"teacher {active.name} has no BatchNorm layer: there are no statistics to adapt")
-    lateral = not has_lateral_classes(card.classes)
     network = networks["model"].to(select_device(device))
-    patches = training_patches(project, cases, card, batches=batches, seed=seed, lateral=lateral)
-    seen = reestimate_batchnorm(network, patches)
+    seen = reestimate_over_cases(network, project, cases, card, batches=batches, seed=seed)
     networks["model"] = network.cpu()
     statistics = {"cases": len(cases), "patches": seen * BATCH_PATCHES, "adapted_from": active.name}
     # The teacher's validation scores were of other statistics: they do not describe these weights.

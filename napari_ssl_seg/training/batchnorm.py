@@ -18,6 +18,8 @@ randomness is the same with and without this step.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,14 +31,19 @@ from torch import nn
 from napari_ssl_seg.evaluation.validation import ValidationCase, ValidationScore, validate_network
 from napari_ssl_seg.networks.checkpoint import ModelCard, load_checkpoint, save_checkpoint
 from napari_ssl_seg.store.project import Project
+from napari_ssl_seg.store.records import CaseRecord
 from napari_ssl_seg.training.data import LabelSnapshot, load_cases
-from napari_ssl_seg.training.sampler import TwoStreamSampler
+from napari_ssl_seg.training.runlog import read_log
+from napari_ssl_seg.training.sampler import TwoStreamSampler, has_lateral_classes
 
 __all__ = [
     "BATCH_PATCHES",
     "batchnorm_layers",
+    "case_groups",
     "recalibrate_export",
     "reestimate_batchnorm",
+    "reestimate_over_cases",
+    "run_statistics_summary",
     "statistics_summary",
     "training_patches",
 ]
@@ -45,6 +52,9 @@ __all__ = [
 BATCH_PATCHES = 4
 #: Added to the run's seed for the estimate's patches: a stream of its own.
 SEED_OFFSET = 7919
+#: Image voxels (at the card's spacing) the estimate holds at once: 1 GiB of float32, about 13 CTs of
+#: 512x512x300 at 1 mm. Fifty such scans would need several GB; they are read a group at a time instead.
+MAX_VOXELS_IN_MEMORY = 2**28
 
 
 def batchnorm_layers(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -53,6 +63,9 @@ def batchnorm_layers(network: nn.Module) -> list[nn.modules.batchnorm._BatchNorm
 
 def reestimate_batchnorm(network: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     """Replace ``network``'s BatchNorm running statistics by their cumulative average over ``batches``.
+
+    Each batch weighs the same whatever its place in ``batches``, so the order the cases come in
+    (:func:`training_patches` reads them a group at a time) does not change the estimate.
 
     Every other weight is unchanged. The network runs in training mode (dropout included) as when it
     gathered its statistics during training, and is left in evaluation mode. Returns the number of
@@ -80,24 +93,107 @@ def reestimate_batchnorm(network: nn.Module, batches: Iterable[torch.Tensor]) ->
     return seen
 
 
+def _voxels_at(record: CaseRecord, spacing: Sequence[float] | None) -> float:
+    """About how many voxels a case holds once resampled to ``spacing`` (None: as stored)."""
+    voxels = float(math.prod(record.shape))
+    if spacing is None:
+        return voxels
+    return voxels * math.prod(record.spacing) / math.prod(spacing)
+
+
+def case_groups(
+    project: Project, cases: Sequence[str], card: ModelCard, *, max_voxels: float = MAX_VOXELS_IN_MEMORY
+) -> list[list[str]]:
+    """``cases`` in order, cut into groups whose images at the card's spacing fit ``max_voxels`` together.
+
+    A case larger than the budget on its own still gets a group (one case is the least the estimate can hold).
+    """
+    groups: list[list[str]] = []
+    held = 0.0
+    for name in cases:
+        voxels = _voxels_at(project.case(name), card.spacing)
+        if not groups or held + voxels > max_voxels:
+            groups.append([])
+            held = 0.0
+        groups[-1].append(name)
+        held += voxels
+    return [group for group in groups if group]
+
+
+def _batches_per_group(batches: int, groups: Sequence[Sequence[str]]) -> list[int]:
+    """``batches`` shared in proportion to each group's cases (the sampler draws cases uniformly), summing exactly."""
+    total = sum(len(group) for group in groups)
+    bounds, seen = [0], 0
+    for group in groups:
+        seen += len(group)
+        bounds.append(round(batches * seen / total))
+    return [end - start for start, end in itertools.pairwise(bounds)]
+
+
 def training_patches(
-    project: Project, cases: Sequence[str], card: ModelCard, *, batches: int, seed: int, lateral: bool
+    project: Project,
+    cases: Sequence[str],
+    card: ModelCard,
+    *,
+    batches: int,
+    seed: int,
+    lateral: bool,
+    max_voxels: float = MAX_VOXELS_IN_MEMORY,
 ) -> Iterator[torch.Tensor]:
-    """``batches`` batches of patches of ``cases``, prepared as ``card`` deploys its network."""
-    data = load_cases(
-        project,
-        dict.fromkeys(cases),
-        card.intensity,
-        pad_to=card.patch_size,
-        orientation=card.orientation,
-        spacing=card.spacing,
+    """``batches`` batches of patches of ``cases``, prepared as ``card`` deploys its network.
+
+    The cases are read a group at a time (:func:`case_groups`), so a project of many fine-spaced
+    scans never sits in memory at once; a project that fits in one group gets the same patches as
+    one sampler over all its cases.
+    """
+    groups = case_groups(project, cases, card, max_voxels=max_voxels)
+    index = 0
+    for group, count in zip(groups, _batches_per_group(batches, groups), strict=True):
+        if count == 0:
+            continue
+        data = load_cases(
+            project,
+            dict.fromkeys(group),
+            card.intensity,
+            pad_to=card.patch_size,
+            orientation=card.orientation,
+            spacing=card.spacing,
+        )
+        # Plain random crops (no foreground oversampling, no intensity changes): inference sees every place.
+        sampler = TwoStreamSampler(
+            data,
+            [],
+            patch_size=card.patch_size,
+            batch_labeled=BATCH_PATCHES,
+            batch_unlabeled=0,
+            seed=seed,
+            lateral=lateral,
+        )
+        for _ in range(count):
+            yield sampler.batch(index).labeled_image
+            index += 1
+        del data, sampler
+
+
+def reestimate_over_cases(
+    network: nn.Module,
+    project: Project,
+    cases: Sequence[str],
+    card: ModelCard,
+    *,
+    batches: int,
+    seed: int,
+    lateral: bool | None = None,
+) -> int:
+    """:func:`reestimate_batchnorm` over :func:`training_patches` of ``cases``; returns the batches seen.
+
+    ``lateral`` None: flip left-right only when the card's classes name no side, as a run decides by default.
+    """
+    if lateral is None:
+        lateral = not has_lateral_classes(card.classes)
+    return reestimate_batchnorm(
+        network, training_patches(project, cases, card, batches=batches, seed=seed, lateral=lateral)
     )
-    # Plain random crops (no foreground oversampling, no intensity changes): inference sees every place.
-    sampler = TwoStreamSampler(
-        data, [], patch_size=card.patch_size, batch_labeled=BATCH_PATCHES, batch_unlabeled=0, seed=seed, lateral=lateral
-    )
-    for index in range(batches):
-        yield sampler.batch(index).labeled_image
 
 
 def recalibrate_export(
@@ -126,8 +222,8 @@ def recalibrate_export(
     if not batchnorm_layers(network):
         return None
     as_trained: float = card.metrics["validation_dice"]
-    seen = reestimate_batchnorm(
-        network, training_patches(project, cases, card, batches=batches, seed=seed + SEED_OFFSET, lateral=lateral)
+    seen = reestimate_over_cases(
+        network, project, cases, card, batches=batches, seed=seed + SEED_OFFSET, lateral=lateral
     )
     score: ValidationScore = validate_network(network, validation, card, device=device, **scoring)
     adopted = score.dice > as_trained
@@ -161,3 +257,11 @@ def statistics_summary(record: Mapping[str, Any]) -> str:
     kept = "kept" if record.get("adopted") else "not kept (no better)"
     cases = record.get("cases", "all")
     return f"BatchNorm statistics of {cases} training cases {kept}: validation Dice {before:.3f} → {after:.3f}"
+
+
+def run_statistics_summary(log_path: Path, iterations: int) -> str:
+    """:func:`statistics_summary` of the step that ended a run at ``iterations`` (its log.jsonl); "" if none did."""
+    if not log_path.is_file():
+        return ""
+    ends = [record for record in read_log(log_path) if record.get("kind") == "batchnorm"]  # one per completed end
+    return statistics_summary(ends[-1]) if ends and ends[-1].get("iteration") == iterations else ""
