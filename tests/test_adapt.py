@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +13,7 @@ from helpers import make_tiny_project, tiny_trained_project
 
 from napari_ssl_seg.cli import main
 from napari_ssl_seg.errors import InputError
-from napari_ssl_seg.networks import load_checkpoint
+from napari_ssl_seg.networks import load_checkpoint, save_checkpoint
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import active_model, model_version, model_versions
 from napari_ssl_seg.training.adapt import adapt_active_teacher, adaptation_cases
@@ -66,14 +67,19 @@ def test_without_a_labeled_validation_case_the_adapted_teacher_is_active_unvalid
 
     root = make_tiny_project(tmp_path / "no_validation", validation=0)
     with Project.open(trained_template) as source:
-        teacher = active_model(source).checkpoint(source)
+        networks, card = load_checkpoint(active_model(source).checkpoint(source))
+    # A shipped teacher's card: its test scores too, measured with the statistics adapting replaces.
+    shipped = {**card.metrics, "test_dice": 0.8, "test_hd95_mm": 9.0, "test_cases": ["case_09"], "best_iteration": 2}
+    teacher = tmp_path / "shipped.safetensors"
+    save_checkpoint(teacher, networks, dataclasses.replace(card, metrics=shipped))
     with Project.open(root) as project:
         old = register_model(project, teacher, activate=True)
         outcome = adapt_active_teacher(project, batches=2, device="cpu")
         assert not outcome.validated and outcome.promoted
         assert active_model(project).name == outcome.new_version != old.name
         _, card = load_checkpoint(active_model(project).checkpoint(project))
-    assert "validation_dice" not in card.metrics  # the teacher's score was of other statistics
+    scored = [key for key in card.metrics if "validation" in key or key.startswith("test_")]
+    assert scored == [] and card.metrics["best_iteration"] == 2  # scores of other statistics gone, the history kept
 
 
 def test_adapting_needs_an_active_teacher_and_a_batch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -54,6 +54,12 @@ class AdaptOutcome:
         return {**asdict(self), "out_dir": str(self.out_dir), "validated": self.validated}
 
 
+def _scored_on_parent(metric: str) -> bool:
+    """A card metric that scores the parent's network (its validation and test figures, as a shipped card records
+    them): measured with other statistics, it does not describe the adapted weights."""
+    return "validation" in metric or metric.startswith("test_")
+
+
 def adaptation_cases(project: Project) -> list[str]:
     """Every training case, labeled or not: the scans the teacher is to work on. Validation and test cases judge."""
     return [case.name for case in project.cases() if case.split == "train"]
@@ -82,8 +88,7 @@ def adapt_active_teacher(
     seen = reestimate_over_cases(network, project, cases, card, batches=batches, seed=seed)
     networks["model"] = network.cpu()
     statistics = {"cases": len(cases), "patches": seen * BATCH_PATCHES, "adapted_from": active.name}
-    # The teacher's validation scores were of other statistics: they do not describe these weights.
-    metrics = {key: value for key, value in card.metrics.items() if "validation" not in key}
+    metrics = {key: value for key, value in card.metrics.items() if not _scored_on_parent(key)}
     parent = card.weights_sha256 or active.name  # as a run's card names the model it started from
     metrics |= {"batchnorm_statistics": statistics}
     adapted = dataclasses.replace(card, metrics=metrics, parent=parent, created_at=card_timestamp())
