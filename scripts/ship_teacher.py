@@ -27,7 +27,10 @@ from napari_ssl_seg.training.runlog import read_log
 
 
 def training_seconds(run: Path) -> float | None:
-    """Training seconds (validation left out) of the run in folder ``run``, from its log."""
+    """Training seconds (validation left out) of the run in folder ``run``, from its log (None: no log, as an
+    adapted teacher's folder has: ``napari-ssl-seg adapt`` trains nothing and its card keeps its parent's time)."""
+    if not (run / "log.jsonl").is_file():
+        return None
     seconds = [float(r["train_seconds"]) for r in read_log(run / "log.jsonl") if "train_seconds" in r]
     return max(seconds) if seconds else None
 
@@ -64,8 +67,9 @@ def main() -> None:
         "test_hd95_mm": overall["hd95_mm_mean"],
         "test_failures": evaluation.summary["n_failures"],
         "test_cases": sorted(evaluation.per_case),
-        "train_seconds": training_seconds(args.model.parent),
     }
+    if (seconds := training_seconds(args.model.parent)) is not None:
+        metrics["train_seconds"] = seconds
     if args.warm_start_run is not None:
         metrics["warm_start_train_seconds"] = training_seconds(args.warm_start_run)
     shipped = dataclasses.replace(card, training=training, metrics=metrics)
