@@ -42,7 +42,9 @@ VARIANTS = {
     "mt-ema": "BatchNorm over unlabeled patches + EMA teacher (MT, consistency 0)",
     "mt-emaonly": "EMA teacher alone (MT, consistency 0, no unlabeled patches)",
 }
-VARIANT_LABELS = {"mt-ema": "BatchNorm over\nunlabeled + EMA", "mt-emaonly": "EMA alone"}
+#: Variants that are a method's own runs with something added: shown beside the method, named for what was added.
+NAMED_TAGS = {"bn": "+ end-of-run BatchNorm step"}
+VARIANT_LABELS = {"mt-ema": "BatchNorm over\nunlabeled + EMA", "mt-emaonly": "EMA alone", "ucmt-bn": "UCMT +\nBatchNorm step"}
 RESULTS = Path("benchmarks/results")
 
 
@@ -163,6 +165,8 @@ def display_name(method: str) -> str:
     if method in VARIANTS:
         return VARIANTS[method]
     base, _, tag = method.partition("-")
+    if tag in NAMED_TAGS:
+        return f"{NAMES.get(base, base)} {NAMED_TAGS[tag]}"
     return NAMES.get(base, base) + (f" ({tag})" if tag else "")
 
 
