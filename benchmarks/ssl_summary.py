@@ -44,7 +44,11 @@ VARIANTS = {
 }
 #: Variants that are a method's own runs with something added: shown beside the method, named for what was added.
 NAMED_TAGS = {"bn": "+ end-of-run BatchNorm step"}
-VARIANT_LABELS = {"mt-ema": "BatchNorm over\nunlabeled + EMA", "mt-emaonly": "EMA alone", "ucmt-bn": "UCMT +\nBatchNorm step"}
+VARIANT_LABELS = {
+    "mt-ema": "BatchNorm over\nunlabeled + EMA",
+    "mt-emaonly": "EMA alone",
+    "ucmt-bn": "UCMT +\nBatchNorm step",
+}
 RESULTS = Path("benchmarks/results")
 
 
