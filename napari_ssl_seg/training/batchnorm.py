@@ -52,8 +52,8 @@ __all__ = [
 BATCH_PATCHES = 4
 #: Added to the run's seed for the estimate's patches: a stream of its own.
 SEED_OFFSET = 7919
-#: Image voxels (at the card's spacing) the estimate holds at once: 1 GiB of float32, about 13 CTs of
-#: 512x512x300 at 1 mm. Fifty such scans would need several GB; they are read a group at a time instead.
+#: Image voxels (at the card's spacing) the estimate holds at once: 1 GiB of float32, three CTs of 512x512x300
+#: for a teacher of their own spacing. Fifty such scans would need about 16 GB; they are read a group at a time.
 MAX_VOXELS_IN_MEMORY = 2**28
 
 
@@ -117,7 +117,7 @@ def case_groups(
             held = 0.0
         groups[-1].append(name)
         held += voxels
-    return [group for group in groups if group]
+    return groups
 
 
 def _batches_per_group(batches: int, groups: Sequence[Sequence[str]]) -> list[int]:
