@@ -94,7 +94,11 @@ def reestimate_batchnorm(network: nn.Module, batches: Iterable[torch.Tensor]) ->
 
 
 def _voxels_at(record: CaseRecord, spacing: Sequence[float] | None) -> float:
-    """About how many voxels a case holds once resampled to ``spacing`` (None: as stored)."""
+    """About how many voxels a case holds once resampled to ``spacing`` (None: as stored).
+
+    From the physical volume rather than data.resampled_shape: the stored spacing is in the file's axis order and
+    ``spacing`` in the card's orientation, and a product of all three axes does not depend on their order.
+    """
     voxels = float(math.prod(record.shape))
     if spacing is None:
         return voxels
@@ -108,10 +112,11 @@ def case_groups(
 
     A case larger than the budget on its own still gets a group (one case is the least the estimate can hold).
     """
+    records = {record.name: record for record in project.cases()}  # one query, not one per case
     groups: list[list[str]] = []
     held = 0.0
     for name in cases:
-        voxels = _voxels_at(project.case(name), card.spacing)
+        voxels = _voxels_at(records[name], card.spacing)
         if not groups or held + voxels > max_voxels:
             groups.append([])
             held = 0.0
@@ -172,7 +177,7 @@ def training_patches(
         for _ in range(count):
             yield sampler.batch(index).labeled_image
             index += 1
-        del data, sampler
+        del data, sampler  # before the next group is read: one group in memory at a time, not two
 
 
 def reestimate_over_cases(
