@@ -215,3 +215,18 @@ def test_a_project_too_large_for_memory_is_read_a_group_at_a_time(
     assert loaded == [[name] for name in cases], "each case read once, one at a time"
     assert len(apart) == len(together) == 7
     assert all(batch.shape == (BATCH_PATCHES, 1, *card.patch_size) for batch in apart)
+
+
+def test_the_summary_shows_enough_digits_to_tell_the_two_scores_apart() -> None:
+    record = {
+        "validation_dice_as_trained": 0.82441,
+        "validation_dice_reestimated": 0.82449,
+        "adopted": True,
+        "cases": 8,
+    }
+    summary = batchnorm.statistics_summary(record)
+    assert "0.8244 → 0.8245" in summary and "8 training cases kept" in summary
+    assert "0.700 → 0.750" in batchnorm.statistics_summary(
+        {**record, "validation_dice_as_trained": 0.7, "validation_dice_reestimated": 0.75}
+    )
+    assert batchnorm.statistics_summary({"kind": "batchnorm"}) == ""

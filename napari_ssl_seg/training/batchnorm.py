@@ -261,7 +261,9 @@ def statistics_summary(record: Mapping[str, Any]) -> str:
         return ""
     kept = "kept" if record.get("adopted") else "not kept (no better)"
     cases = record.get("cases", "all")
-    return f"BatchNorm statistics of {cases} training cases {kept}: validation Dice {before:.3f} → {after:.3f}"
+    digits = next((d for d in (3, 4, 5) if f"{before:.{d}f}" != f"{after:.{d}f}"), 3)  # never "0.824 → 0.824"
+    scores = f"{before:.{digits}f} → {after:.{digits}f}"
+    return f"BatchNorm statistics of {cases} training cases {kept}: validation Dice {scores}"
 
 
 def run_statistics_summary(log_path: Path, iterations: int) -> str:
