@@ -1,13 +1,14 @@
 """Semi-supervision at equal budgets, in one table and one plot (issue 23, item 2), from ssl_plateau.py's results.
 
-Run: .venv/bin/python benchmarks/ssl_summary.py [RESULTS.json ...] [--label-gap benchmarks/results/label_gap.json]
+Run: .venv/bin/python benchmarks/ssl_summary.py [RESULTS.json ...] [--label-gap benchmarks/results/label_gap.json ...]
      [--png benchmarks/results/ssl_budgets.png]
 
 Default RESULTS: the kept ``benchmarks/results/ssl_plateau_3000.json`` (5 of 24 training cases labeled, 20%) and
 ``ssl_plateau_10pct*.json`` (2 labeled, 10%). Each file holds runs fine-tuned from one supervised start per seed.
-A method's run is paired with the control (``supervised``: the same iterations without the unlabeled cases) and the
-start of its own file and seed, so runs from different starts of one seed never mix. Equal time is the control
-run again for the method's training time (``supervised, M's time``, ``ssl_plateau.py --equal-time M``).
+A method's run is paired with the control (``supervised``: the same iterations without the unlabeled cases; for a
+tagged run, ``supervised-TAG`` where it was run) and the start of its own file and seed, so runs from different
+starts of one seed never mix. Equal time is the control run again for the method's training time (``supervised, M's
+time``, ``ssl_plateau.py --equal-time M``).
 
 "Gap closed" is the run's gain over its start divided by the gap from that start to the supervised teacher of the
 same seed trained on every training case (``label_gap.json``): in Dice, and in HD95 (where lower is better). The
@@ -84,7 +85,7 @@ def read_pairs(paths: list[Path], label_gap: dict[str, Any]) -> list[Pair]:
     for _, result in results:
         for seed_key, start in result["starts"].items():
             for method, runs in result["runs"].items():
-                if seed_key in runs and (method == CONTROL or method.startswith(f"{CONTROL},")):
+                if seed_key in runs and method.partition("-")[0].partition(",")[0] == CONTROL:
                     controls[int(result["labeled"]), method + "@" + seed_key, start["dice"]] = runs[seed_key]
     # A later file may hold runs of an earlier one again (reused from the same run folder) beside new controls.
     pairs: dict[tuple[int, int, str, float, float], Pair] = {}
@@ -104,12 +105,23 @@ def read_pairs(paths: list[Path], label_gap: dict[str, Any]) -> list[Pair]:
                     run=runs[seed_key],
                     start=start,
                     full=full_runs[seed_key],
-                    control=controls.get((labeled, f"{CONTROL}@{seed_key}", start["dice"])),
+                    control=matching_control(controls, labeled, method, seed_key, start["dice"]),
                     equal_time_control=controls.get((labeled, f"{CONTROL}, {method}'s time@{seed_key}", start["dice"])),
                     source=path.name,
                 )
                 pairs[labeled, pair.seed, method, start["dice"], pair.run["dice"]] = pair
     return list(pairs.values())
+
+
+def matching_control(
+    controls: dict[tuple[int, str, float], dict[str, Any]], labeled: int, method: str, seed: str, start: float
+) -> dict[str, Any] | None:
+    """The control of a tagged run is the control with the same tag where there is one (UCMT + the BatchNorm step
+    against the supervised run + the step), so the column isolates the method; else the plain control."""
+    base, _, tag = method.partition("-")
+    if tag and base != CONTROL and (tagged := controls.get((labeled, f"{CONTROL}-{tag}@{seed}", start))):
+        return tagged
+    return controls.get((labeled, f"{CONTROL}@{seed}", start))
 
 
 def mean_sd(values: list[float], digits: int = 3, percent: bool = False) -> str:
@@ -235,14 +247,35 @@ def plot(pairs: list[Pair], percents: dict[int, str], png: Path) -> None:
     figure.savefig(png)
 
 
+def merged_label_gap(paths: list[Path]) -> dict[str, Any]:
+    """One label_gap.py result from several: the first file's, with each later file's runs of a seed replacing it
+    (the all-labeled teachers retrained with today's code against the older ones)."""
+    merged = json.loads(paths[0].read_text())
+    for path in paths[1:]:
+        later = json.loads(path.read_text())
+        if later["training_cases"] != merged["training_cases"]:
+            raise SystemExit(
+                f"{path}: {later['training_cases']} training cases, {paths[0]} has {merged['training_cases']}"
+            )
+        for labeled, seeds in later["runs"].items():
+            merged["runs"].setdefault(labeled, {}).update(seeds)
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="*", type=Path)
-    parser.add_argument("--label-gap", type=Path, default=RESULTS / "label_gap.json")
+    parser.add_argument(
+        "--label-gap",
+        type=Path,
+        nargs="+",
+        default=[RESULTS / "label_gap.json"],
+        help="label_gap.py results; a later file's all-labeled teacher of a seed replaces an earlier one's",
+    )
     parser.add_argument("--png", type=Path, default=RESULTS / "ssl_budgets.png")
     args = parser.parse_args()
     paths = args.results or [RESULTS / "ssl_plateau_3000.json", *sorted(RESULTS.glob("ssl_plateau_10pct*.json"))]
-    label_gap = json.loads(args.label_gap.read_text())
+    label_gap = merged_label_gap(args.label_gap)
     pairs = read_pairs(paths, label_gap)
     if not pairs:
         raise SystemExit("no runs in " + ", ".join(map(str, paths)))
