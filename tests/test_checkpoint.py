@@ -12,6 +12,7 @@ import torch
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.networks import ModelCard, VNet, build_network, load_checkpoint, save_checkpoint
+from napari_ssl_seg.networks.checkpoint import save_card
 
 PICKLE_MESSAGE = "is a pickle checkpoint; napari-ssl-seg only loads safetensors weights with a JSON model card"
 X = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(1))
@@ -210,6 +211,22 @@ def test_save_refuses_config_mismatch_and_overwrite(tmp_path: Path):
         save_checkpoint(tmp_path / "m", {"model": make_net()}, make_card())
     save_checkpoint(tmp_path / "m", {"model": make_net()}, make_card(), overwrite=True)
     assert load_checkpoint(tmp_path / "m.json")[1].method == "ugcemt"
+
+
+def test_a_card_rewritten_alone_describes_the_weights_on_disk(tmp_path: Path):
+    net = make_net()
+    weights, card_path = save_checkpoint(tmp_path / "m", {"model": net}, make_card())
+    before = weights.read_bytes()
+    _, card = load_checkpoint(card_path)
+    save_card(weights, make_card(metrics={"val_dice": 0.81, "validation_dice": 0.9}))
+    networks, rewritten = load_checkpoint(weights)
+    assert rewritten.metrics["validation_dice"] == 0.9 and rewritten.weights_sha256 == card.weights_sha256
+    assert weights.read_bytes() == before
+    with torch.no_grad():
+        assert torch.equal(networks["model"](X), net(X))
+    with pytest.raises(InputError, match="missing"):
+        save_card(tmp_path / "elsewhere", card)
+    assert not (tmp_path / "elsewhere.json").exists()
 
 
 def test_the_card_accepts_every_method_the_registry_builds_and_only_those(tmp_path: Path):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from napari_ssl_seg.io.atomic import atomic_output, sha256_file
 from napari_ssl_seg.io.orientation import check_orientation
 from napari_ssl_seg.method_names import METHODS, is_method_name, method_choices
 from napari_ssl_seg.networks.multicure import build_cure_resnet3d
+from napari_ssl_seg.networks.pickle_guard import PICKLE_SUFFIXES, check_not_pickle, pickle_refusal
 from napari_ssl_seg.networks.resnet3d import build_resnet3d
 from napari_ssl_seg.networks.vnet import VNet
 
@@ -48,6 +48,7 @@ __all__ = [
     "card_timestamp",
     "checkpoint_paths",
     "load_checkpoint",
+    "save_card",
     "save_checkpoint",
 ]
 
@@ -58,7 +59,6 @@ WEIGHTS_SUFFIX = ".safetensors"
 CARD_SUFFIX = ".json"
 DEFAULT_STEM = "model"
 MAX_PATCH_SIDE = 1024
-PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".tar"})
 KNOWN_METHODS = frozenset(METHODS)
 
 
@@ -230,36 +230,6 @@ def checkpoint_paths(path: Path | str) -> tuple[Path, Path]:
     return Path(f"{path}{WEIGHTS_SUFFIX}"), Path(f"{path}{CARD_SUFFIX}")
 
 
-def _pickle_refusal(path: Path) -> InputError:
-    return InputError(
-        f"{path} is a pickle checkpoint; napari-ssl-seg only loads safetensors weights with a JSON model card"
-    )
-
-
-def _check_not_pickle(path: Path, *, expect_safetensors: bool) -> None:
-    """Refuse pickle/zip content by its first bytes, without unpickling anything.
-
-    A safetensors file starts with an 8-byte little-endian header length followed by ``{``; that
-    is checked first, because a header length of 128 (mod 256) also starts with ``0x80``.
-    """
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(9)
-            size = path.stat().st_size
-    except FileNotFoundError:
-        raise InputError(f"{path} does not exist") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    if expect_safetensors and len(head) == 9:
-        (header_length,) = struct.unpack("<Q", head[:8])
-        if 8 + header_length <= size and head[8:9] == b"{":
-            return
-    if head[:1] == b"\x80" or head[:4] == b"PK\x03\x04":
-        raise _pickle_refusal(path)
-    if expect_safetensors:
-        raise InputError(f"{path} is not a safetensors weights file")
-
-
 def _network_configs(card: ModelCard) -> dict[str, dict[str, Any]]:
     return {MAIN_NETWORK: card.network, **card.extra_networks}
 
@@ -310,7 +280,7 @@ def save_checkpoint(
                     why = " (too large for float16; save without half)" if half else ""
                     raise InputError(f"refusing to save network {name!r}: {key} holds NaN or inf{why}")
             tensors[f"{name}.{key}"] = tensor.contiguous()
-    weights_path, card_path = checkpoint_paths(path)
+    weights_path = checkpoint_paths(path)[0]
     if not weights_path.parent.is_dir():
         raise InputError(f"folder {weights_path.parent} does not exist")
     metadata = {
@@ -320,10 +290,20 @@ def save_checkpoint(
     }
     with atomic_output(weights_path, overwrite=overwrite) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
-    card.weights_sha256 = sha256_file(weights_path)
+    return weights_path, save_card(weights_path, card, overwrite=overwrite)
+
+
+def save_card(path: Path | str, card: ModelCard, *, overwrite: bool = True) -> Path:
+    """Write ``card`` for the weights already at ``path`` (a checkpoint's card changed, its weights not): the
+    card's ``weights_sha256`` is set from the file on disk, so it can only describe those weights."""
+    weights_path, card_path = checkpoint_paths(path)
+    if not weights_path.is_file():
+        raise InputError(f"weights {weights_path} are missing: a card is written beside its weights")
+    card = dataclasses.replace(card, weights_sha256=sha256_file(weights_path))
+    card.validate()
     with atomic_output(card_path, overwrite=overwrite) as temporary:
         temporary.write_text(card.to_json(), encoding="utf-8")
-    return weights_path, card_path
+    return card_path
 
 
 def _load_state(module: nn.Module, state: dict[str, torch.Tensor], name: str, source: Path) -> None:
@@ -359,16 +339,16 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, nn.Module], ModelCard]:
     """
     given = Path(path)
     if given.suffix.lower() in PICKLE_SUFFIXES:
-        raise _pickle_refusal(given)
+        raise pickle_refusal(given)
     if given.is_file():
-        _check_not_pickle(given, expect_safetensors=given.suffix.lower() == WEIGHTS_SUFFIX)
+        check_not_pickle(given, expect_safetensors=given.suffix.lower() == WEIGHTS_SUFFIX)
     weights_path, card_path = checkpoint_paths(given)
     if not card_path.is_file():
         raise InputError(f"model card {card_path} is missing; a checkpoint is a .safetensors file with its .json card")
     if not weights_path.is_file():
         raise InputError(f"weights {weights_path} are missing for model card {card_path}")
-    _check_not_pickle(card_path, expect_safetensors=False)
-    _check_not_pickle(weights_path, expect_safetensors=True)
+    check_not_pickle(card_path, expect_safetensors=False)
+    check_not_pickle(weights_path, expect_safetensors=True)
     try:
         text = card_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

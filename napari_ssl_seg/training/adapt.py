@@ -23,7 +23,7 @@ from typing import Any
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.device import select_device
-from napari_ssl_seg.networks.checkpoint import card_timestamp, load_checkpoint, save_checkpoint
+from napari_ssl_seg.networks.checkpoint import card_timestamp, load_checkpoint, save_card, save_checkpoint
 from napari_ssl_seg.store.models import activate_model, active_model, register_model
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.batchnorm import BATCH_PATCHES, batchnorm_layers, reestimate_over_cases
@@ -101,7 +101,7 @@ def adapt_active_teacher(
         old_dice = validation_dice(project, active.checkpoint(project), device=device)
         new_dice = validation_dice(project, checkpoint, device=device)
         adapted.metrics["validation_dice"] = new_dice
-        save_checkpoint(checkpoint, networks, adapted, overwrite=True)
+        save_card(checkpoint, adapted)  # the weights as written above
     version = register_model(project, checkpoint, parent=active.name, activate=False)
     promoted = new_dice is None or is_better(new_dice, old_dice)
     if promoted:
