@@ -17,7 +17,7 @@ out of the estimate, so they still judge it fairly.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,30 +28,24 @@ from napari_ssl_seg.store.models import activate_model, active_model, register_m
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.batchnorm import BATCH_PATCHES, batchnorm_layers, reestimate_over_cases
 from napari_ssl_seg.training.job import default_retrain_dir
-from napari_ssl_seg.training.promote import is_better, validation_dice
+from napari_ssl_seg.training.promote import RetrainOutcome, is_better, validation_dice
 
 __all__ = ["AdaptOutcome", "adapt_active_teacher", "adaptation_cases"]
 
 
 @dataclass(frozen=True)
-class AdaptOutcome:
-    """What adapting changed: the versions, the cases it saw, the validation Dice of both (None: not validated)."""
+class AdaptOutcome(RetrainOutcome):
+    """A retrain's outcome (versions, validation Dice of both, promoted or not; None: not validated) and the number
+    of training cases whose statistics the new version took."""
 
-    old_version: str
-    new_version: str
-    cases: int
-    old_dice: float | None
-    new_dice: float | None
-    promoted: bool
-    active_version: str
-    out_dir: Path
+    cases: int = 0
 
     @property
     def validated(self) -> bool:
         return self.new_dice is not None
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "out_dir": str(self.out_dir), "validated": self.validated}
+        return {**super().as_dict(), "validated": self.validated}
 
 
 def _scored_on_parent(metric: str) -> bool:
@@ -107,6 +101,7 @@ def adapt_active_teacher(
     if promoted:
         activate_model(project, version.id)
     now = active_model(project)
+    now_name = now.name if now else active.name
     return AdaptOutcome(
-        active.name, version.name, len(cases), old_dice, new_dice, promoted, now.name if now else active.name, out
+        "completed", out, active.name, version.name, old_dice, new_dice, promoted, now_name, cases=len(cases)
     )
