@@ -46,9 +46,10 @@ VARIANTS = {
 #: Variants that are a method's own runs with something added: shown beside the method, named for what was added.
 NAMED_TAGS = {"bn": "+ end-of-run BatchNorm step"}
 VARIANT_LABELS = {
-    "mt-ema": "BatchNorm over\nunlabeled + EMA",
+    "mt-ema": "BatchNorm over unlabeled + EMA",
     "mt-emaonly": "EMA alone",
-    "ucmt-bn": "UCMT +\nBatchNorm step",
+    "ucmt-bn": "UCMT + BatchNorm step",
+    "supervised-bn": "control + BatchNorm step",
 }
 RESULTS = Path("benchmarks/results")
 
@@ -208,17 +209,18 @@ def plot(pairs: list[Pair], percents: dict[int, str], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     shown = columns(pairs)
-    names = [VARIANT_LABELS.get(m) or display_name(m).replace(", ", ",\n") for _, m, _ in shown]
-    labels = [f"{name}\n{n} labeled ({percents.get(n, '?')})" for name, (n, _, _) in zip(names, shown, strict=True)]
+    names = [VARIANT_LABELS.get(m) or display_name(m) for _, m, _ in shown]
+    # One line each: rotated labels of several lines run into their neighbours.
+    labels = [f"{name}, {n} labeled ({percents.get(n, '?')})" for name, (n, _, _) in zip(names, shown, strict=True)]
     low, high = -0.6, 1.3
-    figure, axes = plt.subplots(1, 2, figsize=(11, 5.0), dpi=120, sharey=True)
+    figure, axes = plt.subplots(1, 2, figsize=(12, 6.5), dpi=110, sharey=True)
     for axis, measure, title in (
         (axes[0], Pair.dice_gap_closed, "Dice: share of the gap to all labels closed"),
         (axes[1], Pair.hd95_gap_closed, "HD95: share of the gap to all labels closed"),
     ):
         for index, (labeled, method, group) in enumerate(shown):
             values = [measure(p) for p in group]
-            if method == CONTROL:
+            if method.partition("-")[0] == CONTROL:  # the control, with or without a tag
                 colour = "tab:grey"
             elif method.startswith(f"{CONTROL},"):
                 colour = "tab:orange"
@@ -235,7 +237,7 @@ def plot(pairs: list[Pair], percents: dict[int, str], png: Path) -> None:
         axis.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
         axis.set_title(title, fontsize=9)
         axis.set_ylim(low - 0.05, high + 0.05)
-    axes[0].set_ylabel("gap closed (dot: one seed's pair; bar: mean)")
+    axes[0].set_ylabel("gap closed (dot: a seed; bar: mean)")
     axes[0].legend(fontsize=7, loc="upper left")
     figure.suptitle(
         "Fine-tuned from the supervised plateau on the 40-case generated chest cohort: semi-supervised (blue, green),\n"
