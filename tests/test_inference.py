@@ -279,3 +279,17 @@ def test_mc_passes_run_one_at_a_time_on_the_cpu_and_stacked_on_cuda() -> None:
     x = torch.zeros(1, 1, 2, 3, 8)
     one_at_a_time, _ = mc_dropout_moments(network, x, samples=8)  # each pass is row 0: votes class 0
     assert torch.allclose(one_at_a_time[0, 0, ..., 4:], torch.ones(()), atol=1e-5)
+
+
+def test_mc_dropout_maps_repeat_and_leave_the_callers_random_state_alone() -> None:
+    volume = _oblique_volume()
+    predictor = _predictor()
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    first = predictor.predict(volume, samples=4)
+    assert torch.equal(torch.rand(3), expected)  # as if no prediction had drawn from it
+    second = predictor.predict(volume, samples=4)  # the caller's state has moved on: the masks repeat regardless
+    assert np.array_equal(first.uncertainty.array, second.uncertainty.array)
+    assert np.array_equal(first.label.array, second.label.array)
+    assert float(first.uncertainty.array.astype(np.float32).max()) > 0  # the masks did differ between passes

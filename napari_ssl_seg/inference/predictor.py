@@ -10,7 +10,8 @@ map. The entropy map is left as the network gave it, islands included.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,20 @@ class Prediction:
             "largest_component_only": list(self.largest_component),
             "notes": list(self.notes),
         }
+
+
+#: MC-dropout masks are drawn from this seed on every prediction.
+MASK_SEED = 0
+
+
+@contextmanager
+def _seeded_masks(device: torch.device) -> Iterator[None]:
+    """The same case and teacher give the same maps, and the queue the same order, on every run: drawn afresh,
+    one teacher's case ranking by ``boundary_entropy`` moved between 0.15 and 0.51 in Spearman over 18 cases
+    (docs/convergence.md). The caller's random state is restored afterwards."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(MASK_SEED)
+        yield
 
 
 class Predictor:
@@ -233,7 +248,8 @@ class Predictor:
         image, source_shape = self.prepare(orientation.volume_to_target(volume), resample)
         function = window_function(kind, self.networks, samples=samples, chunk=self.mc_chunk, bald=bald)
         plan = self.window_plan()
-        outputs = run_sliding_window(image, function, plan, progress=progress)
+        with _seeded_masks(self.device):
+            outputs = run_sliding_window(image, function, plan, progress=progress)
         del image
         if source_shape is not None:
             outputs = tuple(F.interpolate(o.float(), size=source_shape, mode="trilinear") for o in outputs)
