@@ -1,7 +1,7 @@
 """Does uncertainty-guided labeling pay? Test Dice against labeled cases, uncertainty-first vs random.
 
 Run: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/active_learning.py [--cases 12] [--cohort-seed 0]
-     [--strategies boundary_entropy,random] [--seeds 0,1] [--initial 2] [--rounds 5] [--budget 1]
+     [--strategies structure_entropy,random] [--seeds 0,1] [--initial 2] [--rounds 5] [--budget 1]
      [--method supervised] [--config quick] [--iterations 120] [--set key=value ...] [--samples 8]
      [--init models/chest_ct_ucmt.safetensors] [--promotion validation|always]
      [--out build/active_learning] [--png benchmarks/results/active_learning.png]
@@ -41,6 +41,7 @@ from napari_ssl_seg.active.simulation import (
     parse_initial,
     simulate,
 )
+from napari_ssl_seg.active.strategies import DEFAULT_STRATEGY
 from napari_ssl_seg.cli.train import training_config
 from napari_ssl_seg.cohort.cohort_project import build_cohort_project
 from napari_ssl_seg.runtime.allocator import keep_freed_memory
@@ -193,7 +194,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=12, help="cohort size")
     parser.add_argument("--cohort-seed", type=int, default=0)
     parser.add_argument("--cohort", type=Path, help="an existing cohort project instead of a generated one")
-    parser.add_argument("--strategies", default=f"boundary_entropy,{BASELINE}")
+    parser.add_argument("--strategies", default=f"{DEFAULT_STRATEGY},{BASELINE}")
     parser.add_argument("--seeds", default="0,1", help="comma-separated simulation seeds")
     parser.add_argument(
         "--initial",

@@ -41,7 +41,7 @@ def test_predict_writes_maps_in_the_source_geometry(tmp_path: Path, capsys: pyte
     for key in ("label", "entropy"):
         written = read_volume(summary["files"][key])
         assert geometry_mismatch(written, source) is None
-    assert set(summary["scores"]) == {"boundary_entropy", "top1_entropy", "uncertain_fraction"}
+    assert set(summary["scores"]) == {"boundary_entropy", "structure_entropy", "top1_entropy", "uncertain_fraction"}
     assert summary["samples"] == 2 and summary["device"] == "cpu"
     entropy = read_volume(summary["files"]["entropy"]).array
     assert entropy.min() >= 0 and entropy.max() <= math.log(8) + 1e-3
@@ -187,6 +187,7 @@ def test_evaluate_reports_metrics_failures_and_uncertainty_quality(
     assert quality["voxels"] > 0 and 0 <= quality["ece"] <= 1
     assert set(quality["spearman_score_vs_1_minus_dice"]) == {
         "boundary_entropy",
+        "structure_entropy",
         "top1_entropy",
         "uncertain_fraction",
         "missing_volume",

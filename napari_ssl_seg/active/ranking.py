@@ -21,22 +21,23 @@ from napari_ssl_seg.active.strategies import (
     random_score,
 )
 from napari_ssl_seg.errors import InputError
-from napari_ssl_seg.inference.case_scores import MODEL_STRATEGIES, structure_volumes, volume_shortfall
+from napari_ssl_seg.inference.case_scores import MODEL_STRATEGIES, model_scores, structure_volumes, volume_shortfall
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.inference.reference_volumes import reference_volumes
 from napari_ssl_seg.progress import CaseProgress
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.store.models import ModelVersion, active_model, register_model
+from napari_ssl_seg.store.models import ModelVersion, active_model, register_model, version_card
 from napari_ssl_seg.store.ranking_cache import (
     prediction_paths,
     read_cached,
     read_cached_volumes,
+    read_prediction,
     save_cached_volumes,
     save_scores,
     scores,
 )
 
-__all__ = ["RankResult", "candidate_cases", "rank_project"]
+__all__ = ["RankResult", "candidate_cases", "rank_project", "score_queue_from_cache"]
 
 
 @dataclass
@@ -112,6 +113,45 @@ def _rescore_missing_volume(
     return set(fresh)
 
 
+def _score_from_maps(project: Project, version: ModelVersion, names: list[str], num_classes: int) -> set[str]:
+    """Give ``names`` every map-derived score from their cached predictions; returns those scored.
+
+    A case scored by this model before a score existed (a project ranked by an older version) gets it
+    without the network. A case whose cached maps are gone or unreadable is left out, to be predicted again.
+    """
+    rescored: dict[str, dict[str, float]] = {}
+    for name in names:
+        cached = read_prediction(project, version.name, name)
+        if cached is None or cached[1] is None:
+            continue
+        label, entropy = cached
+        rescored[name] = model_scores(entropy.array, label.array, label.spacing, num_classes)
+    for key in next(iter(rescored.values()), {}):
+        save_scores(project, version.id, key, {name: values[key] for name, values in rescored.items()})
+    return set(rescored)
+
+
+def score_queue_from_cache(project_root: Path | str, strategy: str, *, progress: CaseProgress | None = None) -> int:
+    """Give the queued cases the active teacher predicted the ``strategy`` score they lack; returns how many.
+
+    A project ranked by an earlier version holds only that version's scores; the cached maps hold all
+    that a newer map-derived score needs, so no network runs. Opens its own connection (for a worker
+    thread). ``missing_volume`` is left to :func:`rank_project`, which keeps it fresh.
+    """
+    if strategy not in MODEL_STRATEGIES or strategy == "missing_volume":
+        return 0
+    with Project.open(project_root) as project:
+        version = active_model(project)
+        if version is None:
+            return 0
+        have = set(scores(project, version.id, strategy))
+        lacking = [name for name in candidate_cases(project) if name not in have]
+        if progress:
+            progress(0, len(lacking), "cached predictions")
+        num_classes = int(version_card(project, version).network.get("num_classes", 2))
+        return len(_score_from_maps(project, version, lacking, num_classes))
+
+
 def rank_project(
     project: Project,
     *,
@@ -139,6 +179,9 @@ def rank_project(
     result.model = version
     predictor = Predictor.from_checkpoint(version.checkpoint(project), device=device)
     done = {name for name in scores(project, version.id, MODEL_STRATEGIES[0]) if name in names}
+    if strategy in MODEL_STRATEGIES and strategy != "missing_volume" and not force:
+        lacking = sorted(done - set(scores(project, version.id, strategy)))
+        done -= set(lacking) - _score_from_maps(project, version, lacking, predictor.num_classes)
     # Reading every labeled case is skipped when nothing needs it. The candidates are unlabeled,
     # so none of them is in the reference: one for all of them.
     needs_reference = strategy == "missing_volume" or force or not done.issuperset(names)

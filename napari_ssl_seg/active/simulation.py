@@ -37,7 +37,7 @@ import numpy as np
 from napari_ssl_seg.active.ranking import candidate_cases, rank_project
 from napari_ssl_seg.active.simulated_project import GroundTruthSource, copy_project, read_source, reveal
 from napari_ssl_seg.active.simulation_records import RoundRecord, SimulationResult
-from napari_ssl_seg.active.strategies import STRATEGIES
+from napari_ssl_seg.active.strategies import DEFAULT_STRATEGY, STRATEGIES
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.evaluation.evaluate import evaluate_project
 from napari_ssl_seg.inference.case_scores import MODEL_STRATEGIES
@@ -85,7 +85,7 @@ class SimulationSettings:
     one per seed (each session's starting teacher trained on that seed's initial cases).
     ``promotion``: which teacher goes on after a round (see the module doc, ``PROMOTIONS``)."""
 
-    strategy: Strategy = "boundary_entropy"
+    strategy: Strategy = DEFAULT_STRATEGY
     budget: int = 1
     rounds: int | None = None
     initial: int | Sequence[str] = 2

@@ -1,7 +1,7 @@
 """The ranking strategies a project's queue can be ordered by, and the model-free baselines.
 
 Model-based strategies are scores of a case's prediction (:mod:`napari_ssl_seg.inference.case_scores`,
-``boundary_entropy`` the default). Model-free baselines, for comparison in the active-learning simulation:
+``structure_entropy`` the default). Model-free baselines, for comparison in the active-learning simulation:
 
 * ``random``: a fixed pseudo-random number per (project seed, case), so a "random" queue is
   reproducible and independent of the order cases were imported.
@@ -27,7 +27,7 @@ __all__ = [
 
 MODEL_FREE_STRATEGIES = ("random", "least_recent")
 STRATEGIES = MODEL_STRATEGIES + MODEL_FREE_STRATEGIES
-DEFAULT_STRATEGY = "boundary_entropy"
+DEFAULT_STRATEGY = "structure_entropy"
 
 
 def random_score(seed: int, case_name: str) -> float:

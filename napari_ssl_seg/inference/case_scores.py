@@ -2,11 +2,18 @@
 
 Model-based scores read a case's entropy map (nats) and predicted label map:
 
-* ``boundary_entropy`` (the default): mean entropy over the predicted foreground and a band of
+* ``boundary_entropy``: mean entropy over the predicted foreground and a band of
   ``BOUNDARY_BAND_MM`` around it. Errors concentrate on organ boundaries, and restricting the mean
   to this region keeps a large, confidently empty background from diluting the score (a CT of
   the whole trunk would otherwise rank below a tight crop with the same doubtful organ). With no
   predicted foreground the model found nothing; the mean over the whole volume is used then.
+* ``structure_entropy`` (the default): the same mean taken per predicted structure (its voxels and
+  the band around them), then averaged over the structures, as the case's mean Dice averages its
+  classes. The one-region mean is dominated by the largest structure (the tissue of a chest CT is
+  most of its foreground), whose boundary is easy; per structure, a doubtful rib counts as much as
+  the tissue. Its Spearman correlation with a case's 1 - Dice was at least ``boundary_entropy``'s for
+  every teacher and cohort measured (7 pairs, 18 unseen cases each: 0.29-0.96, mean 0.62, against
+  0.07-0.83, mean 0.44; docs/convergence.md).
 * ``top1_entropy``: mean of the 1% most uncertain voxels; sensitive to one small doubtful region
   even when most of the structure is certain.
 * ``uncertain_fraction``: the fraction of the volume whose entropy exceeds half the maximum
@@ -38,7 +45,7 @@ __all__ = [
     "volume_shortfall",
 ]
 
-MODEL_STRATEGIES = ("boundary_entropy", "top1_entropy", "uncertain_fraction", "missing_volume")
+MODEL_STRATEGIES = ("boundary_entropy", "structure_entropy", "top1_entropy", "uncertain_fraction", "missing_volume")
 BOUNDARY_BAND_MM = 4.0
 TOP_FRACTION = 0.01
 
@@ -53,6 +60,10 @@ def _band_structure(spacing: Sequence[float], band_mm: float) -> np.ndarray:
     return np.asarray(inside <= 1.0)
 
 
+def _grown_box(box: tuple[slice, ...], pad: Sequence[int], shape: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(box, pad, shape, strict=True))
+
+
 def _region(label: np.ndarray, spacing: Sequence[float], band_mm: float) -> np.ndarray | None:
     from scipy import ndimage  # here, not at the top: the CLI imports this module to list strategies
 
@@ -63,11 +74,27 @@ def _region(label: np.ndarray, spacing: Sequence[float], band_mm: float) -> np.n
     # a small organ would otherwise pay for dilating hundreds of millions of background voxels.
     structure = _band_structure(spacing, band_mm)
     pad = [s // 2 for s in structure.shape]
-    boxes = ndimage.find_objects(foreground.astype(np.uint8))[0]
-    box = tuple(slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(boxes, pad, label.shape, strict=True))
+    box = _grown_box(ndimage.find_objects(foreground.astype(np.uint8))[0], pad, label.shape)
     region = np.zeros_like(foreground)
     region[box] = ndimage.binary_dilation(foreground[box], structure=structure)
     return region
+
+
+def _structure_means(values: np.ndarray, label: np.ndarray, spacing: Sequence[float], band_mm: float) -> list[float]:
+    """Mean entropy over each predicted structure and its band, one value per structure present."""
+    from scipy import ndimage
+
+    structure = _band_structure(spacing, band_mm)
+    pad = [s // 2 for s in structure.shape]
+    means = []
+    # find_objects gives every class's bounding box in one pass; each band is dilated inside its own box.
+    for index, box in enumerate(ndimage.find_objects(label), start=1):
+        if box is None:
+            continue
+        box = _grown_box(box, pad, label.shape)
+        band = ndimage.binary_dilation(label[box] == index, structure=structure)
+        means.append(float(values[box][band].mean()))
+    return means
 
 
 def model_scores(
@@ -90,12 +117,15 @@ def model_scores(
     values = entropy.astype(np.float32, copy=False)
     region = _region(label, spacing, band_mm)
     boundary = float(values.mean()) if region is None else float(values[region].mean())
+    # With no predicted foreground there is no structure to average over: the whole volume's mean, as above.
+    per_structure = _structure_means(values, label, spacing, band_mm) if region is not None else []
     count = max(math.ceil(values.size * TOP_FRACTION), 1)
     flat = values.reshape(-1)
     top = np.partition(flat, flat.size - count)[flat.size - count :]
     threshold = 0.5 * math.log(max(num_classes, 2))
     result = {
         "boundary_entropy": boundary,
+        "structure_entropy": float(np.mean(per_structure)) if per_structure else boundary,
         "top1_entropy": float(top.mean()),
         "uncertain_fraction": float(np.count_nonzero(values > threshold) / values.size),
     }

@@ -95,8 +95,8 @@ MASK_SEED = 0
 @contextmanager
 def _seeded_masks(device: torch.device) -> Iterator[None]:
     """The same case and teacher give the same maps, and the queue the same order, on every run: drawn afresh,
-    one teacher's case ranking by ``boundary_entropy`` moved between 0.15 and 0.51 in Spearman over 18 cases
-    (docs/convergence.md). The caller's random state is restored afterwards."""
+    one teacher's case ranking by ``boundary_entropy`` (the default then) moved between 0.15 and 0.51 in
+    Spearman over 18 cases (docs/convergence.md). The caller's random state is restored afterwards."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(MASK_SEED)
         yield

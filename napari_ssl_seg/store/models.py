@@ -66,11 +66,15 @@ def active_model(project: Project) -> ModelVersion | None:
     return _record(rows[0]) if rows else None
 
 
+def version_card(project: Project, version: ModelVersion) -> ModelCard:
+    """The stored model card of ``version`` (read from the project; the weights are not loaded)."""
+    path = inside(project.root, version.card_path)
+    return ModelCard.from_json(path.read_text(encoding="utf-8"), source=str(path))
+
+
 def _weights_digest(project: Project, version: ModelVersion) -> str:
     """The stored card's weights hash (the weights were checked against it on registration)."""
-    path = inside(project.root, version.card_path)
-    card = ModelCard.from_json(path.read_text(encoding="utf-8"), source=str(path))
-    return card.weights_sha256 or sha256_file(version.checkpoint(project))
+    return version_card(project, version).weights_sha256 or sha256_file(version.checkpoint(project))
 
 
 def _validation_dice(card: ModelCard) -> float | None:

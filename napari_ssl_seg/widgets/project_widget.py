@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_ssl_seg.active.ranking import score_queue_from_cache
 from napari_ssl_seg.active.strategies import STRATEGIES
 from napari_ssl_seg.store.splits import set_split
 from napari_ssl_seg.widgets.background import report_errors, run_in_background
@@ -108,7 +109,9 @@ class ProjectWidget(QWidget):
             self.session.case_opened,
         ):
             signal.connect(self.refresh)
+        self.session.project_changed.connect(self.score_queue)
         self.refresh()
+        self.score_queue()
 
     # -- actions -------------------------------------------------------------------
     def _choose(self, *, create: bool) -> None:
@@ -146,6 +149,26 @@ class ProjectWidget(QWidget):
     def _set_strategy(self, strategy: str) -> None:
         self.session.strategy = strategy
         self.refresh()
+        self.score_queue()
+
+    def score_queue(self, *_args: Any) -> Any:
+        """Score predicted cases that lack the strategy's score (a project ranked by an earlier version) from
+        their cached maps, off the GUI thread; returns the worker, or None when nothing lacks one."""
+        if self.session.project is None:
+            return None
+        try:
+            rows = self.session.rows()
+        except Exception:  # a damaged project: refresh, on the same signals, says so once
+            return None
+        if not any(row.queued and row.status == "predicted" and row.score is None for row in rows):
+            return None
+        return run_in_background(
+            score_queue_from_cache,
+            self.session.project.root,
+            self.session.strategy,
+            description="scoring the queue from cached predictions",
+            on_done=report_errors(lambda count: self.refresh() if count else None, arguments=1),
+        )
 
     def open_row(self, row: int) -> None:
         item = self.table.item(row, 0)
