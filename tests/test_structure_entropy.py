@@ -24,8 +24,8 @@ def test_a_doubtful_small_structure_counts_as_much_as_a_certain_large_one() -> N
     entropy = np.zeros(label.shape, np.float16)
     entropy[4:6, 27:33, 27:33] = 0.6
     scored = model_scores(entropy, label, spacing=(1.0, 1.0, 1.0), num_classes=3, band_mm=1.0)
-    # Structure 2's band is itself dilated by a 6-connected ball: 96 voxels, 64 of them at 0.6.
-    assert scored["structure_entropy"] == pytest.approx((0.0 + 0.4) / 2, abs=1e-3)
+    # Structure 2's band is its box grown by one voxel per axis: 4x6x6 = 144 voxels, 72 of them at 0.6.
+    assert scored["structure_entropy"] == pytest.approx((0.0 + 0.3) / 2, abs=1e-3)
     # One region over all the foreground is diluted by the large structure's certain voxels.
     assert scored["boundary_entropy"] < 0.05
     # The same doubt on the large structure's rim instead: it moves structure 1's mean, not structure 2's.
