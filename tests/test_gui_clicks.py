@@ -192,3 +192,48 @@ def test_the_sample_menu_entries_open_image_and_labels(make_napari_viewer, uncau
         action.trigger()
         assert len(viewer.layers) == count + 2, text  # the image and its labels
     assert notes.new() == []
+
+
+@pytest.mark.parametrize("opening", ["one by one", "all together"])
+def test_a_project_ranked_by_an_earlier_version_gets_each_strategys_scores_in_the_project_dock(
+    make_napari_viewer, qtbot, project_root, uncaught, opening
+):
+    from napari_ssl_seg.active.ranking import rank_project
+    from napari_ssl_seg.active.strategies import DEFAULT_STRATEGY, STRATEGIES
+    from napari_ssl_seg.store.models import active_model
+    from napari_ssl_seg.store.ranking_cache import scores
+
+    following = STRATEGIES[STRATEGIES.index(DEFAULT_STRATEGY) + 1]  # one key press down the list
+    with Project.open(project_root) as project:
+        ranked = rank_project(project, strategy="boundary_entropy", samples=2)
+        # As an earlier version left it: the maps cached, but neither of these two scores stored.
+        with project.transaction() as connection:
+            connection.executemany("DELETE FROM scores WHERE strategy = ?", [(DEFAULT_STRATEGY,), (following,)])
+    assert ranked.predicted
+    viewer = make_napari_viewer(show=True)
+    notes = Notifications()
+    project = open_docks(viewer, qtbot, opening)[0]
+    table = project.table
+    column = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())].index("score")
+
+    def scored_on_screen() -> bool:
+        shown = {table.item(r, 0).text(): table.item(r, column).text() for r in range(table.rowCount())}
+        return all(shown.get(name) for name in ranked.predicted)
+
+    def stored(strategy: str) -> dict[str, float]:
+        with Project.open(project_root) as opened:
+            return scores(opened, active_model(opened).id, strategy)
+
+    qtbot.keyClicks(project.path_edit, str(project_root))
+    qtbot.keyClick(project.path_edit, Qt.Key_Return)
+    qtbot.waitUntil(scored_on_screen, timeout=60_000)  # the default's scores, from the cached maps
+    assert set(stored(DEFAULT_STRATEGY)) == set(ranked.predicted)
+    queued = [table.item(r, 0).text() for r in range(table.rowCount())][: len(ranked.predicted)]
+    assert queued == list(stored(DEFAULT_STRATEGY))  # work order: most uncertain first
+
+    project.strategy_box.setFocus()
+    qtbot.keyClick(project.strategy_box, Qt.Key_Down)
+    assert project.strategy_box.currentText() == following
+    qtbot.waitUntil(lambda: set(stored(following)) == set(ranked.predicted), timeout=60_000)
+    qtbot.waitUntil(scored_on_screen, timeout=30_000)
+    assert notes.new() == []

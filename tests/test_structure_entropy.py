@@ -38,6 +38,28 @@ def test_a_doubtful_small_structure_counts_as_much_as_a_certain_large_one() -> N
     assert "structure_entropy" in STRATEGIES
 
 
+@pytest.mark.parametrize("spacing", [(10.0, 3.0, 3.0), (5.0, 5.0, 5.0), (2.5, 0.8, 0.8)])
+def test_the_scores_do_not_depend_on_the_voxel_order_a_scan_is_stored_in(spacing: tuple[float, ...]) -> None:
+    rng = np.random.default_rng(0)
+    label = np.zeros((12, 30, 34), np.uint8)
+    label[3:9, 4:20, 5:22] = 1
+    label[5:7, 22:27, 24:30] = 2
+    entropy = (rng.random(label.shape) * label.astype(np.float32) * 0.5 + rng.random(label.shape) * 0.05).astype(
+        np.float16
+    )
+    scored = model_scores(entropy, label, spacing, num_classes=3)
+    # The same scan stored x-first and flipped in y (another file's voxel order), its spacing permuted with it.
+    order = (2, 1, 0)
+    stored = model_scores(
+        np.flip(entropy.transpose(order), axis=1),
+        np.ascontiguousarray(np.flip(label.transpose(order), axis=1)),
+        tuple(spacing[a] for a in order),
+        num_classes=3,
+    )
+    for key in ("boundary_entropy", "structure_entropy"):
+        assert stored[key] == pytest.approx(scored[key], rel=1e-6), key
+
+
 @pytest.fixture
 def ranked(tmp_path: Path) -> Iterator[tuple[Project, ranking.RankResult]]:
     project_root = ranking_cohort(tmp_path)

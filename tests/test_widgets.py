@@ -323,34 +323,3 @@ def test_correcting_a_prediction_records_the_effort_and_the_project_dock_shows_i
     row = next(r for r in range(table.rowCount()) if table.item(r, 0).text() == case)
     column = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())].index("corrected")
     assert table.item(row, column).text() == f"{100 * 90 / 190:.1f}%"
-
-
-def test_a_project_ranked_by_an_earlier_version_gets_the_default_score_in_the_project_dock(
-    make_napari_viewer, qtbot, project_root
-):
-    from napari_ssl_seg.active.ranking import rank_project
-    from napari_ssl_seg.active.strategies import DEFAULT_STRATEGY
-    from napari_ssl_seg.store.ranking_cache import scores
-
-    with Project.open(project_root) as project:
-        ranked = rank_project(project, strategy="boundary_entropy", samples=2)
-        # As an earlier version left it: the maps cached, the scores of that version's strategies only.
-        with project.transaction() as connection:
-            connection.execute("DELETE FROM scores WHERE strategy = ?", (DEFAULT_STRATEGY,))
-    assert ranked.predicted
-    errors = len(errors_shown())
-    viewer = make_napari_viewer()
-    docks = dock_assistant(viewer, project_root)
-    table = docks["Project"].table
-
-    def shown_scores() -> dict[str, str]:
-        return {table.item(r, 0).text(): table.item(r, 3).text() for r in range(table.rowCount())}
-
-    qtbot.waitUntil(lambda: all(shown_scores()[name] for name in ranked.predicted), timeout=60_000)
-    with Project.open(project_root) as project:
-        stored = scores(project, active_model(project).id, DEFAULT_STRATEGY)
-    assert set(stored) == set(ranked.predicted)
-    # The table is in work order: the queued cases by the new score, most uncertain first.
-    queued = [table.item(r, 0).text() for r in range(table.rowCount()) if table.item(r, 0).text() in stored]
-    assert queued == list(stored)
-    assert errors_shown()[errors:] == []

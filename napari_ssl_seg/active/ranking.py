@@ -113,14 +113,22 @@ def _rescore_missing_volume(
     return set(fresh)
 
 
-def _score_from_maps(project: Project, version: ModelVersion, names: list[str], num_classes: int) -> set[str]:
+def _score_from_maps(
+    project: Project,
+    version: ModelVersion,
+    names: list[str],
+    num_classes: int,
+    progress: CaseProgress | None = None,
+) -> set[str]:
     """Give ``names`` every map-derived score from their cached predictions; returns those scored.
 
     A case scored by this model before a score existed (a project ranked by an older version) gets it
     without the network. A case whose cached maps are gone or unreadable is left out, to be predicted again.
     """
     rescored: dict[str, dict[str, float]] = {}
-    for name in names:
+    for index, name in enumerate(names):
+        if progress:
+            progress(index, len(names), name)
         cached = read_prediction(project, version.name, name)
         if cached is None or cached[1] is None:
             continue
@@ -146,10 +154,11 @@ def score_queue_from_cache(project_root: Path | str, strategy: str, *, progress:
             return 0
         have = set(scores(project, version.id, strategy))
         lacking = [name for name in candidate_cases(project) if name not in have]
-        if progress:
-            progress(0, len(lacking), "cached predictions")
         num_classes = int(version_card(project, version).network.get("num_classes", 2))
-        return len(_score_from_maps(project, version, lacking, num_classes))
+        scored = _score_from_maps(project, version, lacking, num_classes, progress)
+        if progress:
+            progress(len(lacking), len(lacking), "done")
+        return len(scored)
 
 
 def rank_project(

@@ -51,15 +51,18 @@ TOP_FRACTION = 0.01
 
 
 def _band_radii(spacing: Sequence[float], band_mm: float) -> list[int]:
-    """``band_mm`` in whole voxels per axis (z, y, x), at least one voxel in-plane."""
-    radii = [max(math.floor(band_mm / s), 0) for s in spacing]
-    # A band thinner than every voxel would be no band at all: keep one voxel in-plane (y, x).
-    radii[1], radii[2] = max(radii[1], 1), max(radii[2], 1)
-    return radii
+    """``band_mm`` in whole voxels per axis, at least one voxel along the finest axes.
+
+    A band thinner than every voxel would be no band at all, so the finest axes (within 1.5x of the
+    finest spacing: in-plane for a stack of slices) keep one voxel. Chosen by spacing, not by axis
+    position, so a scan stored in another voxel order gets the same band in the world and the same score.
+    """
+    finest = min(spacing)
+    return [max(math.floor(band_mm / s), 1 if s <= 1.5 * finest else 0) for s in spacing]
 
 
 def _band_structure(spacing: Sequence[float], band_mm: float) -> np.ndarray:
-    """An ellipsoid of radius ``band_mm`` in voxels per axis (at least one voxel in-plane)."""
+    """An ellipsoid of radius ``band_mm`` in voxels per axis (see :func:`_band_radii`)."""
     radii = _band_radii(spacing, band_mm)
     grid = np.ogrid[tuple(slice(-r, r + 1) for r in radii)]
     inside = sum((g / max(r, 1)) ** 2 for g, r in zip(grid, radii, strict=True))
