@@ -94,3 +94,36 @@ def test_a_project_ranked_before_the_score_existed_gets_it_from_the_cached_maps(
         expected[name] = model_scores(entropy.array, label.array, label.spacing, 8)["structure_entropy"]
     assert dict(second.queue) == pytest.approx(expected)
     assert [name for name, _ in second.queue] == sorted(expected, key=lambda n: (-expected[n], n))
+
+
+def test_asking_for_some_scores_gives_exactly_those_with_the_full_sets_values() -> None:
+    label = np.zeros((8, 24, 24), np.uint8)
+    label[2:6, 3:12, 3:12] = 1
+    label[3:5, 15:20, 15:20] = 2
+    entropy = (np.random.default_rng(1).random(label.shape) * 0.7).astype(np.float16)
+    volumes = {1: 500.0, 2: 400.0}
+    full = model_scores(entropy, label, (2.0, 1.0, 1.0), 3, reference_volumes=volumes)
+    for key in full:
+        assert model_scores(entropy, label, (2.0, 1.0, 1.0), 3, reference_volumes=volumes, which=(key,)) == {
+            key: full[key]
+        }
+    with pytest.raises(ValueError, match="unknown score"):
+        model_scores(entropy, label, (2.0, 1.0, 1.0), 3, which=("structure_entropy", "surprise"))
+
+
+def test_a_queue_whose_cases_are_all_scored_is_served_without_loading_the_teacher(
+    ranked: tuple[Project, ranking.RankResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, first = ranked
+    version = active_model(project)
+    assert version is not None
+    with project.transaction() as connection:
+        connection.execute("DELETE FROM scores WHERE strategy = 'structure_entropy'")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the teacher was loaded although every case could be scored from its cached maps")
+
+    monkeypatch.setattr(ranking.Predictor, "from_checkpoint", refuse)
+    second = ranking.rank_project(project, strategy="structure_entropy", samples=2)
+    assert not second.predicted and sorted(second.reused) == sorted(first.predicted)
+    assert set(dict(second.queue)) == set(first.predicted)

@@ -118,14 +118,15 @@ def _score_from_maps(
     version: ModelVersion,
     names: list[str],
     num_classes: int,
+    strategy: str,
     progress: CaseProgress | None = None,
 ) -> set[str]:
-    """Give ``names`` every map-derived score from their cached predictions; returns those scored.
+    """Give ``names`` the ``strategy`` score from their cached predictions; returns those scored.
 
     A case scored by this model before a score existed (a project ranked by an older version) gets it
     without the network. A case whose cached maps are gone or unreadable is left out, to be predicted again.
     """
-    rescored: dict[str, dict[str, float]] = {}
+    rescored: dict[str, float] = {}
     for index, name in enumerate(names):
         if progress:
             progress(index, len(names), name)
@@ -133,9 +134,10 @@ def _score_from_maps(
         if cached is None or cached[1] is None:
             continue
         label, entropy = cached
-        rescored[name] = model_scores(entropy.array, label.array, label.spacing, num_classes)
-    for key in next(iter(rescored.values()), {}):
-        save_scores(project, version.id, key, {name: values[key] for name, values in rescored.items()})
+        values = model_scores(entropy.array, label.array, label.spacing, num_classes, which=(strategy,))
+        rescored[name] = values[strategy]
+    if rescored:
+        save_scores(project, version.id, strategy, rescored)
     return set(rescored)
 
 
@@ -154,8 +156,8 @@ def score_queue_from_cache(project_root: Path | str, strategy: str, *, progress:
             return 0
         have = set(scores(project, version.id, strategy))
         lacking = [name for name in candidate_cases(project) if name not in have]
-        num_classes = int(version_card(project, version).network.get("num_classes", 2))
-        scored = _score_from_maps(project, version, lacking, num_classes, progress)
+        num_classes = version_card(project, version).num_classes
+        scored = _score_from_maps(project, version, lacking, num_classes, strategy, progress)
         if progress:
             progress(len(lacking), len(lacking), "done")
         return len(scored)
@@ -186,11 +188,11 @@ def rank_project(
         return result
     version = _resolve_model(project, model)
     result.model = version
-    predictor = Predictor.from_checkpoint(version.checkpoint(project), device=device)
     done = {name for name in scores(project, version.id, MODEL_STRATEGIES[0]) if name in names}
     if strategy in MODEL_STRATEGIES and strategy != "missing_volume" and not force:
         lacking = sorted(done - set(scores(project, version.id, strategy)))
-        done -= set(lacking) - _score_from_maps(project, version, lacking, predictor.num_classes)
+        num_classes = version_card(project, version).num_classes
+        done -= set(lacking) - _score_from_maps(project, version, lacking, num_classes, strategy)
     # Reading every labeled case is skipped when nothing needs it. The candidates are unlabeled,
     # so none of them is in the reference: one for all of them.
     needs_reference = strategy == "missing_volume" or force or not done.issuperset(names)
@@ -202,12 +204,15 @@ def rank_project(
         )
     if strategy == "missing_volume" and not force:
         done = _rescore_missing_volume(project, version, sorted(done), reference)
+    predictor: Predictor | None = None
     for index, name in enumerate(names):
         if progress:
             progress(index, len(names), name)
         if name in done and not force:
             result.reused.append(name)
             continue
+        if predictor is None:  # loaded only when a case needs the network: a fully scored queue does not
+            predictor = Predictor.from_checkpoint(version.checkpoint(project), device=device)
         image = project.read_image(name)
         prediction = predictor.predict(image, uncertainty=uncertainty, samples=samples, name=name)
         if prediction.uncertainty is None:

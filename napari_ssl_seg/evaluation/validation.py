@@ -62,7 +62,7 @@ class ValidationScore:
 def scored_classes(card: ModelCard) -> list[int]:
     """The foreground classes a card's network predicts (what every evaluation scores)."""
     classes = [int(k) for k in sorted(card.classes) if int(k) != 0]
-    return classes or list(range(1, int(card.network.get("num_classes", 2))))
+    return classes or list(range(1, card.num_classes))
 
 
 def validate_network(

@@ -32,7 +32,7 @@ The model-free baselines and the strategy names the queue offers are in
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -129,31 +129,39 @@ def model_scores(
     *,
     band_mm: float = BOUNDARY_BAND_MM,
     reference_volumes: Mapping[int, float] | None = None,
+    which: Collection[str] | None = None,
 ) -> dict[str, float]:
     """The model-based scores of one case (see the module docstring), as plain floats.
 
-    ``missing_volume`` is included only when ``reference_volumes`` ({class: mm^3}) is given.
+    ``which`` names the scores wanted (default: all); filling in one score a project lacks should not
+    pay for ``boundary_entropy``'s ellipsoid band (seconds on a CT). ``missing_volume`` is included
+    only when ``reference_volumes`` ({class: mm^3}) is given.
     """
     if entropy.shape != label.shape:
         raise ValueError(f"entropy map {entropy.shape} and label map {label.shape} differ in shape")
     if entropy.size == 0:
         raise ValueError("cannot score an empty volume")
+    wanted = set(MODEL_STRATEGIES if which is None else which)
+    unknown = wanted - set(MODEL_STRATEGIES)
+    if unknown:
+        raise ValueError(f"unknown score(s): {', '.join(sorted(unknown))}")
     values = entropy.astype(np.float32, copy=False)
-    region = _region(label, spacing, band_mm)
-    boundary = float(values.mean()) if region is None else float(values[region].mean())
-    # With no predicted foreground there is no structure to average over: the whole volume's mean, as above.
-    per_structure = _structure_means(values, label, spacing, band_mm) if region is not None else []
-    count = max(math.ceil(values.size * TOP_FRACTION), 1)
-    flat = values.reshape(-1)
-    top = np.partition(flat, flat.size - count)[flat.size - count :]
-    threshold = 0.5 * math.log(max(num_classes, 2))
-    result = {
-        "boundary_entropy": boundary,
-        "structure_entropy": float(np.mean(per_structure)) if per_structure else boundary,
-        "top1_entropy": float(top.mean()),
-        "uncertain_fraction": float(np.count_nonzero(values > threshold) / values.size),
-    }
-    if reference_volumes:
+    result: dict[str, float] = {}
+    # With no predicted foreground there is no structure to average over: the whole volume's mean, for both.
+    if "boundary_entropy" in wanted:
+        region = _region(label, spacing, band_mm)
+        result["boundary_entropy"] = float(values.mean()) if region is None else float(values[region].mean())
+    if "structure_entropy" in wanted:
+        per_structure = _structure_means(values, label, spacing, band_mm)
+        result["structure_entropy"] = float(np.mean(per_structure)) if per_structure else float(values.mean())
+    if "top1_entropy" in wanted:
+        count = max(math.ceil(values.size * TOP_FRACTION), 1)
+        flat = values.reshape(-1)
+        result["top1_entropy"] = float(np.partition(flat, flat.size - count)[flat.size - count :].mean())
+    if "uncertain_fraction" in wanted:
+        threshold = 0.5 * math.log(max(num_classes, 2))
+        result["uncertain_fraction"] = float(np.count_nonzero(values > threshold) / values.size)
+    if reference_volumes and "missing_volume" in wanted:
         result["missing_volume"] = missing_volume(label, spacing, reference_volumes)
     return result
 

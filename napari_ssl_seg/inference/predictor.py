@@ -145,7 +145,7 @@ class Predictor:
             raise InputError(f"overlap must be in [0, 1), got {overlap}")
         self.overlap = overlap
         self.mc_chunk = mc_chunk  # None: mc_dropout.default_chunk for the device
-        self.num_classes = int(card.network.get("num_classes", 2))
+        self.num_classes = card.num_classes
         self.in_channels = int(card.network.get("in_channels", 1))
         self.half_blending = half_blending
         self._prepared_for: Execution | None = None  # the execution the networks' layout was last set for

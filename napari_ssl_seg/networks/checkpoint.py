@@ -130,6 +130,11 @@ class ModelCard:
     #: After the argmax, chosen on validation: ``{LARGEST_COMPONENT: [class ids]}`` (inference/components.py).
     postprocessing: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def num_classes(self) -> int:
+        """Output channels of the main network, background included (cards before the field: binary, 2)."""
+        return int(self.network.get("num_classes", 2))
+
     def to_json(self) -> str:
         """Serialise; class ids become JSON string keys, tuples become lists."""
         data = dataclasses.asdict(self)

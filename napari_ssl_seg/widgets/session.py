@@ -25,9 +25,9 @@ from napari_ssl_seg.active.strategies import DEFAULT_STRATEGY
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.layers import volume_to_layer_data
+from napari_ssl_seg.networks import ModelCard
 from napari_ssl_seg.store import Project
-from napari_ssl_seg.store.models import ModelVersion, active_model
-from napari_ssl_seg.store.names import inside
+from napari_ssl_seg.store.models import ModelVersion, active_model, version_card
 from napari_ssl_seg.store.ranking_cache import prediction_paths, read_cached
 from napari_ssl_seg.store.records import LabelVersion
 from napari_ssl_seg.widgets.background import in_event_loop_turns
@@ -76,7 +76,7 @@ class AssistSession(QObject):
         #: (teacher, its predicted labels) while the label layer holds an unsaved prediction: the
         #: first save records the voxels corrected from it (the annotation effort).
         self._started_from: tuple[str, np.ndarray] | None = None
-        self._network_of: tuple[str | None, dict[str, Any]] = (None, {})
+        self._card_of: tuple[str | None, ModelCard | None] = (None, None)
 
     @property
     def viewer(self) -> Any:
@@ -111,24 +111,24 @@ class AssistSession(QObject):
     def active_model(self) -> ModelVersion | None:
         return None if self.project is None else active_model(self.project)
 
-    def active_network(self) -> dict[str, Any]:
-        """The active teacher's network settings from its card ({} without a teacher)."""
+    def active_card(self) -> ModelCard | None:
+        """The active teacher's model card (None without a teacher)."""
         model = self.active_model()
         if model is None:
-            return {}
+            return None
         # The card is read once per model version, not on every overlay or threshold change.
-        if self._network_of[0] != model.name:
-            from napari_ssl_seg.networks import ModelCard
+        if self._card_of[0] != model.name:
+            self._card_of = (model.name, version_card(self.require_project(), model))
+        return self._card_of[1]
 
-            card = ModelCard.from_json(inside(self.require_project().root, model.card_path).read_text(encoding="utf-8"))
-            self._network_of = (model.name, dict(card.network))
-        return self._network_of[1]
+    def active_network(self) -> dict[str, Any]:
+        """The active teacher's network settings from its card ({} without a teacher)."""
+        card = self.active_card()
+        return {} if card is None else dict(card.network)
 
     def num_classes(self) -> int:
-        network = self.active_network()
-        if not network:
-            return max(2, len(self.require_project().label_names()) + 1)
-        return int(network.get("num_classes", 2))
+        card = self.active_card()
+        return max(2, len(self.require_project().label_names()) + 1) if card is None else card.num_classes
 
     def open_next_case(self) -> str | None:
         """Open the most uncertain queued case other than the open one; None when the queue is empty."""
