@@ -30,6 +30,7 @@ import argparse
 import itertools
 import json
 import shlex
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,58 @@ def _savings(results: dict[str, dict[str, Any]], initial: int, metric: str = "di
     return rows
 
 
+def _paired(results: dict[str, dict[str, Any]], initial: int, metric: str = "dice") -> list[dict[str, Any]]:
+    """Each strategy against random seed by seed: the difference of the test ``metric`` at each labeled count.
+
+    A session and its random twin share the seed, the initial cases and the starting teacher, so the
+    per-seed difference removes what the start contributes; its mean over seeds, against its spread,
+    says whether the order itself helps where the two curves' spreads overlap. ``labeled`` None is the
+    mean over every count after the initial one (one number per seed: the area between the curves).
+    A positive ``gain`` is better for the strategy (for HD95, random's minus the strategy's).
+    """
+    key = {"dice": "test_dice", "hd95": "test_hd95_mm"}[metric]
+    sign = -1.0 if metric == "hd95" else 1.0
+
+    def by_seed(result: dict[str, Any]) -> dict[int, dict[int, float]]:
+        table: dict[int, dict[int, float]] = {}
+        for record in result.get("rounds", []):
+            if record.get(key) is not None and record["labeled"] > initial:
+                table.setdefault(record["seed"], {})[record["labeled"]] = float(record[key])
+        return table
+
+    baseline = by_seed(results[BASELINE])
+    rows = []
+    for strategy, result in results.items():
+        if strategy == BASELINE:
+            continue
+        mine = by_seed(result)
+        seeds = sorted(set(mine) & set(baseline))
+        counts = sorted({n for seed in seeds for n in mine[seed] if n in baseline[seed]})
+        gains: dict[int | None, list[float]] = {n: [] for n in counts}
+        gains[None] = []
+        for seed in seeds:
+            shared = [n for n in counts if n in mine[seed] and n in baseline[seed]]
+            per_count = [sign * (mine[seed][n] - baseline[seed][n]) for n in shared]
+            for n, gain in zip(shared, per_count, strict=True):
+                gains[n].append(gain)
+            if per_count:
+                gains[None].append(statistics.fmean(per_count))
+        for labeled, values in gains.items():
+            if values:
+                rows.append(
+                    {
+                        "strategy": strategy,
+                        "metric": metric,
+                        "labeled": labeled,
+                        "gain_mean": statistics.fmean(values),
+                        "gain_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                        "better": sum(value > 0 for value in values),
+                        "seeds": len(values),
+                    }
+                )
+    return rows
+
+
 def _plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -228,6 +281,7 @@ def main() -> None:
     results = {strategy: _run(strategy, cohort, args) for strategy in strategies}
     initial_count = args.initial if isinstance(args.initial, int) else len(args.initial)
     savings = [*_savings(results, initial_count, "dice"), *_savings(results, initial_count, "hd95")]
+    paired = [*_paired(results, initial_count, "dice"), *_paired(results, initial_count, "hd95")]
     start = "scratch" if args.init is None else "/".join(Path(args.init).parts[-2:])
     title = (
         f"{cohort.name}, {args.method}, {args.iterations} it/round, {args.budget} case/round, "
@@ -235,7 +289,7 @@ def main() -> None:
     )
     _plot(results, args.png, title)
     command = shlex.join([sys.executable, *sys.argv])
-    summary = {"command": command, "strategies": results, "savings": savings}
+    summary = {"command": command, "strategies": results, "savings": savings, "paired": paired}
     json_path = args.png.with_suffix(".json")
     json_path.write_text(json.dumps(summary, indent=1), encoding="utf-8")
 
@@ -260,6 +314,13 @@ def main() -> None:
             f"{row['strategy']:<20} {row['metric']:>6} {row['random_cases']:>3} {row['random_value']:>9.4f} "
             f"{needed:>8} {ratio:>7} {chosen:>12}"
         )
+    print("\nseed by seed against random (same start): gain in test Dice, or HD95 mm saved; 'all': mean over rounds")
+    print(f"{'strategy':<20} {'metric':>6} {'N':>4} {'gain':>18} {'better in':>10}")
+    for row in paired:
+        digits = 4 if row["metric"] == "dice" else 1
+        count = "all" if row["labeled"] is None else str(row["labeled"])
+        gain = f"{row['gain_mean']:+.{digits}f} ± {row['gain_std']:.{digits}f}"
+        print(f"{row['strategy']:<20} {row['metric']:>6} {count:>4} {gain:>18} {row['better']:>4} of {row['seeds']}")
     print("\nannotation effort: voxels corrected in the ranking teacher's prediction / voxels painted from scratch")
     print(f"{'labeled':<8} " + " ".join(f"{s:>22}" for s in strategies))
     for count in counts:

@@ -49,3 +49,35 @@ def test_saving_at_equal_hd95_counts_the_cases_a_strategy_needs_to_come_down_to_
     assert rows[("hd95", 3)]["cases_needed"] == pytest.approx(2.6)
     dice_rows = {r["random_cases"]: r for r in benchmark._savings(results, 2, "dice")}
     assert dice_rows[4]["cases_needed"] == pytest.approx(3.0)
+
+
+def sessions(strategy_by_seed: dict[int, list[tuple[int, float, float | None]]]) -> dict[str, Any]:
+    rounds = [
+        {"seed": seed, "labeled": n, "test_dice": dice, "test_hd95_mm": hd95}
+        for seed, points in strategy_by_seed.items()
+        for n, dice, hd95 in points
+    ]
+    return {"rounds": rounds}
+
+
+def test_the_paired_comparison_differences_each_seed_against_its_own_random_twin() -> None:
+    benchmark = load_benchmark()
+    results = {
+        # Seed 1 starts far higher than seed 0: the means' spreads overlap, the per-seed differences do not.
+        "random": sessions(
+            {0: [(2, 0.5, 40.0), (3, 0.55, 30.0), (4, 0.6, 20.0)], 1: [(2, 0.7, 20.0), (3, 0.72, 18.0)]}
+        ),
+        "structure_entropy": sessions(
+            {0: [(2, 0.5, 40.0), (3, 0.57, 26.0), (4, 0.61, 22.0)], 1: [(2, 0.7, 20.0), (3, 0.75, None)]}
+        ),
+    }
+    dice = {row["labeled"]: row for row in benchmark._paired(results, 2, "dice")}
+    assert set(dice) == {3, 4, None}  # the shared initial count is left out
+    assert dice[3]["gain_mean"] == pytest.approx(0.025) and dice[3]["better"] == 2 and dice[3]["seeds"] == 2
+    assert dice[4]["seeds"] == 1 and dice[4]["gain_std"] == 0.0  # seed 1 never reached 4 cases
+    # Per seed, the mean over its rounds: seed 0 (0.02 + 0.01) / 2, seed 1 0.03.
+    assert dice[None]["gain_mean"] == pytest.approx((0.015 + 0.03) / 2)
+    hd95 = {row["labeled"]: row for row in benchmark._paired(results, 2, "hd95")}
+    # Lower is better: 4 mm saved at 3 cases, 2 mm lost at 4; seed 1's missing distance is not a zero.
+    assert hd95[3]["gain_mean"] == pytest.approx(4.0) and hd95[3]["seeds"] == 1
+    assert hd95[4]["gain_mean"] == pytest.approx(-2.0) and hd95[4]["better"] == 0
