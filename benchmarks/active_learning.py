@@ -21,7 +21,8 @@ the JSON beside it, and prints a table and the labeling saving: how many
 cases each uncertainty strategy needs (linear interpolation between rounds) to reach the mean Dice that
 random labeling reaches with N cases, as a ratio to N (the issue's target: at most 0.7), and the same
 for the mean HD95 (reaching it means coming down to it).
-A strategy whose work folder under ``--out`` already holds a finished result is not run again.
+Each strategy's session of each seed has its own folder under ``--out``; a finished one is not run again, so
+a run stopped part-way goes on where it stopped, and more seeds can be added later.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import argparse
 import itertools
 import json
 import shlex
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -60,55 +62,74 @@ def _cohort(out: Path, cases: int, seed: int) -> Path:
     return out
 
 
+def _stored_session(done: Path, config: TrainConfig, args: argparse.Namespace, seed: int) -> dict[str, Any] | None:
+    """The finished session of ``seed`` stored at ``done``; None when there is none (or it was cut short)."""
+    if not done.is_file():
+        return None
+    stored = json.loads(done.read_text(encoding="utf-8"))
+    # Rebuilt through from_dict, a setting added since that run counts at its default (the
+    # behaviour the run had), so a finished session survives new config keys.
+    ran_with = TrainConfig.from_dict(stored["settings"]["config"]).to_dict()
+    same = ran_with == config.to_dict() and stored["settings"]["seeds"] == [seed]
+    # Sessions from before the rule was simulated took every fine-tuned teacher.
+    same = same and stored["settings"].get("promotion", "always") == args.promotion
+    same = same and all(stored["settings"][key] == getattr(args, key) for key in ("initial", "budget", "rounds"))
+    same = same and stored["settings"].get("init_model") == _stored_init(args, [seed])
+    if not same:
+        sys.exit(f"error: {done.parent} holds a session with other settings; choose another --out")
+    return stored if len(stored["rounds"]) == args.rounds + 1 else None
+
+
 def _run(strategy: str, cohort: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Every seed's session of ``strategy``, each in its own folder: a run stopped part-way keeps the seeds it
+    finished, and the next run with the same settings (any seeds) reuses them."""
     config = training_config(args)
-    settings = SimulationSettings(
-        strategy=strategy,
-        budget=args.budget,
-        rounds=args.rounds,
-        initial=args.initial,
-        seeds=tuple(args.seeds),
-        samples=args.samples,
-        init_model=_starting_teachers(args),
-        device=args.device,
-        promotion=args.promotion,
-    )
-    work = args.out / strategy
-    done = work / "result.json"
-    if done.is_file():
-        stored = json.loads(done.read_text(encoding="utf-8"))
-        # Rebuilt through from_dict, a setting added since that run counts at its default (the
-        # behaviour the run had), so a finished session survives new config keys.
-        ran_with = TrainConfig.from_dict(stored["settings"]["config"]).to_dict()
-        same = ran_with == config.to_dict() and stored["settings"]["seeds"] == args.seeds
-        # Sessions from before the rule was simulated took every fine-tuned teacher.
-        same = same and stored["settings"].get("promotion", "always") == args.promotion
-        same = same and all(stored["settings"][key] == getattr(args, key) for key in ("initial", "budget", "rounds"))
-        same = same and stored["settings"].get("init_model") == _stored_init(args)
-        if not same:
-            sys.exit(f"error: {work} holds a session with other settings; choose another --out")
-        if len(stored["rounds"]) == len(args.seeds) * (args.rounds + 1):
-            print(f"{strategy}: reusing the finished session in {work}", flush=True)
-            return stored
+    merged: SimulationResult | None = None
+    for seed in args.seeds:
+        work = args.out / strategy / f"seed{seed}"
+        stored = _stored_session(work / "result.json", config, args, seed)
+        if stored is not None:
+            print(f"{strategy}: reusing the finished session of seed {seed} in {work}", flush=True)
+            session = SimulationResult.from_dict(stored)
+        else:
+            if work.exists():
+                shutil.rmtree(work)  # cut short: its rounds say nothing without the rest
+            settings = SimulationSettings(
+                strategy=strategy,
+                budget=args.budget,
+                rounds=args.rounds,
+                initial=args.initial,
+                seeds=(seed,),
+                samples=args.samples,
+                init_model=_starting_teachers(args, [seed]),
+                device=args.device,
+                promotion=args.promotion,
+            )
 
-    def report(done: int, total: int, item: str) -> None:
-        print(f"  {strategy}: {done}/{total} teachers trained ({item})", flush=True)
+            def report(done: int, total: int, item: str) -> None:
+                print(f"  {strategy}: {done}/{total} teachers trained ({item})", flush=True)
 
-    result: SimulationResult = simulate(cohort, work, config, settings, progress=report)
-    return result.as_dict()
+            session = simulate(cohort, work, config, settings, progress=report)
+        if merged is None:
+            merged = SimulationResult(session.strategy, session.method, args.out / strategy, dict(session.settings))
+        merged.records.extend(session.records)
+    assert merged is not None  # at least one seed (checked in main)
+    merged.settings["seeds"] = list(args.seeds)
+    merged.settings["init_model"] = _stored_init(args, args.seeds)
+    return merged.as_dict()
 
 
-def _starting_teachers(args: argparse.Namespace) -> Path | dict[int, Path] | None:
+def _starting_teachers(args: argparse.Namespace, seeds: list[int]) -> Path | dict[int, Path] | None:
     if args.init is None:
         return None
     if "{seed}" in args.init:
-        return {seed: Path(args.init.format(seed=seed)) for seed in args.seeds}
+        return {seed: Path(args.init.format(seed=seed)) for seed in seeds}
     return Path(args.init)
 
 
-def _stored_init(args: argparse.Namespace) -> str | dict[str, str] | None:
+def _stored_init(args: argparse.Namespace, seeds: list[int]) -> str | dict[str, str] | None:
     """``--init`` as the session's summary stores it."""
-    teachers = _starting_teachers(args)
+    teachers = _starting_teachers(args, seeds)
     if isinstance(teachers, dict):
         return {str(seed): str(path) for seed, path in teachers.items()}
     return None if teachers is None else str(teachers)

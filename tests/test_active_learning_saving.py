@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -81,3 +82,67 @@ def test_the_paired_comparison_differences_each_seed_against_its_own_random_twin
     # Lower is better: 4 mm saved at 3 cases, 2 mm lost at 4; seed 1's missing distance is not a zero.
     assert hd95[3]["gain_mean"] == pytest.approx(4.0) and hd95[3]["seeds"] == 1
     assert hd95[4]["gain_mean"] == pytest.approx(-2.0) and hd95[4]["better"] == 0
+
+
+def test_a_stored_session_reads_back_with_its_rounds_and_curve() -> None:
+    from napari_ssl_seg.active.simulation_records import RoundRecord, SimulationResult
+
+    def record(seed: int, round_index: int, dice: float, hd95: float | None) -> RoundRecord:
+        return RoundRecord(
+            seed=seed,
+            round=round_index,
+            labeled=2 + round_index,
+            labeled_cases=[f"case_{i:03d}" for i in range(2 + round_index)],
+            picked=[] if round_index == 0 else [f"case_{10 + round_index:03d}"],
+            picked_scores=[] if round_index == 0 else [0.4],
+            test_dice=dice,
+            validation_dice=None,
+            model="m.safetensors",
+            train_seconds=1.0,
+            rank_seconds=0.5,
+            promoted=round_index > 0,
+            teacher="m.safetensors",
+            corrected_voxels=[] if round_index == 0 else [30],
+            scratch_voxels=[] if round_index == 0 else [300],
+            test_hd95_mm=hd95,
+        )
+
+    original = SimulationResult(
+        "structure_entropy", "supervised", Path("work"), {"seeds": [0, 1]},
+        [record(0, 0, 0.6, 20.0), record(0, 1, 0.7, None), record(1, 0, 0.5, 30.0), record(1, 1, 0.6, 24.0)],
+    )  # fmt: skip
+    stored = json.loads(json.dumps(original.as_dict()))  # as result.json holds it
+    again = SimulationResult.from_dict(stored)
+    assert again.records == original.records
+    assert again.as_dict() == stored
+    point = {p["labeled"]: p for p in again.curve()}[3]
+    assert point["dice_mean"] == pytest.approx(0.65) and point["hd95_mean"] == pytest.approx(24.0)
+    assert point["correction_mean"] == pytest.approx(0.1)
+
+
+def test_a_finished_seed_is_reused_a_cut_short_one_is_not_and_other_settings_are_refused(tmp_path: Path) -> None:
+    from argparse import Namespace
+
+    from napari_ssl_seg.training.config import TrainConfig
+
+    benchmark = load_benchmark()
+    config = TrainConfig()
+    teachers = "teachers/seed{seed}/model.safetensors"
+    args = Namespace(promotion="validation", initial=2, budget=1, rounds=2, init=teachers)
+    settings = {
+        "config": config.to_dict(),
+        "seeds": [3],
+        "promotion": "validation",
+        "initial": 2,
+        "budget": 1,
+        "rounds": 2,
+        "init_model": {"3": "teachers/seed3/model.safetensors"},
+    }
+    done = tmp_path / "result.json"
+    assert benchmark._stored_session(done, config, args, 3) is None  # nothing run yet
+    done.write_text(json.dumps({"settings": settings, "rounds": [{}, {}]}), encoding="utf-8")
+    assert benchmark._stored_session(done, config, args, 3) is None  # stopped after 2 of its 3 rounds
+    done.write_text(json.dumps({"settings": settings, "rounds": [{}, {}, {}]}), encoding="utf-8")
+    assert benchmark._stored_session(done, config, args, 3)["rounds"] == [{}, {}, {}]
+    with pytest.raises(SystemExit, match="other settings"):
+        benchmark._stored_session(done, config, Namespace(**{**vars(args), "rounds": 5}), 3)

@@ -94,6 +94,13 @@ class SimulationResult:
             )
         return points
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SimulationResult:
+        """A result as :meth:`as_dict` wrote it (a session's ``result.json``); the curve follows from the rounds."""
+        names = {f.name for f in dataclasses.fields(RoundRecord)}
+        records = [RoundRecord(**{key: value for key, value in r.items() if key in names}) for r in data["rounds"]]
+        return cls(data["strategy"], data["method"], Path(data["work_dir"]), dict(data["settings"]), records)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "strategy": self.strategy,
