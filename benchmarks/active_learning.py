@@ -113,7 +113,7 @@ def _run(strategy: str, cohort: Path, args: argparse.Namespace) -> dict[str, Any
         if merged is None:
             merged = SimulationResult(session.strategy, session.method, args.out / strategy, dict(session.settings))
         merged.records.extend(session.records)
-    assert merged is not None  # at least one seed (checked in main)
+    assert merged is not None  # main refuses an empty --seeds
     merged.settings["seeds"] = list(args.seeds)
     merged.settings["init_model"] = _stored_init(args, args.seeds)
     return merged.as_dict()
@@ -295,6 +295,8 @@ def main() -> None:
     args = parser.parse_args()
     keep_freed_memory()  # as the command line runs
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    if not args.seeds:
+        parser.error("--seeds needs at least one seed")
     strategies = [s for s in args.strategies.split(",") if s]
     if BASELINE not in strategies:
         parser.error(f"--strategies must include {BASELINE}, the baseline the saving is measured against")
