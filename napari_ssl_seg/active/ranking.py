@@ -117,7 +117,6 @@ def _score_from_maps(
     project: Project,
     version: ModelVersion,
     names: list[str],
-    num_classes: int,
     strategy: str,
     progress: CaseProgress | None = None,
 ) -> set[str]:
@@ -126,6 +125,9 @@ def _score_from_maps(
     A case scored by this model before a score existed (a project ranked by an older version) gets it
     without the network. A case whose cached maps are gone or unreadable is left out, to be predicted again.
     """
+    if not names:
+        return set()
+    num_classes = version_card(project, version).num_classes
     rescored: dict[str, float] = {}
     for index, name in enumerate(names):
         if progress:
@@ -156,8 +158,7 @@ def score_queue_from_cache(project_root: Path | str, strategy: str, *, progress:
             return 0
         have = set(scores(project, version.id, strategy))
         lacking = [name for name in candidate_cases(project) if name not in have]
-        num_classes = version_card(project, version).num_classes
-        scored = _score_from_maps(project, version, lacking, num_classes, strategy, progress)
+        scored = _score_from_maps(project, version, lacking, strategy, progress)
         if progress:
             progress(len(lacking), len(lacking), "done")
         return len(scored)
@@ -191,8 +192,7 @@ def rank_project(
     done = {name for name in scores(project, version.id, MODEL_STRATEGIES[0]) if name in names}
     if strategy in MODEL_STRATEGIES and strategy != "missing_volume" and not force:
         lacking = sorted(done - set(scores(project, version.id, strategy)))
-        num_classes = version_card(project, version).num_classes
-        done -= set(lacking) - _score_from_maps(project, version, lacking, num_classes, strategy)
+        done -= set(lacking) - _score_from_maps(project, version, lacking, strategy)
     # Reading every labeled case is skipped when nothing needs it. The candidates are unlabeled,
     # so none of them is in the reference: one for all of them.
     needs_reference = strategy == "missing_volume" or force or not done.issuperset(names)
