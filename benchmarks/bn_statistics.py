@@ -1,6 +1,7 @@
 """How much of a semi-supervised gain is BatchNorm seeing the unlabeled cases? A teacher's statistics re-estimated.
 
 Run: .venv/bin/python benchmarks/bn_statistics.py PROJECT MODEL [--batches 100] [--out build/bn_statistics]
+    [--amp on|off|both]
 
 A supervised run on 2 labeled cases keeps BatchNorm running statistics of patches from those 2 cases; every
 semi-supervised method here passes labeled and unlabeled patches through its student together, so its
@@ -10,7 +11,10 @@ re-estimates the statistics of every BatchNorm layer as the product's end-of-run
 card's spacing, orientation and normalisation) from ``--batches`` batches of 4 patches drawn from one of two
 sets of the project's training cases: the labeled ones only, and all of them (labeled and unlabeled). Each
 variant is saved with MODEL's card and scored on the validation split (what the product's step decides on)
-and the test split (test Dice and HD95), beside MODEL's own.
+and the test split (test Dice and HD95), beside MODEL's own. ``--amp`` sets the precision of the passes: ``on``
+(the product's: bfloat16 and channels-last on a CPU that has bfloat16, float16 on CUDA), ``off`` (float32), or
+``both``, side by side in this run with the seconds of each estimate and their ratio (variants named ``SET`` and
+``SET_float32``).
 
 ``--product-step`` also runs the product's own step on a copy of MODEL's run folder (``train --resume`` of the
 finished run with ``batchnorm_batches=--batches``: the loop re-estimates over all training cases, validates
@@ -21,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +38,7 @@ from label_gap import test_scores
 from napari_ssl_seg.evaluation.validation import ValidationCase, validate_network
 from napari_ssl_seg.networks.checkpoint import load_checkpoint, save_checkpoint
 from napari_ssl_seg.runtime.allocator import keep_freed_memory
+from napari_ssl_seg.runtime.precision import execution_for
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training.batchnorm import reestimate_over_cases, statistics_summary
 from napari_ssl_seg.training.config import TrainConfig
@@ -68,6 +75,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sets", default="labeled,all", help="which re-estimations to score ('' for none)")
     parser.add_argument("--product-step", action="store_true", help="also run the loop's step on a copy of the run")
+    parser.add_argument("--amp", default="on", choices=("on", "off", "both"), help="precision of the passes")
     args = parser.parse_args()
     keep_freed_memory()
     device = torch.device(args.device)
@@ -91,18 +99,34 @@ def main() -> None:
         )
         sets = {"labeled": list(snapshot.labeled), "all": [*snapshot.labeled, *snapshot.unlabeled]}
         sets = {name: cases for name, cases in sets.items() if name in args.sets.split(",")}
-        for name, cases in sets.items():
+        modes = {"on": (True,), "off": (False,), "both": (True, False)}[args.amp]
+        for (set_name, cases), mixed in itertools.product(sets.items(), modes):
+            name = set_name if mixed else f"{set_name}_float32"
             networks, card = load_checkpoint(args.model)
-            reestimate_over_cases(networks["model"].to(device), project, cases, card, batches=args.batches, seed=0)
+            execution = execution_for(device, mixed_precision=mixed)
+            started = time.perf_counter()
+            reestimate_over_cases(
+                networks["model"].to(device), project, cases, card, batches=args.batches, seed=0, execution=execution
+            )
+            seconds = time.perf_counter() - started
             out = args.out / f"{args.model.parent.name}_{name}" / "model.safetensors"
             out.parent.mkdir(parents=True, exist_ok=True)
             save_checkpoint(out, {key: net.cpu() for key, net in networks.items()}, card, overwrite=True)
             results[name] = test_scores(args.project, out, args.device)
             results[name]["validation_dice"] = validation_dice(networks["model"].to(device))
+            results[name]["seconds"] = round(seconds, 2)
             print(
-                f"statistics of {len(cases)} {name} training cases: validation Dice "
-                f"{results[name]['validation_dice']:.3f}, test Dice {results[name]['dice']:.3f}, "
+                f"statistics of {len(cases)} {set_name} training cases ({execution.label}, {seconds:.1f} s): "
+                f"validation Dice {results[name]['validation_dice']:.3f}, test Dice {results[name]['dice']:.3f}, "
                 f"HD95 {results[name]['hd95_mm']:.1f} mm",
+                flush=True,
+            )
+        for set_name in sets if len(modes) == 2 else ():
+            mixed, plain = results[set_name], results[f"{set_name}_float32"]
+            print(
+                f"{set_name}: float32 / mixed precision seconds {plain['seconds'] / mixed['seconds']:.2f}; "
+                f"test Dice {mixed['dice'] - plain['dice']:+.4f}, HD95 {mixed['hd95_mm'] - plain['hd95_mm']:+.2f} mm, "
+                f"validation Dice {mixed['validation_dice'] - plain['validation_dice']:+.4f} (mixed minus float32)",
                 flush=True,
             )
     if args.product_step:

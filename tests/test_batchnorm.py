@@ -16,6 +16,7 @@ from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.evaluation.validation import ValidationCase, validate_network
 from napari_ssl_seg.networks import load_checkpoint
 from napari_ssl_seg.networks.checkpoint import checkpoint_paths, save_checkpoint
+from napari_ssl_seg.runtime.precision import Execution
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.training import batchnorm
 from napari_ssl_seg.training.batchnorm import (
@@ -86,6 +87,34 @@ def test_reestimate_takes_the_statistics_of_the_batches_and_nothing_else() -> No
         if key != "1.num_batches_tracked":
             assert torch.equal(network.state_dict()[key], value), key
     assert reestimate_batchnorm(nn.Sequential(nn.Conv3d(1, 1, 1)), batches) == 0
+
+
+def test_mixed_precision_passes_give_the_float32_statistics_to_bfloat16s_precision() -> None:
+    def network() -> nn.Module:
+        torch.manual_seed(3)
+        return nn.Sequential(
+            nn.Conv3d(1, 4, 3, padding=1),
+            nn.BatchNorm3d(4),
+            nn.ReLU(),
+            nn.Conv3d(4, 4, 3, padding=1),
+            nn.BatchNorm3d(4),
+        )
+
+    generator = torch.Generator().manual_seed(0)
+    batches = [1.0 + 0.5 * torch.randn(2, 1, 4, 8, 8, generator=generator) for _ in range(6)]
+    plain, mixed = network(), network()
+    reestimate_batchnorm(plain, batches)
+    execution = Execution(torch.device("cpu"), torch.bfloat16, channels_last=True)
+    assert reestimate_batchnorm(mixed, batches, execution) == 6
+    # Laid out as the execution asks (what the predictor then finds), statistics still kept in float32.
+    assert mixed[3].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert not plain[3].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    for index in (1, 4):
+        for key in ("running_mean", "running_var"):
+            ours, reference = getattr(mixed[index], key), getattr(plain[index], key)
+            assert ours.dtype == torch.float32
+            assert not torch.equal(ours, reference), "the passes did not run in bfloat16"
+            torch.testing.assert_close(ours, reference, rtol=0.03, atol=0.01)
 
 
 def test_statistics_that_validate_better_replace_the_export(trained: Path, tiny_project: Path, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.networks.checkpoint import card_timestamp, load_checkpoint, save_card, save_checkpoint
+from napari_ssl_seg.runtime.precision import execution_for
 from napari_ssl_seg.store.models import activate_model, active_model, register_model
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.batchnorm import BATCH_PATCHES, batchnorm_layers, reestimate_over_cases
@@ -78,8 +79,12 @@ def adapt_active_teacher(
     networks, card = load_checkpoint(active.checkpoint(project))
     if not batchnorm_layers(networks["model"]):
         raise InputError(f"teacher {active.name} has no BatchNorm layer: there are no statistics to adapt")
-    network = networks["model"].to(select_device(device))
-    seen = reestimate_over_cases(network, project, cases, card, batches=batches, seed=seed)
+    target = select_device(device)
+    network = networks["model"].to(target)
+    # The precision the predictor deploys the teacher in (and 3x faster than float32 on a bfloat16 CPU).
+    seen = reestimate_over_cases(
+        network, project, cases, card, batches=batches, seed=seed, execution=execution_for(target)
+    )
     networks["model"] = network.cpu()
     statistics = {"cases": len(cases), "patches": seen * BATCH_PATCHES, "adapted_from": active.name}
     metrics = {key: value for key, value in card.metrics.items() if not _scored_on_parent(key)}
