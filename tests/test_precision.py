@@ -10,9 +10,16 @@ import torch
 from torch import nn
 
 from napari_ssl_seg.networks import ModelCard, VNet, load_checkpoint, save_checkpoint
-from napari_ssl_seg.runtime.precision import Execution, cpu_has_native_bf16, execution_for, guard_thin_convolutions
+from napari_ssl_seg.runtime.precision import (
+    Execution,
+    cpu_has_native_bf16,
+    execution_for,
+    guard_thin_convolutions,
+    thin_batchnorm_in_standard_layout,
+)
 
 CPU_BF16 = Execution(torch.device("cpu"), torch.bfloat16, channels_last=True)
+CPU_CHANNELS_LAST = Execution(torch.device("cpu"), channels_last=True)
 
 
 def _card(network: VNet) -> ModelCard:
@@ -94,6 +101,43 @@ def test_the_guard_runs_two_deep_convolutions_in_float32_and_others_in_bf16() ->
             conv(torch.randn(1, 5, 2, 4, 4))  # wrong channel count: the forward raises inside the guard
         assert torch.is_autocast_enabled("cpu")  # and autocast is back on for what follows
     assert conv._float32_guards == []
+
+
+def test_thin_batchnorm_runs_in_the_standard_layout_and_hands_on_channels_last() -> None:
+    torch.manual_seed(4)
+    thin, wide = nn.BatchNorm3d(8), nn.BatchNorm3d(16)
+    network = nn.Sequential(nn.Conv3d(8, 8, 3, padding=1), thin, nn.Conv3d(8, 16, 3, padding=1), wide)
+    reference = copy.deepcopy(network)
+    CPU_CHANNELS_LAST.prepare_module(network)
+    assert len(thin._forward_pre_hooks) == len(thin._forward_hooks) == 1
+    thin_batchnorm_in_standard_layout(network)  # idempotent: still one pair of hooks
+    assert len(thin._forward_pre_hooks) == len(thin._forward_hooks) == 1
+    assert not wide._forward_pre_hooks and not wide._forward_hooks
+    seen = []
+    thin.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    conv_inputs = []
+    network[2].register_forward_pre_hook(
+        lambda module, args: conv_inputs.append(args[0].is_contiguous(memory_format=torch.channels_last_3d))
+    )
+    images = torch.randn(2, 8, 4, 6, 6)
+    out = network(CPU_CHANNELS_LAST.prepare_input(images.clone().requires_grad_(True)))
+    expected = reference(images)
+    assert seen == [True] and conv_inputs == [True]
+    torch.testing.assert_close(out, expected)
+    probe = torch.randn(expected.shape)  # a loss whose gradient through BatchNorm is not zero
+    (out * probe).sum().backward()
+    (expected * probe).sum().backward()
+    for (name, ours), theirs in zip(network.named_parameters(), reference.parameters(), strict=True):
+        if name in ("0.bias", "2.bias"):
+            continue  # a convolution's bias before BatchNorm has no gradient but rounding
+        scale = float(theirs.grad.abs().max())
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+    torch.testing.assert_close(thin.running_var, reference[1].running_var)
+    with torch.no_grad():  # no backward to follow: the layer runs channels-last, no copies
+        torch.testing.assert_close(network(CPU_CHANNELS_LAST.prepare_input(images)), reference(images))
+    assert seen == [True, False] and conv_inputs == [True, True]
+    plain = Execution(torch.device("cpu")).prepare_module(nn.BatchNorm3d(8))
+    assert not plain._forward_pre_hooks, "only a channels-last CPU execution needs the copies"
 
 
 def test_a_channels_last_network_saves_and_predicts_as_the_standard_layout(tmp_path: Path) -> None:

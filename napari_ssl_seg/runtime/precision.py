@@ -23,6 +23,14 @@ agree with float32 to 0.5%. The ``quick`` V-Net's bottleneck is 2x8x8, so withou
 deepest weights take garbage steps. :func:`guard_thin_convolutions` runs exactly those calls in
 float32 (a bottleneck this small is a sliver of the compute); ``tests/test_precision.py`` fails
 without the guard.
+
+And one work-around of a slow kernel: the CPU's channels-last BatchNorm vectorises over the channels, and with
+fewer than 16 (the ``quick`` network's 8 at full resolution) its backward pass is slower than the standard
+layout's by 5x to 10x (torch 2.13, 4x8x16x64x64 bfloat16: forward and backward 23-25 ms against 2.6 ms; with 16
+channels channels-last is the faster, 7.5 ms; without gradients it is the faster too).
+:func:`thin_batchnorm_in_standard_layout` runs exactly those layers, when gradients are on, on a standard-layout
+copy and hands the next layer channels-last again: 16 ms with the copies (docs/benchmarks.md has what a training
+iteration gains).
 """
 
 from __future__ import annotations
@@ -33,10 +41,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Execution", "cpu_has_native_bf16", "execution_for", "guard_thin_convolutions"]
+__all__ = [
+    "Execution",
+    "cpu_has_native_bf16",
+    "execution_for",
+    "guard_thin_convolutions",
+    "thin_batchnorm_in_standard_layout",
+]
 
 # The input depth at which oneDNN's bfloat16 conv3d weight gradient is wrong (module docstring).
 _FAULTY_DEPTH = 2
+# Below this many channels the CPU's channels-last BatchNorm is slower than the standard layout (module docstring).
+_THIN_BATCHNORM_CHANNELS = 16
 
 
 def cpu_has_native_bf16() -> bool:
@@ -75,6 +91,8 @@ class Execution:
         module.to(self.device).to(memory_format=layout)
         if self.device.type == "cpu" and self.autocast_dtype == torch.bfloat16:
             guard_thin_convolutions(module)
+        if self.device.type == "cpu" and self.channels_last:
+            thin_batchnorm_in_standard_layout(module)
         return module
 
     def prepare_input(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -129,4 +147,35 @@ def guard_thin_convolutions(module: nn.Module) -> nn.Module:
             conv._float32_guards = []  # a stack: the same module may be called re-entrantly
             conv.register_forward_pre_hook(_enter_float32)
             conv.register_forward_hook(_leave_float32, always_call=True)
+    return module
+
+
+def _to_standard_layout(module: nn.Module, args: tuple[object, ...]) -> tuple[object, ...] | None:
+    image = args[0]
+    # Only where a backward follows: without one, channels-last is as fast and the copies would cost.
+    copy = isinstance(image, torch.Tensor) and image.ndim == 5 and torch.is_grad_enabled()
+    copy = copy and image.is_contiguous(memory_format=torch.channels_last_3d) and not image.is_contiguous()
+    module._copied_to_standard_layout = copy
+    return (image.contiguous(), *args[1:]) if copy else None  # type: ignore[union-attr]
+
+
+def _back_to_channels_last(module: nn.Module, args: tuple[object, ...], output: object) -> object:
+    if module._copied_to_standard_layout and isinstance(output, torch.Tensor):
+        return output.contiguous(memory_format=torch.channels_last_3d)
+    return None
+
+
+def thin_batchnorm_in_standard_layout(module: nn.Module) -> nn.Module:
+    """Run every ``BatchNorm3d`` of ``module`` with fewer than 16 channels on a standard-layout copy (in place).
+
+    Only while gradients are on (a training forward); without them the layer runs as it is. The output goes back
+    to channels-last, so the layers after it see the layout they were prepared for. Hooks,
+    as for :func:`guard_thin_convolutions`: state dicts and checkpoints are unchanged. Idempotent.
+    """
+    for norm in module.modules():
+        thin = isinstance(norm, nn.BatchNorm3d) and norm.num_features < _THIN_BATCHNORM_CHANNELS
+        if thin and not getattr(norm, "_standard_layout", False):
+            norm._standard_layout = True
+            norm.register_forward_pre_hook(_to_standard_layout)
+            norm.register_forward_hook(_back_to_channels_last)
     return module
