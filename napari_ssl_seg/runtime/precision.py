@@ -169,8 +169,8 @@ def thin_batchnorm_in_standard_layout(module: nn.Module) -> nn.Module:
     """Run every ``BatchNorm3d`` of ``module`` with fewer than 16 channels on a standard-layout copy (in place).
 
     Only while gradients are on (a training forward); without them the layer runs as it is. The output goes back
-    to channels-last, so the layers after it see the layout they were prepared for. Hooks,
-    as for :func:`guard_thin_convolutions`: state dicts and checkpoints are unchanged. Idempotent.
+    to channels-last, so the layers after it see the layout they were prepared for. Hooks, as for
+    :func:`guard_thin_convolutions`: state dicts and checkpoints are unchanged. Idempotent.
     """
     for norm in module.modules():
         thin = isinstance(norm, nn.BatchNorm3d) and norm.num_features < _THIN_BATCHNORM_CHANNELS
