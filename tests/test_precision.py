@@ -140,6 +140,20 @@ def test_thin_batchnorm_runs_in_the_standard_layout_and_hands_on_channels_last()
     assert not plain._forward_pre_hooks, "only a channels-last CPU execution needs the copies"
 
 
+def test_the_gradient_reaches_a_thin_batchnorm_in_the_standard_layout() -> None:
+    norm = CPU_CHANNELS_LAST.prepare_module(nn.BatchNorm3d(8))
+    raw: list[torch.Tensor] = []
+    norm.register_forward_hook(lambda module, args, output: raw.append(output))  # sees what the copy hook returned
+    images = CPU_CHANNELS_LAST.prepare_input(torch.randn(2, 8, 4, 6, 6)).requires_grad_(True)
+    out = norm(images)
+    assert out is raw[0] and out.is_contiguous(memory_format=torch.channels_last_3d)
+    gradients = []
+    out.grad_fn.next_functions[0][0].register_prehook(lambda grad_outputs: gradients.append(grad_outputs[0]))
+    out.backward(torch.randn(out.shape).contiguous(memory_format=torch.channels_last_3d))
+    assert gradients and gradients[0].is_contiguous(), "BatchNorm's backward got a channels-last gradient"
+    assert images.grad.is_contiguous(memory_format=torch.channels_last_3d)
+
+
 def test_a_channels_last_network_saves_and_predicts_as_the_standard_layout(tmp_path: Path) -> None:
     torch.manual_seed(1)
     network = VNet(1, 2, base_width=4, depth=3, dropout=0.0).eval()
