@@ -103,8 +103,15 @@ def _resampled(path: Path, spacing_mm: float, out: Path, *, label: bool) -> Path
 
 
 def cohort(name: str, args: argparse.Namespace) -> Path:
-    interpolation = {} if args.image_interpolation == "linear" else {"image_interpolation": args.image_interpolation}
-    root = args.out / name / ("project" if not interpolation else f"project_{args.image_interpolation}")
+    interpolation: dict[str, str] = {}
+    folder = "project"
+    if args.image_interpolation != "linear":
+        interpolation["image_interpolation"] = args.image_interpolation
+        folder += f"_{args.image_interpolation}"
+    if args.label_interpolation != "nearest":
+        interpolation["label_interpolation"] = args.label_interpolation
+        folder += f"_{args.label_interpolation}_labels"
+    root = args.out / name / folder
     if (root / "project.sqlite").is_file():
         return root
     if name == "mni1mm":
@@ -211,6 +218,12 @@ def main() -> None:
         choices=("linear", "cubic"),
         default="linear",
         help="the cohort generator's (a cubic cohort is a separate project; tag its runs apart with --tag)",
+    )
+    parser.add_argument(
+        "--label-interpolation",
+        choices=("nearest", "linear"),
+        default="nearest",
+        help="how the generator's labels follow the image (a separate project; tag its runs apart with --tag)",
     )
     parser.add_argument(
         "--fit", action="store_true", help="also score each model on its own labeled training cases (under- or overfit)"

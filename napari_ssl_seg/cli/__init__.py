@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="linear",
         help="how the deformation samples the image: cubic keeps thin bright structures (ribs) sharper",
     )
+    cohort.add_argument(
+        "--label-interpolation",
+        choices=("nearest", "linear"),
+        default="nearest",
+        help="how the label follows the image: linear keeps, per voxel, the class that covers most of it, "
+        "as the image shows it; nearest aliases structures one voxel thin (ribs)",
+    )
     cohort.add_argument("--json", action="store_true")
     cohort.set_defaults(handler=command_make_cohort)
 

@@ -36,6 +36,7 @@ def command_make_cohort(args: argparse.Namespace) -> int:
         labeled=args.labeled,
         progress=progress_bar("generating"),
         image_interpolation=args.image_interpolation,
+        label_interpolation=args.label_interpolation,
     )
     with project:
         return _print_status(project, as_json=args.json)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from napari_ssl_seg.cohort.generator import IMAGE_INTERPOLATIONS, generate_cohort
+from napari_ssl_seg.cohort.generator import IMAGE_INTERPOLATIONS, LABEL_INTERPOLATIONS, generate_cohort
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io import geometry_mismatch, read_volume
 from napari_ssl_seg.progress import CaseProgress
@@ -25,6 +25,7 @@ def build_cohort_project(
     labeled: int | None = None,
     progress: CaseProgress | None = None,
     image_interpolation: str = "linear",
+    label_interpolation: str = "nearest",
 ) -> Project:
     """Generate ``cases`` deformed copies of a labeled base volume into a new project at ``out``.
 
@@ -32,12 +33,15 @@ def build_cohort_project(
     judged on). With ``labeled``, only that many training cases carry a label;
     the others are the unlabeled pool, and their ground truth is kept as a
     withheld reference for simulated labeling and uncertainty evaluation.
-    ``image_interpolation`` is how the anatomy step samples the image (cohort/generator.py).
+    ``image_interpolation`` is how the anatomy step samples the image, ``label_interpolation`` how the
+    label follows it (cohort/generator.py).
     """
     if not 1 <= cases <= MAX_CASES:
         raise InputError(f"--cases must be between 1 and {MAX_CASES}, got {cases}")
     if image_interpolation not in IMAGE_INTERPOLATIONS:
         raise InputError(f"--image-interpolation must be one of {', '.join(IMAGE_INTERPOLATIONS)}")
+    if label_interpolation not in LABEL_INTERPOLATIONS:
+        raise InputError(f"--label-interpolation must be one of {', '.join(LABEL_INTERPOLATIONS)}")
     image = read_volume(base)
     label = read_volume(base_label)
     if mismatch := geometry_mismatch(image, label):
@@ -52,10 +56,18 @@ def build_cohort_project(
     recipe = {"base": base.name, "base_label": base_label.name, "cases": cases}
     if image_interpolation != "linear":  # projects made before the option keep their record
         recipe["image_interpolation"] = image_interpolation
+    recipe["label_interpolation"] = label_interpolation  # absent: made before the option, "nearest"
     project.set_setting("cohort", json.dumps(recipe))
     if label.label_names:
         project.set_setting("label_names", json.dumps({str(k): v for k, v in sorted(label.label_names.items())}))
-    cohort = generate_cohort(image, label, cases=cases, seed=seed, image_interpolation=image_interpolation)
+    cohort = generate_cohort(
+        image,
+        label,
+        cases=cases,
+        seed=seed,
+        image_interpolation=image_interpolation,
+        label_interpolation=label_interpolation,
+    )
     for index, case in enumerate(cohort):
         if progress:
             progress(index, cases, case.name)

@@ -13,11 +13,14 @@ The steps of one case, in the order reality applies them:
 
 1. anatomy: MONAI ``Rand3DElasticd`` (rotation, scaling and a smooth elastic
    displacement) on the base grid, one random grid shared by image (linear, or
-   a cubic B-spline with ``image_interpolation="cubic"``) and label (nearest);
+   a cubic B-spline with ``image_interpolation="cubic"``) and label (nearest, or
+   with ``label_interpolation="linear"`` its one-hot maps sampled as the image
+   is and the most covered class kept);
 2. field of view: ``SpatialCropd`` of 70-100 % of every axis, placed so that no
    labeled structure is cut away completely;
 3. resolution: ``Resized`` to a random voxel spacing (anti-aliased image,
-   nearest-exact labels), the grid's physical extent kept;
+   nearest-exact labels, or anti-aliased one-hot maps), the grid's physical
+   extent kept;
 4. scanner: ``RandAdjustContrastd``, ``RandBiasFieldd`` and
    ``RandGaussianNoised`` on the image only, inside a fixed [0, 1] rescaling of
    the intensity window so that CT comes back in Hounsfield units.
@@ -101,6 +104,12 @@ class _Ranges:
     # their surroundings (202 -> 136 HU); "cubic" (a B-spline, SciPy's map_coordinates through MONAI)
     # keeps 180 HU. benchmarks/cohort_contrast.py measures it.
     image_interpolation: str = "linear"
+    # How the label follows: "nearest" picks the class at each sample point, so a structure one voxel thin
+    # (a rib) appears, doubles or vanishes wherever the point falls, while the image beside it is averaged:
+    # labels that no image can predict. "linear" samples each class's one-hot map as the image is sampled
+    # (nnU-Net resamples segmentations this way) and keeps the class covering most of each new voxel.
+    # benchmarks/label_aliasing.py measures how far the two disagree.
+    label_interpolation: str = "nearest"
 
 
 # Rand3DElastic adds gaussian(uniform(-1, 1) noise) * magnitude to the sampling
@@ -128,18 +137,32 @@ class _Base:
 
 #: How the anatomy step may sample the image (see ``_Ranges.image_interpolation``).
 IMAGE_INTERPOLATIONS = ("linear", "cubic")
+#: How the label may follow the image (see ``_Ranges.label_interpolation``).
+LABEL_INTERPOLATIONS = ("nearest", "linear")
 
 
-def _ranges_for(image_interpolation: str) -> _Ranges:
+def _ranges_for(image_interpolation: str, label_interpolation: str = "nearest") -> _Ranges:
     if image_interpolation not in IMAGE_INTERPOLATIONS:
         raise InputError(
             f"unknown image interpolation {image_interpolation!r} (known: {', '.join(IMAGE_INTERPOLATIONS)})"
         )
-    return dataclasses.replace(DEFAULT_RANGES, image_interpolation=image_interpolation)
+    if label_interpolation not in LABEL_INTERPOLATIONS:
+        raise InputError(
+            f"unknown label interpolation {label_interpolation!r} (known: {', '.join(LABEL_INTERPOLATIONS)})"
+        )
+    return dataclasses.replace(
+        DEFAULT_RANGES, image_interpolation=image_interpolation, label_interpolation=label_interpolation
+    )
 
 
 def generate_case(
-    base_image: Volume, base_label: Volume, *, seed: int, index: int, image_interpolation: str = "linear"
+    base_image: Volume,
+    base_label: Volume,
+    *,
+    seed: int,
+    index: int,
+    image_interpolation: str = "linear",
+    label_interpolation: str = "nearest",
 ) -> CohortCase:
     """Case ``index`` of the cohort ``seed``: deterministic in ``(seed, index)`` alone.
 
@@ -149,12 +172,18 @@ def generate_case(
     ``label_names``. Raises :class:`InputError` when the base cannot be used.
     """
     _check_seed_index(seed, index)
-    ranges = _ranges_for(image_interpolation)
+    ranges = _ranges_for(image_interpolation, label_interpolation)
     return _generate_case(_prepare_base(base_image, base_label), seed=seed, index=index, ranges=ranges)
 
 
 def generate_cohort(
-    base_image: Volume, base_label: Volume, *, cases: int, seed: int, image_interpolation: str = "linear"
+    base_image: Volume,
+    base_label: Volume,
+    *,
+    cases: int,
+    seed: int,
+    image_interpolation: str = "linear",
+    label_interpolation: str = "nearest",
 ) -> Iterator[CohortCase]:
     """Cases ``0 .. cases-1`` of the cohort ``seed``, generated lazily one at a time.
 
@@ -165,7 +194,7 @@ def generate_cohort(
     if isinstance(cases, bool) or not isinstance(cases, int | np.integer) or cases < 0:
         raise InputError(f"number of cases must be a non-negative integer, got {cases!r}")
     _check_seed_index(seed, 0)
-    ranges = _ranges_for(image_interpolation)
+    ranges = _ranges_for(image_interpolation, label_interpolation)
     base = _prepare_base(base_image, base_label)
     return (_generate_case(base, seed=seed, index=index, ranges=ranges) for index in range(cases))
 
@@ -280,7 +309,10 @@ def _synthesise(
     spacing = np.asarray(base.image.spacing, dtype=float)  # (z, y, x)
     direction = base.image.direction_matrix
     origin = np.asarray(base.image.origin, dtype=float)  # (x, y, z)
-    data = {"image": torch.from_numpy(base.intensities[None]), "label": torch.from_numpy(base.labels[None])}
+    values = np.array(sorted({0, *base.classes}))
+    linear_labels = ranges.label_interpolation == "linear"
+    label = _one_hot(base.labels, values) if linear_labels else base.labels[None]
+    data = {"image": torch.from_numpy(base.intensities[None]), "label": torch.from_numpy(label)}
 
     # 1. Anatomy. rotate_range follows MONAI's create_rotate: angle 0 turns the
     # (y, x) plane (in-plane), angle 1 the (z, x) plane, angle 2 the (z, y) plane.
@@ -297,7 +329,10 @@ def _synthesise(
         prob=1.0,
         rotate_range=rotate,
         scale_range=(ranges.scale,) * 3,
-        mode=("bilinear" if ranges.image_interpolation == "linear" else 3, "nearest"),
+        mode=(
+            "bilinear" if ranges.image_interpolation == "linear" else 3,
+            "bilinear" if linear_labels else "nearest",
+        ),
         # Replicating the edge (air around the body, the end slices in z)
         # looks like a scan; zeros would be water in HU and reflection would
         # mirror anatomy. Image and label pad the same way, so they agree
@@ -308,7 +343,8 @@ def _synthesise(
     data = deform(data)
 
     # 2. Field of view.
-    start, size = draw_crop(rng, _as_numpy(data["label"])[0], base.classes, ranges.crop_fraction)
+    deformed = _label_map(data["label"], values, one_hot=linear_labels)
+    start, size = draw_crop(rng, deformed, base.classes, ranges.crop_fraction)
     data = SpatialCropd(keys=keys, roi_start=start.tolist(), roi_end=(start + size).tolist())(data)
     # The new voxel [0, 0, 0] is old voxel ``start``; index -> LPS is
     # origin + direction @ (spacing * index), all in (x, y, z) order.
@@ -327,8 +363,9 @@ def _synthesise(
         spatial_size=new_size.tolist(),
         # Both modes are voxel-centre aligned (align_corners=False; plain
         # "nearest" in torch is not), matching the origin formula below.
-        mode=("trilinear", "nearest-exact"),
-        anti_aliasing=(True, False),  # thicker slices average, labels must not
+        mode=("trilinear", "trilinear" if linear_labels else "nearest-exact"),
+        # Thicker slices average; class ids must not, their one-hot maps may.
+        anti_aliasing=(True, linear_labels),
     )
     data = resize(data)
     # With extents kept, the first new voxel centre lies half a new voxel from
@@ -354,12 +391,25 @@ def _synthesise(
 
     image = _as_numpy(data["image"])[0]
     image = np.rint(image).astype(np.int16) if base.is_ct else np.ascontiguousarray(image, dtype=np.float32)
-    labels = np.rint(_as_numpy(data["label"])[0]).astype(np.uint8)
+    labels = _label_map(data["label"], values, one_hot=linear_labels)
     notes = (
         f"crop start (z, y, x) {start.tolist()} size {size.tolist()} of base shape {list(base.image.shape)}",
         f"spacing (z, y, x) {np.round(new_spacing, 4).tolist()} mm from {np.round(spacing, 4).tolist()} mm",
     )
     return image, labels, tuple(new_spacing.tolist()), tuple(origin.tolist()), notes
+
+
+def _one_hot(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(K, z, y, x) float32 masks of ``labels == values[k]``."""
+    return np.stack([labels == value for value in values]).astype(np.float32)
+
+
+def _label_map(label, values: np.ndarray, *, one_hot: bool) -> np.ndarray:
+    """uint8 class ids of a sampled label: its one channel of ids, or the most covered class of its one-hot maps."""
+    array = _as_numpy(label)
+    if not one_hot:
+        return np.rint(array[0]).astype(np.uint8)
+    return values[np.argmax(array, axis=0)].astype(np.uint8)
 
 
 def _as_numpy(tensor) -> np.ndarray:
