@@ -43,10 +43,12 @@ def test_make_cohort_refuses_bad_arguments(tmp_path: Path, capsys: pytest.Captur
     assert not any((tmp_path / name).exists() for name in "abcd")
 
 
-def test_make_cohort_records_a_cubic_image_interpolation(tmp_path: Path) -> None:
+def test_make_cohort_records_its_image_and_label_interpolation(tmp_path: Path) -> None:
     out = tmp_path / "cubic"
-    assert main(["make-cohort", str(out), "--cases", "3", "--seed", "4", "--image-interpolation", "cubic"]) == 0
+    command = ["make-cohort", str(out), "--cases", "3", "--seed", "4", "--image-interpolation", "cubic"]
+    assert main([*command, "--label-interpolation", "linear"]) == 0
     with Project.open(out) as project:
         recipe = json.loads(project.setting("cohort"))
         assert recipe["image_interpolation"] == "cubic" and recipe["cases"] == 3
+        assert recipe["label_interpolation"] == "linear"
         assert len(project.cases()) == 3 and project.integrity_check() == "ok"

@@ -294,3 +294,23 @@ def test_cubic_image_interpolation_keeps_thin_structures_and_changes_nothing_els
     assert_same_case(cubic, generate_case(*base, seed=11, index=2, image_interpolation="cubic"))
     with pytest.raises(InputError, match="interpolation"):
         generate_case(*base, seed=11, index=2, image_interpolation="quadratic")
+
+
+def test_linear_label_interpolation_labels_what_the_image_shows_on_the_same_draw(base):
+    nearest = generate_case(*base, seed=11, index=2)
+    linear = generate_case(*base, seed=11, index=2, label_interpolation="linear")
+    # The same draw: the same image on the same grid; only how the label followed it differs.
+    np.testing.assert_array_equal(linear.image.array, nearest.image.array)
+    assert (linear.label.spacing, linear.label.origin) == (nearest.label.spacing, nearest.label.origin)
+    assert linear.label.array.dtype == np.uint8 and linear.label.label_names == nearest.label.label_names
+    assert set(np.unique(linear.label.array)) == set(np.unique(base[1].array))
+    # Large structures hardly move; a voxel is now the class covering most of it ...
+    for value in (*LUNGS, 7):
+        a, b = nearest.label.array == value, linear.label.array == value
+        assert 2 * np.sum(a & b) / (a.sum() + b.sum()) > 0.93
+    # ... so the ribs, one voxel across, are labeled where the image shows bone rather than wherever a
+    # sample point fell: brighter against their surroundings than the nearest labels' ribs.
+    assert _rib_contrast(linear) > _rib_contrast(nearest) + 5
+    assert_same_case(linear, generate_case(*base, seed=11, index=2, label_interpolation="linear"))
+    with pytest.raises(InputError, match="label interpolation"):
+        generate_case(*base, seed=11, index=2, label_interpolation="cubic")
