@@ -48,6 +48,9 @@ from napari_ssl_seg.io.volume import Volume, geometry_mismatch, validate_volume
 # reconstruction circle with -3024, which is not tissue) up to the 12-bit top.
 CT_WINDOW_HU = (-1024.0, 3071.0)
 
+# The one-hot maps linear label interpolation deforms (one float32 volume per class) may take at most this.
+MAX_ONE_HOT_BYTES = 4 * 2**30
+
 # A class that vanished (cropped away, squeezed out by the deformation) makes
 # the case draw again with the next attempt's seed, at most this many times.
 MAX_ATTEMPTS = 4
@@ -311,6 +314,11 @@ def _synthesise(
     origin = np.asarray(base.image.origin, dtype=float)  # (x, y, z)
     values = np.array(sorted({0, *base.classes}))
     linear_labels = ranges.label_interpolation == "linear"
+    if linear_labels and (needed := len(values) * base.labels.nbytes) > MAX_ONE_HOT_BYTES:
+        raise InputError(
+            f"linear label interpolation needs {needed / 2**30:.1f} GiB for the {len(values)} classes of this base "
+            f"(at most {MAX_ONE_HOT_BYTES / 2**30:.0f}); use nearest, or a base with fewer classes or voxels"
+        )
     label = _one_hot(base.labels, values) if linear_labels else base.labels[None]
     data = {"image": torch.from_numpy(base.intensities[None]), "label": torch.from_numpy(label)}
 
