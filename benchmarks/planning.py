@@ -7,7 +7,8 @@ Each cohort is ``make-cohort`` from one bundled real volume (``--cases`` cases, 
 the others unlabeled, 2 validation and 2 test cases for 12):
 
 - ``chest``: the bundled chest CT and its 7-class 3D Slicer segmentation at its native 3.05 x 3.05 x 10 mm;
-- ``chest1mm``: the same base resampled to 1 mm isotropic first (image trilinear, label nearest), as a thin-slice CT;
+- ``chest1mm``: the same base resampled to 1 mm isotropic first (image trilinear, label nearest; with
+  ``--label-interpolation linear`` each class's mask linearly, the most covered class kept), as a thin-slice CT;
 - ``brain``: the bundled brain MRI (pyradiomics ``brain1``, 0.78 x 0.78 x 6.5 mm) with its lesion mask;
 - ``mni1mm``: a 1 mm isotropic T1 brain MRI with four lateral classes (left and right grey matter, left and right
   white matter), not bundled: the ICBM 2009a symmetric template as nilearn ships it (``--mni DIR``: the
@@ -22,6 +23,9 @@ Then every recipe trains ``--method`` from scratch on it, each run once, one aft
   (training/plan.py; ``napari-ssl-seg plan`` prints it);
 - ``quick``: the fixed preset (patch 16x64x64 at the labeled cases' median spacing, width 8, depth 4, a CT window
   of [-1000, 1000] HU or a whole-image z-score).
+
+``--label-interpolation linear`` generates each cohort with labels that follow the image (``make-cohort
+--label-interpolation linear``, a separate project; tag its runs apart with ``--tag``).
 
 The exported (best-validation) model of each run is evaluated on the test split: per-class Dice, mean Dice,
 HD95 and training minutes are printed as one table and merged into ``--out/results<tag>.json``. ``--fit`` also scores
@@ -84,18 +88,38 @@ def mni_base(folder: Path, out: Path) -> tuple[Path, Path]:
     return image_path, label_path
 
 
-def _resampled(path: Path, spacing_mm: float, out: Path, *, label: bool) -> Path:
-    """``path`` resampled to isotropic ``spacing_mm`` (SimpleITK), written to ``out``; class names kept."""
+def _resampled(path: Path, spacing_mm: float, out: Path, *, label: bool, linear_label: bool = False) -> Path:
+    """``path`` resampled to isotropic ``spacing_mm`` (SimpleITK), written to ``out``; class names kept.
+
+    An image is resampled linearly; a label by its nearest voxel, or with ``linear_label`` each class's mask
+    linearly and the most covered class kept (as the generator's ``--label-interpolation linear``).
+    """
     source = read_volume(path)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(source.array))
-    image.SetSpacing(tuple(float(v) for v in source.spacing[::-1]))
-    image.SetOrigin(tuple(float(v) for v in source.origin))
-    image.SetDirection(tuple(float(v) for v in np.asarray(source.direction).ravel()))
-    size = [max(1, round(n * s / spacing_mm)) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
-    interpolator = sitk.sitkNearestNeighbor if label else sitk.sitkLinear
-    moved = sitk.Resample(
-        image, size, sitk.Transform(), interpolator, image.GetOrigin(), (spacing_mm,) * 3, image.GetDirection()
-    )
+
+    def resample(array: np.ndarray, interpolator: int) -> sitk.Image:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+        image.SetSpacing(tuple(float(v) for v in source.spacing[::-1]))
+        image.SetOrigin(tuple(float(v) for v in source.origin))
+        image.SetDirection(tuple(float(v) for v in np.asarray(source.direction).ravel()))
+        size = [max(1, round(n * s / spacing_mm)) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
+        return sitk.Resample(
+            image, size, sitk.Transform(), interpolator, image.GetOrigin(), (spacing_mm,) * 3, image.GetDirection()
+        )
+
+    if label and linear_label:
+        best: np.ndarray | None = None
+        for value in np.unique(source.array):
+            mask = resample((source.array == value).astype(np.float32), sitk.sitkLinear)
+            covered = sitk.GetArrayFromImage(mask)
+            if best is None:
+                best, ids = covered, np.full(covered.shape, value, dtype=source.array.dtype)
+            else:
+                take = covered > best
+                best[take], ids[take] = covered[take], value
+        moved = sitk.GetImageFromArray(ids)
+        moved.CopyInformation(mask)  # the grid every mask was resampled to
+    else:
+        moved = resample(source.array, sitk.sitkNearestNeighbor if label else sitk.sitkLinear)
     volume = dataclasses.replace(
         volume_from_sitk(moved, path.name, source_format="nifti"), label_names=source.label_names
     )
@@ -128,8 +152,12 @@ def cohort(name: str, args: argparse.Namespace) -> Path:
     base, base_label = SAMPLE / image, SAMPLE / label
     if spacing is not None:
         (args.out / name).mkdir(parents=True, exist_ok=True)
+        linear = args.label_interpolation == "linear"
+        suffix = "_linear" if linear else ""
         base = _resampled(base, spacing, args.out / name / "base_image.nii.gz", label=False)
-        base_label = _resampled(base_label, spacing, args.out / name / "base_label.nii.gz", label=True)
+        base_label = _resampled(
+            base_label, spacing, args.out / name / f"base_label{suffix}.nii.gz", label=True, linear_label=linear
+        )
     project = build_cohort_project(
         root, base, base_label, cases=args.cases, seed=args.seed, labeled=args.labeled, **interpolation
     )
