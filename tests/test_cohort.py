@@ -317,9 +317,9 @@ def test_linear_label_interpolation_labels_what_the_image_shows_on_the_same_draw
 
 
 def test_linear_label_interpolation_refuses_a_base_whose_one_hot_maps_would_not_fit(base, monkeypatch):
-    import napari_ssl_seg.cohort.generator as generator
+    import napari_ssl_seg.cohort.label_sampling as label_sampling
 
-    monkeypatch.setattr(generator, "MAX_ONE_HOT_BYTES", 8 * base[1].array.size * 4 - 1)  # 8 maps of float32
+    monkeypatch.setattr(label_sampling, "MAX_ONE_HOT_BYTES", 8 * base[1].array.size * 4 - 1)  # 8 maps of float32
     with pytest.raises(InputError, match=r"linear label interpolation needs .* for the 8 classes"):
         generate_case(*base, seed=11, index=0, label_interpolation="linear")
     assert generate_case(*base, seed=11, index=0).label.array.dtype == np.uint8  # nearest needs no maps

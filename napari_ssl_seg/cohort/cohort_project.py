@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from napari_ssl_seg.cohort.generator import IMAGE_INTERPOLATIONS, LABEL_INTERPOLATIONS, generate_cohort
+from napari_ssl_seg.cohort.generator import IMAGE_INTERPOLATIONS, generate_cohort
+from napari_ssl_seg.cohort.label_sampling import LABEL_INTERPOLATIONS
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io import geometry_mismatch, read_volume
 from napari_ssl_seg.progress import CaseProgress

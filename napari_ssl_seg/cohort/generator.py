@@ -41,15 +41,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_ssl_seg.cohort.field_of_view import draw_crop
+from napari_ssl_seg.cohort.label_sampling import LABEL_INTERPOLATIONS, label_channels, label_from_channels
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.io.volume import Volume, geometry_mismatch, validate_volume
 
 # Hounsfield window a CT case is clipped to: air (scanners pad outside the
 # reconstruction circle with -3024, which is not tissue) up to the 12-bit top.
 CT_WINDOW_HU = (-1024.0, 3071.0)
-
-# The one-hot maps linear label interpolation deforms (one float32 volume per class) may take at most this.
-MAX_ONE_HOT_BYTES = 4 * 2**30
 
 # A class that vanished (cropped away, squeezed out by the deformation) makes
 # the case draw again with the next attempt's seed, at most this many times.
@@ -107,11 +105,7 @@ class _Ranges:
     # their surroundings (202 -> 136 HU); "cubic" (a B-spline, SciPy's map_coordinates through MONAI)
     # keeps 180 HU. benchmarks/cohort_contrast.py measures it.
     image_interpolation: str = "linear"
-    # How the label follows: "nearest" picks the class at each sample point, so a structure one voxel thin
-    # (a rib) appears, doubles or vanishes wherever the point falls, while the image beside it is averaged:
-    # labels that no image can predict. "linear" samples each class's one-hot map as the image is sampled
-    # (nnU-Net resamples segmentations this way) and keeps the class covering most of each new voxel.
-    # benchmarks/label_aliasing.py measures how far the two disagree.
+    # How the label follows the image: see cohort/label_sampling.py.
     label_interpolation: str = "nearest"
 
 
@@ -140,8 +134,6 @@ class _Base:
 
 #: How the anatomy step may sample the image (see ``_Ranges.image_interpolation``).
 IMAGE_INTERPOLATIONS = ("linear", "cubic")
-#: How the label may follow the image (see ``_Ranges.label_interpolation``).
-LABEL_INTERPOLATIONS = ("nearest", "linear")
 
 
 def _ranges_for(image_interpolation: str, label_interpolation: str = "nearest") -> _Ranges:
@@ -314,12 +306,7 @@ def _synthesise(
     origin = np.asarray(base.image.origin, dtype=float)  # (x, y, z)
     values = np.array(sorted({0, *base.classes}))
     linear_labels = ranges.label_interpolation == "linear"
-    if linear_labels and (needed := len(values) * base.labels.nbytes) > MAX_ONE_HOT_BYTES:
-        raise InputError(
-            f"linear label interpolation needs {needed / 2**30:.1f} GiB for the {len(values)} classes of this base "
-            f"(at most {MAX_ONE_HOT_BYTES / 2**30:.0f}); use nearest, or a base with fewer classes or voxels"
-        )
-    label = _one_hot(base.labels, values) if linear_labels else base.labels[None]
+    label = label_channels(base.labels, values, linear=linear_labels)
     data = {"image": torch.from_numpy(base.intensities[None]), "label": torch.from_numpy(label)}
 
     # 1. Anatomy. rotate_range follows MONAI's create_rotate: angle 0 turns the
@@ -351,7 +338,7 @@ def _synthesise(
     data = deform(data)
 
     # 2. Field of view.
-    deformed = _label_map(data["label"], values, one_hot=linear_labels)
+    deformed = label_from_channels(_as_numpy(data["label"]), values, linear=linear_labels)
     start, size = draw_crop(rng, deformed, base.classes, ranges.crop_fraction)
     data = SpatialCropd(keys=keys, roi_start=start.tolist(), roi_end=(start + size).tolist())(data)
     # The new voxel [0, 0, 0] is old voxel ``start``; index -> LPS is
@@ -399,25 +386,12 @@ def _synthesise(
 
     image = _as_numpy(data["image"])[0]
     image = np.rint(image).astype(np.int16) if base.is_ct else np.ascontiguousarray(image, dtype=np.float32)
-    labels = _label_map(data["label"], values, one_hot=linear_labels)
+    labels = label_from_channels(_as_numpy(data["label"]), values, linear=linear_labels)
     notes = (
         f"crop start (z, y, x) {start.tolist()} size {size.tolist()} of base shape {list(base.image.shape)}",
         f"spacing (z, y, x) {np.round(new_spacing, 4).tolist()} mm from {np.round(spacing, 4).tolist()} mm",
     )
     return image, labels, tuple(new_spacing.tolist()), tuple(origin.tolist()), notes
-
-
-def _one_hot(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """(K, z, y, x) float32 masks of ``labels == values[k]``."""
-    return np.stack([labels == value for value in values]).astype(np.float32)
-
-
-def _label_map(label, values: np.ndarray, *, one_hot: bool) -> np.ndarray:
-    """uint8 class ids of a sampled label: its one channel of ids, or the most covered class of its one-hot maps."""
-    array = _as_numpy(label)
-    if not one_hot:
-        return np.rint(array[0]).astype(np.uint8)
-    return values[np.argmax(array, axis=0)].astype(np.uint8)
 
 
 def _as_numpy(tensor) -> np.ndarray:
