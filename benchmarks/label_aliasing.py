@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_ssl_seg.cohort.generator import generate_case
+from napari_ssl_seg.evaluation.dice import class_dice
 from napari_ssl_seg.io import read_volume
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
@@ -32,11 +33,6 @@ BASES = {
     "chest": ("CTChest4.nrrd", "Segmentation.seg.nrrd"),
     "brain": ("brain1_image.nrrd", "brain1_label.nrrd"),
 }
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return float("nan") if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def main() -> None:
@@ -57,13 +53,13 @@ def main() -> None:
         if nearest.label.shape != linear.label.shape or nearest.label.origin != linear.label.origin:
             skipped += 1
             continue
-        for value in classes:
-            per_class[value].append(dice(nearest.label.array == value, linear.label.array == value))
+        for value, score in class_dice(linear.label.array, nearest.label.array, classes).items():
+            per_class[value].append(score)
     rows = {}
     print(f"{args.base}, seed {args.seed}, {args.cases - skipped} cases compared ({skipped} skipped: other crop)")
     print(f"{'class':<28} {'Dice nearest vs linear: mean':>30} {'min':>6} {'max':>6}")
     for value in classes:
-        scores = np.array([s for s in per_class[value] if s == s])
+        scores = np.array(per_class[value])
         name = names.get(value, f"class {value}")
         rows[name] = {
             "mean": round(float(scores.mean()), 3),
