@@ -38,8 +38,13 @@ from napari_ssl_seg.training.state import resume_paths
 FULL = "full"
 
 
-def cohort_project(out: Path, cases: int, seed: int, labeled: int | None) -> Path:
-    """A cohort project from the bundled chest CT at ``out`` (reused when it exists)."""
+def cohort_project(
+    out: Path, cases: int, seed: int, labeled: int | None, *, label_interpolation: str = "nearest"
+) -> Path:
+    """A cohort project from the bundled chest CT at ``out`` (reused when it exists).
+
+    ``label_interpolation`` is ``make-cohort --label-interpolation``; the recorded studies used ``nearest``.
+    """
     if not out.exists():  # reruns reuse cohorts and finished runs, so an interrupted study resumes
         build_cohort_project(
             out,
@@ -48,6 +53,7 @@ def cohort_project(out: Path, cases: int, seed: int, labeled: int | None) -> Pat
             cases=cases,
             seed=seed,
             labeled=labeled,
+            label_interpolation=label_interpolation,
         ).close()
     return out
 
