@@ -12,6 +12,7 @@ import numpy as np
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.names import inside
+from napari_ssl_seg.store.new_project import build_project
 from napari_ssl_seg.store.project import LABEL_SUFFIX
 from napari_ssl_seg.store.records import LabelVersion
 
@@ -61,21 +62,24 @@ def read_source(project: Project) -> GroundTruthSource:
 
 def copy_project(source: Project, info: GroundTruthSource, target: Path, seed: int) -> Project:
     """A fresh project with the source's cases and splits; training labels become references."""
-    copy = Project.create(target, seed=seed, name=f"simulation of {source.setting('name') or source.root.name}")
-    names = source.setting("label_names")
-    if names:
-        copy.set_setting("label_names", names)
-    for record in source.cases():
-        image_path = inside(source.root, record.image_path)  # a tampered database path stays refused
-        # A byte-for-byte copy keeps the image (and its header) exactly as the source holds it.
-        copy.add_case(record.name, source.read_image(record.name), split=record.split, source_file=image_path)
-        if record.split != "train":
-            copy.save_label(record.name, source.read_label(record.name).array, author=AUTHOR, kind="import")
-        elif info.truth_kind[record.name] == "label":
-            copy.save_reference_label(record.name, source.read_label(record.name).array)
-        else:
-            copy.save_reference_label(record.name, source.read_reference_label(record.name).array)
-    return copy
+
+    def fill(copy: Project) -> None:
+        names = source.setting("label_names")
+        if names:
+            copy.set_setting("label_names", names)
+        for record in source.cases():
+            image_path = inside(source.root, record.image_path)  # a tampered database path stays refused
+            # A byte-for-byte copy keeps the image (and its header) exactly as the source holds it.
+            copy.add_case(record.name, source.read_image(record.name), split=record.split, source_file=image_path)
+            if record.split != "train":
+                copy.save_label(record.name, source.read_label(record.name).array, author=AUTHOR, kind="import")
+            elif info.truth_kind[record.name] == "label":
+                copy.save_reference_label(record.name, source.read_label(record.name).array)
+            else:
+                copy.save_reference_label(record.name, source.read_reference_label(record.name).array)
+
+    name = f"simulation of {source.setting('name') or source.root.name}"
+    return build_project(target, fill, seed=seed, name=name)
 
 
 def reveal(

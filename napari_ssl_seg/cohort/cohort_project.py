@@ -12,6 +12,7 @@ from napari_ssl_seg.io import geometry_mismatch, read_volume
 from napari_ssl_seg.progress import CaseProgress
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.importer import assign_splits
+from napari_ssl_seg.store.new_project import build_project
 
 MAX_CASES = 1000
 
@@ -53,14 +54,10 @@ def build_cohort_project(
     if labeled is not None and not 0 <= labeled <= len(train):
         raise InputError(f"--labeled must be between 0 and the {len(train)} training cases, got {labeled}")
     labeled_train = set(train if labeled is None else train[:labeled])
-    project = Project.create(out, seed=seed, name=f"cohort from {base.name}")
     recipe = {"base": base.name, "base_label": base_label.name, "cases": cases}
     if image_interpolation != "linear":  # projects made before the option keep their record
         recipe["image_interpolation"] = image_interpolation
     recipe["label_interpolation"] = label_interpolation  # absent: made before the option, "nearest"
-    project.set_setting("cohort", json.dumps(recipe))
-    if label.label_names:
-        project.set_setting("label_names", json.dumps({str(k): v for k, v in sorted(label.label_names.items())}))
     cohort = generate_cohort(
         image,
         label,
@@ -69,14 +66,22 @@ def build_cohort_project(
         image_interpolation=image_interpolation,
         label_interpolation=label_interpolation,
     )
-    for index, case in enumerate(cohort):
+
+    def fill(project: Project) -> None:
+        project.set_setting("cohort", json.dumps(recipe))
+        if label.label_names:
+            names = {str(k): v for k, v in sorted(label.label_names.items())}
+            project.set_setting("label_names", json.dumps(names))
+        for index, case in enumerate(cohort):
+            if progress:
+                progress(index, cases, case.name)
+            project.add_case(case.name, case.image, split=splits[case.name])
+            if splits[case.name] != "train" or case.name in labeled_train:
+                project.save_label(case.name, case.label.array, author="cohort-generator", kind="import")
+            else:
+                project.save_reference_label(case.name, case.label.array)
         if progress:
-            progress(index, cases, case.name)
-        project.add_case(case.name, case.image, split=splits[case.name])
-        if splits[case.name] != "train" or case.name in labeled_train:
-            project.save_label(case.name, case.label.array, author="cohort-generator", kind="import")
-        else:
-            project.save_reference_label(case.name, case.label.array)
-    if progress:
-        progress(cases, cases, "done")
-    return project
+            progress(cases, cases, "done")
+
+    # Filled aside and moved into place: an interrupted generation leaves no project that looks complete.
+    return build_project(out, fill, seed=seed, name=f"cohort from {base.name}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from napari_ssl_seg.io.read import case_stem
 from napari_ssl_seg.progress import CaseProgress
 from napari_ssl_seg.store.label_arrays import as_label_array
 from napari_ssl_seg.store.names import safe_case_name
+from napari_ssl_seg.store.new_project import build_project
 from napari_ssl_seg.store.project import Project
 
 # Suffixes that name the same case in image and label folders:
@@ -186,16 +186,7 @@ def import_into_new_project(
     """Create a project at ``root`` from an image folder (and labels folder), or a Decathlon folder."""
     planned = plan_import(images, labels)
     splits = assign_splits([case.name for case in planned if case.label is not None], seed)
-    existed = root.exists()  # Project.create accepts only a missing or an empty folder
-    project = Project.create(root, seed=seed)
-    try:
-        _fill_project(project, planned, splits, progress)
-    except BaseException:
-        # Disk full, permissions, Ctrl-C: a half-imported project would look usable; remove it.
-        project.close()
-        _remove_contents(root, keep_folder=existed)
-        raise
-    return project
+    return build_project(root, lambda project: _fill_project(project, planned, splits, progress), seed=seed)
 
 
 def _fill_project(
@@ -215,14 +206,3 @@ def _fill_project(
             project.save_label(case.name, case.label.array, author="import", kind="import")
     if progress:
         progress(len(planned), len(planned), "done")
-
-
-def _remove_contents(root: Path, *, keep_folder: bool) -> None:
-    if not keep_folder:
-        shutil.rmtree(root, ignore_errors=True)
-        return
-    for child in root.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
