@@ -3,6 +3,7 @@ the image.
 
 Run: .venv/bin/python benchmarks/reference_labels.py --nearest build/label_gap/cohort_2
      --linear build/label_gap_lin/cohort_2 --model NAME=PATH [--model NAME=PATH ...] [--split test] [--json OUT]
+     [--gap START:FULL] [--from-json OUT]
 
 Two cohort projects generated with the same seed and ``--label-interpolation nearest`` and ``linear`` hold the
 same draws; where a case's crop or redraw came out differently (the crop looks at the label) its images differ and
@@ -11,12 +12,17 @@ it is skipped and counted. Each teacher predicts each shared case once (the prod
 evaluation's rule): mean Dice, HD95, ASD and each structure's Dice. What the two columns separate: how much of a
 teacher's measured error is the reference's own aliasing (it moves with the reference), and how much is the
 teacher's (it stays).
+
+``--gap START:FULL`` (model names ``<group>_s<seed>``): for every other group, the share of the gap from the START
+teacher to the FULL teacher of the same seed that it closes, in Dice and in HD95, under each reference; mean ±
+sd over seeds. ``--from-json`` prints the tables of an earlier run's JSON without predicting again.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -72,33 +78,92 @@ def score(model: Path, projects: dict[str, Project], cases: list[str], device: s
     return {reference: _summary(per_case[reference], names) for reference in REFERENCES}
 
 
+def _by_seed(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    groups: dict[str, dict[str, Any]] = {}
+    for name, result in results.items():
+        group, _, seed = name.rpartition("_s")
+        groups.setdefault(group, {})[seed] = result
+    return groups
+
+
+def gap_closed(results: dict[str, Any], start: str, full: str) -> dict[str, dict[str, Any]]:
+    """Per group and reference: the share of the START-to-FULL gap closed per seed (Dice, HD95) and its mean."""
+    groups = _by_seed(results)
+    shares: dict[str, dict[str, Any]] = {}
+    for group, seeds in groups.items():
+        if group in (start, full):
+            continue
+        for reference in REFERENCES:
+            per_seed = {}
+            for seed, result in seeds.items():
+                first, last = groups[start][seed][reference], groups[full][seed][reference]
+                dice = (result[reference]["dice"] - first["dice"]) / (last["dice"] - first["dice"])
+                hd95 = (first["hd95_mm"] - result[reference]["hd95_mm"]) / (first["hd95_mm"] - last["hd95_mm"])
+                per_seed[seed] = {"dice": round(dice, 3), "hd95": round(hd95, 3)}
+            mean = {key: statistics.mean(value[key] for value in per_seed.values()) for key in ("dice", "hd95")}
+            spread = {
+                key: statistics.stdev([value[key] for value in per_seed.values()]) if len(per_seed) > 1 else 0.0
+                for key in ("dice", "hd95")
+            }
+            shares.setdefault(group, {})[reference] = {"per_seed": per_seed, "mean": mean, "sd": spread}
+    return shares
+
+
+def print_tables(results: dict[str, Any], gap: str | None) -> dict[str, Any] | None:
+    print("| teacher | Dice, nearest reference | Dice, linear reference | HD95 mm, nearest / linear |")
+    print("|---|---|---|---|")
+    for name, result in results.items():
+        near, lin = result["nearest"], result["linear"]
+        print(f"| {name} | {near['dice']:.3f} | {lin['dice']:.3f} | {near['hd95_mm']:.1f} / {lin['hd95_mm']:.1f} |")
+        for structure in near["per_class"]:
+            print(f"|   {structure} | {near['per_class'][structure]:.3f} | {lin['per_class'][structure]:.3f} | |")
+    if gap is None:
+        return None
+    start, full = gap.split(":")
+    shares = gap_closed(results, start, full)
+    print(f"\nShare of the gap from {start} to {full} closed (per seed; mean ± sd)")
+    print("| teacher | reference | Dice gap closed | HD95 gap closed |")
+    print("|---|---|---|---|")
+    for group, by_reference in shares.items():
+        for reference, share in by_reference.items():
+            cells = []
+            for key in ("dice", "hd95"):
+                seeds = ", ".join(f"{100 * value[key]:.0f}" for value in share["per_seed"].values())
+                cells.append(f"{100 * share['mean'][key]:.0f}% ± {100 * share['sd'][key]:.0f}% ({seeds})")
+            print(f"| {group} | {reference} | {cells[0]} | {cells[1]} |")
+    return shares
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nearest", type=Path, required=True, help="the cohort project with nearest labels")
-    parser.add_argument("--linear", type=Path, required=True, help="the same cohort with labels that follow the image")
-    parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH")
+    parser.add_argument("--nearest", type=Path, help="the cohort project with nearest labels")
+    parser.add_argument("--linear", type=Path, help="the same cohort with labels that follow the image")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH")
+    parser.add_argument("--gap", metavar="START:FULL", help="share of the gap from START to FULL closed by the others")
+    parser.add_argument("--from-json", type=Path, help="print the tables of an earlier run")
     parser.add_argument("--split", default="test")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.from_json:
+        print_tables(json.loads(args.from_json.read_text())["results"], args.gap)
+        return
+    if not (args.nearest and args.linear and args.model):
+        parser.error("--nearest, --linear and at least one --model are needed (or --from-json)")
     models = dict(item.split("=", 1) for item in args.model)
     with Project.open(args.nearest) as nearest, Project.open(args.linear) as linear:
         cases, skipped = shared_cases(nearest, linear, args.split)
         if not cases:
             raise SystemExit(f"no {args.split} case has the same image in both projects")
         print(f"{len(cases)} {args.split} cases with identical images; skipped (images differ): {skipped or 'none'}")
-        results = {}
-        print("| teacher | Dice, nearest reference | Dice, linear reference | HD95 mm, nearest / linear |")
-        print("|---|---|---|---|")
-        for name, path in models.items():
-            results[name] = score(Path(path), {"nearest": nearest, "linear": linear}, cases, args.device)
-            near, lin = results[name]["nearest"], results[name]["linear"]
-            print(f"| {name} | {near['dice']:.3f} | {lin['dice']:.3f} | {near['hd95_mm']:.1f} / {lin['hd95_mm']:.1f} |")
-            for structure in near["per_class"]:
-                print(f"|   {structure} | {near['per_class'][structure]:.3f} | {lin['per_class'][structure]:.3f} | |")
+        projects = {"nearest": nearest, "linear": linear}
+        results = {name: score(Path(path), projects, cases, args.device) for name, path in models.items()}
+    shares = print_tables(results, args.gap)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         document = {"cases": cases, "skipped": skipped, "split": args.split, "models": models, "results": results}
+        if shares is not None:
+            document["gap_closed"] = shares
         args.json.write_text(json.dumps(document, indent=1))
 
 
