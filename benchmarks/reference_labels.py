@@ -3,7 +3,7 @@ the image.
 
 Run: .venv/bin/python benchmarks/reference_labels.py --nearest build/label_gap/cohort_2
      --linear build/label_gap_lin/cohort_2 --model NAME=PATH [--model NAME=PATH ...] [--split test] [--json OUT]
-     [--gap START:FULL] [--from-json OUT]
+     [--gap START:FULL] [--from-json OUT] [--uncertainty]
 
 Two cohort projects generated with the same seed and ``--label-interpolation nearest`` and ``linear`` hold the
 same draws; where a case's crop or redraw came out differently (the crop looks at the label) its images differ and
@@ -16,6 +16,11 @@ teacher's (it stays).
 ``--gap START:FULL`` (model names ``<group>_s<seed>``): for every other group, the share of the gap from the START
 teacher to the FULL teacher of the same seed that it closes, in Dice and in HD95, under each reference; mean ±
 sd over seeds. ``--from-json`` prints the tables of an earlier run's JSON without predicting again.
+
+``--uncertainty`` scores instead what ``evaluate --uncertainty`` reports (MC dropout, 8 samples, masks from the
+fixed seed), on the shared cases of each project in turn: the voxel AUROC of entropy for the teacher's errors and
+each case score's Spearman correlation with 1 - Dice. An error is a voxel where the prediction and the reference
+differ, so an aliased reference adds errors that no uncertainty can foresee.
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ from typing import Any
 
 import numpy as np
 
+from napari_ssl_seg.evaluation.evaluate import evaluate_project
 from napari_ssl_seg.evaluation.metrics import case_metrics, summarise
 from napari_ssl_seg.evaluation.validation import scored_classes
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.store import Project
 
 REFERENCES = ("nearest", "linear")
+SPEARMAN_SHOWN = ("structure_entropy", "missing_volume")
 
 
 def shared_cases(nearest: Project, linear: Project, split: str) -> tuple[list[str], list[str]]:
@@ -76,6 +83,23 @@ def score(model: Path, projects: dict[str, Project], cases: list[str], device: s
             label = projects[reference].read_label(name).array
             per_case[reference][name] = case_metrics(predicted, label, image.spacing, classes)
     return {reference: _summary(per_case[reference], names) for reference in REFERENCES}
+
+
+def uncertainty_quality(
+    model: Path, projects: dict[str, Project], cases: list[str], split: str, device: str
+) -> dict[str, Any]:
+    """``evaluate --uncertainty`` of ``model`` on ``cases``, once against each reference."""
+    quality = {}
+    for reference, project in projects.items():
+        evaluation = evaluate_project(project, model, split=split, device=device, with_uncertainty=True, only=cases)
+        report = evaluation.uncertainty or {}
+        quality[reference] = {
+            "dice": round(float(evaluation.summary["overall"]["dice_mean"]), 4),
+            "auroc": report.get("auroc_entropy_vs_error"),
+            "ece": report.get("ece"),
+            "spearman": report.get("spearman_score_vs_1_minus_dice", {}),
+        }
+    return quality
 
 
 def _by_seed(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -141,6 +165,7 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--gap", metavar="START:FULL", help="share of the gap from START to FULL closed by the others")
     parser.add_argument("--from-json", type=Path, help="print the tables of an earlier run")
+    parser.add_argument("--uncertainty", action="store_true", help="entropy AUROC and case-score Spearman instead")
     parser.add_argument("--split", default="test")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path)
@@ -157,8 +182,23 @@ def main() -> None:
             raise SystemExit(f"no {args.split} case has the same image in both projects")
         print(f"{len(cases)} {args.split} cases with identical images; skipped (images differ): {skipped or 'none'}")
         projects = {"nearest": nearest, "linear": linear}
-        results = {name: score(Path(path), projects, cases, args.device) for name, path in models.items()}
-    shares = print_tables(results, args.gap)
+        if args.uncertainty:
+            results = {}
+            print("| teacher | reference | Dice | entropy AUROC | ECE | Spearman structure_entropy / missing_volume |")
+            print("|---|---|---|---|---|---|")
+            for name, path in models.items():
+                results[name] = uncertainty_quality(Path(path), projects, cases, args.split, args.device)
+                for reference, row in results[name].items():
+                    rho = row["spearman"]
+                    cells = [f"{rho.get(key):.2f}" if rho.get(key) is not None else "-" for key in SPEARMAN_SHOWN]
+                    print(
+                        f"| {name} | {reference} | {row['dice']:.3f} | {row['auroc']:.3f} | {row['ece']:.3f} | "
+                        f"{' / '.join(cells)} |",
+                        flush=True,
+                    )
+        else:
+            results = {name: score(Path(path), projects, cases, args.device) for name, path in models.items()}
+    shares = None if args.uncertainty else print_tables(results, args.gap)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         document = {"cases": cases, "skipped": skipped, "split": args.split, "models": models, "results": results}

@@ -198,3 +198,18 @@ def test_evaluate_reports_metrics_failures_and_uncertainty_quality(
         main(["evaluate", str(cohort), "--model", str(model), "--split", "nonsense"])
     assert exit_info.value.code == 2
     assert main(["evaluate", str(cohort), "--model", str(tmp_path / "absent.safetensors")]) == 2
+
+
+def test_evaluating_some_cases_scores_them_as_the_whole_split_does(tmp_path: Path, cohort: Path) -> None:
+    from napari_ssl_seg.errors import InputError
+    from napari_ssl_seg.evaluation.evaluate import evaluate_project
+
+    model = ranking_teacher(tmp_path)
+    with Project.open(cohort) as project:
+        tests = sorted(c.name for c in project.cases() if c.split == "test")
+        whole = evaluate_project(project, model, split="test", device="cpu")
+        some = evaluate_project(project, model, split="test", device="cpu", only=tests[-1:])
+        assert list(some.per_case) == tests[-1:]
+        assert some.per_case[tests[-1]] == whole.per_case[tests[-1]]
+        with pytest.raises(InputError, match="not labeled test cases"):
+            evaluate_project(project, model, split="test", device="cpu", only=[tests[0], "no_such_case"])

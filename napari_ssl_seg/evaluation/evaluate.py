@@ -12,6 +12,7 @@ each case's latest label version. Uncertainty (``with_uncertainty``):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,11 +109,17 @@ def evaluate_project(
     with_uncertainty: bool = False,
     samples: int = 8,
     progress: CaseProgress | None = None,
+    only: Sequence[str] | None = None,
 ) -> Evaluation:
-    """Predict every labeled case of ``split`` and score it against its latest label version."""
+    """Predict every labeled case of ``split`` (of ``only``, if given) and score it against its latest label version."""
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
     cases = [case.name for case in project.cases() if case.split == split and case.is_labeled]
+    if only is not None:
+        unknown = sorted(set(only) - set(cases))
+        if unknown:
+            raise InputError(f"not labeled {split} cases of {project.root}: {', '.join(unknown)}")
+        cases = [name for name in cases if name in set(only)]
     if not cases:
         raise InputError(f"project {project.root} has no labeled {split} case to evaluate on")
     predictor = Predictor.from_checkpoint(model, device=device)
