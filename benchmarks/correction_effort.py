@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python benchmarks/correction_effort.py [--models models/chest_ct_ucmt.safetensors,...]
      [--real DIR] [--out build/correction_effort] [--json benchmarks/results/correction_effort.json]
+     [--label-interpolation nearest|linear]
 
 For each teacher, every case with a reference is predicted (plain prediction, the label map an
 annotator opens) and compared with its reference (``evaluation/correction.py``): the voxels whose
@@ -18,6 +19,9 @@ voxels.
   lungs only, against the Hounsfield-unit lung reference of ``real_ct.py`` (it includes the main
   bronchi, so it measures whether correcting the lungs is small work, not a radiologist's contour).
   The other structures have no reference on those scans and are left out (both maps keep only lungs).
+
+``--label-interpolation linear`` generates the cohorts with labels that follow the image (``make-cohort
+--label-interpolation``; the recorded figures used the default, ``nearest``, whose labels alias the ribs and spine).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 from real_ct import class_of, lps_array, lung_reference, predict_lps
 from ssl_accuracy import cohort_project
 
+from napari_ssl_seg.cohort.label_sampling import LABEL_INTERPOLATIONS
 from napari_ssl_seg.evaluation.correction import correction_effort
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.runtime.allocator import keep_freed_memory
@@ -40,8 +45,11 @@ from napari_ssl_seg.store import Project
 SETS = {"demo test": (0, None, "test"), "unseen 1": (1, 8, "train"), "unseen 2": (2, 8, "train")}
 
 
-def cohort_cases(out: Path, seed: int, labeled: int | None, split: str) -> list[tuple[str, Any, np.ndarray]]:
-    root = cohort_project(out / f"cohort_seed{seed}", 12, seed, labeled)
+def cohort_cases(
+    out: Path, seed: int, labeled: int | None, split: str, label_interpolation: str = "nearest"
+) -> list[tuple[str, Any, np.ndarray]]:
+    folder = f"cohort_seed{seed}" if label_interpolation == "nearest" else f"cohort_seed{seed}_{label_interpolation}"
+    root = cohort_project(out / folder, 12, seed, labeled, label_interpolation=label_interpolation)
     with Project.open(root) as project:
         return [
             (case.name, project.read_image(case.name), np.asarray(project.read_label(case.name).array))
@@ -128,9 +136,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("build/correction_effort"))
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/correction_effort.json"))
+    parser.add_argument("--label-interpolation", choices=LABEL_INTERPOLATIONS, default="nearest")
     args = parser.parse_args()
     keep_freed_memory()
-    cases = {label: cohort_cases(args.out, *spec) for label, spec in SETS.items()}
+    cases = {label: cohort_cases(args.out, *spec, args.label_interpolation) for label, spec in SETS.items()}
     results: dict[str, dict[str, Any]] = {}
     header = f"{'teacher':<22} {'cases':<11} {'n':>3} {'voxels pooled':>14} {'mean':>7} {'max':>7} {'slices':>7}"
     print(f"{header} {'<=10%':>6} {'on a boundary':>14}")
