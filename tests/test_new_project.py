@@ -110,3 +110,19 @@ def test_a_killed_import_leaves_no_project_at_its_path(tmp_path: Path) -> None:
     # The path is free for a second try.
     with build_project(root, lambda project: project.add_case("again", make_volume((4, 5, 6)))) as project:
         assert [case.name for case in project.cases()] == ["again"]
+
+
+def test_a_folder_taken_while_filling_is_left_alone_and_the_project_kept_aside(tmp_path: Path) -> None:
+    root = tmp_path / "picked"
+    root.mkdir()
+
+    def fill(project: Project) -> None:
+        project.add_case("first", make_volume((4, 5, 6)))
+        (root / "someone_elses.txt").write_text("written meanwhile")
+
+    with pytest.raises(ProjectError, match="complete at"):
+        build_project(root, fill)
+    assert [path.name for path in root.iterdir()] == ["someone_elses.txt"]
+    (partial,) = _leftovers(tmp_path)
+    with Project.open(tmp_path / partial) as kept:
+        assert [case.name for case in kept.cases()] == ["first"]

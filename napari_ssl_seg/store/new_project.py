@@ -43,7 +43,10 @@ def build_project(
         raise
     project.close()
     try:
-        # Replaces an empty folder at root (POSIX rename(2)); anything else there is refused, not overwritten.
+        if root.is_dir():
+            # The empty folder checked above (a folder the user picked): rmdir refuses it if anything has appeared
+            # in it since, and Windows cannot rename onto a folder at all.
+            root.rmdir()
         os.replace(aside, root)
         fsync_path(root.parent)
     except OSError as exc:
