@@ -60,7 +60,12 @@ def test_scores(project: Path, model: Path, device: str) -> dict[str, Any]:
     with Project.open(project) as opened:
         evaluation = evaluate_project(opened, model, split="test", device=device)
         names = opened.label_names()
-    overall = evaluation.summary["overall"]
+    return summary_scores(evaluation.summary, names)
+
+
+def summary_scores(summary: dict[str, Any], names: dict[int, str]) -> dict[str, Any]:
+    """An evaluation summary (``evaluation.metrics.summarise``) as the studies record it."""
+    overall = summary["overall"]
     return {
         "dice": float(overall["dice_mean"]),
         "hd95_mm": overall["hd95_mm_mean"],
@@ -68,7 +73,7 @@ def test_scores(project: Path, model: Path, device: str) -> dict[str, Any]:
         "failures": int(overall["n_failures"]),
         "per_class": {
             names.get(int(value), str(value)): round(float(entry["dice_mean"]), 4)
-            for value, entry in evaluation.summary["classes"].items()
+            for value, entry in summary["classes"].items()
         },
     }
 

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from label_gap import summary_scores
+from ssl_summary import Pair
 
 from napari_ssl_seg.evaluation.evaluate import evaluate_project
 from napari_ssl_seg.evaluation.metrics import case_metrics, summarise
@@ -50,25 +52,10 @@ def shared_cases(nearest: Project, linear: Project, split: str) -> tuple[list[st
         if case.split != split or not case.is_labeled:
             continue
         first, second = nearest.read_image(case.name), linear.read_image(case.name)
-        identical = first.array.shape == second.array.shape and np.array_equal(first.array, second.array)
         same_grid = np.allclose(first.spacing, second.spacing) and np.allclose(first.origin, second.origin)
-        identical = identical and same_grid
+        identical = same_grid and np.array_equal(first.array, second.array)  # False for other shapes too
         (same if identical else different).append(case.name)
     return same, different
-
-
-def _summary(per_case: dict[str, Any], names: dict[int, str]) -> dict[str, Any]:
-    summary = summarise(per_case)
-    overall = summary["overall"]
-    return {
-        "dice": round(float(overall["dice_mean"]), 4),
-        "hd95_mm": overall["hd95_mm_mean"],
-        "asd_mm": overall["asd_mm_mean"],
-        "per_class": {
-            names.get(int(value), str(value)): round(float(entry["dice_mean"]), 4)
-            for value, entry in summary["classes"].items()
-        },
-    }
 
 
 def score(model: Path, projects: dict[str, Project], cases: list[str], device: str) -> dict[str, Any]:
@@ -82,7 +69,7 @@ def score(model: Path, projects: dict[str, Project], cases: list[str], device: s
         for reference in REFERENCES:
             label = projects[reference].read_label(name).array
             per_case[reference][name] = case_metrics(predicted, label, image.spacing, classes)
-    return {reference: _summary(per_case[reference], names) for reference in REFERENCES}
+    return {reference: summary_scores(summarise(per_case[reference]), names) for reference in REFERENCES}
 
 
 def uncertainty_quality(
@@ -111,25 +98,39 @@ def _by_seed(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def gap_closed(results: dict[str, Any], start: str, full: str) -> dict[str, dict[str, Any]]:
-    """Per group and reference: the share of the START-to-FULL gap closed per seed (Dice, HD95) and its mean."""
+    """Per group and reference: the share of the START-to-FULL gap closed per seed (Dice, HD95), its mean and sd.
+
+    The share is ``ssl_summary.Pair``'s, the rule of the semi-supervision tables.
+    """
     groups = _by_seed(results)
     shares: dict[str, dict[str, Any]] = {}
     for group, seeds in groups.items():
         if group in (start, full):
             continue
         for reference in REFERENCES:
-            per_seed = {}
-            for seed, result in seeds.items():
-                first, last = groups[start][seed][reference], groups[full][seed][reference]
-                dice = (result[reference]["dice"] - first["dice"]) / (last["dice"] - first["dice"])
-                hd95 = (first["hd95_mm"] - result[reference]["hd95_mm"]) / (first["hd95_mm"] - last["hd95_mm"])
-                per_seed[seed] = {"dice": round(dice, 3), "hd95": round(hd95, 3)}
-            mean = {key: statistics.mean(value[key] for value in per_seed.values()) for key in ("dice", "hd95")}
-            spread = {
-                key: statistics.stdev([value[key] for value in per_seed.values()]) if len(per_seed) > 1 else 0.0
-                for key in ("dice", "hd95")
+            pairs = {
+                seed: Pair(
+                    labeled=0,
+                    seed=int(seed),
+                    method=group,
+                    run=result[reference],
+                    start=groups[start][seed][reference],
+                    full=groups[full][seed][reference],
+                    control=None,
+                    equal_time_control=None,
+                    source="",
+                )
+                for seed, result in seeds.items()
             }
-            shares.setdefault(group, {})[reference] = {"per_seed": per_seed, "mean": mean, "sd": spread}
+            per_seed = {
+                seed: {"dice": pair.dice_gap_closed(), "hd95": pair.hd95_gap_closed()} for seed, pair in pairs.items()
+            }
+            values = {key: [share[key] for share in per_seed.values()] for key in ("dice", "hd95")}
+            shares.setdefault(group, {})[reference] = {
+                "per_seed": per_seed,
+                "mean": {key: statistics.fmean(v) for key, v in values.items()},
+                "sd": {key: statistics.stdev(v) if len(v) > 1 else 0.0 for key, v in values.items()},
+            }
     return shares
 
 
@@ -158,6 +159,19 @@ def print_tables(results: dict[str, Any], gap: str | None) -> dict[str, Any] | N
     return shares
 
 
+def print_uncertainty(results: dict[str, Any]) -> None:
+    print("| teacher | reference | Dice | entropy AUROC | ECE | Spearman structure_entropy / missing_volume |")
+    print("|---|---|---|---|---|---|")
+    for name, by_reference in results.items():
+        for reference, row in by_reference.items():
+            rho = row["spearman"]
+            cells = [f"{rho[key]:.2f}" if rho.get(key) is not None else "-" for key in SPEARMAN_SHOWN]
+            print(
+                f"| {name} | {reference} | {row['dice']:.3f} | {row['auroc']:.3f} | {row['ece']:.3f} | "
+                f"{' / '.join(cells)} |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nearest", type=Path, help="the cohort project with nearest labels")
@@ -171,7 +185,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.from_json:
-        print_tables(json.loads(args.from_json.read_text())["results"], args.gap)
+        recorded = json.loads(args.from_json.read_text())["results"]
+        uncertainty = "auroc" in next(iter(recorded.values()))["nearest"]
+        print_uncertainty(recorded) if uncertainty else print_tables(recorded, args.gap)
         return
     if not (args.nearest and args.linear and args.model):
         parser.error("--nearest, --linear and at least one --model are needed (or --from-json)")
@@ -184,21 +200,12 @@ def main() -> None:
         projects = {"nearest": nearest, "linear": linear}
         if args.uncertainty:
             results = {}
-            print("| teacher | reference | Dice | entropy AUROC | ECE | Spearman structure_entropy / missing_volume |")
-            print("|---|---|---|---|---|---|")
             for name, path in models.items():
                 results[name] = uncertainty_quality(Path(path), projects, cases, args.split, args.device)
-                for reference, row in results[name].items():
-                    rho = row["spearman"]
-                    cells = [f"{rho.get(key):.2f}" if rho.get(key) is not None else "-" for key in SPEARMAN_SHOWN]
-                    print(
-                        f"| {name} | {reference} | {row['dice']:.3f} | {row['auroc']:.3f} | {row['ece']:.3f} | "
-                        f"{' / '.join(cells)} |",
-                        flush=True,
-                    )
+                print(f"{name}: done", flush=True)
         else:
             results = {name: score(Path(path), projects, cases, args.device) for name, path in models.items()}
-    shares = None if args.uncertainty else print_tables(results, args.gap)
+    shares = print_uncertainty(results) if args.uncertainty else print_tables(results, args.gap)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         document = {"cases": cases, "skipped": skipped, "split": args.split, "models": models, "results": results}

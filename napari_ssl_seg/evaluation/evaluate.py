@@ -116,10 +116,11 @@ def evaluate_project(
         raise InputError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
     cases = [case.name for case in project.cases() if case.split == split and case.is_labeled]
     if only is not None:
-        unknown = sorted(set(only) - set(cases))
+        wanted = set(only)
+        unknown = sorted(wanted - set(cases))
         if unknown:
             raise InputError(f"not labeled {split} cases of {project.root}: {', '.join(unknown)}")
-        cases = [name for name in cases if name in set(only)]
+        cases = [name for name in cases if name in wanted]
     if not cases:
         raise InputError(f"project {project.root} has no labeled {split} case to evaluate on")
     predictor = Predictor.from_checkpoint(model, device=device)
