@@ -52,6 +52,7 @@ from napari_ssl_seg.sample_data import sample_path
 from napari_ssl_seg.training.config import TrainConfig
 
 BASELINE = "random"
+Rows = list[dict[str, Any]]
 
 
 def _cohort(out: Path, cases: int, seed: int) -> Path:
@@ -149,7 +150,7 @@ def _interpolate_reach(curve: list[tuple[int, float]], target: float, lower_is_b
     return None
 
 
-def _savings(results: dict[str, dict[str, Any]], initial: int, metric: str = "dice") -> list[dict[str, Any]]:
+def labeling_savings(results: dict[str, dict[str, Any]], initial: int, metric: str = "dice") -> list[dict[str, Any]]:
     """Cases each strategy needs for random's mean ``metric`` ("dice", or "hd95": lower is better)."""
     key = f"{metric}_mean"
     baseline = {p["labeled"]: p[key] for p in results[BASELINE]["curve"] if p.get(key) is not None}
@@ -179,7 +180,7 @@ def _savings(results: dict[str, dict[str, Any]], initial: int, metric: str = "di
     return rows
 
 
-def _paired(results: dict[str, dict[str, Any]], initial: int, metric: str = "dice") -> list[dict[str, Any]]:
+def paired_gains(results: dict[str, dict[str, Any]], initial: int, metric: str = "dice") -> list[dict[str, Any]]:
     """Each strategy against random seed by seed: the difference of the test ``metric`` at each labeled count.
 
     A session and its random twin share the seed, the initial cases and the starting teacher, so the
@@ -231,7 +232,57 @@ def _paired(results: dict[str, dict[str, Any]], initial: int, metric: str = "dic
     return rows
 
 
-def _plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+def summarise_sessions(results: dict[str, dict[str, Any]], initial: int) -> tuple[Rows, Rows]:
+    """The labeling savings and the seed-by-seed gains over random, in Dice and in HD95."""
+    savings = [*labeling_savings(results, initial, "dice"), *labeling_savings(results, initial, "hd95")]
+    paired = [*paired_gains(results, initial, "dice"), *paired_gains(results, initial, "hd95")]
+    return savings, paired
+
+
+def print_results(
+    results: dict[str, dict[str, Any]], seeds: list[int], savings: list[dict[str, Any]], paired: list[dict[str, Any]]
+) -> None:
+    """The curves' tables, the labeling saving, the paired gains and the annotation effort."""
+    counts = sorted({p["labeled"] for r in results.values() for p in r["curve"]})
+    for metric, digits in (("dice", 4), ("hd95", 1)):
+        print(f"\ntest {metric} (mean ± std over seeds {seeds}) by labeled training cases")
+        print(f"{'labeled':<8} " + " ".join(f"{s:>22}" for s in results))
+        for count in counts:
+            cells = []
+            for strategy in results:
+                point = next((p for p in results[strategy]["curve"] if p["labeled"] == count), None)
+                mean = None if point is None else point.get(f"{metric}_mean")
+                cells.append("-" if mean is None else f"{mean:.{digits}f} ± {point[f'{metric}_std']:.{digits}f}")
+            print(f"{count:<8} " + " ".join(f"{c:>22}" for c in cells))
+    print("\nlabeling saving: cases needed to reach random's mean at N cases (target ratio <= 0.7)")
+    print(f"{'strategy':<20} {'metric':>6} {'N':>3} {'random':>9} {'needed':>8} {'ratio':>7} {'chosen-only':>12}")
+    for row in savings:
+        needed = "not reached" if row["cases_needed"] is None else f"{row['cases_needed']:.2f}"
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        chosen = "-" if row["ratio_chosen"] is None else f"{row['ratio_chosen']:.2f}"
+        print(
+            f"{row['strategy']:<20} {row['metric']:>6} {row['random_cases']:>3} {row['random_value']:>9.4f} "
+            f"{needed:>8} {ratio:>7} {chosen:>12}"
+        )
+    print("\nseed by seed against random (same start): gain in test Dice, or HD95 mm saved; 'all': mean over rounds")
+    print(f"{'strategy':<20} {'metric':>6} {'N':>4} {'gain':>18} {'better in':>10}")
+    for row in paired:
+        digits = 4 if row["metric"] == "dice" else 1
+        count = "all" if row["labeled"] is None else str(row["labeled"])
+        gain = f"{row['gain_mean']:+.{digits}f} ± {row['gain_std']:.{digits}f}"
+        print(f"{row['strategy']:<20} {row['metric']:>6} {count:>4} {gain:>18} {row['better']:>4} of {row['seeds']}")
+    print("\nannotation effort: voxels corrected in the ranking teacher's prediction / voxels painted from scratch")
+    print(f"{'labeled':<8} " + " ".join(f"{s:>22}" for s in results))
+    for count in counts:
+        cells = []
+        for strategy in results:
+            point = next((p for p in results[strategy]["curve"] if p["labeled"] == count), None)
+            ratio = None if point is None else point.get("correction_mean")
+            cells.append("-" if ratio is None else f"{100 * ratio:.1f}%")
+        print(f"{count:<8} " + " ".join(f"{c:>22}" for c in cells))
+
+
+def plot_curves(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -303,56 +354,19 @@ def main() -> None:
     cohort = args.cohort or _cohort(args.out / "cohort", args.cases, args.cohort_seed)
     results = {strategy: _run(strategy, cohort, args) for strategy in strategies}
     initial_count = args.initial if isinstance(args.initial, int) else len(args.initial)
-    savings = [*_savings(results, initial_count, "dice"), *_savings(results, initial_count, "hd95")]
-    paired = [*_paired(results, initial_count, "dice"), *_paired(results, initial_count, "hd95")]
+    savings, paired = summarise_sessions(results, initial_count)
     start = "scratch" if args.init is None else "/".join(Path(args.init).parts[-2:])
     title = (
         f"{cohort.name}, {args.method}, {args.iterations} it/round, {args.budget} case/round, "
         f"seeds {','.join(map(str, args.seeds))}, round 0 from {start}, promotion: {args.promotion}"
     )
-    _plot(results, args.png, title)
+    plot_curves(results, args.png, title)
     command = shlex.join([sys.executable, *sys.argv])
     summary = {"command": command, "strategies": results, "savings": savings, "paired": paired}
     json_path = args.png.with_suffix(".json")
     json_path.write_text(json.dumps(summary, indent=1), encoding="utf-8")
 
-    counts = sorted({p["labeled"] for r in results.values() for p in r["curve"]})
-    for metric, digits in (("dice", 4), ("hd95", 1)):
-        print(f"\ntest {metric} (mean ± std over seeds {args.seeds}) by labeled training cases")
-        print(f"{'labeled':<8} " + " ".join(f"{s:>22}" for s in strategies))
-        for count in counts:
-            cells = []
-            for strategy in strategies:
-                point = next((p for p in results[strategy]["curve"] if p["labeled"] == count), None)
-                mean = None if point is None else point.get(f"{metric}_mean")
-                cells.append("-" if mean is None else f"{mean:.{digits}f} ± {point[f'{metric}_std']:.{digits}f}")
-            print(f"{count:<8} " + " ".join(f"{c:>22}" for c in cells))
-    print("\nlabeling saving: cases needed to reach random's mean at N cases (target ratio <= 0.7)")
-    print(f"{'strategy':<20} {'metric':>6} {'N':>3} {'random':>9} {'needed':>8} {'ratio':>7} {'chosen-only':>12}")
-    for row in savings:
-        needed = "not reached" if row["cases_needed"] is None else f"{row['cases_needed']:.2f}"
-        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
-        chosen = "-" if row["ratio_chosen"] is None else f"{row['ratio_chosen']:.2f}"
-        print(
-            f"{row['strategy']:<20} {row['metric']:>6} {row['random_cases']:>3} {row['random_value']:>9.4f} "
-            f"{needed:>8} {ratio:>7} {chosen:>12}"
-        )
-    print("\nseed by seed against random (same start): gain in test Dice, or HD95 mm saved; 'all': mean over rounds")
-    print(f"{'strategy':<20} {'metric':>6} {'N':>4} {'gain':>18} {'better in':>10}")
-    for row in paired:
-        digits = 4 if row["metric"] == "dice" else 1
-        count = "all" if row["labeled"] is None else str(row["labeled"])
-        gain = f"{row['gain_mean']:+.{digits}f} ± {row['gain_std']:.{digits}f}"
-        print(f"{row['strategy']:<20} {row['metric']:>6} {count:>4} {gain:>18} {row['better']:>4} of {row['seeds']}")
-    print("\nannotation effort: voxels corrected in the ranking teacher's prediction / voxels painted from scratch")
-    print(f"{'labeled':<8} " + " ".join(f"{s:>22}" for s in strategies))
-    for count in counts:
-        cells = []
-        for strategy in strategies:
-            point = next((p for p in results[strategy]["curve"] if p["labeled"] == count), None)
-            ratio = None if point is None else point.get("correction_mean")
-            cells.append("-" if ratio is None else f"{100 * ratio:.1f}%")
-        print(f"{count:<8} " + " ".join(f"{c:>22}" for c in cells))
+    print_results(results, args.seeds, savings, paired)
     print(f"\nplot {args.png}\njson {json_path}")
 
 

@@ -42,13 +42,13 @@ def test_saving_at_equal_hd95_counts_the_cases_a_strategy_needs_to_come_down_to_
         "random": curve([(2, 0.6, 40.0), (3, 0.65, 34.0), (4, 0.7, 30.0)]),
         "missing_volume": curve([(2, 0.6, 40.0), (3, 0.7, 30.0), (4, 0.72, 28.0)]),
     }
-    rows = {(r["metric"], r["random_cases"]): r for r in benchmark._savings(results, 2, "hd95")}
+    rows = {(r["metric"], r["random_cases"]): r for r in benchmark.labeling_savings(results, 2, "hd95")}
     assert set(rows) == {("hd95", 3), ("hd95", 4)}  # nothing to save at the shared initial cases
     assert rows[("hd95", 4)]["cases_needed"] == pytest.approx(3.0)
     assert rows[("hd95", 4)]["ratio"] == pytest.approx(0.75)
     assert rows[("hd95", 4)]["ratio_chosen"] == pytest.approx(0.5)
     assert rows[("hd95", 3)]["cases_needed"] == pytest.approx(2.6)
-    dice_rows = {r["random_cases"]: r for r in benchmark._savings(results, 2, "dice")}
+    dice_rows = {r["random_cases"]: r for r in benchmark.labeling_savings(results, 2, "dice")}
     assert dice_rows[4]["cases_needed"] == pytest.approx(3.0)
 
 
@@ -72,13 +72,13 @@ def test_the_paired_comparison_differences_each_seed_against_its_own_random_twin
             {0: [(2, 0.5, 40.0), (3, 0.57, 26.0), (4, 0.61, 22.0)], 1: [(2, 0.7, 20.0), (3, 0.75, None)]}
         ),
     }
-    dice = {row["labeled"]: row for row in benchmark._paired(results, 2, "dice")}
+    dice = {row["labeled"]: row for row in benchmark.paired_gains(results, 2, "dice")}
     assert set(dice) == {3, 4, None}  # the shared initial count is left out
     assert dice[3]["gain_mean"] == pytest.approx(0.025) and dice[3]["better"] == 2 and dice[3]["seeds"] == 2
     assert dice[4]["seeds"] == 1 and dice[4]["gain_std"] == 0.0  # seed 1 never reached 4 cases
     # Per seed, the mean over its rounds: seed 0 (0.02 + 0.01) / 2, seed 1 0.03.
     assert dice[None]["gain_mean"] == pytest.approx((0.015 + 0.03) / 2)
-    hd95 = {row["labeled"]: row for row in benchmark._paired(results, 2, "hd95")}
+    hd95 = {row["labeled"]: row for row in benchmark.paired_gains(results, 2, "hd95")}
     # Lower is better: 4 mm saved at 3 cases, 2 mm lost at 4; seed 1's missing distance is not a zero.
     assert hd95[3]["gain_mean"] == pytest.approx(4.0) and hd95[3]["seeds"] == 1
     assert hd95[4]["gain_mean"] == pytest.approx(-2.0) and hd95[4]["better"] == 0
@@ -146,3 +146,44 @@ def test_a_finished_seed_is_reused_a_cut_short_one_is_not_and_other_settings_are
     assert benchmark._stored_session(done, config, args, 3)["rounds"] == [{}, {}, {}]
     with pytest.raises(SystemExit, match="other settings"):
         benchmark._stored_session(done, config, Namespace(**{**vars(args), "rounds": 5}), 3)
+
+
+def test_rescoring_takes_each_rounds_figures_from_its_teacher_under_the_chosen_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # its sibling imports
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "active_learning_rescore.py"
+    spec = importlib.util.spec_from_file_location("active_learning_rescore_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    rescore = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rescore)
+
+    def rounds(teachers: list[str], dice: list[float]) -> list[dict[str, Any]]:
+        return [
+            {"seed": 0, "round": i, "labeled": 2 + i, "labeled_cases": [], "picked": [], "picked_scores": [],
+             "test_dice": d, "validation_dice": None, "model": t, "train_seconds": 1.0, "rank_seconds": 0.0,
+             "promoted": i > 0, "teacher": t, "test_hd95_mm": 20.0}
+            for i, (t, d) in enumerate(zip(teachers, dice, strict=True))
+        ]  # fmt: skip
+
+    result = {"strategy": "s", "method": "supervised", "work_dir": "w", "settings": {}}
+    summary = {
+        "strategies": {
+            "random": result | {"strategy": "random", "rounds": rounds(["a", "b"], [0.60, 0.70])},
+            # A refused fine-tune keeps the teacher: round 1 scores "a" again.
+            "structure_entropy": result | {"rounds": rounds(["a", "a"], [0.60, 0.61])},
+        }
+    }
+    scores = {
+        "a": {"nearest": {"dice": 0.60, "hd95_mm": 21.0}, "linear": {"dice": 0.64, "hd95_mm": 18.0}},
+        "b": {"nearest": {"dice": 0.72, "hd95_mm": 20.0}, "linear": {"dice": 0.75, "hd95_mm": 15.0}},
+    }
+    assert rescore.teachers([summary]) == ["a", "b"]
+    dice, hd95 = rescore.largest_difference(summary, scores)
+    assert dice == pytest.approx(0.02) and hd95 == pytest.approx(1.0)
+    results = rescore.rescored(summary, scores, "linear")
+    assert [r["test_dice"] for r in results["structure_entropy"]["rounds"]] == [0.64, 0.64]
+    assert [r["test_hd95_mm"] for r in results["random"]["rounds"]] == [18.0, 15.0]
+    curve = {p["labeled"]: p for p in results["random"]["curve"]}
+    assert curve[3]["dice_mean"] == pytest.approx(0.75) and curve[3]["hd95_mean"] == pytest.approx(15.0)
+    assert summary["strategies"]["random"]["rounds"][1]["test_dice"] == 0.70  # the input is left as recorded
