@@ -3,7 +3,7 @@ the image.
 
 Run: .venv/bin/python benchmarks/reference_labels.py --nearest build/label_gap/cohort_2
      --linear build/label_gap_lin/cohort_2 --model NAME=PATH [--model NAME=PATH ...] [--split test] [--json OUT]
-     [--gap START:FULL] [--from-json OUT] [--uncertainty]
+     [--gap START:FULL] [--from-json OUT] [--uncertainty] [--png STRUCTURES.png]
 
 Two cohort projects generated with the same seed and ``--label-interpolation nearest`` and ``linear`` hold the
 same draws; where a case's crop or redraw came out differently (the crop looks at the label) its images differ and
@@ -15,7 +15,8 @@ teacher's (it stays).
 
 ``--gap START:FULL`` (model names ``<group>_s<seed>``): for every other group, the share of the gap from the START
 teacher to the FULL teacher of the same seed that it closes, in Dice and in HD95, under each reference; mean ±
-sd over seeds. ``--from-json`` prints the tables of an earlier run's JSON without predicting again.
+sd over seeds. ``--from-json`` prints the tables of an earlier run's JSON without predicting again. ``--png`` draws
+each group's Dice per structure under both references (mean and spread over seeds): where a gap lies.
 
 ``--uncertainty`` scores instead what ``evaluate --uncertainty`` reports (MC dropout, 8 samples, masks from the
 fixed seed), on the shared cases of each project in turn: the voxel AUROC of entropy for the teacher's errors and
@@ -172,6 +173,36 @@ def print_uncertainty(results: dict[str, Any]) -> None:
             )
 
 
+def plot_structures(results: dict[str, Any], path: Path) -> None:
+    """Per structure, each group's Dice (mean over seeds, bar; its range, line), one panel per reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _by_seed(results)
+    structures = list(next(iter(results.values()))["nearest"]["per_class"])
+    figure, panels = plt.subplots(1, len(REFERENCES), figsize=(12, 4.2), dpi=120, sharey=True)
+    width = 0.8 / len(groups)
+    for axes, reference in zip(panels, REFERENCES, strict=True):
+        for index, (group, seeds) in enumerate(groups.items()):
+            values = np.array([[seed[reference]["per_class"][s] for s in structures] for seed in seeds.values()])
+            positions = np.arange(len(structures)) + (index - (len(groups) - 1) / 2) * width
+            axes.bar(positions, values.mean(axis=0), width, label=f"{group} ({len(seeds)} seeds)")
+            axes.vlines(positions, values.min(axis=0), values.max(axis=0), color="black", linewidth=0.8)
+        axes.set_xticks(np.arange(len(structures)), [s.replace(" vertebral column", " spine") for s in structures])
+        axes.tick_params(axis="x", labelrotation=30)
+        axes.set_title(f"{reference} reference", fontsize=10)
+        axes.set_ylim(0.3, 1.0)
+        axes.grid(axis="y", alpha=0.3)
+    panels[0].set_ylabel("test Dice")
+    panels[0].legend(fontsize=8, loc="upper left")  # above the ribs and the cervical spine, the lowest bars
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nearest", type=Path, help="the cohort project with nearest labels")
@@ -183,11 +214,14 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--png", type=Path, help="each group's Dice per structure under both references")
     args = parser.parse_args()
     if args.from_json:
         recorded = json.loads(args.from_json.read_text())["results"]
         uncertainty = "auroc" in next(iter(recorded.values()))["nearest"]
         print_uncertainty(recorded) if uncertainty else print_tables(recorded, args.gap)
+        if args.png and not uncertainty:
+            plot_structures(recorded, args.png)
         return
     if not (args.nearest and args.linear and args.model):
         parser.error("--nearest, --linear and at least one --model are needed (or --from-json)")
@@ -206,6 +240,8 @@ def main() -> None:
         else:
             results = {name: score(Path(path), projects, cases, args.device) for name, path in models.items()}
     shares = print_uncertainty(results) if args.uncertainty else print_tables(results, args.gap)
+    if args.png and not args.uncertainty:
+        plot_structures(results, args.png)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         document = {"cases": cases, "skipped": skipped, "split": args.split, "models": models, "results": results}
