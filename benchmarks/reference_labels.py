@@ -101,12 +101,16 @@ def _by_seed(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def gap_closed(results: dict[str, Any], start: str, full: str) -> dict[str, dict[str, Any]]:
     """Per group and reference: the share of the START-to-FULL gap closed per seed (Dice, HD95), its mean and sd.
 
-    The share is ``ssl_summary.Pair``'s, the rule of the semi-supervision tables.
+    The share is ``ssl_summary.Pair``'s, the rule of the semi-supervision tables. Only the seeds that have both a
+    START and a FULL teacher count; a group with none of them is left out.
     """
     groups = _by_seed(results)
     shares: dict[str, dict[str, Any]] = {}
-    for group, seeds in groups.items():
+    for group, all_seeds in groups.items():
         if group in (start, full):
+            continue
+        seeds = {seed: result for seed, result in all_seeds.items() if seed in groups[start] and seed in groups[full]}
+        if not seeds:
             continue
         for reference in REFERENCES:
             pairs = {
