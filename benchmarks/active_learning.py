@@ -150,7 +150,7 @@ def _interpolate_reach(curve: list[tuple[int, float]], target: float, lower_is_b
     return None
 
 
-def labeling_savings(results: dict[str, dict[str, Any]], initial: int, metric: str = "dice") -> list[dict[str, Any]]:
+def labeling_savings(results: dict[str, dict[str, Any]], initial: int, metric: str = "dice") -> Rows:
     """Cases each strategy needs for random's mean ``metric`` ("dice", or "hd95": lower is better)."""
     key = f"{metric}_mean"
     baseline = {p["labeled"]: p[key] for p in results[BASELINE]["curve"] if p.get(key) is not None}
@@ -180,7 +180,7 @@ def labeling_savings(results: dict[str, dict[str, Any]], initial: int, metric: s
     return rows
 
 
-def paired_gains(results: dict[str, dict[str, Any]], initial: int, metric: str = "dice") -> list[dict[str, Any]]:
+def paired_gains(results: dict[str, dict[str, Any]], initial: int, metric: str = "dice") -> Rows:
     """Each strategy against random seed by seed: the difference of the test ``metric`` at each labeled count.
 
     A session and its random twin share the seed, the initial cases and the starting teacher, so the
@@ -239,9 +239,7 @@ def summarise_sessions(results: dict[str, dict[str, Any]], initial: int) -> tupl
     return savings, paired
 
 
-def print_results(
-    results: dict[str, dict[str, Any]], seeds: list[int], savings: list[dict[str, Any]], paired: list[dict[str, Any]]
-) -> None:
+def print_results(results: dict[str, dict[str, Any]], seeds: list[int], savings: Rows, paired: Rows) -> None:
     """The curves' tables, the labeling saving, the paired gains and the annotation effort."""
     counts = sorted({p["labeled"] for r in results.values() for p in r["curve"]})
     for metric, digits in (("dice", 4), ("hd95", 1)):
