@@ -83,9 +83,9 @@ def main() -> None:
         todo = [teacher for teacher in teachers(sessions) if teacher not in scores]
         print(f"{len(cases)} test cases with identical images; {len(todo)} teachers to score", flush=True)
         projects = {"nearest": nearest, "linear": linear}
+        args.scores.parent.mkdir(parents=True, exist_ok=True)
         for done, teacher in enumerate(todo, 1):
             scores[teacher] = score(Path(teacher), projects, cases, args.device)
-            args.scores.parent.mkdir(parents=True, exist_ok=True)
             args.scores.write_text(json.dumps(scores, indent=1))
             print(f"  {done}/{len(todo)} {teacher}: linear Dice {scores[teacher]['linear']['dice']:.4f}", flush=True)
     command = shlex.join([sys.executable, *sys.argv])

@@ -243,9 +243,13 @@ def main() -> None:
                 print(f"{name}: done", flush=True)
         else:
             results = {name: score(Path(path), projects, cases, args.device) for name, path in models.items()}
-    shares = print_uncertainty(results) if args.uncertainty else print_tables(results, args.gap)
-    if args.png and not args.uncertainty:
-        plot_structures(results, args.png)
+    if args.uncertainty:
+        print_uncertainty(results)
+        shares = None
+    else:
+        shares = print_tables(results, args.gap)
+        if args.png:
+            plot_structures(results, args.png)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         document = {"cases": cases, "skipped": skipped, "split": args.split, "models": models, "results": results}
