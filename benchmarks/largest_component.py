@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python benchmarks/largest_component.py --model M --choose PROJECT [--test PROJECT:SPLIT ...]
      [--shipped] [--json FILE]
+     .venv/bin/python benchmarks/largest_component.py --from-json DIR --gap START:FULL[,OTHER] [--test PROJECT:SPLIT]
 
 The clean-up is chosen as training chooses it (``evaluation/validation.py``): on the validation split of
 ``--choose`` (the project the teacher validated on), from the network's own argmax. Then every test set
@@ -12,6 +13,11 @@ labeled cases of the unseen cohorts of seeds 1 and 2 (``benchmarks/correction_ef
 ``--real DIR`` adds the lungs of the two real chest CTs of ``benchmarks/real_ct.py`` (its Hounsfield
 reference): pieces per lung and lung Dice as predicted, with the chosen classes and with both lungs cleaned.
 Distances of an empty class are listed failures and kept out of the means, as ``evaluate`` does.
+
+``--from-json DIR --gap START:FULL`` reads the JSONs of earlier runs, one per teacher, named
+``<group>_s<seed>.json``, and prints each teacher's mean Dice and HD95 on one test set and, for every group
+other than START and FULL, the share of the START-to-FULL gap of its seed that it closes, as predicted and with
+the clean-up (``reference_labels.gap_closed``'s rule; OTHER stands in for a seed without a FULL teacher).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import numpy as np
 import torch
 from correction_effort import SETS, cohort_cases
 from real_ct import class_of, dice, lps_array, lung_reference, predict_lps
+from reference_labels import gap_closed, print_shares
 from scipy import ndimage
 
 from napari_ssl_seg.evaluation.metrics import case_metrics
@@ -95,10 +102,53 @@ def real_lungs(predictor: Predictor, data: Path, chosen: list[int]) -> dict[str,
     return results
 
 
+def class_means(scores: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Mean Dice and HD95 over the classes; an HD95 of NaN (a class empty in every case) is left out."""
+    return {
+        "dice": float(np.mean(list(scores["dice"].values()))),
+        "hd95_mm": float(np.nanmean(list(scores["hd95"].values()))),
+    }
+
+
+def cleaned_gap(folder: Path, gap: str, test_set: str | None) -> dict[str, Any]:
+    """Each teacher's means per variant on one test set, and the share of the gap each group closes per variant."""
+    runs = {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*_s*.json"))}
+    if not runs:
+        raise SystemExit(f"{folder}: no <group>_s<seed>.json files")
+    sets = {
+        key
+        for run in runs.values()
+        for key, scored in run.items()
+        if isinstance(scored, dict) and VARIANTS[0] in scored
+    }
+    if test_set is None and len(sets) != 1:
+        raise SystemExit(f"{folder}: the runs score {sorted(sets)}; name one with --test")
+    test_set = test_set or sets.pop()
+    missing = [name for name, run in runs.items() if test_set not in run]
+    if missing:
+        raise SystemExit(f"{folder}: {', '.join(missing)} did not score {test_set}")
+    means = {name: {v: class_means(run[test_set][v]) for v in VARIANTS} for name, run in runs.items()}
+    start, _, full = gap.partition(":")
+    shares = gap_closed(means, start, tuple(full.split(",")), references=VARIANTS[:2])
+    return {"test set": test_set, "means": means, "shares": shares}
+
+
+def print_cleaned_gap(result: dict[str, Any]) -> None:
+    print(f"{result['test set']}: mean Dice / HD95 mm of the classes")
+    print("| teacher | " + " | ".join(VARIANTS[:2]) + " |")
+    print("|---|---|---|")
+    for name, by_variant in result["means"].items():
+        cells = [f"{by_variant[v]['dice']:.3f} / {by_variant[v]['hd95_mm']:.1f}" for v in VARIANTS[:2]]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print_shares(result["shares"], "Share of the gap closed", column="clean-up")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--choose", type=Path, required=True, help="project whose validation split chooses")
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--choose", type=Path, help="project whose validation split chooses")
+    parser.add_argument("--from-json", type=Path, metavar="DIR", help="earlier runs' JSONs, <group>_s<seed>.json")
+    parser.add_argument("--gap", metavar="START:FULL[,OTHER]", help="with --from-json: the share of the gap closed")
     parser.add_argument("--test", action="append", default=[], help="PROJECT:SPLIT to score (repeatable)")
     parser.add_argument("--shipped", action="store_true", help="add the shipped teachers' test sets")
     parser.add_argument("--out", type=Path, default=Path("build/correction_effort"), help="--shipped cohorts")
@@ -106,6 +156,16 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.from_json is not None:
+        if args.gap is None:
+            parser.error("--from-json needs --gap START:FULL")
+        result = cleaned_gap(args.from_json, args.gap, args.test[0] if args.test else None)
+        print_cleaned_gap(result)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+        return
+    if args.model is None or args.choose is None:
+        parser.error("--model and --choose are needed to score a teacher")
     keep_freed_memory()
     predictor = Predictor.from_checkpoint(args.model, device=args.device)
     validation = [ValidationCase(n, i, r) for n, i, r in labeled_cases(args.choose, "validation")]

@@ -3,7 +3,7 @@ the image.
 
 Run: .venv/bin/python benchmarks/reference_labels.py --nearest build/label_gap/cohort_2
      --linear build/label_gap_lin/cohort_2 --model NAME=PATH [--model NAME=PATH ...] [--split test] [--json OUT]
-     [--gap START:FULL] [--from-json OUT] [--uncertainty] [--png STRUCTURES.png]
+     [--gap START:FULL[,OTHER]] [--from-json OUT] [--uncertainty] [--png STRUCTURES.png]
 
 Two cohort projects generated with the same seed and ``--label-interpolation nearest`` and ``linear`` hold the
 same draws; where a case's crop or redraw came out differently (the crop looks at the label) its images differ and
@@ -15,8 +15,10 @@ teacher's (it stays).
 
 ``--gap START:FULL`` (model names ``<group>_s<seed>``): for every other group, the share of the gap from the START
 teacher to the FULL teacher of the same seed that it closes, in Dice and in HD95, under each reference; mean ±
-sd over seeds. ``--from-json`` prints the tables of an earlier run's JSON without predicting again. ``--png`` draws
-each group's Dice per structure under both references (mean and spread over seeds): where a gap lies.
+sd over seeds; ``START:FULL,OTHER`` takes, for a seed without a FULL teacher, its OTHER one (an all-labeled
+reference trained on the other labels). ``--from-json`` prints the tables of an earlier run's JSON without
+predicting again. ``--png`` draws each group's Dice per structure under both references (mean and spread over
+seeds): where a gap lies.
 
 ``--uncertainty`` scores instead what ``evaluate --uncertainty`` reports (MC dropout, 8 samples, masks from the
 fixed seed), on the shared cases of each project in turn: the voxel AUROC of entropy for the teacher's errors and
@@ -90,7 +92,8 @@ def uncertainty_quality(
     return quality
 
 
-def _by_seed(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def by_seed(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"<group>_s<seed>": result}`` regrouped as ``{group: {seed: result}}``."""
     groups: dict[str, dict[str, Any]] = {}
     for name, result in results.items():
         group, _, seed = name.rpartition("_s")
@@ -98,21 +101,29 @@ def _by_seed(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return groups
 
 
-def gap_closed(results: dict[str, Any], start: str, full: str) -> dict[str, dict[str, Any]]:
+def gap_closed(
+    results: dict[str, Any], start: str, full: str | tuple[str, ...], references: tuple[str, ...] = REFERENCES
+) -> dict[str, dict[str, Any]]:
     """Per group and reference: the share of the START-to-FULL gap closed per seed (Dice, HD95), its mean and sd.
 
-    The share is ``ssl_summary.Pair``'s, the rule of the semi-supervision tables. Only the seeds that have both a
-    START and a FULL teacher count; a group with none of them is left out.
+    The share is ``ssl_summary.Pair``'s, the rule of the semi-supervision tables. FULL may name several groups: a
+    seed takes the first that has a teacher of it (where the all-labeled reference of a seed was trained one way
+    and of another seed the other). Only the seeds that have both a START and a FULL teacher count; a group with
+    none of them is left out.
     """
-    groups = _by_seed(results)
+    groups = by_seed(results)
+    fulls = (full,) if isinstance(full, str) else full
+    full_of_seed: dict[str, Any] = {}
+    for name in reversed(fulls):
+        full_of_seed.update(groups.get(name, {}))
     shares: dict[str, dict[str, Any]] = {}
     for group, all_seeds in groups.items():
-        if group in (start, full):
+        if group == start or group in fulls:
             continue
-        seeds = {seed: result for seed, result in all_seeds.items() if seed in groups[start] and seed in groups[full]}
+        seeds = {seed: result for seed, result in all_seeds.items() if seed in groups[start] and seed in full_of_seed}
         if not seeds:
             continue
-        for reference in REFERENCES:
+        for reference in references:
             pairs = {
                 seed: Pair(
                     labeled=0,
@@ -120,7 +131,7 @@ def gap_closed(results: dict[str, Any], start: str, full: str) -> dict[str, dict
                     method=group,
                     run=result[reference],
                     start=groups[start][seed][reference],
-                    full=groups[full][seed][reference],
+                    full=full_of_seed[seed][reference],
                     control=None,
                     equal_time_control=None,
                     source="",
@@ -139,6 +150,19 @@ def gap_closed(results: dict[str, Any], start: str, full: str) -> dict[str, dict
     return shares
 
 
+def print_shares(shares: dict[str, dict[str, Any]], title: str, column: str = "reference") -> None:
+    print(f"\n{title} (per seed; mean ± sd)")
+    print(f"| teacher | {column} | Dice gap closed | HD95 gap closed |")
+    print("|---|---|---|---|")
+    for group, by_reference in shares.items():
+        for reference, share in by_reference.items():
+            cells = []
+            for key in ("dice", "hd95"):
+                seeds = ", ".join(f"{100 * value[key]:.0f}" for value in share["per_seed"].values())
+                cells.append(f"{100 * share['mean'][key]:.0f}% ± {100 * share['sd'][key]:.0f}% ({seeds})")
+            print(f"| {group} | {reference} | {cells[0]} | {cells[1]} |")
+
+
 def print_tables(results: dict[str, Any], gap: str | None) -> dict[str, Any] | None:
     print("| teacher | Dice, nearest reference | Dice, linear reference | HD95 mm, nearest / linear |")
     print("|---|---|---|---|")
@@ -150,17 +174,9 @@ def print_tables(results: dict[str, Any], gap: str | None) -> dict[str, Any] | N
     if gap is None:
         return None
     start, full = gap.split(":")
-    shares = gap_closed(results, start, full)
-    print(f"\nShare of the gap from {start} to {full} closed (per seed; mean ± sd)")
-    print("| teacher | reference | Dice gap closed | HD95 gap closed |")
-    print("|---|---|---|---|")
-    for group, by_reference in shares.items():
-        for reference, share in by_reference.items():
-            cells = []
-            for key in ("dice", "hd95"):
-                seeds = ", ".join(f"{100 * value[key]:.0f}" for value in share["per_seed"].values())
-                cells.append(f"{100 * share['mean'][key]:.0f}% ± {100 * share['sd'][key]:.0f}% ({seeds})")
-            print(f"| {group} | {reference} | {cells[0]} | {cells[1]} |")
+    fulls = tuple(full.split(","))
+    shares = gap_closed(results, start, fulls)
+    print_shares(shares, f"Share of the gap from {start} to {full} closed")
     return shares
 
 
@@ -184,7 +200,7 @@ def plot_structures(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = _by_seed(results)
+    groups = by_seed(results)
     structures = list(next(iter(results.values()))["nearest"]["per_class"])
     figure, panels = plt.subplots(1, len(REFERENCES), figsize=(12, 4.2), dpi=120, sharey=True)
     width = 0.8 / len(groups)
@@ -212,7 +228,9 @@ def main() -> None:
     parser.add_argument("--nearest", type=Path, help="the cohort project with nearest labels")
     parser.add_argument("--linear", type=Path, help="the same cohort with labels that follow the image")
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH")
-    parser.add_argument("--gap", metavar="START:FULL", help="share of the gap from START to FULL closed by the others")
+    parser.add_argument(
+        "--gap", metavar="START:FULL[,OTHER]", help="share of the gap from START to FULL closed by the others"
+    )
     parser.add_argument("--from-json", type=Path, help="print the tables of an earlier run")
     parser.add_argument("--uncertainty", action="store_true", help="entropy AUROC and case-score Spearman instead")
     parser.add_argument("--split", default="test")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -52,3 +53,68 @@ def test_the_gap_closed_is_per_seed_under_each_reference_and_skips_seeds_without
     assert linear["per_seed"]["0"] == pytest.approx({"dice": 0.25, "hd95": 1 / 3})
     assert linear["mean"]["dice"] == pytest.approx((0.25 + 0.5) / 2)
     assert nearest["sd"]["hd95"] == pytest.approx(0.1767767, rel=1e-5)
+
+
+def test_a_seed_without_the_full_teacher_takes_the_other_one_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    benchmark = load_benchmark(monkeypatch)
+    results = {
+        "start_s0": scores((0.70, 40.0), (0.70, 40.0)),
+        "full_s0": scores((0.80, 10.0), (0.80, 10.0)),
+        "other_s0": scores((0.99, 1.0), (0.99, 1.0)),  # seed 0 has its FULL teacher: this one is not used
+        "ucmt_s0": scores((0.75, 25.0), (0.75, 25.0)),
+        "start_s1": scores((0.60, 50.0), (0.60, 50.0)),
+        "other_s1": scores((0.80, 10.0), (0.80, 10.0)),
+        "ucmt_s1": scores((0.65, 40.0), (0.65, 40.0)),
+    }
+    shares = benchmark.gap_closed(results, "start", ("full", "other"))
+    assert set(shares) == {"ucmt"}
+    per_seed = shares["ucmt"]["linear"]["per_seed"]
+    assert per_seed["0"] == pytest.approx({"dice": 0.5, "hd95": 0.5})
+    assert per_seed["1"] == pytest.approx({"dice": 0.25, "hd95": 0.25})
+
+
+def load_largest_component(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("largest_component_benchmark", BENCHMARKS / "largest_component.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cleaned_run(raw: tuple[list[float], list[float]], cleaned: tuple[list[float], list[float]]) -> dict[str, Any]:
+    """A largest_component.py JSON of one teacher on one test set: per variant, Dice and HD95 per class."""
+
+    def per_class(values: tuple[list[float], list[float]]) -> dict[str, dict[str, float]]:
+        return {
+            key: {str(c): v for c, v in enumerate(column, 1)}
+            for key, column in zip(("dice", "hd95"), values, strict=True)
+        }
+
+    variants = {"as predicted": per_class(raw), "chosen classes": per_class(cleaned), "every class": per_class(cleaned)}
+    return {"model": "m", "chosen": [1], "validation": [0.5, 0.5], "cohort:test": variants}
+
+
+def test_the_cleaned_gap_is_read_from_one_json_per_teacher_and_skips_empty_distances(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    benchmark = load_largest_component(monkeypatch)
+    nan = float("nan")
+    runs = {
+        "start_s0": cleaned_run(([0.6, 0.8], [60.0, 20.0]), ([0.6, 0.8], [20.0, 20.0])),
+        "all_s0": cleaned_run(([0.9, 0.9], [10.0, 10.0]), ([0.9, 0.9], [10.0, 10.0])),
+        # class 2 empty in every case: its NaN distance is left out of the mean, as evaluate leaves it out
+        "ucmt_s0": cleaned_run(([0.8, 0.8], [30.0, nan]), ([0.8, 0.8], [15.0, nan])),
+    }
+    for name, run in runs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(run))
+    result = benchmark.cleaned_gap(tmp_path, "start:all", None)
+    assert result["test set"] == "cohort:test"
+    assert result["means"]["ucmt_s0"]["chosen classes"] == pytest.approx({"dice": 0.8, "hd95_mm": 15.0})
+    share = result["shares"]["ucmt"]
+    # Dice: (0.8 - 0.7) / (0.9 - 0.7); HD95 as predicted: (40 - 30) / (40 - 10), cleaned: (20 - 15) / (20 - 10)
+    assert share["as predicted"]["per_seed"]["0"] == pytest.approx({"dice": 0.5, "hd95": 1 / 3})
+    assert share["chosen classes"]["per_seed"]["0"] == pytest.approx({"dice": 0.5, "hd95": 0.5})
+    with pytest.raises(SystemExit, match="did not score"):
+        (tmp_path / "late_s1.json").write_text(json.dumps({"model": "m", "other:test": runs["all_s0"]["cohort:test"]}))
+        benchmark.cleaned_gap(tmp_path, "start:all", "cohort:test")
