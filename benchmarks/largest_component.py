@@ -3,6 +3,7 @@
 Run: .venv/bin/python benchmarks/largest_component.py --model M --choose PROJECT [--test PROJECT:SPLIT ...]
      [--shipped] [--json FILE]
      .venv/bin/python benchmarks/largest_component.py --from-json DIR --gap START:FULL[,OTHER] [--test PROJECT:SPLIT]
+     [--json FILE] [--png FILE]
 
 The clean-up is chosen as training chooses it (``evaluation/validation.py``): on the validation split of
 ``--choose`` (the project the teacher validated on), from the network's own argmax. Then every test set
@@ -17,7 +18,8 @@ Distances of an empty class are listed failures and kept out of the means, as ``
 ``--from-json DIR --gap START:FULL`` reads the JSONs of earlier runs, one per teacher, named
 ``<group>_s<seed>.json``, and prints each teacher's mean Dice and HD95 on one test set and, for every group
 other than START and FULL, the share of the START-to-FULL gap of its seed that it closes, as predicted and with
-the clean-up (``reference_labels.gap_closed``'s rule; OTHER stands in for a seed without a FULL teacher).
+the clean-up (``reference_labels.gap_closed``'s rule; OTHER stands in for a seed without a FULL teacher);
+``--png`` plots those shares.
 """
 
 from __future__ import annotations
@@ -143,6 +145,37 @@ def print_cleaned_gap(result: dict[str, Any]) -> None:
     print_shares(result["shares"], "Share of the gap closed", column="clean-up")
 
 
+def plot_cleaned_gap(result: dict[str, Any], path: Path) -> None:
+    """Per group, the share of the Dice and of the HD95 gap closed as predicted and cleaned: mean bar, seed dots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shares = result["shares"]
+    variants = VARIANTS[:2]
+    figure, panels = plt.subplots(1, 2, figsize=(9, 3.8), dpi=120, sharey=True)
+    width = 0.8 / len(variants)
+    for axes, key, title in zip(panels, ("dice", "hd95"), ("Dice gap closed", "HD95 gap closed"), strict=True):
+        for index, variant in enumerate(variants):
+            positions = np.arange(len(shares)) + (index - (len(variants) - 1) / 2) * width
+            per_seed = [[value[key] for value in by[variant]["per_seed"].values()] for by in shares.values()]
+            label = "with the clean-up the card chose" if variant == "chosen classes" else variant
+            axes.bar(positions, [np.mean(seeds) for seeds in per_seed], width, label=label)
+            for position, seeds in zip(positions, per_seed, strict=True):
+                axes.plot([position] * len(seeds), seeds, "k.", markersize=5)
+        axes.axhline(0.5, color="grey", linestyle="--", linewidth=0.8, label="half the gap (the target)")
+        axes.set_xticks(np.arange(len(shares)), list(shares))
+        axes.set_title(title, fontsize=10)
+        axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    seeds = sorted({seed for by in shares.values() for seed in by[variants[0]]["per_seed"]})
+    panels[0].legend(fontsize=8)
+    figure.suptitle(f"{result['test set']}: share of the gap to all labels closed (seeds {', '.join(seeds)}; dots)")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path)
@@ -155,6 +188,7 @@ def main() -> None:
     parser.add_argument("--real", type=Path, help="folder with lung1_image.nrrd and lung2_image.nrrd")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--png", type=Path, help="with --from-json: a plot of the shares")
     args = parser.parse_args()
     if args.from_json is not None:
         if args.gap is None:
@@ -163,6 +197,8 @@ def main() -> None:
         print_cleaned_gap(result)
         if args.json:
             args.json.write_text(json.dumps(result, indent=1))
+        if args.png:
+            plot_cleaned_gap(result, args.png)
         return
     if args.model is None or args.choose is None:
         parser.error("--model and --choose are needed to score a teacher")

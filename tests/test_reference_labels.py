@@ -115,6 +115,8 @@ def test_the_cleaned_gap_is_read_from_one_json_per_teacher_and_skips_empty_dista
     # Dice: (0.8 - 0.7) / (0.9 - 0.7); HD95 as predicted: (40 - 30) / (40 - 10), cleaned: (20 - 15) / (20 - 10)
     assert share["as predicted"]["per_seed"]["0"] == pytest.approx({"dice": 0.5, "hd95": 1 / 3})
     assert share["chosen classes"]["per_seed"]["0"] == pytest.approx({"dice": 0.5, "hd95": 0.5})
+    benchmark.plot_cleaned_gap(result, tmp_path / "shares.png")
+    assert (tmp_path / "shares.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit, match="did not score"):
         (tmp_path / "late_s1.json").write_text(json.dumps({"model": "m", "other:test": runs["all_s0"]["cohort:test"]}))
         benchmark.cleaned_gap(tmp_path, "start:all", "cohort:test")
