@@ -94,14 +94,20 @@ def median_rate(run: Path) -> float:
     return statistics.median(rates)
 
 
+def run_name(method: str, tag: str | None) -> str:
+    """A run's name: the method, or ``METHOD-TAG`` for a variant (its folders and its results' key)."""
+    return f"{method}-{tag}" if tag else method
+
+
 def equal_time_iterations(args: argparse.Namespace, method: str, seed: int) -> tuple[int, float]:
     """(iterations the control runs in ``method``'s training time, the rate ratio used) for one seed.
 
     From the two runs' own median rates, not their wall-clock: both ran on the same machine under the same
-    load, and the ratio of their rates is what a user's budget converts at.
+    load, and the ratio of their rates is what a user's budget converts at. With ``--tag`` both are the tagged
+    runs, the control of a variant being the supervised run of the same settings.
     """
-    method_run = args.out / f"labeled{args.labeled}_{method}_seed{seed}"
-    control_run = args.out / f"labeled{args.labeled}_supervised_seed{seed}"
+    method_run = args.out / f"labeled{args.labeled}_{run_name(method, args.tag)}_seed{seed}"
+    control_run = args.out / f"labeled{args.labeled}_{run_name('supervised', args.tag)}_seed{seed}"
     ratio = median_rate(control_run) / median_rate(method_run)
     return int(round(args.iterations * ratio, -2)), ratio
 
@@ -136,7 +142,7 @@ def main() -> None:
     methods = args.methods.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     starts: dict[int, dict[str, Any]] = {}
-    names = {method: f"{method}-{args.tag}" if args.tag else method for method in methods}
+    names = {method: run_name(method, args.tag) for method in methods}
     runs: dict[str, dict[int, dict[str, Any]]] = {names[method]: {} for method in methods}
     for seed in seeds:
         init = args.gap / f"labeled{args.labeled}_seed{seed}" / "model.safetensors"
@@ -159,9 +165,10 @@ def main() -> None:
                 )
             )
         if args.equal_time:
-            timed = f"supervised, {args.equal_time}'s time"
+            timed_method = run_name(args.equal_time, args.tag)
+            timed = f"supervised, {timed_method}'s time"  # the key ssl_summary.py pairs with the method's run
             iterations, ratio = equal_time_iterations(args, args.equal_time, seed)
-            out = args.out / f"labeled{args.labeled}_supervised_time-{args.equal_time}_seed{seed}"
+            out = args.out / f"labeled{args.labeled}_supervised_time-{timed_method}_seed{seed}"
             every = int(round(args.validate_every * ratio, -1))
             result = run_one(project, init, "supervised", seed, args, out, iterations=iterations, validate_every=every)
             runs.setdefault(timed, {})[seed] = {**result, "rate_ratio": round(ratio, 2)}

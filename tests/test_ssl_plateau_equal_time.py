@@ -1,0 +1,42 @@
+"""How many iterations benchmarks/ssl_plateau.py's equal-time control runs: from the paired runs' own rates."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports label_gap beside it
+    spec = importlib.util.spec_from_file_location("ssl_plateau_benchmark", BENCHMARKS / "ssl_plateau.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_run(folder: Path, rates: list[float]) -> None:
+    folder.mkdir(parents=True)
+    records = [{"kind": "train", "iteration": 5 * i, "it_per_s": rate} for i, rate in enumerate(rates, 1)]
+    records.append({"kind": "validation", "iteration": 250, "dice": 0.7})  # no rate: not counted
+    (folder / "log.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+
+
+def test_a_tagged_variant_is_timed_against_the_tagged_control(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    benchmark = load_benchmark(monkeypatch)
+    write_run(tmp_path / "labeled2_supervised_seed0", [10.0, 10.0, 10.0])
+    write_run(tmp_path / "labeled2_ucmt_seed0", [2.0, 2.0, 2.0])
+    write_run(tmp_path / "labeled2_supervised-bn_seed0", [12.0, 13.0, 100.0])  # median 13
+    write_run(tmp_path / "labeled2_ucmt-bn_seed0", [1.0, 2.0, 2.0])  # median 2
+    untagged = argparse.Namespace(out=tmp_path, labeled=2, iterations=3000, tag=None)
+    assert benchmark.equal_time_iterations(untagged, "ucmt", 0) == (15000, pytest.approx(5.0))
+    tagged = argparse.Namespace(out=tmp_path, labeled=2, iterations=3000, tag="bn")
+    assert benchmark.equal_time_iterations(tagged, "ucmt", 0) == (19500, pytest.approx(6.5))
+    assert benchmark.run_name("ucmt", "bn") == "ucmt-bn" and benchmark.run_name("ucmt", None) == "ucmt"
