@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from correction_effort import SETS, cohort_cases
 from real_ct import class_of, dice, lps_array, lung_reference, predict_lps
-from reference_labels import gap_closed, print_shares
+from reference_labels import gap_closed, parse_gap, print_shares
 from scipy import ndimage
 
 from napari_ssl_seg.evaluation.metrics import case_metrics
@@ -46,6 +46,7 @@ from napari_ssl_seg.runtime.allocator import keep_freed_memory
 from napari_ssl_seg.store import Project
 
 VARIANTS = ("as predicted", "chosen classes", "every class")
+SHARE_VARIANTS = VARIANTS[:2]  # what a user gets without and with the card's clean-up; "every class" is a probe
 
 
 def labeled_cases(root: Path, split: str) -> list[tuple[str, Any, np.ndarray]]:
@@ -129,18 +130,18 @@ def cleaned_gap(folder: Path, gap: str, test_set: str | None) -> dict[str, Any]:
     missing = [name for name, run in runs.items() if test_set not in run]
     if missing:
         raise SystemExit(f"{folder}: {', '.join(missing)} did not score {test_set}")
-    means = {name: {v: class_means(run[test_set][v]) for v in VARIANTS} for name, run in runs.items()}
-    start, _, full = gap.partition(":")
-    shares = gap_closed(means, start, tuple(full.split(",")), references=VARIANTS[:2])
+    means = {name: {v: class_means(run[test_set][v]) for v in SHARE_VARIANTS} for name, run in runs.items()}
+    start, fulls = parse_gap(gap)
+    shares = gap_closed(means, start, fulls, references=SHARE_VARIANTS)
     return {"test set": test_set, "means": means, "shares": shares}
 
 
 def print_cleaned_gap(result: dict[str, Any]) -> None:
     print(f"{result['test set']}: mean Dice / HD95 mm of the classes")
-    print("| teacher | " + " | ".join(VARIANTS[:2]) + " |")
+    print("| teacher | " + " | ".join(SHARE_VARIANTS) + " |")
     print("|---|---|---|")
     for name, by_variant in result["means"].items():
-        cells = [f"{by_variant[v]['dice']:.3f} / {by_variant[v]['hd95_mm']:.1f}" for v in VARIANTS[:2]]
+        cells = [f"{by_variant[v]['dice']:.3f} / {by_variant[v]['hd95_mm']:.1f}" for v in SHARE_VARIANTS]
         print(f"| {name} | " + " | ".join(cells) + " |")
     print_shares(result["shares"], "Share of the gap closed", column="clean-up")
 
@@ -153,7 +154,7 @@ def plot_cleaned_gap(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     shares = result["shares"]
-    variants = VARIANTS[:2]
+    variants = SHARE_VARIANTS
     figure, panels = plt.subplots(1, 2, figsize=(9, 3.8), dpi=120, sharey=True)
     width = 0.8 / len(variants)
     for axes, key, title in zip(panels, ("dice", "hd95"), ("Dice gap closed", "HD95 gap closed"), strict=True):

@@ -101,6 +101,12 @@ def by_seed(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return groups
 
 
+def parse_gap(gap: str) -> tuple[str, tuple[str, ...]]:
+    """``START:FULL[,OTHER...]`` as (START, (FULL, OTHER, ...)), the way ``gap_closed`` takes it."""
+    start, _, full = gap.partition(":")
+    return start, tuple(full.split(","))
+
+
 def gap_closed(
     results: dict[str, Any], start: str, full: str | tuple[str, ...], references: tuple[str, ...] = REFERENCES
 ) -> dict[str, dict[str, Any]]:
@@ -173,10 +179,9 @@ def print_tables(results: dict[str, Any], gap: str | None) -> dict[str, Any] | N
             print(f"|   {structure} | {near['per_class'][structure]:.3f} | {lin['per_class'][structure]:.3f} | |")
     if gap is None:
         return None
-    start, full = gap.split(":")
-    fulls = tuple(full.split(","))
+    start, fulls = parse_gap(gap)
     shares = gap_closed(results, start, fulls)
-    print_shares(shares, f"Share of the gap from {start} to {full} closed")
+    print_shares(shares, f"Share of the gap from {start} to {' or '.join(fulls)} closed")
     return shares
 
 

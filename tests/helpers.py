@@ -6,11 +6,14 @@ test module imports another's.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
+import pytest
 
 from napari_ssl_seg.io import Volume
 from napari_ssl_seg.io.dicom import write_dicom_series as write_dicom_series_with
@@ -19,6 +22,7 @@ from napari_ssl_seg.store.models import register_model
 from napari_ssl_seg.training import TrainConfig
 from napari_ssl_seg.training.loop import train
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHAPE = (10, 22, 26)  # (z, y, x): larger than the tests' patch, a few patches per case
 
 
@@ -149,3 +153,14 @@ def ranking_cohort(folder: Path) -> Path:
         root, SAMPLE_DIR / "CTChest4.nrrd", SAMPLE_DIR / "Segmentation.seg.nrrd", cases=6, seed=3, labeled=1
     ).close()
     return root
+
+
+def load_benchmark(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``benchmarks/<name>.py`` as a module (the scripts are not a package); their folder goes on the path for the
+    length of the test, since most import a sibling script."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

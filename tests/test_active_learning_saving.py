@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-
-
-def load_benchmark() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "active_learning.py"
-    spec = importlib.util.spec_from_file_location("active_learning_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_benchmark
 
 
 def curve(points: list[tuple[int, float, float]]) -> dict[str, Any]:
     return {"curve": [{"labeled": n, "dice_mean": dice, "hd95_mean": hd95} for n, dice, hd95 in points]}
 
 
-def test_reach_interpolates_upwards_for_dice_and_downwards_for_hd95() -> None:
-    benchmark = load_benchmark()
+def test_reach_interpolates_upwards_for_dice_and_downwards_for_hd95(monkeypatch: pytest.MonkeyPatch) -> None:
+    benchmark = load_benchmark("active_learning", monkeypatch)
     dice = [(2, 0.60), (3, 0.70), (4, 0.80)]
     assert benchmark._interpolate_reach(dice, 0.75) == pytest.approx(3.5)
     assert benchmark._interpolate_reach(dice, 0.55) == 2.0
@@ -36,8 +26,10 @@ def test_reach_interpolates_upwards_for_dice_and_downwards_for_hd95() -> None:
     assert benchmark._interpolate_reach(hd95, 10.0, lower_is_better=True) is None
 
 
-def test_saving_at_equal_hd95_counts_the_cases_a_strategy_needs_to_come_down_to_random() -> None:
-    benchmark = load_benchmark()
+def test_saving_at_equal_hd95_counts_the_cases_a_strategy_needs_to_come_down_to_random(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    benchmark = load_benchmark("active_learning", monkeypatch)
     results = {
         "random": curve([(2, 0.6, 40.0), (3, 0.65, 34.0), (4, 0.7, 30.0)]),
         "missing_volume": curve([(2, 0.6, 40.0), (3, 0.7, 30.0), (4, 0.72, 28.0)]),
@@ -61,8 +53,10 @@ def sessions(strategy_by_seed: dict[int, list[tuple[int, float, float | None]]])
     return {"rounds": rounds}
 
 
-def test_the_paired_comparison_differences_each_seed_against_its_own_random_twin() -> None:
-    benchmark = load_benchmark()
+def test_the_paired_comparison_differences_each_seed_against_its_own_random_twin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    benchmark = load_benchmark("active_learning", monkeypatch)
     results = {
         # Seed 1 starts far higher than seed 0: the means' spreads overlap, the per-seed differences do not.
         "random": sessions(
@@ -120,12 +114,14 @@ def test_a_stored_session_reads_back_with_its_rounds_and_curve() -> None:
     assert point["correction_mean"] == pytest.approx(0.1)
 
 
-def test_a_finished_seed_is_reused_a_cut_short_one_is_not_and_other_settings_are_refused(tmp_path: Path) -> None:
+def test_a_finished_seed_is_reused_a_cut_short_one_is_not_and_other_settings_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from argparse import Namespace
 
     from napari_ssl_seg.training.config import TrainConfig
 
-    benchmark = load_benchmark()
+    benchmark = load_benchmark("active_learning", monkeypatch)
     config = TrainConfig()
     teachers = "teachers/seed{seed}/model.safetensors"
     args = Namespace(promotion="validation", initial=2, budget=1, rounds=2, init=teachers)
@@ -151,12 +147,7 @@ def test_a_finished_seed_is_reused_a_cut_short_one_is_not_and_other_settings_are
 def test_rescoring_takes_each_rounds_figures_from_its_teacher_under_the_chosen_reference(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # its sibling imports
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "active_learning_rescore.py"
-    spec = importlib.util.spec_from_file_location("active_learning_rescore_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    rescore = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rescore)
+    rescore = load_benchmark("active_learning_rescore", monkeypatch)
 
     def rounds(teachers: list[str], dice: list[float]) -> list[dict[str, Any]]:
         return [

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load_benchmark(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports label_gap and ssl_summary beside it
-    spec = importlib.util.spec_from_file_location("reference_labels_benchmark", BENCHMARKS / "reference_labels.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_benchmark
 
 
 def scores(nearest: tuple[float, float], linear: tuple[float, float]) -> dict[str, Any]:
@@ -32,7 +20,7 @@ def scores(nearest: tuple[float, float], linear: tuple[float, float]) -> dict[st
 def test_the_gap_closed_is_per_seed_under_each_reference_and_skips_seeds_without_both_ends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    benchmark = load_benchmark(monkeypatch)
+    benchmark = load_benchmark("reference_labels", monkeypatch)
     results = {
         "start_s0": scores((0.70, 40.0), (0.72, 40.0)),
         "full_s0": scores((0.80, 10.0), (0.84, 10.0)),
@@ -56,7 +44,7 @@ def test_the_gap_closed_is_per_seed_under_each_reference_and_skips_seeds_without
 
 
 def test_a_seed_without_the_full_teacher_takes_the_other_one_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    benchmark = load_benchmark(monkeypatch)
+    benchmark = load_benchmark("reference_labels", monkeypatch)
     results = {
         "start_s0": scores((0.70, 40.0), (0.70, 40.0)),
         "full_s0": scores((0.80, 10.0), (0.80, 10.0)),
@@ -71,15 +59,6 @@ def test_a_seed_without_the_full_teacher_takes_the_other_one_named(monkeypatch: 
     per_seed = shares["ucmt"]["linear"]["per_seed"]
     assert per_seed["0"] == pytest.approx({"dice": 0.5, "hd95": 0.5})
     assert per_seed["1"] == pytest.approx({"dice": 0.25, "hd95": 0.25})
-
-
-def load_largest_component(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("largest_component_benchmark", BENCHMARKS / "largest_component.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def cleaned_run(raw: tuple[list[float], list[float]], cleaned: tuple[list[float], list[float]]) -> dict[str, Any]:
@@ -98,7 +77,7 @@ def cleaned_run(raw: tuple[list[float], list[float]], cleaned: tuple[list[float]
 def test_the_cleaned_gap_is_read_from_one_json_per_teacher_and_skips_empty_distances(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    benchmark = load_largest_component(monkeypatch)
+    benchmark = load_benchmark("largest_component", monkeypatch)
     nan = float("nan")
     runs = {
         "start_s0": cleaned_run(([0.6, 0.8], [60.0, 20.0]), ([0.6, 0.8], [20.0, 20.0])),
@@ -117,6 +96,6 @@ def test_the_cleaned_gap_is_read_from_one_json_per_teacher_and_skips_empty_dista
     assert share["chosen classes"]["per_seed"]["0"] == pytest.approx({"dice": 0.5, "hd95": 0.5})
     benchmark.plot_cleaned_gap(result, tmp_path / "shares.png")
     assert (tmp_path / "shares.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "late_s1.json").write_text(json.dumps({"model": "m", "other:test": runs["all_s0"]["cohort:test"]}))
     with pytest.raises(SystemExit, match="did not score"):
-        (tmp_path / "late_s1.json").write_text(json.dumps({"model": "m", "other:test": runs["all_s0"]["cohort:test"]}))
         benchmark.cleaned_gap(tmp_path, "start:all", "cohort:test")

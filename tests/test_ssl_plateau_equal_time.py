@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load_benchmark(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports label_gap beside it
-    spec = importlib.util.spec_from_file_location("ssl_plateau_benchmark", BENCHMARKS / "ssl_plateau.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_benchmark
 
 
 def write_run(folder: Path, rates: list[float]) -> None:
@@ -30,7 +18,7 @@ def write_run(folder: Path, rates: list[float]) -> None:
 
 
 def test_a_tagged_variant_is_timed_against_the_tagged_control(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    benchmark = load_benchmark(monkeypatch)
+    benchmark = load_benchmark("ssl_plateau", monkeypatch)
     write_run(tmp_path / "labeled2_supervised_seed0", [10.0, 10.0, 10.0])
     write_run(tmp_path / "labeled2_ucmt_seed0", [2.0, 2.0, 2.0])
     write_run(tmp_path / "labeled2_supervised-bn_seed0", [12.0, 13.0, 100.0])  # median 13
