@@ -49,9 +49,6 @@ def run_one(
     iterations: int | None = None,
     validate_every: int | None = None,
 ) -> dict[str, Any]:
-    result_path = out / "result.json"
-    if result_path.is_file():
-        return json.loads(result_path.read_text())
     iterations = iterations or args.iterations
     validate_every = validate_every or args.validate_every
     overrides = [
@@ -62,6 +59,9 @@ def run_one(
         f"checkpoint_every={validate_every}",
         *args.set,
     ]
+    result_path = out / "result.json"
+    if result_path.is_file():
+        return finished_result(result_path, overrides)
     config = apply_overrides(preset("finetune"), overrides)
     # A run stopped with the session continues from its checkpoint rather than from the start.
     interrupted = (out / "state" / "resume.json").is_file()
@@ -76,8 +76,24 @@ def run_one(
         "validation": curve,
         "converged": plateaued(curve, args.plateau_window, args.plateau_delta),
         "train_minutes": round(seconds / 60, 2),
+        "overrides": overrides,
     }
     result_path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def finished_result(result_path: Path, overrides: list[str]) -> dict[str, Any]:
+    """A finished run's result, reused only if it was trained with the same settings: a run folder is named by
+    method and tag, so a ``--set`` changed under the same tag would otherwise pass an old run off as the new one.
+    Results from before the settings were recorded are reused as they are."""
+    result = json.loads(result_path.read_text())
+    recorded = result.get("overrides")
+    if recorded is not None and recorded != overrides:
+        changed = sorted(set(recorded) ^ set(overrides))
+        raise SystemExit(
+            f"{result_path.parent}: finished with other settings ({', '.join(changed)}); "
+            "give the variant its own --tag or --out"
+        )
     return result
 
 

@@ -28,3 +28,18 @@ def test_a_tagged_variant_is_timed_against_the_tagged_control(monkeypatch: pytes
     tagged = argparse.Namespace(out=tmp_path, labeled=2, iterations=3000, tag="bn")
     assert benchmark.equal_time_iterations(tagged, "ucmt", 0) == (19500, pytest.approx(6.5))
     assert benchmark.run_name("ucmt", "bn") == "ucmt-bn" and benchmark.run_name("ucmt", None) == "ucmt"
+
+
+def test_a_finished_run_is_reused_only_with_the_settings_it_was_trained_with(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    benchmark = load_benchmark("ssl_plateau", monkeypatch)
+    run = tmp_path / "labeled2_ucmt-bn_seed0"
+    run.mkdir()
+    kept = {"dice": 0.76, "overrides": ["method=ucmt", "seed=0", "postprocessing=false"]}
+    (run / "result.json").write_text(json.dumps(kept))
+    assert benchmark.finished_result(run / "result.json", kept["overrides"]) == kept
+    with pytest.raises(SystemExit, match=r"other settings \(postprocessing=false, postprocessing=true\)"):
+        benchmark.finished_result(run / "result.json", ["method=ucmt", "seed=0", "postprocessing=true"])
+    (run / "result.json").write_text(json.dumps({"dice": 0.75}))  # from before the settings were recorded
+    assert benchmark.finished_result(run / "result.json", ["method=ucmt"])["dice"] == 0.75
