@@ -155,7 +155,7 @@ def plot_cleaned_gap(result: dict[str, Any], path: Path) -> None:
 
     shares = result["shares"]
     variants = SHARE_VARIANTS
-    figure, panels = plt.subplots(1, 2, figsize=(9, 3.8), dpi=120, sharey=True)
+    figure, panels = plt.subplots(1, 2, figsize=(max(9, 1.1 * len(shares)), 4.4), dpi=120, sharey=True)
     width = 0.8 / len(variants)
     for axes, key, title in zip(panels, ("dice", "hd95"), ("Dice gap closed", "HD95 gap closed"), strict=True):
         for index, variant in enumerate(variants):
@@ -166,7 +166,7 @@ def plot_cleaned_gap(result: dict[str, Any], path: Path) -> None:
             for position, seeds in zip(positions, per_seed, strict=True):
                 axes.plot([position] * len(seeds), seeds, "k.", markersize=5)
         axes.axhline(0.5, color="grey", linestyle="--", linewidth=0.8, label="half the gap (the target)")
-        axes.set_xticks(np.arange(len(shares)), list(shares))
+        axes.set_xticks(np.arange(len(shares)), list(shares), rotation=35, ha="right", fontsize=8)
         axes.set_title(title, fontsize=10)
         axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     seeds = sorted({seed for by in shares.values() for seed in by[variants[0]]["per_seed"]})
