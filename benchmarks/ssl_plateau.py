@@ -32,9 +32,11 @@ from typing import Any
 
 from label_gap import plateaued, test_scores
 
+from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.runtime.allocator import keep_freed_memory
-from napari_ssl_seg.training.config import apply_overrides, preset
+from napari_ssl_seg.training.config import TrainConfig, apply_overrides, preset
 from napari_ssl_seg.training.loop import train
+from napari_ssl_seg.training.run_start import resume_info
 from napari_ssl_seg.training.runlog import read_log
 
 
@@ -59,10 +61,10 @@ def run_one(
         f"checkpoint_every={validate_every}",
         *args.set,
     ]
+    config = apply_overrides(preset("finetune"), overrides)
     result_path = out / "result.json"
     if result_path.is_file():
-        return finished_result(result_path, overrides)
-    config = apply_overrides(preset("finetune"), overrides)
+        return finished_result(out, config, iterations)
     # A run stopped with the session continues from its checkpoint rather than from the start.
     interrupted = (out / "state" / "resume.json").is_file()
     train(project, config, out, device=args.device, init_model=init, resume=interrupted)
@@ -76,24 +78,22 @@ def run_one(
         "validation": curve,
         "converged": plateaued(curve, args.plateau_window, args.plateau_delta),
         "train_minutes": round(seconds / 60, 2),
-        "overrides": overrides,
     }
     result_path.write_text(json.dumps(result, indent=1))
     return result
 
 
-def finished_result(result_path: Path, overrides: list[str]) -> dict[str, Any]:
-    """A finished run's result, reused only if it was trained with the same settings: a run folder is named by
-    method and tag, so a ``--set`` changed under the same tag would otherwise pass an old run off as the new one.
-    Results from before the settings were recorded are reused as they are."""
-    result = json.loads(result_path.read_text())
-    recorded = result.get("overrides")
-    if recorded is not None and recorded != overrides:
-        changed = sorted(set(recorded) ^ set(overrides))
-        raise SystemExit(
-            f"{result_path.parent}: finished with other settings ({', '.join(changed)}); "
-            "give the variant its own --tag or --out"
-        )
+def finished_result(out: Path, config: TrainConfig, iterations: int) -> dict[str, Any]:
+    """A finished run's result, reused only if it was trained with ``config`` and ``iterations``: a run folder is
+    named by method and tag, so a ``--set`` changed under the same tag would otherwise pass an old run off as the
+    new one. The settings are compared by the loop's own resume check against the run's saved state."""
+    result = json.loads((out / "result.json").read_text())
+    try:
+        resume_info(out, config)
+    except InputError as exc:
+        raise SystemExit(f"{out}: finished, but {exc}; give the variant its own --tag or --out") from None
+    if result["iterations"] != iterations:
+        raise SystemExit(f"{out}: finished at {result['iterations']} iterations, not {iterations}")
     return result
 
 

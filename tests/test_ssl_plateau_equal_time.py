@@ -33,13 +33,18 @@ def test_a_tagged_variant_is_timed_against_the_tagged_control(monkeypatch: pytes
 def test_a_finished_run_is_reused_only_with_the_settings_it_was_trained_with(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    from napari_ssl_seg.training.config import apply_overrides, preset
+
     benchmark = load_benchmark("ssl_plateau", monkeypatch)
     run = tmp_path / "labeled2_ucmt-bn_seed0"
-    run.mkdir()
-    kept = {"dice": 0.76, "overrides": ["method=ucmt", "seed=0", "postprocessing=false"]}
-    (run / "result.json").write_text(json.dumps(kept))
-    assert benchmark.finished_result(run / "result.json", kept["overrides"]) == kept
-    with pytest.raises(SystemExit, match=r"other settings \(postprocessing=false, postprocessing=true\)"):
-        benchmark.finished_result(run / "result.json", ["method=ucmt", "seed=0", "postprocessing=true"])
-    (run / "result.json").write_text(json.dumps({"dice": 0.75}))  # from before the settings were recorded
-    assert benchmark.finished_result(run / "result.json", ["method=ucmt"])["dice"] == 0.75
+    (run / "state").mkdir(parents=True)
+    trained = apply_overrides(preset("finetune"), ["method=ucmt", "seed=0", "iterations=3000", "postprocessing=false"])
+    state = {"run": {"config": trained.to_dict(), "parent": None}}
+    (run / "state" / "resume.json").write_text(json.dumps(state))
+    (run / "result.json").write_text(json.dumps({"dice": 0.76, "iterations": 3000}))
+    assert benchmark.finished_result(run, trained, 3000)["dice"] == 0.76
+    changed = apply_overrides(trained, ["postprocessing=true"])
+    with pytest.raises(SystemExit, match=r"changed setting\(s\) postprocessing"):
+        benchmark.finished_result(run, changed, 3000)
+    with pytest.raises(SystemExit, match="finished at 3000 iterations, not 6000"):
+        benchmark.finished_result(run, apply_overrides(trained, ["iterations=6000"]), 6000)
