@@ -102,8 +102,10 @@ def class_of(card_classes: dict[int, str], name: str) -> int:
     return next(int(key) for key, value in card_classes.items() if value.lower() == name)
 
 
-def statistics_over(model: Path, cts: list[Path], batches: int, work: Path) -> Path:
-    """A copy of ``model`` whose BatchNorm statistics are re-estimated over ``cts`` (a project of them, unlabeled)."""
+def statistics_over(model: Path, cts: list[Path], batches: int, work: Path, out: Path) -> Path:
+    """``out``: a copy of ``model`` whose BatchNorm statistics are re-estimated over ``cts`` (a project of them,
+    unlabeled, kept in ``work`` for the next model). ``out`` is the caller's: models of run folders share the stem
+    ``model``, so a name made from the stem would let each copy overwrite the one before."""
     root = work / "statistics_project"
     if not root.exists():
         with Project.create(root, seed=0, name="real scans") as project:
@@ -113,10 +115,20 @@ def statistics_over(model: Path, cts: list[Path], batches: int, work: Path) -> P
     with Project.open(root) as project:
         names = [case.name for case in project.cases()]
         reestimate_over_cases(networks["model"], project, names, card, batches=batches, seed=0)
-    out = work / f"{model.stem}_statistics" / "model.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, networks, card, overwrite=True)
     return out
+
+
+def with_statistics(
+    models: list[tuple[str, Path]], cts: list[Path], batches: int, work: Path
+) -> list[tuple[str, Path]]:
+    """``models`` followed by each one's copy with statistics re-estimated over ``cts``, named ``NAME +statistics``."""
+    copies = [
+        (f"{name} +statistics", statistics_over(model, cts, batches, work, work / f"statistics_{index}" / model.name))
+        for index, (name, model) in enumerate(models)
+    ]
+    return [*models, *copies]
 
 
 def main() -> None:
@@ -150,8 +162,8 @@ def main() -> None:
             stored[ct, "DICOM"] = work / f"{ct.stem}_dicom"
             write_dicom_series(read_volume(stored[ct, "LPS"]), stored[ct, "DICOM"], modality="CT")
         models = [(display_name(Path(model)), Path(model)) for model in args.models.split(",")]
-        for name, model in list(models) if args.statistics_batches else []:
-            models.append((f"{name} +statistics", statistics_over(model, cts, args.statistics_batches, work)))
+        if args.statistics_batches:
+            models = with_statistics(models, cts, args.statistics_batches, work)
         for name, model in models:
             predictor = Predictor.from_checkpoint(model, device=args.device)
             classes = predictor.card.classes
