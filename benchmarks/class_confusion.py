@@ -17,11 +17,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+from largest_component import labeled_cases
 
 from napari_ssl_seg.evaluation.dice import confusion_counts
 from napari_ssl_seg.inference.predictor import Predictor
 from napari_ssl_seg.runtime.allocator import keep_freed_memory
-from napari_ssl_seg.store import Project
 
 
 def predicted_as(prediction: np.ndarray, reference: np.ndarray, target: int, num_labels: int) -> dict[int, float]:
@@ -41,12 +41,9 @@ def class_id(names: dict[int, str], wanted: str) -> int:
 
 
 def confusion(project_root: Path, split: str, target_name: str, models: dict[str, Path]) -> dict:
-    with Project.open(project_root) as project:
-        cases = [case.name for case in project.cases() if case.split == split and case.is_labeled]
-        if not cases:
-            raise SystemExit(f"{project_root}: no labeled case in split {split!r}")
-        images = {name: project.read_image(name) for name in cases}
-        references = {name: np.asarray(project.read_label(name).array) for name in cases}
+    cases = labeled_cases(project_root, split)
+    if not cases:
+        raise SystemExit(f"{project_root}: no labeled case in split {split!r}")
     result: dict = {"project": str(project_root), "split": split, "class": target_name, "teachers": {}}
     for teacher, model in models.items():
         predictor = Predictor.from_checkpoint(model)
@@ -54,9 +51,9 @@ def confusion(project_root: Path, split: str, target_name: str, models: dict[str
         target = class_id(names, target_name)
         num_labels = max(names) + 1
         per_case = {}
-        for name in cases:
-            label = np.asarray(predictor.predict(images[name], uncertainty="none", name=name).label.array)
-            shares = predicted_as(label, references[name], target, num_labels)
+        for name, image, reference in cases:
+            label = np.asarray(predictor.predict(image, uncertainty="none", name=name).label.array)
+            shares = predicted_as(label, reference, target, num_labels)
             per_case[name] = {names.get(k, str(k)) if k else "background": v for k, v in shares.items()}
         result["teachers"][teacher] = {"model": str(model), "cases": per_case}
     return result
