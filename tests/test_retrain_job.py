@@ -13,11 +13,12 @@ from helpers import TINY, make_tiny_project, tiny_trained_project
 
 from napari_ssl_seg.cli import main
 from napari_ssl_seg.networks import load_checkpoint
+from napari_ssl_seg.runtime import core_sharing
 from napari_ssl_seg.store import Project
 from napari_ssl_seg.store.models import ModelVersion, active_model, model_versions
 from napari_ssl_seg.training import job as job_module
 from napari_ssl_seg.training import promote as promote_module
-from napari_ssl_seg.training.job import RetrainEvent, RetrainJob
+from napari_ssl_seg.training.job import SHARE_FILE, RetrainEvent, RetrainJob
 from napari_ssl_seg.training.runlog import read_log
 from napari_ssl_seg.training.state import resume_paths
 
@@ -182,3 +183,26 @@ def test_retrain_command_needs_an_active_model(tmp_path: Path, capsys: pytest.Ca
     assert not any((root / "runs").iterdir())  # nothing was started
     assert main(["retrain", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_retrain_trains_on_one_core_fewer_while_the_gui_computes(
+    project_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the child's own count, whatever this machine has
+    with core_sharing.computing():
+        job = RetrainJob.start(project_root, iterations=LONG, overrides=TINY, device="cpu")
+        assert (job.out_dir / SHARE_FILE).exists()
+        shared = _follow(job, lambda seen: sum(event.kind == "train" for event in seen) >= 2)
+    try:
+        assert not (job.out_dir / SHARE_FILE).exists()
+        threads = [event.values["threads"] for event in shared if event.kind == "train"]
+        assert threads and set(threads) == {1}
+        back = _follow(job, lambda seen: any(e.kind == "train" and e.values["threads"] == 2 for e in seen))
+        assert any(event.kind == "train" and event.values["threads"] == 2 for event in back)
+    finally:
+        job.cancel()
+        job.wait(60)
+    assert job.state == "cancelled"
+    job.poll()
+    with core_sharing.computing():
+        assert not (job.out_dir / SHARE_FILE).exists()  # the ended child is no longer signalled

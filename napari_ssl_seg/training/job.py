@@ -34,6 +34,7 @@ from typing import Any
 
 from napari_ssl_seg.errors import InputError
 from napari_ssl_seg.methods.registry import method_class
+from napari_ssl_seg.runtime import core_sharing
 from napari_ssl_seg.runtime.child_process import last_error_line, start_python_module
 from napari_ssl_seg.store.models import ModelVersion, active_model, model_version
 from napari_ssl_seg.store.project import Project
@@ -44,6 +45,9 @@ from napari_ssl_seg.training.plan import budget_for_device
 from napari_ssl_seg.training.promote import RetrainOutcome, promote_if_better
 
 __all__ = ["STATES", "RetrainEvent", "RetrainJob", "default_retrain_dir"]
+
+#: In the run folder while the starting process computes: the child then trains on one core fewer.
+SHARE_FILE = "parent-computing"
 
 STATES = ("running", "completed", "cancelled", "failed")
 # (stage, done, total): stage is "old" or "new", the teacher being scored in finish().
@@ -176,16 +180,19 @@ class RetrainJob:
         args += [f"--set={item}" for item in overrides]
         # A session of its own: a Ctrl-C in the terminal reaches only us, and we then cancel
         # gracefully; cancel() signals the child alone.
+        # The child gives a core back while this process computes (runtime/core_sharing.py).
+        share = out / SHARE_FILE
         with open(out / "process.stdout.log", "wb") as stdout, open(out / "process.stderr.log", "wb") as stderr:
             process = start_python_module(
                 "napari_ssl_seg.cli",
                 args,
                 stdout=stdout,
                 stderr=stderr,
-                environment={"PYTHONUNBUFFERED": "1"},
+                environment={"PYTHONUNBUFFERED": "1", core_sharing.ENVIRONMENT: str(share)},
                 niceness=niceness,
                 own_session=True,
             )
+        core_sharing.share_with(share)
         parent = init_version or (active.name if active is not None else None)
         return cls(process, out, method, total, project_root=root, parent_version=parent, device=device)
 
@@ -286,6 +293,7 @@ class RetrainJob:
         self._pending.append(RetrainEvent(kind, iteration, self.total, record))
 
     def _settle(self, code: int) -> None:
+        core_sharing.stop_sharing_with(self.out_dir / SHARE_FILE)
         if self._partial.strip():
             self._add_record(self._partial)
         self._partial = b""

@@ -31,6 +31,7 @@ from napari_ssl_seg.inference.device import select_device
 from napari_ssl_seg.methods.base import Batch, StepContext
 from napari_ssl_seg.methods.registry import build_method
 from napari_ssl_seg.networks.checkpoint import checkpoint_paths, save_checkpoint
+from napari_ssl_seg.runtime.core_sharing import CoreShare
 from napari_ssl_seg.runtime.precision import execution_for
 from napari_ssl_seg.store.project import Project
 from napari_ssl_seg.training.batchnorm import recalibrate_export
@@ -276,11 +277,14 @@ class _Run:
         iteration, status = self.start, "completed"
         sums = LogSums()
         cuda = self.device.type == "cuda"  # where drawing ahead pays (training/prefetch.py)
-        with BatchPrefetcher(self.draw, stop=config.iterations, depth=2 * cuda, pin_memory=cuda) as ahead:
+        prefetcher = BatchPrefetcher(self.draw, stop=config.iterations, depth=2 * cuda, pin_memory=cuda)
+        # A core for the GUI while it computes beside this run (runtime/core_sharing.py).
+        with prefetcher as ahead, CoreShare.from_environment() as cores:
             while iteration < config.iterations:
                 if self.dist.stop_requested(iteration, self.should_stop):
                     status = "cancelled"
                     break
+                cores.update()
                 started = time.perf_counter()
                 batch = self.device_batch(*ahead.get(iteration))
                 logs: dict[str, float | torch.Tensor] = {}
@@ -310,7 +314,7 @@ class _Run:
                     self.progress(iteration, config.iterations, means)
                 if log:
                     if self.log is not None:
-                        self.log.write("train", iteration, {**means, "it_per_s": sums.rate})
+                        self.log.write("train", iteration, {**means, "it_per_s": sums.rate, "threads": cores.current})
                     sums.reset()
                 if validate and self.dist.is_main:
                     self.validate(iteration)

@@ -24,6 +24,7 @@ from qtpy.QtCore import QObject, QThreadPool, QTimer, Signal, Slot
 from qtpy.QtWidgets import QApplication
 
 from napari_ssl_seg.errors import InputError, ProjectError
+from napari_ssl_seg.runtime import core_sharing
 
 __all__ = [
     "USER_ERRORS",
@@ -151,7 +152,8 @@ def in_background_priority(function: Callable[..., Any]) -> Callable[..., Any]:
 
                 torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
             try:
-                outcome["value"] = function(*args, **kwargs)
+                with core_sharing.computing():  # a retrain's child gives this work a core meanwhile
+                    outcome["value"] = function(*args, **kwargs)
             except BaseException as exc:  # handed to the waiting worker, which reports it
                 outcome["error"] = exc
 
