@@ -25,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+from gui_latency import shipped_teacher_cohort
+
 LONG = 1_000_000  # iterations a round never reaches
 
 
@@ -100,20 +102,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="folder for the cohort (default: a temporary folder)")
     args = parser.parse_args()
 
-    from napari_ssl_seg.cohort.cohort_project import build_cohort_project
     from napari_ssl_seg.inference.predictor import Predictor
-    from napari_ssl_seg.sample_data import sample_path
     from napari_ssl_seg.shipped_models import shipped_model_path
     from napari_ssl_seg.store import Project
-    from napari_ssl_seg.store.models import register_model
 
     work = args.work or Path(tempfile.mkdtemp(prefix="core_sharing_"))
-    root = work / "cohort"
-    if not root.exists():
-        with build_cohort_project(
-            root, sample_path("CTChest4.nrrd"), sample_path("Segmentation.seg.nrrd"), cases=12, seed=0, labeled=4
-        ) as project:
-            register_model(project, shipped_model_path("ucmt"))
+    root = shipped_teacher_cohort(work)
     with Project.open(root) as project:
         volumes = [project.read_image(case.name) for case in project.cases()][: args.cases]
     predictor = Predictor.from_checkpoint(shipped_model_path("ucmt"), device="cpu")

@@ -159,6 +159,22 @@ def run_until(app, done: Callable[[], bool], timeout: float) -> float:
     return time.perf_counter() - start
 
 
+def shipped_teacher_cohort(work: Path) -> Path:
+    """``work/cohort``: the 12-case demo CT cohort (seed 0, 4 labeled), the shipped UCMT teacher active; made once."""
+    from napari_ssl_seg.cohort.cohort_project import build_cohort_project
+    from napari_ssl_seg.sample_data import sample_path
+    from napari_ssl_seg.shipped_models import shipped_model_path
+    from napari_ssl_seg.store.models import register_model
+
+    root = work / "cohort"
+    if not root.exists():
+        with build_cohort_project(
+            root, sample_path("CTChest4.nrrd"), sample_path("Segmentation.seg.nrrd"), cases=12, seed=0, labeled=4
+        ) as project:
+            register_model(project, shipped_model_path("ucmt"))
+    return root
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=15, help="retrain iterations (quick preset)")
@@ -175,21 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     from napari.qt.threading import create_worker
     from qtpy.QtWidgets import QApplication
 
-    from napari_ssl_seg.cohort.cohort_project import build_cohort_project
-    from napari_ssl_seg.sample_data import sample_path
-    from napari_ssl_seg.shipped_models import shipped_model_path
-    from napari_ssl_seg.store.models import register_model
     from napari_ssl_seg.training.config import apply_overrides, preset
     from napari_ssl_seg.training.loop import train
     from napari_ssl_seg.widgets.assistant import dock_assistant
 
     work = args.work or Path(tempfile.mkdtemp(prefix="gui_latency_"))
-    root = work / "cohort"
-    if not root.exists():
-        with build_cohort_project(
-            root, sample_path("CTChest4.nrrd"), sample_path("Segmentation.seg.nrrd"), cases=12, seed=0, labeled=4
-        ) as project:
-            register_model(project, shipped_model_path("ucmt"))
+    root = shipped_teacher_cohort(work)
     if args.no_gc_freeze:
         import napari_ssl_seg.widgets.viewer_sessions as viewer_sessions
 
