@@ -111,6 +111,13 @@ def test_project_rates_read_the_newest_long_enough_run_per_method_and_device(tmp
             handle.write(f'{{"kind": "train", "iteration": {iteration}, "loss": 0.5, "it_per_s": 1000.0}}\n')
     second = project_rates(tiny_project, "cpu")["supervised"]
     assert second.run == "second" and second.it_per_s == 1000.0
+    # Stretches where the run gave a core to the GUI (fewer threads) do not count, however many.
+    with open(log, "a", encoding="utf-8") as handle:
+        for iteration in range(33, 83):
+            handle.write(f'{{"kind": "train", "iteration": {iteration}, "it_per_s": 1.0, "threads": 1}}\n')
+        for iteration in range(83, 123):
+            handle.write(f'{{"kind": "train", "iteration": {iteration}, "it_per_s": 2000.0, "threads": 2}}\n')
+    assert project_rates(tiny_project, "cpu")["supervised"].it_per_s == 2000.0
     # A run folder without a start record (made before runs logged one) is skipped.
     lines = log.read_text().splitlines(keepends=True)
     log.write_text("".join(line for line in lines if '"kind": "start"' not in line))

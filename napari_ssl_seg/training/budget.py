@@ -208,6 +208,7 @@ class MeasuredRate:
 
 
 _IT_PER_S = re.compile(r'"it_per_s": ([0-9.eE+-]+)')
+_THREADS = re.compile(r'"threads": ([0-9]+)')
 # log path -> (mtime_ns, size, its start record, median rate, rate count): the dock asks on every change.
 _RUN_RATES: dict[Path, tuple[int, int, dict[str, Any] | None, float, int]] = {}
 
@@ -227,8 +228,13 @@ def _run_rate(log: Path) -> tuple[dict[str, Any] | None, float, int]:
                     start = json.loads(line)
             elif line.startswith('{"kind": "train"') and (found := _IT_PER_S.search(line)):
                 with contextlib.suppress(ValueError):
-                    speeds.append(float(found.group(1)))
-    speeds = [speed for speed in speeds if math.isfinite(speed) and speed > 0]
+                    threads = _THREADS.search(line)
+                    speeds.append((float(found.group(1)), int(threads.group(1)) if threads else 0))
+    # Records of stretches where the run gave a core to the GUI (fewer "threads", runtime/core_sharing.py) say what
+    # the machine did beside other work, not what a run costs: they are left out (records before the count was
+    # logged, 0 here, are kept).
+    full = max((threads for _, threads in speeds), default=0)
+    speeds = [speed for speed, threads in speeds if threads in (0, full) and math.isfinite(speed) and speed > 0]
     median = statistics.median(speeds) if speeds else 0.0
     _RUN_RATES[log] = (stat.st_mtime_ns, stat.st_size, start, median, len(speeds))
     return start, median, len(speeds)
