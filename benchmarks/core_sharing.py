@@ -5,11 +5,11 @@
 On a generated 12-case CT cohort with the shipped UCMT teacher (as ``gui_latency.py``), each round starts the
 one-click retrain (``RetrainJob``: a supervised fine-tune, ``finetune`` preset, in its niced child process), lets
 it run ``--seconds`` alone, then predicts ``--cases`` cases in a row with MC dropout (T=8), as a re-rank does, in
-a thread wrapped as the docks wrap their work (``widgets/background.in_background_priority``: niced, one core
-fewer, inside ``core_sharing.computing()``), and cancels the retrain. Each round runs twice, side by side:
-**sharing** (the product: the child trains on one core fewer while the predictions run,
-``runtime/core_sharing.py``) and **not sharing** (the signal is never raised: the child keeps every core, as
-before). The predictions alone, with no retrain, are the floor.
+a thread wrapped as the docks wrap their work (``widgets/background.in_background_priority``: niced, on the
+cores a retrain leaves, inside ``core_sharing.computing()``), and cancels the retrain. Each round runs twice,
+side by side: **sharing** (the product: the child trains on half its threads, here one of two, while the
+predictions run, ``runtime/core_sharing.py``) and **not sharing** (the signal is never raised: the child keeps
+every core, as before). The predictions alone, with no retrain, are the floor.
 
 Printed per round and mode: the retrain's iterations per second alone and during the predictions (its logged
 iteration count, polled as the Retrain dock polls it) and the predictions' seconds; then the ratios of the modes.

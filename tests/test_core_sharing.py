@@ -1,4 +1,4 @@
-"""A training child gives a core back while the process that started it computes (runtime/core_sharing.py)."""
+"""A training child shares the cores with the process that started it while that one computes (core_sharing.py)."""
 
 from __future__ import annotations
 
@@ -22,17 +22,27 @@ def restore_threads() -> Iterator[int]:
 
 def test_the_child_follows_the_signal_file(tmp_path: Path, restore_threads: int) -> None:
     signal = tmp_path / "signal"
-    with CoreShare(signal, threads=3) as cores:
-        assert cores.update() == 3
+    with CoreShare(signal, threads=4) as cores:
+        assert cores.update() == 4
         signal.touch()
-        assert cores.update() == 2 and torch.get_num_threads() == 2
+        assert cores.update() == 2 and torch.get_num_threads() == 2  # half, while the starting process computes
         signal.unlink()
-        assert cores.update() == 3 and torch.get_num_threads() == 3
+        assert cores.update() == 4 and torch.get_num_threads() == 4
         signal.touch()
         cores.update()
-    assert torch.get_num_threads() == 3  # leaving gives every thread back, signal or not
+    assert torch.get_num_threads() == 4  # leaving gives every thread back, signal or not
     assert CoreShare(signal, threads=1).update() == 1  # one thread is never taken away
     assert CoreShare(None, threads=3).update() == 3  # no signal named: nothing changes
+
+
+def test_the_starting_process_takes_the_other_half_while_a_child_shares(tmp_path: Path) -> None:
+    assert [core_sharing.compute_threads(cores) for cores in (1, 2, 16)] == [1, 1, 15]  # a core for the GUI thread
+    core_sharing.share_with(tmp_path / "signal")
+    try:
+        assert [core_sharing.compute_threads(cores) for cores in (1, 2, 3, 16)] == [1, 1, 2, 8]
+    finally:
+        core_sharing.stop_sharing_with(tmp_path / "signal")
+    assert core_sharing.compute_threads(16) == 15
 
 
 def test_the_signal_stands_while_any_thread_computes(tmp_path: Path) -> None:

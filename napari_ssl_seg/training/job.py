@@ -46,7 +46,7 @@ from napari_ssl_seg.training.promote import RetrainOutcome, promote_if_better
 
 __all__ = ["STATES", "RetrainEvent", "RetrainJob", "default_retrain_dir"]
 
-#: In the run folder while the starting process computes: the child then trains on one core fewer.
+#: In the run folder while the starting process computes: the child then trains on half its threads.
 SHARE_FILE = "parent-computing"
 
 STATES = ("running", "completed", "cancelled", "failed")
@@ -180,7 +180,7 @@ class RetrainJob:
         args += [f"--set={item}" for item in overrides]
         # A session of its own: a Ctrl-C in the terminal reaches only us, and we then cancel
         # gracefully; cancel() signals the child alone.
-        # The child gives a core back while this process computes (runtime/core_sharing.py).
+        # The child shares the cores while this process computes (runtime/core_sharing.py).
         share = out / SHARE_FILE
         with open(out / "process.stdout.log", "wb") as stdout, open(out / "process.stderr.log", "wb") as stderr:
             process = start_python_module(

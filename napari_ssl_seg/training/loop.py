@@ -278,7 +278,7 @@ class _Run:
         sums = LogSums()
         cuda = self.device.type == "cuda"  # where drawing ahead pays (training/prefetch.py)
         prefetcher = BatchPrefetcher(self.draw, stop=config.iterations, depth=2 * cuda, pin_memory=cuda)
-        # A core for the GUI while it computes beside this run (runtime/core_sharing.py).
+        # The cores shared with the GUI while it computes beside this run (runtime/core_sharing.py).
         with prefetcher as ahead, CoreShare.from_environment() as cores:
             while iteration < config.iterations:
                 if self.dist.stop_requested(iteration, self.should_stop):

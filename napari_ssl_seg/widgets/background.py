@@ -150,7 +150,7 @@ def in_background_priority(function: Callable[..., Any]) -> Callable[..., Any]:
             if "torch" in sys.modules:
                 import torch
 
-                torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+                torch.set_num_threads(core_sharing.compute_threads(os.cpu_count() or 2))
             try:
                 with core_sharing.computing():  # a retrain's child gives this work a core meanwhile
                     outcome["value"] = function(*args, **kwargs)
