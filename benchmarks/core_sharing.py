@@ -18,7 +18,6 @@ iteration count, polled as the Retrain dock polls it) and the predictions' secon
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import tempfile
 import threading
@@ -63,9 +62,11 @@ def predict_as_the_dock(predictor: object, volumes: list[object]) -> float:
 
 def one_round(root: Path, predictor: object, volumes: list[object], seconds: float, sharing: bool) -> dict[str, float]:
     from napari_ssl_seg.runtime import core_sharing
-    from napari_ssl_seg.training.job import RetrainJob
+    from napari_ssl_seg.training.job import SHARE_FILE, RetrainJob
 
     job = RetrainJob.start(root, method="supervised", iterations=LONG, overrides=["log_every=1"], device="cpu")
+    if not sharing:  # as before: the child is never signalled, and the GUI's work takes every core but one
+        core_sharing.stop_sharing_with(job.out_dir / SHARE_FILE)
     try:
         deadline = time.monotonic() + 300
         while job.progress[0] < 20:  # past start-up and the first iterations
@@ -75,13 +76,7 @@ def one_round(root: Path, predictor: object, volumes: list[object], seconds: flo
         alone = iterations_per_second(job, seconds)
         before, _ = job.progress
         started = time.perf_counter()
-        computing = core_sharing.computing
-        if not sharing:  # the signal is never raised: the child keeps every core
-            core_sharing.computing = contextlib.nullcontext  # type: ignore[assignment]
-        try:
-            predict_seconds = predict_as_the_dock(predictor, volumes)
-        finally:
-            core_sharing.computing = computing  # type: ignore[assignment]
+        predict_seconds = predict_as_the_dock(predictor, volumes)
         during = (job.progress[0] - before) / (time.perf_counter() - started)
     finally:
         job.cancel()
