@@ -152,7 +152,7 @@ def in_background_priority(function: Callable[..., Any]) -> Callable[..., Any]:
 
                 torch.set_num_threads(core_sharing.compute_threads(os.cpu_count() or 2))
             try:
-                with core_sharing.computing():  # a retrain's child gives this work a core meanwhile
+                with core_sharing.computing():  # a retrain's child shares the cores meanwhile
                     outcome["value"] = function(*args, **kwargs)
             except BaseException as exc:  # handed to the waiting worker, which reports it
                 outcome["error"] = exc
