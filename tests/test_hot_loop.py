@@ -165,7 +165,9 @@ def _indexed_prototype_loss(features, labels, reliable, num_classes, temperature
     return pull + separation_weight * separation
 
 
-@pytest.mark.parametrize("case", ["all classes", "one class absent", "one prototype", "none reliable"])
+@pytest.mark.parametrize(
+    "case", ["all classes", "one class absent", "one prototype", "none reliable", "a reliable voxel without features"]
+)
 def test_the_masked_prototype_loss_equals_the_indexed_form_with_gradients(case: str) -> None:
     generator = torch.Generator().manual_seed(3)
     features = torch.randn(2, 5, 3, 4, 4, generator=generator)
@@ -177,6 +179,10 @@ def test_the_masked_prototype_loss_equals_the_indexed_form_with_gradients(case: 
         reliable &= labels == 1
     elif case == "none reliable":
         reliable[:] = False
+    elif case == "a reliable voxel without features":
+        # All channels 0, as after a ReLU: the norm's root must not pass an infinite slope to it.
+        features[0, :, 0, 0, 0] = 0.0
+        reliable[0, 0, 0, 0] = True
     mine = features.clone().requires_grad_(True)
     theirs = features.clone().requires_grad_(True)
     loss, logs = prototype_contrastive_loss(mine, labels, reliable, 4, temperature=0.1, separation_weight=0.5)

@@ -15,6 +15,7 @@ from napari_ssl_seg.runtime.precision import (
     cpu_has_native_bf16,
     execution_for,
     guard_thin_convolutions,
+    scores_in_standard_layout,
     thin_batchnorm_in_standard_layout,
 )
 
@@ -150,6 +151,37 @@ def test_the_gradient_reaches_a_thin_batchnorm_in_the_standard_layout() -> None:
     out.backward(torch.randn(out.shape).contiguous(memory_format=torch.channels_last_3d))
     assert gradients and gradients[0].is_contiguous(), "BatchNorm's backward got a channels-last gradient"
     assert images.grad.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_the_output_heads_hand_their_scores_over_in_the_standard_layout() -> None:
+    from napari_ssl_seg.methods.ugmcl import DualTaskVNet
+
+    torch.manual_seed(5)
+    network = DualTaskVNet(VNet(1, 3, base_width=4, depth=3, dropout=0.0))
+    reference = copy.deepcopy(network)
+    CPU_CHANNELS_LAST.prepare_module(network)
+    heads = [network.vnet.classifier, network.sdf_head]
+    assert [len(head._forward_hooks) for head in heads] == [1, 1]
+    scores_in_standard_layout(network)  # idempotent: still one hook per head
+    assert [len(head._forward_hooks) for head in heads] == [1, 1]
+    images = torch.randn(2, 1, 8, 16, 16)
+    inside = []
+    network.vnet.decoder[-1].register_forward_hook(
+        lambda module, args, output: inside.append(output.is_contiguous(memory_format=torch.channels_last_3d))
+    )
+    logits, sdf = network(CPU_CHANNELS_LAST.prepare_input(images), dual=True)
+    expected_logits, expected_sdf = reference(images, dual=True)
+    assert inside == [True], "the layers before the heads still run channels-last"
+    assert logits.is_contiguous() and sdf.is_contiguous()
+    torch.testing.assert_close(logits, expected_logits)
+    torch.testing.assert_close(sdf, expected_sdf)
+    target = torch.randint(0, 3, (2, 8, 16, 16))
+    for scores, distances in ((logits, sdf), (expected_logits, expected_sdf)):
+        (nn.functional.cross_entropy(scores, target) + distances.square().mean()).backward()
+    for (name, ours), theirs in zip(network.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-6, msg=name)
+    plain = Execution(torch.device("cpu")).prepare_module(VNet(1, 3, base_width=4, depth=3))
+    assert not plain.classifier._forward_hooks, "only a channels-last CPU execution needs the copy"
 
 
 def test_a_channels_last_network_saves_and_predicts_as_the_standard_layout(tmp_path: Path) -> None:
