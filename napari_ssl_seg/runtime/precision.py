@@ -36,7 +36,7 @@ And what the networks return leaves in the standard layout: the CPU's softmax an
 axis of a channels-last tensor run over its short innermost axis, about 2x slower than in the standard layout
 (torch 2.13, 4x8x16x64x64 float32: 2.2 ms against 1.0 ms each), and every loss, teacher target and MC-dropout
 sample takes several, on logits and on tensors made from them. :func:`scores_in_standard_layout` copies the
-output heads' results (docs/benchmarks.md: UG-MCL and CCE dual 4-9% faster an iteration, the others unchanged).
+output heads' results (docs/benchmarks.md: UA-MT, UG-CEMT and UG-MCL 4-8% faster an iteration, the others 0-3%).
 """
 
 from __future__ import annotations
