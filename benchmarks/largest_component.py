@@ -3,7 +3,7 @@
 Run: .venv/bin/python benchmarks/largest_component.py --model M --choose PROJECT [--test PROJECT:SPLIT ...]
      [--shipped] [--json FILE]
      .venv/bin/python benchmarks/largest_component.py --from-json DIR --gap START:FULL[,OTHER] [--test PROJECT:SPLIT]
-     [--json FILE] [--png FILE]
+     [--json FILE] [--png FILE] [--name GROUP=LABEL ...]
 
 The clean-up is chosen as training chooses it (``evaluation/validation.py``): on the validation split of
 ``--choose`` (the project the teacher validated on), from the network's own argmax. Then every test set
@@ -19,7 +19,7 @@ Distances of an empty class are listed failures and kept out of the means, as ``
 ``<group>_s<seed>.json``, and prints each teacher's mean Dice and HD95 on one test set and, for every group
 other than START and FULL, the share of the START-to-FULL gap of its seed that it closes, as predicted and with
 the clean-up (``reference_labels.gap_closed``'s rule; OTHER stands in for a seed without a FULL teacher);
-``--png`` plots those shares.
+``--png`` plots those shares, each group under its ``--name`` label where one is given.
 """
 
 from __future__ import annotations
@@ -146,8 +146,11 @@ def print_cleaned_gap(result: dict[str, Any]) -> None:
     print_shares(result["shares"], "Share of the gap closed", column="clean-up")
 
 
-def plot_cleaned_gap(result: dict[str, Any], path: Path) -> None:
-    """Per group, the share of the Dice and of the HD95 gap closed as predicted and cleaned: mean bar, seed dots."""
+def plot_cleaned_gap(result: dict[str, Any], path: Path, names: dict[str, str] | None = None) -> None:
+    """Per group, the share of the Dice and of the HD95 gap closed as predicted and cleaned: mean bar, seed dots.
+
+    ``names`` gives a group (a file-name stem) the label a reader should see under its bars.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,7 +169,8 @@ def plot_cleaned_gap(result: dict[str, Any], path: Path) -> None:
             for position, seeds in zip(positions, per_seed, strict=True):
                 axes.plot([position] * len(seeds), seeds, "k.", markersize=5)
         axes.axhline(0.5, color="grey", linestyle="--", linewidth=0.8, label="half the gap (the target)")
-        axes.set_xticks(np.arange(len(shares)), list(shares), rotation=35, ha="right", fontsize=8)
+        labels = [(names or {}).get(group, group) for group in shares]
+        axes.set_xticks(np.arange(len(shares)), labels, rotation=35, ha="right", fontsize=8)
         axes.set_title(title, fontsize=10)
         axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     seeds = sorted({seed for by in shares.values() for seed in by[variants[0]]["per_seed"]})
@@ -190,7 +194,13 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--png", type=Path, help="with --from-json: a plot of the shares")
+    parser.add_argument(
+        "--name", action="append", default=[], metavar="GROUP=LABEL", help="with --png: a group's label (repeatable)"
+    )
     args = parser.parse_args()
+    names = dict(entry.partition("=")[::2] for entry in args.name)
+    if any(not group or not label for group, label in names.items()):
+        parser.error("--name takes GROUP=LABEL")
     if args.from_json is not None:
         if args.gap is None:
             parser.error("--from-json needs --gap START:FULL")
@@ -199,7 +209,7 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(result, indent=1))
         if args.png:
-            plot_cleaned_gap(result, args.png)
+            plot_cleaned_gap(result, args.png, names)
         return
     if args.model is None or args.choose is None:
         parser.error("--model and --choose are needed to score a teacher")
