@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python benchmarks/ssl_plateau.py [--labeled 5] [--methods supervised,ucmt] [--seeds 0,1,2]
      [--iterations 1500] [--validate-every 250] [--gap build/label_gap] [--json benchmarks/results/ssl_plateau.json]
-     [--equal-time ucmt] [--tag TAG --set settings.NAME=VALUE]
+     [--equal-time ucmt [--rate-ratio R]] [--tag TAG --set settings.NAME=VALUE]
 
 Starts from the supervised teachers ``benchmarks/label_gap.py`` trained to its plateau rule on its cohort of 40
 cases with ``--labeled`` labeled training cases (``build/label_gap/labeled{N}_seed{S}/model.safetensors``; run
@@ -12,7 +12,9 @@ poly), validating every ``--validate-every``. ``supervised`` is the control: the
 same start without the unlabeled cases, so that a gain of a semi-supervised method is not just more training.
 ``--equal-time METHOD`` adds the user's comparison: the control again, for as many iterations as it runs in
 METHOD's training time (METHOD's iterations x the ratio of the two runs' median logged rates), validating as
-often in time. ``--tag TAG`` names the runs ``METHOD-TAG``, so a variant of a method (its settings changed with
+often in time; ``--rate-ratio R`` gives that ratio instead (the control's iterations per second over METHOD's,
+e.g. from ``benchmarks/training_speed.py`` on the same machine) where METHOD's run folder is not at hand.
+``--tag TAG`` names the runs ``METHOD-TAG``, so a variant of a method (its settings changed with
 ``--set settings.NAME=VALUE``) keeps its own folders and results beside the method's own runs.
 
 Printed per method: test Dice and HD95 (mean ± sd over seeds), the paired difference to the control and to the
@@ -122,6 +124,8 @@ def equal_time_iterations(args: argparse.Namespace, method: str, seed: int) -> t
     load, and the ratio of their rates is what a user's budget converts at. With ``--tag`` both are the tagged
     runs, the control of a variant being the supervised run of the same settings.
     """
+    if args.rate_ratio is not None:
+        return int(round(args.iterations * args.rate_ratio, -2)), args.rate_ratio
     method_run = args.out / f"labeled{args.labeled}_{run_name(method, args.tag)}_seed{seed}"
     control_run = args.out / f"labeled{args.labeled}_{run_name('supervised', args.tag)}_seed{seed}"
     ratio = median_rate(control_run) / median_rate(method_run)
@@ -150,7 +154,14 @@ def main() -> None:
         metavar="METHOD",
         help="also run the supervised control for as long as METHOD trained (its iterations x the rate ratio)",
     )
+    parser.add_argument(
+        "--rate-ratio",
+        type=float,
+        help="with --equal-time: the control's rate over METHOD's, instead of the two runs' logged rates",
+    )
     args = parser.parse_args()
+    if args.rate_ratio is not None and (not args.equal_time or args.rate_ratio <= 0):
+        parser.error("--rate-ratio needs --equal-time and a positive ratio")
     keep_freed_memory()
     project = args.gap / f"cohort_{args.labeled}"
     if not (project / "project.sqlite").is_file():
