@@ -109,6 +109,8 @@ def median_rate(run: Path) -> float:
     rates = [
         float(r["it_per_s"]) for r in read_log(run / "log.jsonl") if r.get("kind") == "train" and r.get("it_per_s")
     ]
+    if not rates:
+        raise SystemExit(f"{run}: no logged training rates to time the control by; give them with --rate-ratio")
     return statistics.median(rates)
 
 

@@ -23,11 +23,21 @@ def test_a_tagged_variant_is_timed_against_the_tagged_control(monkeypatch: pytes
     write_run(tmp_path / "labeled2_ucmt_seed0", [2.0, 2.0, 2.0])
     write_run(tmp_path / "labeled2_supervised-bn_seed0", [12.0, 13.0, 100.0])  # median 13
     write_run(tmp_path / "labeled2_ucmt-bn_seed0", [1.0, 2.0, 2.0])  # median 2
-    untagged = argparse.Namespace(out=tmp_path, labeled=2, iterations=3000, tag=None)
+    untagged = argparse.Namespace(out=tmp_path, labeled=2, iterations=3000, tag=None, rate_ratio=None)
     assert benchmark.equal_time_iterations(untagged, "ucmt", 0) == (15000, pytest.approx(5.0))
-    tagged = argparse.Namespace(out=tmp_path, labeled=2, iterations=3000, tag="bn")
+    tagged = argparse.Namespace(out=tmp_path, labeled=2, iterations=3000, tag="bn", rate_ratio=None)
     assert benchmark.equal_time_iterations(tagged, "ucmt", 0) == (19500, pytest.approx(6.5))
     assert benchmark.run_name("ucmt", "bn") == "ucmt-bn" and benchmark.run_name("ucmt", None) == "ucmt"
+
+
+def test_a_given_rate_ratio_replaces_the_runs_rates(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The method's run folder is gone (no logs at all): the ratio given on the command line decides.
+    benchmark = load_benchmark("ssl_plateau", monkeypatch)
+    given = argparse.Namespace(out=tmp_path, labeled=2, iterations=3000, tag="bn", rate_ratio=8.47)
+    assert benchmark.equal_time_iterations(given, "ucmt", 0) == (25400, pytest.approx(8.47))
+    missing = argparse.Namespace(out=tmp_path, labeled=2, iterations=3000, tag="bn", rate_ratio=None)
+    with pytest.raises(SystemExit, match="no logged training rates"):
+        benchmark.equal_time_iterations(missing, "ucmt", 0)
 
 
 def test_a_finished_run_is_reused_only_with_the_settings_it_was_trained_with(
