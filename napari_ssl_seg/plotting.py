@@ -14,11 +14,24 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["BACKGROUND", "DPI", "DRAWINGS", "TEXT", "draw_histogram", "draw_training_curves", "render"]
+__all__ = [
+    "BACKGROUND",
+    "DPI",
+    "DRAWINGS",
+    "EMPTY_CURVES",
+    "EMPTY_HISTOGRAM",
+    "TEXT",
+    "draw_histogram",
+    "draw_training_curves",
+    "render",
+]
 
 BACKGROUND = "#262930"  # napari's dark theme
 TEXT = "#d0d0d0"
 DPI = 100
+# What an empty plot says instead of axes with meaningless ticks (a dock's first look, before any run or prediction).
+EMPTY_CURVES = "loss and validation Dice\nappear here while a run trains"
+EMPTY_HISTOGRAM = "the entropy histogram\nappears after a prediction"
 
 
 def _style(axes: Any) -> None:
@@ -28,16 +41,24 @@ def _style(axes: Any) -> None:
         spine.set_color("#808080")
 
 
+def _say_empty(axes: Any, message: str) -> None:
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.text(0.5, 0.5, message, transform=axes.transAxes, ha="center", va="center", fontsize=8, color=TEXT)
+
+
 def draw_histogram(figure: Figure, state: Mapping[str, Any] | None) -> None:
-    """``state``: ``counts`` per bin, the bin ``edges`` and the region ``threshold`` (or None: empty axes)."""
+    """``state``: ``counts`` per bin, the bin ``edges`` and the region ``threshold`` (or None: nothing yet)."""
     axes = figure.add_subplot()
     _style(axes)
-    if state is not None:
-        counts, edges = list(state["counts"]), list(state["edges"])
-        if any(counts):
-            axes.stairs(counts, edges, fill=True, color="#f08030")
-            axes.set_yscale("log")
-        axes.axvline(float(state["threshold"]), color="#60c0ff", linewidth=1)
+    if state is None:
+        _say_empty(axes, EMPTY_HISTOGRAM)
+        return
+    counts, edges = list(state["counts"]), list(state["edges"])
+    if any(counts):
+        axes.stairs(counts, edges, fill=True, color="#f08030")
+        axes.set_yscale("log")
+    axes.axvline(float(state["threshold"]), color="#60c0ff", linewidth=1)
     axes.set_xlabel("entropy (nats)", fontsize=7, color=TEXT)
     axes.set_ylabel("voxels", fontsize=7, color=TEXT)
 
@@ -45,9 +66,12 @@ def draw_histogram(figure: Figure, state: Mapping[str, Any] | None) -> None:
 def draw_training_curves(figure: Figure, state: Mapping[str, Any]) -> None:
     """Loss per iteration (left axis) and validation Dice with the current teacher's as a dotted line."""
     loss_axes = figure.add_subplot()
+    _style(loss_axes)
+    if not state["loss_x"] and not state["dice_x"] and state.get("baseline") is None:
+        _say_empty(loss_axes, EMPTY_CURVES)
+        return
     dice_axes = loss_axes.twinx()
-    for axes in (loss_axes, dice_axes):
-        _style(axes)
+    _style(dice_axes)
     loss_axes.plot(state["loss_x"], state["loss_y"], color="#f08030", linewidth=1)
     dice_axes.plot(state["dice_x"], state["dice_y"], "o-", color="#60c0ff", markersize=3)
     if state.get("baseline") is not None:

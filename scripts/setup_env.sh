@@ -37,4 +37,9 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   "$VENV/bin/python" -m pip install -q torch==2.13.0
 fi
 "$VENV/bin/python" -m pip install -q -e ".[pyqt,testing]"
+# The Qt binding is PyQt6 (napari's own extra); a PyQt5 left by an earlier install would still be the one
+# qtpy and napari pick, with napari's deprecation warning on every start.
+if "$VENV/bin/python" -m pip show -q PyQt5 >/dev/null 2>&1; then
+  "$VENV/bin/python" -m pip uninstall -q -y PyQt5 PyQt5-Qt5 PyQt5-sip
+fi
 echo "setup: $("$VENV/bin/napari-ssl-seg" --version) installed in $VENV"

@@ -96,3 +96,33 @@ def test_entropy_histogram_says_it_is_drawing_until_the_figure_is_shown(qtbot, u
     assert histogram.drawing  # the screenshots wait on this before grabbing the dock
     qtbot.waitUntil(lambda: not histogram.drawing, timeout=30000)
     assert histogram.pixmap().toImage() != empty
+
+
+def _shown_text(axes) -> list[str]:
+    return [text.get_text() for text in axes.texts]
+
+
+def test_an_empty_plot_says_what_will_appear_instead_of_showing_bare_axes() -> None:
+    from matplotlib.figure import Figure
+
+    from napari_ssl_seg.plotting import EMPTY_CURVES, EMPTY_HISTOGRAM, draw_histogram, draw_training_curves
+
+    nothing = {"loss_x": [], "loss_y": [], "dice_x": [], "dice_y": [], "baseline": None}
+    figure = Figure()
+    draw_training_curves(figure, nothing)
+    (axes,) = figure.axes  # no twin Dice axis for a run that has not started
+    assert _shown_text(axes) == [EMPTY_CURVES] and len(axes.get_xticks()) == len(axes.get_yticks()) == 0
+
+    # The current teacher's Dice is worth showing before the run's first point; a running plot has no message.
+    for state in ({**nothing, "baseline": 0.8}, CURVES):
+        figure = Figure()
+        draw_training_curves(figure, state)
+        assert len(figure.axes) == 2 and not any(_shown_text(a) for a in figure.axes)
+        assert len(figure.axes[0].get_xticks()) > 0
+
+    figure = Figure()
+    draw_histogram(figure, None)
+    assert _shown_text(figure.axes[0]) == [EMPTY_HISTOGRAM]
+    figure = Figure()
+    draw_histogram(figure, {"counts": [5, 0, 2], "edges": [0, 0.1, 0.2, 0.3], "threshold": 0.15})
+    assert not _shown_text(figure.axes[0]) and figure.axes[0].get_xlabel() == "entropy (nats)"
