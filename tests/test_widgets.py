@@ -323,3 +323,35 @@ def test_correcting_a_prediction_records_the_effort_and_the_project_dock_shows_i
     row = next(r for r in range(table.rowCount()) if table.item(r, 0).text() == case)
     column = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())].index("corrected")
     assert table.item(row, column).text() == f"{100 * 90 / 190:.1f}%"
+
+
+@pytest.mark.parametrize(
+    ("button", "choice", "empty_saved"),
+    [("Save", "save", True), ("Discard", "discard", None), ("Cancel", "cancel", False)],
+)
+def test_the_label_docks_questions_return_the_button_the_user_clicked(
+    make_napari_viewer, project_root, button, choice, empty_saved
+):
+    # The real dialogs, answered by a click: the wrappers tests replace elsewhere must read the binding's
+    # answer right (PyQt6 answers with enum members where PyQt5 answered with ints).
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication, QMessageBox
+
+    viewer = make_napari_viewer()
+    label_dock = dock_assistant(viewer, project_root)["Label"]
+    clicked: list[str] = []
+
+    def click_when_shown() -> None:
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            QTimer.singleShot(20, click_when_shown)
+            return
+        box.button(getattr(QMessageBox, button)).click()
+        clicked.append(button)
+
+    QTimer.singleShot(0, click_when_shown)
+    assert label_dock._ask_leave_dialog("case_000") == choice
+    if empty_saved is not None:
+        QTimer.singleShot(0, click_when_shown)
+        assert label_dock._confirm_empty_dialog("case_000") is empty_saved
+    assert clicked and set(clicked) == {button}
