@@ -122,15 +122,15 @@ def run_name(method: str, tag: str | None) -> str:
 def equal_time_iterations(args: argparse.Namespace, method: str, seed: int) -> tuple[int, float]:
     """(iterations the control runs in ``method``'s training time, the rate ratio used) for one seed.
 
-    From the two runs' own median rates, not their wall-clock: both ran on the same machine under the same
-    load, and the ratio of their rates is what a user's budget converts at. With ``--tag`` both are the tagged
-    runs, the control of a variant being the supervised run of the same settings.
+    From ``--rate-ratio`` where given, else from the two runs' own median rates, not their wall-clock: both ran
+    on the same machine under the same load, and the ratio of their rates is what a user's budget converts at.
+    With ``--tag`` both are the tagged runs, the control of a variant being the supervised run of the same settings.
     """
-    if args.rate_ratio is not None:
-        return int(round(args.iterations * args.rate_ratio, -2)), args.rate_ratio
-    method_run = args.out / f"labeled{args.labeled}_{run_name(method, args.tag)}_seed{seed}"
-    control_run = args.out / f"labeled{args.labeled}_{run_name('supervised', args.tag)}_seed{seed}"
-    ratio = median_rate(control_run) / median_rate(method_run)
+    ratio = args.rate_ratio
+    if ratio is None:
+        method_run = args.out / f"labeled{args.labeled}_{run_name(method, args.tag)}_seed{seed}"
+        control_run = args.out / f"labeled{args.labeled}_{run_name('supervised', args.tag)}_seed{seed}"
+        ratio = median_rate(control_run) / median_rate(method_run)
     return int(round(args.iterations * ratio, -2)), ratio
 
 
