@@ -28,6 +28,8 @@ __all__ = [
 
 BACKGROUND = "#262930"  # napari's dark theme
 TEXT = "#d0d0d0"
+ORANGE = "#f08030"
+BLUE = "#60c0ff"
 DPI = 100
 # What an empty plot says instead of axes with meaningless ticks (a dock's first look, before any run or prediction).
 EMPTY_CURVES = "loss and validation Dice\nappear here while a run trains"
@@ -56,15 +58,19 @@ def draw_histogram(figure: Figure, state: Mapping[str, Any] | None) -> None:
         return
     counts, edges = list(state["counts"]), list(state["edges"])
     if any(counts):
-        axes.stairs(counts, edges, fill=True, color="#f08030")
+        axes.stairs(counts, edges, fill=True, color=ORANGE)
         axes.set_yscale("log")
-    axes.axvline(float(state["threshold"]), color="#60c0ff", linewidth=1)
+    axes.axvline(float(state["threshold"]), color=BLUE, linewidth=1)
     axes.set_xlabel("entropy (nats)", fontsize=7, color=TEXT)
     axes.set_ylabel("voxels", fontsize=7, color=TEXT)
 
 
 def draw_training_curves(figure: Figure, state: Mapping[str, Any]) -> None:
-    """Loss per iteration (left axis) and validation Dice with the current teacher's as a dotted line."""
+    """Loss per iteration (left axis), validation Dice (right axis) and the current teacher's Dice, dotted.
+
+    A legend above the axes names the lines, the teacher's only when there is one: axis labels long enough
+    to say it were cut off at the dock's width.
+    """
     loss_axes = figure.add_subplot()
     _style(loss_axes)
     if not state["loss_x"] and not state["dice_x"] and state.get("baseline") is None:
@@ -72,14 +78,21 @@ def draw_training_curves(figure: Figure, state: Mapping[str, Any]) -> None:
         return
     dice_axes = loss_axes.twinx()
     _style(dice_axes)
-    loss_axes.plot(state["loss_x"], state["loss_y"], color="#f08030", linewidth=1)
-    dice_axes.plot(state["dice_x"], state["dice_y"], "o-", color="#60c0ff", markersize=3)
+    lines = loss_axes.plot(state["loss_x"], state["loss_y"], color=ORANGE, linewidth=1, label="loss")
+    lines += dice_axes.plot(state["dice_x"], state["dice_y"], "o-", color=BLUE, markersize=3, label="validation Dice")
     if state.get("baseline") is not None:
-        dice_axes.axhline(state["baseline"], color="#60c0ff", linestyle=":", linewidth=1)
+        lines.append(
+            dice_axes.axhline(state["baseline"], color=BLUE, linestyle=":", linewidth=1, label="current teacher")
+        )
     dice_axes.set_ylim(0.0, 1.0)
     loss_axes.set_xlabel("iteration", fontsize=7, color=TEXT)
-    loss_axes.set_ylabel("loss", fontsize=7, color="#f08030")
-    dice_axes.set_ylabel("Dice (dotted: current teacher)", fontsize=7, color="#60c0ff")
+    loss_axes.set_ylabel("loss", fontsize=7, color=ORANGE)
+    dice_axes.set_ylabel("Dice", fontsize=7, color=BLUE)
+    legend = figure.legend(
+        handles=lines, loc="outside upper center", ncols=len(lines), fontsize=6, frameon=False, handlelength=1.5
+    )
+    for text in legend.get_texts():
+        text.set_color(TEXT)
 
 
 DRAWINGS: dict[str, Callable[[Figure, Any], None]] = {

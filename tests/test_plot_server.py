@@ -126,3 +126,40 @@ def test_an_empty_plot_says_what_will_appear_instead_of_showing_bare_axes() -> N
     figure = Figure()
     draw_histogram(figure, {"counts": [5, 0, 2], "edges": [0, 0.1, 0.2, 0.3], "threshold": 0.15})
     assert not _shown_text(figure.axes[0]) and figure.axes[0].get_xlabel() == "entropy (nats)"
+
+
+def test_the_curves_legend_names_the_current_teacher_only_when_there_is_one() -> None:
+    from matplotlib.figure import Figure
+
+    from napari_ssl_seg.plotting import draw_training_curves
+
+    for baseline, names in ((None, ["loss", "validation Dice"]), (0.3, ["loss", "validation Dice", "current teacher"])):
+        figure = Figure()
+        draw_training_curves(figure, {**CURVES, "baseline": baseline})
+        (legend,) = figure.legends
+        assert [text.get_text() for text in legend.get_texts()] == names
+        assert figure.axes[1].get_ylabel() == "Dice"
+
+
+@pytest.mark.gui
+def test_a_dock_plot_is_drawn_at_the_size_the_dock_gives_it_not_cropped(qtbot) -> None:
+    from napari_ssl_seg.widgets.plots import TrainingCurves
+
+    curves = TrainingCurves()
+    qtbot.addWidget(curves)
+    curves.add_loss(10, 1.0)
+    curves.add_dice(10, 0.5)
+
+    def fits() -> bool:
+        shown, area = curves.pixmap(), curves.contentsRect()
+        return shown is not None and (shown.width(), shown.height()) == (area.width(), area.height())
+
+    curves.resize(420, 170)
+    curves.show()
+    qtbot.waitExposed(curves)
+    curves.redraw()
+    qtbot.waitUntil(fits, timeout=30000)
+    assert (curves.pixmap().width(), curves.pixmap().height()) == (420, 170)
+    curves.resize(300, 260)  # the user drags the dock's edge: the figure is drawn again at the new size
+    qtbot.waitUntil(fits, timeout=30000)
+    assert (curves.pixmap().width(), curves.pixmap().height()) == (300, 260)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from napari.qt.threading import create_worker
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QSize, Qt, QTimer
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel, QSizePolicy
 
@@ -34,13 +34,19 @@ def draw_in_child(kind: str, state: Any, size: tuple[float, float]) -> tuple[byt
 
 
 class ThreadedPlot(QLabel):
-    """A QLabel showing the latest figure a worker thread drew for it."""
+    """A QLabel showing the latest figure a worker thread drew for it, drawn at the label's own size.
+
+    A figure of a fixed size was cropped by a dock that gave the label less height (the axis label and the
+    top of the Dice axis were cut off); one drawn to the label's size shows whole at any dock size.
+    """
 
     def __init__(self, kind: str, size: tuple[float, float], min_interval: float = 0.0) -> None:
         super().__init__()
         self._kind = kind
         self._size = size
         self._pending: tuple[Any] | None = None
+        self._last_state: tuple[Any] | None = None
+        self._drawn_size: tuple[int, int] | None = None
         self._worker: Any = None
         # Each draw costs the renderer 0.1-0.2 s of CPU that training and prediction also want: a
         # live plot redraws at most every ``min_interval`` seconds.
@@ -49,9 +55,41 @@ class ThreadedPlot(QLabel):
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._start)
+        self._resize_timer = QTimer(self)
+        self._resize_timer.setSingleShot(True)
+        self._resize_timer.timeout.connect(self._redraw_at_new_size)
         self.setAlignment(Qt.AlignCenter)
-        self.setMinimumHeight(int(size[1] * DPI * 0.8))
+        self.setMinimumSize(int(size[0] * DPI * 0.6), int(size[1] * DPI * 0.8))
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+
+    def sizeHint(self) -> QSize:
+        # The default size, not the shown pixmap's: a label that asked for its last figure's size would
+        # never let a dock shrink it.
+        return QSize(int(self._size[0] * DPI), int(self._size[1] * DPI))
+
+    def minimumSizeHint(self) -> QSize:
+        return self.minimumSize()
+
+    def figure_size(self) -> tuple[float, float]:
+        """The size in inches the next figure is drawn at: the label's, once it is laid out."""
+        area = self.contentsRect()
+        if not self.isVisible() or area.width() < self.minimumWidth() or area.height() < self.minimumHeight():
+            return self._size
+        return (area.width() / DPI, area.height() / DPI)
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        # Redrawn once the resize settles: dragging a dock's edge sends many of these.
+        self._resize_timer.start(150)
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        self._resize_timer.start(150)  # drawn while hidden (another dock tab), at the default size
+
+    def _redraw_at_new_size(self) -> None:
+        area = self.contentsRect()
+        if self._last_state is not None and self._drawn_size != (area.width(), area.height()):
+            self.request(self._last_state[0])
 
     @property
     def drawing(self) -> bool:
@@ -60,6 +98,7 @@ class ThreadedPlot(QLabel):
 
     def request(self, state: Any) -> None:
         self._pending = (state,)
+        self._last_state = self._pending
         if self._worker is None and not self._timer.isActive():
             self._start()
 
@@ -72,7 +111,9 @@ class ThreadedPlot(QLabel):
             return
         self._last_start = time.monotonic()
         (state,), self._pending = self._pending, None
-        worker = create_worker(draw_in_child, self._kind, state, self._size, _start_thread=False, _ignore_errors=True)
+        size = self.figure_size()
+        self._drawn_size = (round(size[0] * DPI), round(size[1] * DPI))
+        worker = create_worker(draw_in_child, self._kind, state, size, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(self._show)
         worker.finished.connect(self._finished)
         self._worker = worker
