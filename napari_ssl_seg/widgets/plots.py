@@ -24,6 +24,9 @@ from napari_ssl_seg.widgets.background import start_worker
 
 __all__ = ["EntropyHistogram", "TrainingCurves", "draw_in_child"]
 
+# A label smaller than this is not laid out yet (or squeezed away): it gets the default size.
+MIN_DRAWN_PIXELS = 40
+
 
 def draw_in_child(kind: str, state: Any, size: tuple[float, float]) -> tuple[bytes, int, int]:
     """Draw in the shared renderer process; in this thread only if that process cannot run."""
@@ -73,7 +76,7 @@ class ThreadedPlot(QLabel):
     def figure_size(self) -> tuple[float, float]:
         """The size in inches the next figure is drawn at: the label's, once it is laid out."""
         area = self.contentsRect()
-        if not self.isVisible() or area.width() < self.minimumWidth() or area.height() < self.minimumHeight():
+        if not self.isVisible() or min(area.width(), area.height()) < MIN_DRAWN_PIXELS:
             return self._size
         return (area.width() / DPI, area.height() / DPI)
 
@@ -93,8 +96,9 @@ class ThreadedPlot(QLabel):
 
     @property
     def drawing(self) -> bool:
-        """Whether a requested figure has not been shown yet (drawing, queued or waiting its turn)."""
-        return self._worker is not None or self._pending is not None or self._timer.isActive()
+        """Whether a requested figure has not been shown yet (drawing, queued, waiting its turn or a resize)."""
+        waiting = self._timer.isActive() or self._resize_timer.isActive()
+        return self._worker is not None or self._pending is not None or waiting
 
     def request(self, state: Any) -> None:
         self._pending = (state,)

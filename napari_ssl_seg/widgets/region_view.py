@@ -101,7 +101,9 @@ def place_marker(viewer: Any, layer: Any, region: UncertainRegion, *, tag: dict[
         symbol="square",
         face_color="transparent",
         border_color="yellow",
-        border_width=0.05,  # of the marker's size: a thin frame, whatever the region's size
+        # Of the marker's size: at 0.05 the demo case's frame was about 25 canvas pixels wide and hid the
+        # anatomy under it; at 0.015 a 650-pixel marker (the cold-start project's first case) gets 8.
+        border_width=0.015,
         opacity=0.9,
         metadata=dict(tag),
         **transform,

@@ -38,6 +38,8 @@ def take_screenshots(project: Path, out: Path, case: str | None = None) -> list[
             raise SystemExit("error: the project has no case to show")
         session.open_case(name)
         plots = [plot for dock in docks.values() for plot in dock.findChildren(ThreadedPlot)]
+        for _ in range(5):  # lay the docks out first: a plot is drawn again at the size it is given
+            QApplication.processEvents()
         deadline = time.monotonic() + PLOT_WAIT_SECONDS
         while any(plot.drawing for plot in plots) and time.monotonic() < deadline:
             QApplication.processEvents()
