@@ -24,7 +24,7 @@ from napari_ssl_seg.networks import build_network, load_checkpoint
 from napari_ssl_seg.training import TrainConfig, apply_overrides, preset
 from napari_ssl_seg.training.data import CaseData
 from napari_ssl_seg.training.loop import train
-from napari_ssl_seg.training.run_start import copy_init_weights
+from napari_ssl_seg.training.run_start import copy_init_weights, ramps, untrained_peers
 from napari_ssl_seg.training.runlog import read_log
 from napari_ssl_seg.training.sampler import TwoStreamSampler
 from napari_ssl_seg.training.sharpness_aware import sam_ascent
@@ -343,6 +343,41 @@ def test_command_trains_and_prints_a_summary(
     printed = capsys.readouterr()
     assert "best validation Dice" in printed.out and str(out / "model.safetensors") in printed.out
     assert "training" in printed.err  # the progress bar
+
+
+def test_a_peer_the_init_model_does_not_fit_gets_its_coupling_ramped(tiny_project: Path, tmp_path: Path) -> None:
+    network = tiny_config().network_config(3)
+    cce = build_method("ccedual", network, {"resnet_blocks": [1, 1]})
+    config = tiny_config(rampup_iterations=0, iterations=10)
+    peers = untrained_peers(cce, ["subnet_b"], config)
+    assert peers == {"networks": ["subnet_a"], "rampup_iterations": 10}  # the ResNet starts random
+    assert untrained_peers(cce, ["subnet_a", "subnet_b"], config) is None
+    ucmt = build_method("ucmt", network)
+    assert untrained_peers(ucmt, list(ucmt.networks), config) is None
+    # Without peers: the config's ramp (none in the finetune preset) and full coupling.
+    assert ramps(0, config, None) == (1.0, 1.0)
+    early, late = ramps(1, config, peers), ramps(10, config, peers)
+    assert early[0] == early[1] < 0.05 and late == (1.0, 1.0)
+
+    teacher = tmp_path / "teacher"
+    train(tiny_project, tiny_config(iterations=2, validate_every=2), teacher, device="cpu")
+    tuned = tiny_config(
+        method="ccedual", iterations=8, rampup_iterations=0, validate_every=2, log_every=1, checkpoint_every=2
+    )
+    tuned.method_settings = {"resnet_blocks": [1, 1]}
+    calls = iter(range(100))
+    # Cancelled after 4 iterations, then resumed: the resumed half must keep the ramp the run began with
+    # (its info, not the --init model, says which network started untrained).
+    stop_after_four = lambda: next(calls) >= 4  # noqa: E731
+    train(tiny_project, tuned, tmp_path / "cce", device="cpu", init_model=teacher, should_stop=stop_after_four)
+    records = read_log(tmp_path / "cce" / "log.jsonl")
+    notes = [r["message"] for r in records if r["kind"] == "note"]
+    assert any("untrained at the start: subnet_a" in note for note in notes)
+    assert len([r for r in records if r["kind"] == "train"]) == 4
+    train(tiny_project, tuned, tmp_path / "cce", device="cpu", resume=True)
+    rampup = [r["rampup"] for r in read_log(tmp_path / "cce" / "log.jsonl") if r["kind"] == "train"]
+    # The config alone (no ramp-up, as the finetune preset) would give 1.0 at every iteration.
+    assert len(rampup) == 8 and rampup == sorted(rampup) and rampup[0] < 0.1 and rampup[5] < 1.0
 
 
 def test_cce_dual_weighs_its_consistency_regularisation_by_the_coupling() -> None:

@@ -122,7 +122,7 @@ class StepContext:
     that take two optimiser steps per iteration (UCMT, UG-CEMT's second stage).
     ``coupling`` weighs the terms a method does not ramp up but that tie its trainable networks
     together (CCE dual's consistency regularisation): 1, except while a network that ``--init`` did
-    not fit is still catching up (``training/peers.py``); then it follows ``rampup``.
+    not fit is still learning; then it follows ``rampup``.
     """
 
     iteration: int

@@ -22,9 +22,9 @@
 * L = L_sup + lambda(t) (L_cps + L_efs + L_ue) + lambda_c(t) L_pgl, both lambdas 0.1 x the loop's
   Gaussian ramp-up.
 * **Warm start** (``--init``, the one-click retrain): the deployed V-Net fits subnet B only; subnet A
-  starts random. The loop first has subnet A learn from subnet B's predictions (``peer_distillation``,
-  :mod:`napari_ssl_seg.training.peers`), then runs this loss, the CR term at full weight
-  (``StepContext.coupling``); coupled to a random ResNet the V-Net was pulled down.
+  starts random. The loop then ramps the coupling terms up over the whole run, the CR term included
+  (``StepContext.coupling``): at full weight from the first iteration the random ResNet pulled the
+  V-Net down (10% labels: validation 0.68 to 0.34 in 3000 iterations).
 
 Decisions the paper leaves open:
 

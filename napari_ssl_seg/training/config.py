@@ -92,10 +92,6 @@ class TrainConfig:
     # validate better (training/batchnorm.py). Every preset sets 100; 0 (a bare config, as every run
     # before 2026-12-06 had) leaves them as trained.
     batchnorm_batches: int = 0
-    # In a run started from a teacher (--init), the share of the iterations in which networks the
-    # teacher does not fit (CCE dual's and CURE-CL's ResNet) learn from the one it fits before the
-    # method couples them (training/peers.py); 0 ramps their coupling up over the run instead.
-    peer_distillation: float = 0.25
 
     def validate(self) -> TrainConfig:
         """Raise :class:`InputError` for values the loop cannot use; return ``self``."""
@@ -113,8 +109,6 @@ class TrainConfig:
             raise InputError(f"setting dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.foreground_oversampling <= 1.0:
             raise InputError(f"setting foreground_oversampling must be in [0, 1], got {self.foreground_oversampling}")
-        if not 0.0 <= self.peer_distillation < 1.0:
-            raise InputError(f"setting peer_distillation must be in [0, 1), got {self.peer_distillation}")
         if not 0.0 <= self.overlap < 1.0:
             raise InputError(f"setting overlap must be in [0, 1), got {self.overlap}")
         if self.lr <= 0 or self.lr_gamma <= 0 or self.momentum < 0 or self.weight_decay < 0:

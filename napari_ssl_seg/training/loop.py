@@ -1,8 +1,7 @@
 """The one training loop every method runs in (methods/base.py states the division of labour).
 
 Per iteration: draw a (labeled, unlabeled) batch; for each of the method's optimiser steps, build
-the :class:`StepContext` (Gaussian ramp-up of the config), compute the method's loss (or, while
-networks ``--init`` did not fit learn from the one it did, their distillation: :mod:`.peers`), back-propagate
+the :class:`StepContext` (Gaussian ramp-up of the config), compute the method's loss, back-propagate
 (precision and layout as :mod:`napari_ssl_seg.runtime.precision` chooses for the device), take
 an SGD or SAM step, and let the method update its teachers; then step the learning-rate schedule.
 Every ``validate_every`` iterations (and at the end) the inference network (with
@@ -17,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +42,9 @@ from napari_ssl_seg.training.distributed import DistContext, broadcast_module, i
 from napari_ssl_seg.training.export import deployed_card, exported_networks, run_model_card
 from napari_ssl_seg.training.log_sums import LogSums
 from napari_ssl_seg.training.optim import build_optimizer, build_scheduler, clip_gradients, unique_parameters
-from napari_ssl_seg.training.peers import ramps, step_loss
 from napari_ssl_seg.training.plan import PLAN_WARNING
 from napari_ssl_seg.training.prefetch import BatchPrefetcher
-from napari_ssl_seg.training.run_start import seed_everything, start_info, warm_start
+from napari_ssl_seg.training.run_start import ramps, seed_everything, start_info, warm_start
 from napari_ssl_seg.training.runlog import RunLog
 from napari_ssl_seg.training.sampler import TwoStreamSampler, has_lateral_classes
 from napari_ssl_seg.training.sharpness_aware import sam_ascent
@@ -56,7 +55,7 @@ __all__ = ["TrainResult", "train"]
 Progress = Callable[[int, int, Mapping[str, Any]], None]
 
 
-@dataclasses.dataclass
+@dataclass
 class TrainResult:
     """How a run ended: ``status`` is "completed" or "cancelled"."""
 
@@ -189,7 +188,7 @@ class _Run:
 
     def _loss(self, batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
         with self.execution.autocast():
-            output = step_loss(self.method, batch, ctx, self.info.get("untrained_peers"))
+            output = self.method.loss(batch, ctx)
         return output.loss, output.logs
 
     def step(self, batch: Batch, ctx: StepContext) -> dict[str, float | torch.Tensor]:
