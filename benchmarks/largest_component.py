@@ -3,7 +3,7 @@
 Run: .venv/bin/python benchmarks/largest_component.py --model M --choose PROJECT [--test PROJECT:SPLIT ...]
      [--shipped] [--json FILE]
      .venv/bin/python benchmarks/largest_component.py --from-json DIR --gap START:FULL[,OTHER] [--test PROJECT:SPLIT]
-     [--json FILE] [--png FILE] [--name GROUP=LABEL ...]
+     [--json FILE] [--png FILE] [--name GROUP=LABEL ...] [--title TEXT]
 
 The clean-up is chosen as training chooses it (``evaluation/validation.py``): on the validation split of
 ``--choose`` (the project the teacher validated on), from the network's own argmax. Then every test set
@@ -19,7 +19,8 @@ Distances of an empty class are listed failures and kept out of the means, as ``
 ``<group>_s<seed>.json``, and prints each teacher's mean Dice and HD95 on one test set and, for every group
 other than START and FULL, the share of the START-to-FULL gap of its seed that it closes, as predicted and with
 the clean-up (``reference_labels.gap_closed``'s rule; OTHER stands in for a seed without a FULL teacher);
-``--png`` plots those shares, each group under its ``--name`` label where one is given.
+``--png`` plots those shares, each group under its ``--name`` label where one is given, headed by ``--title``
+(default: the test set's path).
 """
 
 from __future__ import annotations
@@ -146,7 +147,9 @@ def print_cleaned_gap(result: dict[str, Any]) -> None:
     print_shares(result["shares"], "Share of the gap closed", column="clean-up")
 
 
-def plot_cleaned_gap(result: dict[str, Any], path: Path, names: dict[str, str] | None = None) -> None:
+def plot_cleaned_gap(
+    result: dict[str, Any], path: Path, names: dict[str, str] | None = None, title: str | None = None
+) -> None:
     """Per group, the share of the Dice and of the HD95 gap closed as predicted and cleaned: mean bar, seed dots.
 
     ``names`` gives a group (a file-name stem) the label a reader should see under its bars.
@@ -160,7 +163,7 @@ def plot_cleaned_gap(result: dict[str, Any], path: Path, names: dict[str, str] |
     variants = SHARE_VARIANTS
     figure, panels = plt.subplots(1, 2, figsize=(max(9, 1.1 * len(shares)), 4.4), dpi=120, sharey=True)
     width = 0.8 / len(variants)
-    for axes, key, title in zip(panels, ("dice", "hd95"), ("Dice gap closed", "HD95 gap closed"), strict=True):
+    for axes, key, panel_title in zip(panels, ("dice", "hd95"), ("Dice gap closed", "HD95 gap closed"), strict=True):
         for index, variant in enumerate(variants):
             positions = np.arange(len(shares)) + (index - (len(variants) - 1) / 2) * width
             per_seed = [[value[key] for value in by[variant]["per_seed"].values()] for by in shares.values()]
@@ -171,11 +174,12 @@ def plot_cleaned_gap(result: dict[str, Any], path: Path, names: dict[str, str] |
         axes.axhline(0.5, color="grey", linestyle="--", linewidth=0.8, label="half the gap (the target)")
         labels = [(names or {}).get(group, group) for group in shares]
         axes.set_xticks(np.arange(len(shares)), labels, rotation=35, ha="right", fontsize=8)
-        axes.set_title(title, fontsize=10)
+        axes.set_title(panel_title, fontsize=10)
         axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     seeds = sorted({seed for by in shares.values() for seed in by[variants[0]]["per_seed"]})
     panels[0].legend(fontsize=8)
-    figure.suptitle(f"{result['test set']}: share of the gap to all labels closed (seeds {', '.join(seeds)}; dots)")
+    heading = title or f"{result['test set']}: share of the gap to all labels closed"
+    figure.suptitle(f"{heading} (seeds {', '.join(seeds)}; dots)")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
@@ -194,6 +198,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--png", type=Path, help="with --from-json: a plot of the shares")
+    parser.add_argument("--title", help="with --png: the plot's heading")
     parser.add_argument(
         "--name", action="append", default=[], metavar="GROUP=LABEL", help="with --png: a group's label (repeatable)"
     )
@@ -209,7 +214,7 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(result, indent=1))
         if args.png:
-            plot_cleaned_gap(result, args.png, names)
+            plot_cleaned_gap(result, args.png, names, args.title)
         return
     if args.model is None or args.choose is None:
         parser.error("--model and --choose are needed to score a teacher")
